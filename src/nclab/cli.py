@@ -1,0 +1,72 @@
+"""``nclab`` command line: a thin shell over the Python API.
+
+Each subcommand lives in ``nclab.commands.<name>`` and exposes ``add_parser(subparsers)``, which
+registers its parser and sets ``func`` (called with the parsed namespace, returning an exit code).
+User errors (:class:`nclab.utils.errors.NclabError`) print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from nclab import __version__
+from nclab.utils.errors import NclabError
+
+# Order here is the order in ``nclab --help``.
+COMMANDS = [
+    "demo",
+    "data",
+    "train",
+    "metrics",
+    "recover",
+    "reproduce",
+    "sweep",
+    "ufm",
+    "report",
+    "compare",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nclab",
+        description="Neural Collapse Lab: coarse-label training, NC metrics, fine-label recovery, deep linear theory.",
+    )
+    parser.add_argument("--version", action="version", version=f"nclab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"nclab.commands.{name}")
+        except ModuleNotFoundError as e:  # a command not built yet; never hide other import errors
+            if e.name == f"nclab.commands.{name}":
+                continue
+            raise
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from nclab.utils import progress
+
+    if getattr(args, "quiet", False) or getattr(args, "json", False):
+        progress.set_quiet(True)
+    try:
+        rc = args.func(args)
+    except NclabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

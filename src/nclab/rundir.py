@@ -1,0 +1,156 @@
+"""The run directory: the one on-disk format every command reads and writes.
+
+Layout of ``runs/<name>/`` (all writes atomic)::
+
+    config.yaml        resolved config (every key, defaults filled in)
+    run.json           what was run: command line, nclab/torch/python versions, device, git commit,
+                       dataset source + checksum, hierarchy spec, start time
+    status.json        {"status": "running"|"complete"|"stopped_nan"|"interrupted"|"failed",
+                        "message": str, "epoch": int, "wall_time_s": float, "resumed": bool}
+    metrics.jsonl      one JSON object per epoch (see docs/run-format.md for the keys)
+    checkpoints/       last.pt (+ epoch_XXXX.pt); loaded with weights_only=True
+    results.json       final summary written by experiments (recovery accuracy, baselines, ...)
+    features/          optional saved features (.npy) for plots
+    report.html        written by nclab.report (+ figures/*.png)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nclab.utils.errors import NclabError
+from nclab.utils.io import atomic_write_json, atomic_write_text, read_jsonl
+
+STATUSES = ("running", "complete", "stopped_nan", "interrupted", "failed")
+
+
+class RunDir:
+    """Paths and small readers/writers for one run directory."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # paths -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def run_info_path(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / "report.html"
+
+    def exists(self) -> bool:
+        return self.path.is_dir()
+
+    def require(self) -> "RunDir":
+        if not self.path.is_dir():
+            raise NclabError(f"run directory {self.path} does not exist; pass the folder a train/reproduce run wrote")
+        return self
+
+    # writers -----------------------------------------------------------------------------
+    def write_config(self, config: dict) -> None:
+        atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
+
+    def write_run_info(self, extra: dict | None = None) -> None:
+        info = environment_info()
+        info["argv"] = sys.argv
+        info["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        if extra:
+            info.update(extra)
+        atomic_write_json(self.run_info_path, info)
+
+    def write_status(self, status: str, message: str = "", **fields: Any) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        old = self.read_status()
+        old.update(fields)
+        old.update({"status": status, "message": message})
+        atomic_write_json(self.status_path, old)
+
+    def write_results(self, results: dict) -> None:
+        atomic_write_json(self.results_path, results)
+
+    # readers -----------------------------------------------------------------------------
+    def read_config(self) -> dict:
+        if not self.config_path.exists():
+            return {}
+        return yaml.safe_load(self.config_path.read_text()) or {}
+
+    def read_run_info(self) -> dict:
+        return _read_json(self.run_info_path)
+
+    def read_status(self) -> dict:
+        return _read_json(self.status_path)
+
+    def read_metrics(self) -> list[dict]:
+        return read_jsonl(self.metrics_path)
+
+    def read_results(self) -> dict:
+        return _read_json(self.results_path)
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise NclabError(f"{path} is not valid JSON ({e}); delete it or rerun the command that writes it")
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def environment_info() -> dict:
+    import torch
+
+    import nclab
+
+    return {
+        "nclab_version": nclab.__version__,
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "platform": platform.platform(),
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cpu_threads": torch.get_num_threads(),
+        "git_commit": git_commit(),
+    }

@@ -1,0 +1,10 @@
+"""User-facing errors.
+
+Anything a user can cause (bad path, bad config, corrupt archive) raises :class:`NclabError` with a
+one-line message that names the problem and the fix. The CLI prints ``error: <message>`` and exits 2;
+programming errors keep their tracebacks.
+"""
+
+
+class NclabError(Exception):
+    """A problem with the user's input: the message is one line naming the problem and the fix."""

@@ -1,0 +1,36 @@
+"""Progress bars that respect ``--quiet`` / ``--json`` (both silence them)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Iterable, TypeVar
+
+T = TypeVar("T")
+
+_QUIET = os.environ.get("NCLAB_QUIET", "") not in ("", "0")
+
+
+def set_quiet(quiet: bool) -> None:
+    global _QUIET
+    _QUIET = bool(quiet)
+
+
+def is_quiet() -> bool:
+    return _QUIET
+
+
+def progress(iterable: Iterable[T] | None = None, **kwargs) -> "tqdm":  # noqa: F821
+    """A tqdm bar on stderr, disabled when quiet."""
+    from tqdm.auto import tqdm
+
+    kwargs.setdefault("file", sys.stderr)
+    kwargs.setdefault("dynamic_ncols", True)
+    kwargs.setdefault("leave", False)
+    return tqdm(iterable, disable=_QUIET, **kwargs)
+
+
+def say(msg: str) -> None:
+    """One status line on stderr unless quiet (stdout stays clean for --json)."""
+    if not _QUIET:
+        print(msg, file=sys.stderr, flush=True)
