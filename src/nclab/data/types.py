@@ -1,0 +1,66 @@
+"""Dataset containers shared by every source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nclab.data.hierarchy import Hierarchy
+
+
+@dataclass
+class Split:
+    """One split: ``x`` uint8 (N, C, H, W) for images or float32 (N, D); ``y`` int64 (N,) fine labels."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass
+class Dataset:
+    """A loaded dataset: train/test splits with the finest true labels, names and provenance."""
+
+    name: str
+    train: Split
+    test: Split
+    class_names: list[str]
+    source: str = ""
+    checksum: str = ""
+    hierarchy: Hierarchy | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_image(self) -> bool:
+        return self.train.x.dtype == torch.uint8 and self.train.x.dim() == 4
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the train split (0..1 scale for images; per-feature for vectors)."""
+        x = self.train.x
+        if self.is_image:
+            c = x.shape[1]
+            mean = torch.zeros(c, dtype=torch.float64)
+            sq = torch.zeros(c, dtype=torch.float64)
+            n = 0
+            for i in range(0, x.shape[0], 4096):  # chunked: never a float copy of the whole set
+                xb = x[i : i + 4096].to(torch.float64) / 255.0
+                mean += xb.sum(dim=(0, 2, 3))
+                sq += (xb * xb).sum(dim=(0, 2, 3))
+                n += xb.shape[0] * xb.shape[2] * xb.shape[3]
+            mean /= n
+            std = (sq / n - mean * mean).clamp_min(0).sqrt()
+            return mean.tolist(), std.tolist()
+        xf = x.to(torch.float64)
+        return xf.mean(0).tolist(), xf.std(0).clamp_min(1e-12).tolist()
