@@ -1,0 +1,289 @@
+"""Streaming per-class statistics for neural-collapse metrics (float64, CPU or GPU, mergeable).
+
+:class:`ClassStats` holds, for K classes and D-dimensional features,
+
+* ``counts``  (K,)      n_k, samples seen per class
+* ``means``   (K, D)    μ_k, class means
+* ``traces``  (K,)      t_k = Σ_{i: y_i=k} ‖h_i − μ_k‖²  (per-class scatter traces)
+* ``scatter`` (G, D, D) S_g = Σ_{k in group g} Σ_{i: y_i=k} (h_i − μ_k)(h_i − μ_k)ᵀ  (optional)
+
+so Σ_W = (1/N) Σ_g S_g. Groups (``groups=fine_to_coarse``) keep one scatter per superclass, which
+``fine_within_coarse`` needs; without groups G = 1. Memory is O(K·D + G·D²), never O(N·D).
+
+Updates use the per-class Chan et al. (1979) pairwise merge: each batch is reduced to its own class
+counts, means and scatter about the *batch* class means, then merged with
+``S ← S_a + S_b + Σ_k (n_a n_b / n) δ_k δ_kᵀ`` (δ_k = batch mean − running mean). No raw second
+moments are ever accumulated, so there is no catastrophic cancellation when the within-class spread is
+tiny compared with the class means (exactly the collapsed regime). Two accumulators merge the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from nclab.utils.errors import NclabError
+
+_F64 = torch.float64
+
+
+def _as_tensor(x, device, dtype=None) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    elif not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(x)
+    return x.to(device=device, dtype=dtype) if dtype is not None else x.to(device=device)
+
+
+class ClassStats:
+    """Streaming class statistics. Feed ``update(features (B, D), labels (B,))`` batch by batch.
+
+    Parameters
+    ----------
+    num_classes: K, labels must lie in ``0..K-1``.
+    dim: D, the feature dimension (inferred from the first batch when ``None``).
+    scatter: keep the D x D within-class scatter (needed by ``nc1``; otherwise ``nc1`` needs a
+        :class:`~nclab.collapse.second_pass.SecondPass` over the samples).
+    groups: optional (K,) int array mapping each class to a group (e.g. ``hierarchy.fine_to_coarse``);
+        one scatter matrix is kept per group.
+    device: where the float64 statistics live (the device of the features is used for the batch maths).
+    """
+
+    def __init__(self, num_classes: int, dim: int | None = None, *, scatter: bool = True,
+                 groups: Sequence[int] | np.ndarray | None = None, device: str | torch.device = "cpu"):
+        if int(num_classes) < 1:
+            raise NclabError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.device = torch.device(device)
+        self.keep_scatter = bool(scatter)
+        if groups is not None:
+            g = np.asarray(groups, dtype=np.int64)
+            if g.shape != (self.num_classes,) or g.min() < 0:
+                raise NclabError(f"groups must be a length-{self.num_classes} array of non-negative ints; "
+                                 "pass hierarchy.fine_to_coarse")
+            self.groups = g
+            self.num_groups = int(g.max()) + 1
+        else:
+            self.groups = None
+            self.num_groups = 1
+        self.dim: int | None = None
+        self.counts = torch.zeros(self.num_classes, dtype=_F64, device=self.device)
+        self.traces = torch.zeros(self.num_classes, dtype=_F64, device=self.device)
+        self.means: torch.Tensor | None = None
+        self.scatter: torch.Tensor | None = None
+        if dim is not None:
+            self._alloc(int(dim))
+
+    # ---------------------------------------------------------------------------------------------
+    def _alloc(self, dim: int) -> None:
+        if dim < 1:
+            raise NclabError(f"feature dimension must be >= 1, got {dim}")
+        self.dim = dim
+        self.means = torch.zeros(self.num_classes, dim, dtype=_F64, device=self.device)
+        if self.keep_scatter:
+            self.scatter = torch.zeros(self.num_groups, dim, dim, dtype=_F64, device=self.device)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.counts.sum().item())
+
+    @property
+    def present(self) -> torch.Tensor:
+        """Bool (K,): classes with at least one sample."""
+        return self.counts > 0
+
+    def _group_index(self, device) -> torch.Tensor:
+        if self.groups is None:
+            return torch.zeros(self.num_classes, dtype=torch.int64, device=device)
+        return torch.as_tensor(self.groups, device=device)
+
+    # ---------------------------------------------------------------------------------------------
+    def update(self, features, labels) -> "ClassStats":
+        """Add a batch: ``features`` (B, D) float (numpy or torch, any device), ``labels`` (B,) int."""
+        x = features if isinstance(features, torch.Tensor) else _as_tensor(features, "cpu")
+        if x.dim() != 2:
+            raise NclabError(f"features must be 2-D (batch, dim), got shape {tuple(x.shape)}; flatten them first")
+        y = _as_tensor(labels, x.device).reshape(-1)
+        if y.shape[0] != x.shape[0]:
+            raise NclabError(f"features have {x.shape[0]} rows but labels have {y.shape[0]}; pass matching arrays")
+        if x.shape[0] == 0:
+            return self
+        if y.is_floating_point():
+            if not torch.equal(y, y.round()):
+                raise NclabError("labels must be integers; pass class indices 0..K-1")
+        y = y.to(torch.int64)
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= self.num_classes:
+            raise NclabError(f"label {lo if lo < 0 else hi} outside 0..{self.num_classes - 1}; "
+                             f"set num_classes to the number of classes")
+        if self.dim is None:
+            self._alloc(int(x.shape[1]))
+        if x.shape[1] != self.dim:
+            raise NclabError(f"features have dim {x.shape[1]} but this accumulator holds dim {self.dim}")
+        x = x.to(_F64)
+        if not bool(torch.isfinite(x).all()):
+            raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt — "
+                             "check the run (lower the learning rate) or clean the array")
+        k = self.num_classes
+        nb = torch.bincount(y, minlength=k).to(_F64)
+        sums = torch.zeros(k, self.dim, dtype=_F64, device=x.device).index_add_(0, y, x)
+        mb = sums / nb.clamp_min(1).unsqueeze(1)
+        xc = x - mb[y]
+        tb = torch.zeros(k, dtype=_F64, device=x.device).index_add_(0, y, (xc * xc).sum(1))
+        sb = None
+        if self.keep_scatter:
+            if self.groups is None:
+                sb = (xc.T @ xc).unsqueeze(0)
+            else:
+                gi = self._group_index(x.device)[y]
+                sb = torch.zeros(self.num_groups, self.dim, self.dim, dtype=_F64, device=x.device)
+                for g in torch.unique(gi).tolist():
+                    xg = xc[gi == g]
+                    sb[g] = xg.T @ xg
+        self._merge(nb.to(self.device), mb.to(self.device), tb.to(self.device),
+                    None if sb is None else sb.to(self.device))
+        return self
+
+    def _merge(self, nb: torch.Tensor, mb: torch.Tensor, tb: torch.Tensor, sb: torch.Tensor | None) -> None:
+        """Chan et al. pairwise merge of (counts, means, traces, scatter) into self."""
+        idx = torch.nonzero(nb > 0).flatten()  # only classes present in the other side change
+        if idx.numel() == 0:
+            return
+        na, nbi = self.counts[idx], nb[idx]
+        n = na + nbi
+        delta = mb[idx] - self.means[idx]
+        w = na * nbi / n  # 0 for classes new to self: their mean is simply taken over
+        self.means[idx] += delta * (nbi / n).unsqueeze(1)
+        self.traces[idx] += tb[idx] + w * (delta * delta).sum(1)
+        self.counts[idx] = n
+        if self.keep_scatter:
+            self.scatter += sb
+            dw = delta * w.sqrt().unsqueeze(1)
+            if self.groups is None:
+                self.scatter[0] += dw.T @ dw
+            else:
+                gi = self._group_index(self.device)[idx]
+                for g in torch.unique(gi).tolist():
+                    d = dw[gi == g]
+                    self.scatter[g] += d.T @ d
+
+    def merge(self, other: "ClassStats") -> "ClassStats":
+        """Fold another accumulator (same K, D, groups, scatter setting) into this one; returns self."""
+        if other.num_classes != self.num_classes or other.keep_scatter != self.keep_scatter:
+            raise NclabError("can only merge accumulators with the same num_classes and scatter setting")
+        if (self.groups is None) != (other.groups is None) or (
+                self.groups is not None and not np.array_equal(self.groups, other.groups)):
+            raise NclabError("can only merge accumulators with the same groups")
+        if other.dim is None:
+            return self
+        if self.dim is None:
+            self._alloc(other.dim)
+        if other.dim != self.dim:
+            raise NclabError(f"cannot merge accumulators of dims {self.dim} and {other.dim}")
+        self._merge(other.counts.to(self.device), other.means.to(self.device), other.traces.to(self.device),
+                    None if other.scatter is None else other.scatter.to(self.device))
+        return self
+
+    # derived statistics --------------------------------------------------------------------------
+    def _require(self) -> None:
+        if self.dim is None or self.num_samples == 0:
+            raise NclabError("no samples accumulated; call update(features, labels) before computing metrics")
+
+    def global_mean(self) -> torch.Tensor:
+        """μ_G = Σ_k n_k μ_k / N (the sample mean), (D,)."""
+        self._require()
+        return (self.counts.unsqueeze(1) * self.means).sum(0) / self.counts.sum()
+
+    def within_scatter(self) -> torch.Tensor:
+        """Σ_W = (1/N) Σ_i (h_i − μ_{y_i})(h_i − μ_{y_i})ᵀ, (D, D), symmetrised."""
+        self._require()
+        if self.scatter is None:
+            raise NclabError("this accumulator was built with scatter=False; use a SecondPass for nc1")
+        s = self.scatter.sum(0)
+        return (s + s.T) / (2 * self.counts.sum())
+
+    def coarsen(self, mapping: Sequence[int] | np.ndarray) -> "ClassStats":
+        """Exact statistics w.r.t. coarse labels ``mapping[y]`` (e.g. ``hierarchy.fine_to_coarse``).
+
+        Coarse scatter = Σ fine scatters + Σ_f n_f (μ_f − μ_c)(μ_f − μ_c)ᵀ (law of total scatter), so no
+        second look at the samples is needed. If ``mapping`` equals this accumulator's groups, the coarse
+        accumulator keeps one scatter per coarse class as groups.
+        """
+        self._require()
+        m = np.asarray(mapping, dtype=np.int64)
+        if m.shape != (self.num_classes,) or m.min() < 0:
+            raise NclabError(f"mapping must give a coarse class for each of the {self.num_classes} classes")
+        kc = int(m.max()) + 1
+        per_group = self.groups is not None and np.array_equal(self.groups, m)
+        out = ClassStats(kc, self.dim, scatter=self.keep_scatter,
+                         groups=np.arange(kc) if per_group else None, device=self.device)
+        mt = torch.as_tensor(m, device=self.device)
+        out.counts = torch.zeros(kc, dtype=_F64, device=self.device).index_add_(0, mt, self.counts)
+        sums = torch.zeros(kc, self.dim, dtype=_F64, device=self.device).index_add_(
+            0, mt, self.counts.unsqueeze(1) * self.means)
+        out.means = sums / out.counts.clamp_min(1).unsqueeze(1)
+        d = self.means - out.means[mt]
+        d[~self.present] = 0
+        out.traces = torch.zeros(kc, dtype=_F64, device=self.device).index_add_(
+            0, mt, self.traces + self.counts * (d * d).sum(1))
+        if self.keep_scatter:
+            dw = d * self.counts.sqrt().unsqueeze(1)
+            if per_group:
+                out.scatter = self.scatter.clone()
+                for c in range(kc):
+                    dc = dw[mt == c]
+                    out.scatter[c] += dc.T @ dc
+            else:
+                out.scatter = (self.scatter.sum(0) + dw.T @ dw).unsqueeze(0)
+        return out
+
+    def subset(self, classes: Sequence[int], group: int | None = None) -> "ClassStats":
+        """Statistics restricted to ``classes`` (relabelled 0..len-1). ``group``: take that group's scatter
+        (the classes must be exactly the group's classes); without groups the scatter is dropped."""
+        self._require()
+        idx = torch.as_tensor(list(classes), dtype=torch.int64, device=self.device)
+        keep = self.keep_scatter and group is not None
+        out = ClassStats(len(classes), self.dim, scatter=keep, device=self.device)
+        out.counts = self.counts[idx].clone()
+        out.means = self.means[idx].clone()
+        out.traces = self.traces[idx].clone()
+        if keep:
+            out.scatter = self.scatter[group : group + 1].clone()
+        return out
+
+    def to(self, device: str | torch.device) -> "ClassStats":
+        """Move the statistics to ``device`` (returns self)."""
+        self.device = torch.device(device)
+        for name in ("counts", "traces", "means", "scatter"):
+            v = getattr(self, name)
+            if v is not None:
+                setattr(self, name, v.to(self.device))
+        return self
+
+    def state_dict(self) -> dict:
+        """Tensors only (safe for ``torch.save`` / ``weights_only`` loading)."""
+        d = {"counts": self.counts.cpu(), "traces": self.traces.cpu()}
+        if self.means is not None:
+            d["means"] = self.means.cpu()
+        if self.scatter is not None:
+            d["scatter"] = self.scatter.cpu()
+        if self.groups is not None:
+            d["groups"] = torch.as_tensor(self.groups)
+        return d
+
+    @classmethod
+    def from_state_dict(cls, d: dict, device: str | torch.device = "cpu") -> "ClassStats":
+        groups = d.get("groups")
+        k = int(d["counts"].shape[0])
+        dim = int(d["means"].shape[1]) if "means" in d else None
+        out = cls(k, dim, scatter="scatter" in d, groups=None if groups is None else groups.numpy(), device=device)
+        for name in ("counts", "traces", "means", "scatter"):
+            if name in d:
+                setattr(out, name, d[name].to(device=out.device, dtype=_F64))
+        return out
+
+    def __repr__(self) -> str:
+        return (f"ClassStats(num_classes={self.num_classes}, dim={self.dim}, n={self.num_samples}, "
+                f"scatter={self.keep_scatter}, groups={self.num_groups if self.groups is not None else None})")

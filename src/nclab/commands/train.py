@@ -1,0 +1,58 @@
+"""``nclab train --config NAME|PATH [--set key=value ...]``: train one model into ``runs/<name>/``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a YAML config (shipped: tiny, fast, paper_resnet18)",
+                       description="Train a model; writes runs/<name>/ (config.yaml, metrics.jsonl, checkpoints/).")
+    p.add_argument("--config", "-c", default=None,
+                   help="YAML path or shipped config name (tiny, fast, paper_resnet18); "
+                        "with --resume defaults to the run's own config.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set optim.lr=0.05 (repeatable)")
+    p.add_argument("--name", default=None, help="run name (default: the config's name)")
+    p.add_argument("--runs", default="runs", help="parent folder of run directories (default: runs)")
+    p.add_argument("--run-dir", default=None, help="exact run directory (overrides --runs/--name)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="same as --set train.device=...")
+    p.add_argument("--epochs", type=int, default=None, help="same as --set optim.epochs=N")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoints/last.pt")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run's metrics and checkpoints")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from nclab.rundir import RunDir
+    from nclab.train import Trainer, load_config
+    from nclab.utils.errors import NclabError
+
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"train.device={args.device}")
+    if args.epochs is not None:
+        overrides.append(f"optim.epochs={args.epochs}")
+    if args.name:
+        overrides.append(f"name={args.name}")
+    config = args.config
+    if args.resume and config is None:
+        rd = Path(args.run_dir) if args.run_dir else (Path(args.runs) / args.name if args.name else None)
+        if rd is None or not RunDir(rd).config_path.exists():
+            raise NclabError("--resume without --config needs --run-dir or --name of an existing run")
+        config = str(RunDir(rd).config_path)
+    if config is None:
+        raise NclabError("no config given; pass --config tiny|fast|paper_resnet18 or a YAML path")
+    cfg = load_config(config, overrides)
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / cfg["name"]
+    result = Trainer(cfg, run_dir).fit(resume=args.resume, force=args.force)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        m = result["metrics"]
+        acc = f", test_acc {m['test_acc']:.4f}" if "test_acc" in m else ""
+        print(f"done: {run_dir} (epoch {result['epoch']}{acc})")
+    return 0

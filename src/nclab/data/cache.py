@@ -1,0 +1,119 @@
+"""On-disk cache of decoded datasets, keyed by the checksum of the source.
+
+Layout: ``<cache_dir>/datasets/<kind>-<checksum[:32]>-v<FORMAT>/`` holding ``{train,test}_{x,y}.npy`` and
+``meta.json``. An entry is written into a hidden temp folder next to it and renamed into place in one step,
+so a crash never leaves a half-written entry that could be read back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from nclab.utils.errors import NclabError
+from nclab.utils.progress import say
+
+FORMAT = 1
+ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+STATS = {"hits": 0, "misses": 0}  # per process; tests use it to see hit/miss
+_CHUNK = 1 << 20
+
+
+def file_digests(path: str | os.PathLike, algos: Iterable[str] = ("sha256",)) -> dict[str, str]:
+    """Hex digests of a file's bytes, all computed in one read pass."""
+    hs = {a: hashlib.new(a) for a in algos}
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(_CHUNK):
+                for h in hs.values():
+                    h.update(block)
+    except OSError as e:
+        raise NclabError(f"cannot read {path}: {e.strerror or e}") from None
+    return {a: h.hexdigest() for a, h in hs.items()}
+
+
+def listing_checksum(root: str | os.PathLike, files: Iterable[str | os.PathLike]) -> str:
+    """sha256 over the sorted (relative path, size, mtime_ns) of ``files`` under ``root``: a cheap folder checksum
+    that changes whenever a file is added, removed, resized or rewritten."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for rel in sorted(str(Path(f).relative_to(root)) if Path(f).is_absolute() else str(f) for f in files):
+        st = (root / rel).stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def entry_dir(cache_dir: str | os.PathLike, kind: str, checksum: str) -> Path:
+    return Path(cache_dir) / "datasets" / f"{kind}-{checksum[:32]}-v{FORMAT}"
+
+
+def _load_entry(d: Path) -> tuple[dict[str, np.ndarray], dict] | None:
+    meta_path = d / "meta.json"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        arrays = {k: np.load(d / f"{k}.npy", allow_pickle=False) for k in ARRAYS}
+    except (OSError, ValueError) as e:
+        say(f"cache entry {d} is unreadable ({e}); rebuilding it")
+        shutil.rmtree(d, ignore_errors=True)
+        return None
+    return arrays, meta
+
+
+def _clean_stale_temps(parent: Path, max_age_s: float = 24 * 3600) -> None:
+    """Remove temp folders left by a process killed mid-write (never read, only take space)."""
+    now = time.time()
+    for p in parent.glob(".tmp-*"):
+        try:
+            if now - p.stat().st_mtime > max_age_s:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def cached(cache_dir: str | os.PathLike, kind: str, checksum: str,
+           build: Callable[[], tuple[dict[str, np.ndarray], dict]]) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays and meta for ``(kind, checksum)``: from the cache if present, else ``build()`` and store them."""
+    d = entry_dir(cache_dir, kind, checksum)
+    hit = _load_entry(d)
+    if hit is not None:
+        STATS["hits"] += 1
+        return hit
+    STATS["misses"] += 1
+    arrays, meta = build()
+    missing = set(ARRAYS) - set(arrays)
+    if missing:  # pragma: no cover - programming error in a reader
+        raise ValueError(f"cache build for {kind} is missing {sorted(missing)}")
+    try:
+        d.parent.mkdir(parents=True, exist_ok=True)
+        _clean_stale_temps(d.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{d.name}-", dir=d.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a cache entry is readable like any other file
+    except OSError as e:
+        say(f"note: cannot write the data cache in {d.parent} ({e.strerror or e}); continuing without it")
+        return arrays, meta
+    try:
+        for k in ARRAYS:
+            np.save(tmp / f"{k}.npy", np.ascontiguousarray(arrays[k]), allow_pickle=False)
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            os.rename(tmp, d)  # atomic: the entry appears complete or not at all
+        except OSError:
+            if not (d / "meta.json").is_file():  # a concurrent writer did not win the race either
+                raise
+    except OSError as e:
+        say(f"note: could not store the data cache entry {d} ({e.strerror or e})")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return arrays, meta

@@ -1,0 +1,189 @@
+"""Image folders: ``ROOT/{train,test}/<class>/*.{png,jpg,jpeg}``, as a folder or a ``.tar``/``.tar.gz`` archive.
+
+Class order = sorted class-folder names (the same set must appear under train/ and test/). ROOT may also be
+a folder (or archive) whose single top-level folder holds train/ and test/. Archives are read member by
+member straight from the tarfile (nothing is extracted); a member with an absolute path or ``..`` is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+
+from nclab.data.cache import cached, file_digests, listing_checksum
+from nclab.data.decode import decode_images
+from nclab.data.types import Dataset, Split
+from nclab.utils.errors import NclabError
+from nclab.utils.progress import progress
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+SPLITS = ("train", "test")
+
+
+def is_archive(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and name.endswith((".tar", ".tar.gz", ".tgz"))
+
+
+def safe_member_name(archive: Path, name: str) -> PurePosixPath:
+    """The member's path, or NclabError if it is absolute or climbs out with ``..``."""
+    p = PurePosixPath(name)
+    if p.is_absolute() or name.startswith(("/", "\\")) or ".." in p.parts or (len(name) > 1 and name[1] == ":"):
+        raise NclabError(f"archive {archive} has an unsafe member path '{name}' (absolute or '..'); refusing it")
+    return PurePosixPath(*[s for s in p.parts if s not in ("", ".")])
+
+
+class _Layout:
+    """Collects (split, class, relative name) for every image and the class folders seen."""
+
+    def __init__(self, where: str):
+        self.where = where
+        self.prefix: tuple[str, ...] | None = None
+        self.class_dirs: dict[str, set[str]] = {s: set() for s in SPLITS}
+        self.items: list[tuple[str, str, str, object]] = []  # split, class, name, payload (path or bytes)
+
+    def _prefix_ok(self, prefix: tuple[str, ...], name: str) -> bool:
+        if self.prefix is None:
+            self.prefix = prefix
+        if prefix != self.prefix:
+            raise NclabError(f"{self.where} has train/test folders under two roots ('{'/'.join(self.prefix) or '.'}' "
+                             f"and '{'/'.join(prefix) or '.'}', seen at {name}); keep a single root")
+        return True
+
+    def add_dir(self, parts: tuple[str, ...]) -> None:
+        if len(parts) >= 2 and parts[-2] in SPLITS and not parts[-1].startswith("."):
+            self._prefix_ok(parts[:-2], "/".join(parts))
+            self.class_dirs[parts[-2]].add(parts[-1])
+
+    def add_file(self, parts: tuple[str, ...], payload: object) -> None:
+        if len(parts) < 3 or parts[-3] not in SPLITS or parts[-1].startswith("."):
+            return
+        if not parts[-1].lower().endswith(IMAGE_EXTS):
+            return
+        self._prefix_ok(parts[:-3], "/".join(parts))
+        split, cls = parts[-3], parts[-2]
+        self.class_dirs[split].add(cls)
+        self.items.append((split, cls, "/".join(parts), payload))
+
+    def classes(self) -> list[str]:
+        if not self.class_dirs["train"] and not self.class_dirs["test"]:
+            raise NclabError(f"{self.where} has no train/<class>/ or test/<class>/ image folders; "
+                             f"expected ROOT/{{train,test}}/<class>/*.png|jpg")
+        for split in SPLITS:
+            if not self.class_dirs[split]:
+                raise NclabError(f"{self.where} has no {split}/<class>/ folders; both train/ and test/ are needed")
+        tr, te = self.class_dirs["train"], self.class_dirs["test"]
+        if tr != te:
+            extra = sorted(tr ^ te)[0]
+            missing = "test" if extra in tr else "train"
+            raise NclabError(f"{self.where}: class '{extra}' has no {missing}/ folder; train and test need the same classes")
+        counts = {(s, c): 0 for s in SPLITS for c in tr}
+        for s, c, _, _ in self.items:
+            counts[(s, c)] += 1
+        for (s, c), k in sorted(counts.items()):
+            if k == 0:
+                prefix = "/".join((*(self.prefix or ()), s, c))
+                raise NclabError(f"class folder {prefix} in {self.where} holds no .png/.jpg images; "
+                                 f"add images or remove the folder")
+        return sorted(tr)
+
+
+def _scan_folder(root: Path) -> _Layout:
+    lay = _Layout(str(root))
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = Path(dirpath).relative_to(root).parts
+        for d in dirnames:
+            lay.add_dir((*rel, d))
+        for f in filenames:
+            lay.add_file((*rel, f), Path(dirpath) / f)
+    return lay
+
+
+def _scan_archive(path: Path) -> _Layout:
+    lay = _Layout(str(path))
+    try:
+        with tarfile.open(path, mode="r|*") as tf:  # streaming: one sequential pass, no seeks
+            bar = progress(desc=f"reading {path.name}", unit="file")
+            for m in tf:
+                parts = safe_member_name(path, m.name).parts
+                if m.isdir():
+                    lay.add_dir(parts)
+                elif m.isfile():
+                    if len(parts) >= 3 and parts[-3] in SPLITS and parts[-1].lower().endswith(IMAGE_EXTS):
+                        f = tf.extractfile(m)
+                        lay.add_file(parts, f.read() if f is not None else b"")
+                        bar.update(1)
+                # links and devices are ignored: nothing is ever extracted
+            bar.close()
+    except NclabError:
+        raise
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise NclabError(f"archive {path} is corrupt or truncated ({type(e).__name__}: {e}); "
+                         f"re-download or re-create it") from None
+    return lay
+
+
+def _resolve_root(path: Path) -> Path:
+    """``path`` itself, or its single sub-folder when train/ and test/ sit one level down."""
+    if (path / "train").is_dir() or (path / "test").is_dir():
+        return path
+    subs = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if len(subs) == 1 and ((subs[0] / "train").is_dir() or (subs[0] / "test").is_dir()):
+        return subs[0]
+    return path
+
+
+def load_imagefolder(arg: str, cache_dir: Path) -> Dataset:
+    path = Path(arg).expanduser()
+    if not path.exists():
+        raise NclabError(f"image folder {path} not found; give imagefolder:PATH to a folder or .tar/.tar.gz archive")
+    if path.is_file():
+        if not is_archive(path):
+            raise NclabError(f"{path} is a file but not a .tar/.tar.gz archive; give a folder or a tar archive")
+        checksum = file_digests(path)["sha256"]
+    else:
+        path = _resolve_root(path)
+        lay = _scan_folder(path)
+        lay.classes()  # validate before hashing
+        checksum = listing_checksum(path, [p for *_, p in lay.items])
+
+    def build():
+        layout = _scan_archive(path) if path.is_file() else _scan_folder(path)
+        classes = layout.classes()
+        index = {c: i for i, c in enumerate(classes)}
+        arrays = {}
+        for split in SPLITS:
+            items = sorted((index[c], name, payload) for s, c, name, payload in layout.items if s == split)
+            names = [f"{path}:{name}" if path.is_file() else str(payload) for _, name, payload in items]
+            blobs = [p if isinstance(p, bytes) else _read(p) for _, _, p in items]
+            arrays[f"{split}_x"] = decode_images(blobs, names, desc=f"decoding {split} images")
+            arrays[f"{split}_y"] = np.asarray([i for i, _, _ in items], dtype=np.int64)
+        if arrays["train_x"].shape[1:] != arrays["test_x"].shape[1:]:
+            raise NclabError(f"{path}: train images are {arrays['train_x'].shape[1:]} but test images are "
+                             f"{arrays['test_x'].shape[1:]} (C, H, W); use one size and colour mode")
+        return arrays, {"class_names": classes}
+
+    arrays, meta = cached(cache_dir, "imagefolder", checksum, build)
+    return Dataset(
+        name=path.name.split(".")[0] if path.is_file() else path.name,
+        train=Split(torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"])),
+        test=Split(torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"])),
+        class_names=list(meta["class_names"]),
+        source=f"imagefolder:{path}",
+        checksum=checksum,
+        hierarchy=None,
+        meta={"path": str(path)},
+    )
+
+
+def _read(p: Path) -> bytes:
+    try:
+        return Path(p).read_bytes()
+    except OSError as e:
+        raise NclabError(f"cannot read image {p}: {e.strerror or e}") from None

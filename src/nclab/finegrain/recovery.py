@@ -1,0 +1,330 @@
+"""Fine-label recovery from features of a coarse-trained network (Yang, Steinhardt & Hu, ICML 2023).
+
+Protocol (defaults):
+
+1. for each superclass ``c``, cluster the fit features of samples with coarse label ``c`` into
+   ``k_c`` = number of fine classes under ``c`` clusters (k-means, ``n_init`` restarts);
+2. name each cluster with a fine label by one-to-one Hungarian matching of clusters to the fine classes
+   under ``c``, maximising the number of fit samples whose fine label equals the cluster's name
+   (the only use of fine labels);
+3. a new sample is routed by a coarse label (the network's *predicted* one; the true one gives the
+   "oracle" upper bound) to the superclass, then gets the name of the nearest centroid of that superclass.
+
+Shapes: features ``(N, D)`` float; coarse and fine labels ``(N,)`` int. Normalisations are fitted on the fit
+set and applied identically to any later input; centroids are kept both in the normalised space (for
+prediction) and as raw-feature means (``raw_centroids_``, for plots).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from nclab.data.hierarchy import Hierarchy
+from nclab.finegrain.kmeans import kmeans
+from nclab.utils.errors import NclabError
+
+METHODS = ("kmeans", "gmm", "spectral", "agglomerative")
+NORMALIZATIONS = ("none", "center", "l2", "center+l2", "whiten")
+CLUSTERINGS = ("per_coarse", "global")
+
+
+def hungarian_names(clusters: np.ndarray, fine: np.ndarray, n_clusters: int, classes: Sequence[int]) -> np.ndarray:
+    """One-to-one naming of clusters ``0..n_clusters-1`` with the fine classes ``classes``.
+
+    Maximises ``sum_j count(cluster j, class name[j])`` (scipy ``linear_sum_assignment`` on the contingency
+    table). With more clusters than classes the unmatched clusters take their majority class; with fewer,
+    some classes get no cluster. Returns ``names`` (n_clusters,) int64.
+    """
+    classes = np.asarray(list(classes), dtype=np.int64)
+    pos = {int(c): i for i, c in enumerate(classes)}
+    table = np.zeros((n_clusters, len(classes)), dtype=np.int64)
+    for j, f in zip(clusters.tolist(), fine.tolist()):
+        i = pos.get(int(f))
+        if i is not None:
+            table[j, i] += 1
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    names = classes[np.argmax(table, axis=1)] if len(classes) else np.zeros(n_clusters, np.int64)
+    names = np.asarray(names, dtype=np.int64)
+    names[rows] = classes[cols]
+    return names
+
+
+@dataclass
+class _Group:
+    """Fitted state of one superclass (or the single global group)."""
+
+    coarse: int
+    fine: list[int]  # fine classes that the clusters are named from
+    mean: np.ndarray  # (D,) fit mean of the group in raw space (for "center")
+    proj: np.ndarray | None  # (D, d) whitening projection, or None
+    centers: np.ndarray  # (k, D') cluster centres in the normalised space
+    raw_centers: np.ndarray  # (k, D) raw-feature means of the clusters
+    names: np.ndarray  # (k,) fine label of each cluster
+    model: object | None = None  # fitted GaussianMixture for method="gmm"
+
+
+class FineLabelRecovery:
+    """Recover fine labels by clustering features within each superclass.
+
+    Parameters
+    ----------
+    hierarchy : Hierarchy or array (num_fine,) fine->coarse, or None to infer ``k_c`` from the (coarse, fine)
+        pairs seen in ``fit`` (then every fine class must appear under exactly one coarse label).
+    method : "kmeans" | "gmm" | "spectral" | "agglomerative". Spectral uses a kNN graph
+        (``n_neighbors``); spectral and agglomerative cluster at most ``max_samples`` points per group and
+        extend to the rest by nearest centroid.
+    normalize : "none" | "center" (subtract the group's fit mean) | "l2" (unit rows) | "center+l2" |
+        "whiten" (PCA whitening per group keeping ``whiten_var`` of the variance).
+        Note that k-means within one group is translation invariant, so "center" alone only changes the
+        global clustering and the non-k-means methods.
+    clustering : "per_coarse" (the paper's protocol) or "global" (one clustering with K_fine clusters,
+        Hungarian over all fine classes; routing labels are then ignored).
+    n_init, max_iter, seed, device : k-means restarts, iterations, RNG seed, torch device.
+    """
+
+    def __init__(
+        self,
+        hierarchy: Hierarchy | Sequence[int] | np.ndarray | None = None,
+        *,
+        method: str = "kmeans",
+        normalize: str = "center+l2",
+        clustering: str = "per_coarse",
+        n_init: int = 10,
+        max_iter: int = 300,
+        seed: int = 0,
+        device: str = "cpu",
+        n_neighbors: int = 10,
+        max_samples: int = 5000,
+        whiten_var: float = 0.9,
+    ):
+        if method not in METHODS:
+            raise NclabError(f"unknown recovery method {method!r}; use one of {', '.join(METHODS)}")
+        if normalize not in NORMALIZATIONS:
+            raise NclabError(f"unknown normalisation {normalize!r}; use one of {', '.join(NORMALIZATIONS)}")
+        if clustering not in CLUSTERINGS:
+            raise NclabError(f"unknown clustering {clustering!r}; use one of {', '.join(CLUSTERINGS)}")
+        if not 0.0 < whiten_var <= 1.0:
+            raise NclabError(f"whiten_var must be in (0, 1], got {whiten_var}")
+        self.hierarchy = hierarchy
+        self.method = method
+        self.normalize = normalize
+        self.clustering = clustering
+        self.n_init = int(n_init)
+        self.max_iter = int(max_iter)
+        self.seed = int(seed)
+        self.device = device
+        self.n_neighbors = int(n_neighbors)
+        self.max_samples = int(max_samples)
+        self.whiten_var = float(whiten_var)
+
+    # ----------------------------------------------------------------------------- helpers
+    def _f2c(self, coarse: np.ndarray | None, fine: np.ndarray | None) -> np.ndarray:
+        h = self.hierarchy
+        if isinstance(h, Hierarchy):
+            return h.fine_to_coarse
+        if h is not None:
+            return np.asarray(h, dtype=np.int64)
+        if coarse is None or fine is None:
+            raise NclabError("FineLabelRecovery needs a hierarchy or fine labels in fit to know k per superclass")
+        nf = int(fine.max()) + 1
+        f2c = np.full(nf, -1, dtype=np.int64)
+        for f, c in set(zip(fine.tolist(), coarse.tolist())):
+            if f2c[f] not in (-1, c):
+                raise NclabError(f"fine class {f} appears under coarse labels {f2c[f]} and {c}; pass --hierarchy")
+            f2c[f] = c
+        if (f2c < 0).any():
+            raise NclabError(f"fine classes {np.flatnonzero(f2c < 0).tolist()} never appear in fit; pass a hierarchy")
+        return f2c
+
+    @staticmethod
+    def _check(x, labels: dict[str, np.ndarray | None]) -> tuple[np.ndarray, dict]:
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[0] == 0:
+            raise NclabError(f"features must be a non-empty 2-D array (N, D), got shape {x.shape}")
+        if not np.issubdtype(x.dtype, np.number):
+            raise NclabError(f"features must be numeric, got dtype {x.dtype}")
+        x = x.astype(np.float32, copy=False)
+        if not np.isfinite(x).all():
+            raise NclabError("features contain NaN or inf; check the network/run that produced them")
+        out = {}
+        for name, y in labels.items():
+            if y is None:
+                out[name] = None
+                continue
+            y = np.asarray(y)
+            if y.shape != (x.shape[0],):
+                raise NclabError(f"{name} labels have shape {y.shape} but features have {x.shape[0]} rows; pass matching arrays")
+            if not np.issubdtype(y.dtype, np.integer):
+                if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
+                    y = y.astype(np.int64)
+                else:
+                    raise NclabError(f"{name} labels must be integers, got dtype {y.dtype}")
+            if y.size and y.min() < 0:
+                raise NclabError(f"{name} labels contain negative values; labels are 0-based class indices")
+            out[name] = y.astype(np.int64)
+        return x, out
+
+    def _transform(self, x: np.ndarray, g: _Group) -> np.ndarray:
+        """Apply the group's fitted normalisation to rows of x (n, D) -> (n, D')."""
+        z = x
+        if self.normalize in ("center", "center+l2", "whiten"):
+            z = z - g.mean
+        if self.normalize == "whiten":
+            z = z @ g.proj
+        if self.normalize in ("l2", "center+l2"):
+            z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+        return z.astype(np.float32, copy=False)
+
+    def _whitener(self, x: np.ndarray) -> np.ndarray:
+        xc = (x - x.mean(0)).astype(np.float64)
+        _, s, vt = np.linalg.svd(xc, full_matrices=False)
+        var = s**2 / max(1, x.shape[0] - 1)
+        keep = int(np.searchsorted(np.cumsum(var) / max(var.sum(), 1e-300), self.whiten_var) + 1)
+        keep = max(1, min(keep, int((var > var[0] * 1e-10).sum()) if var[0] > 0 else 1))
+        return (vt[:keep].T / np.sqrt(np.maximum(var[:keep], 1e-30))).astype(np.float32)
+
+    def _cluster(self, z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, object | None]:
+        """Cluster z (n, d) into k groups -> (labels (n,), centres (k, d), fitted model or None)."""
+        if k == 1:
+            return np.zeros(len(z), np.int64), z.mean(0, keepdims=True), None
+        if self.method == "kmeans":
+            r = kmeans(z, k, n_init=self.n_init, max_iter=self.max_iter, seed=seed, device=self.device)
+            return r.labels, r.centers, None
+        if self.method == "gmm":
+            from sklearn.mixture import GaussianMixture
+
+            # full covariances need many points per cluster (else they overfit); start from our k-means
+            cov = "full" if len(z) >= 10 * k * z.shape[1] else "diag"
+            km = kmeans(z, k, n_init=self.n_init, max_iter=self.max_iter, seed=seed, device=self.device)
+            gm = GaussianMixture(k, covariance_type=cov, means_init=km.centers, reg_covar=1e-4,
+                                 random_state=seed, max_iter=self.max_iter)
+            lab = gm.fit_predict(z).astype(np.int64)
+            return lab, gm.means_.astype(np.float32), gm
+        # spectral / agglomerative are O(n^2): cluster a subsample, extend by nearest centroid
+        rng = np.random.default_rng(seed)
+        sub = np.sort(rng.choice(len(z), self.max_samples, replace=False)) if len(z) > self.max_samples else np.arange(len(z))
+        zs = z[sub]
+        if self.method == "spectral":
+            from sklearn.cluster import SpectralClustering
+
+            sc = SpectralClustering(k, affinity="nearest_neighbors", n_neighbors=min(self.n_neighbors, len(zs) - 1),
+                                    random_state=seed, assign_labels="cluster_qr")
+            ls = sc.fit_predict(zs)
+        else:
+            from sklearn.cluster import AgglomerativeClustering
+
+            ls = AgglomerativeClustering(k, linkage="ward").fit_predict(zs)
+        centers = np.stack([zs[ls == j].mean(0) if (ls == j).any() else zs[0] for j in range(k)]).astype(np.float32)
+        return _nearest(z, centers), centers, None
+
+    def _assign(self, z: np.ndarray, g: _Group) -> np.ndarray:
+        if g.model is not None:
+            return g.model.predict(z).astype(np.int64)
+        return _nearest(z, g.centers)
+
+    # ----------------------------------------------------------------------------- API
+    def fit(self, features, coarse=None, fine=None) -> "FineLabelRecovery":
+        """Cluster ``features`` (N, D) grouped by ``coarse`` (N,) and name clusters with ``fine`` (N,).
+
+        ``coarse`` may be omitted for ``clustering="global"`` (and is then taken from the hierarchy and
+        ``fine`` if given). Without ``fine`` the clusters keep placeholder names (cluster index offsets) and
+        only the cluster structure is usable (``labels_``). Sets ``groups_``, ``labels_`` (N,) cluster ids,
+        ``fit_pred_`` (N,) named fine predictions of the fit samples.
+        """
+        x, lab = self._check(features, {"coarse": coarse, "fine": fine})
+        coarse, fine = lab["coarse"], lab["fine"]
+        f2c = self._f2c(coarse, fine)
+        self.fine_to_coarse_ = f2c
+        if fine is not None and fine.max() >= len(f2c):
+            raise NclabError(f"fine label {int(fine.max())} outside the hierarchy's {len(f2c)} fine classes")
+        if self.clustering == "per_coarse" and coarse is None:
+            if fine is None:
+                raise NclabError("per-superclass recovery needs coarse labels in fit")
+            coarse = f2c[fine]
+        if coarse is not None and coarse.max() >= f2c.max() + 1:
+            raise NclabError(f"coarse label {int(coarse.max())} outside the hierarchy's {int(f2c.max()) + 1} superclasses")
+        if self.clustering == "global":
+            plan = [(-1, list(range(len(f2c))), np.arange(len(x)))]
+        else:
+            plan = [(c, [int(f) for f in np.flatnonzero(f2c == c)], np.flatnonzero(coarse == c))
+                    for c in range(int(f2c.max()) + 1)]
+        self.groups_: dict[int, _Group] = {}
+        self.labels_ = np.full(len(x), -1, dtype=np.int64)
+        self.fit_pred_ = np.full(len(x), -1, dtype=np.int64)
+        offset = 0
+        for c, classes, idx in plan:
+            if len(idx) < len(classes):
+                raise NclabError(f"superclass {c} has {len(idx)} fit samples but {len(classes)} fine classes; "
+                                 "need at least one sample per cluster")
+            xg = x[idx]
+            g = _Group(c, classes, xg.mean(0), None, np.empty(0), np.empty(0), np.empty(0))
+            if self.normalize == "whiten":
+                g.proj = self._whitener(xg)
+            z = self._transform(xg, g)
+            cl, g.centers, g.model = self._cluster(z, len(classes), self.seed + 1009 * (c + 1))
+            g.raw_centers = np.stack([xg[cl == j].mean(0) if (cl == j).any() else g.mean
+                                      for j in range(len(classes))]).astype(np.float32)
+            if fine is not None:
+                g.names = hungarian_names(cl, fine[idx], len(classes), classes)
+            else:
+                g.names = np.asarray(classes, dtype=np.int64)  # arbitrary but one-to-one
+            self.groups_[c] = g
+            self.labels_[idx] = cl + offset
+            self.fit_pred_[idx] = g.names[cl]
+            offset += len(classes)
+        return self
+
+    def predict(self, features, coarse=None) -> np.ndarray:
+        """Fine labels (N,) for ``features`` (N, D), routed by ``coarse`` (N,) (predicted or true superclass)
+        to that superclass's nearest centroid. ``coarse`` is ignored for ``clustering="global"``."""
+        if not hasattr(self, "groups_"):
+            raise NclabError("FineLabelRecovery.predict called before fit")
+        x, lab = self._check(features, {"coarse": coarse})
+        coarse = lab["coarse"]
+        if self.clustering == "global":
+            g = self.groups_[-1]
+            return g.names[self._assign(self._transform(x, g), g)]
+        if coarse is None:
+            raise NclabError("per-superclass recovery needs routing coarse labels in predict")
+        if coarse.max() >= len(self.groups_):
+            raise NclabError(f"routing label {int(coarse.max())} outside the {len(self.groups_)} superclasses")
+        dim = next(iter(self.groups_.values())).mean.shape[0]
+        if x.shape[1] != dim:
+            raise NclabError(f"features have {x.shape[1]} columns but the recovery was fitted on {dim}")
+        out = np.full(len(x), -1, dtype=np.int64)
+        for c, g in self.groups_.items():
+            idx = np.flatnonzero(coarse == c)
+            if len(idx):
+                out[idx] = g.names[self._assign(self._transform(x[idx], g), g)]
+        return out
+
+    def fit_predict(self, features, coarse=None, fine=None) -> np.ndarray:
+        """``fit`` then the named predictions of the fit samples (N,)."""
+        return self.fit(features, coarse, fine).fit_pred_
+
+    def score(self, features, coarse, fine) -> float:
+        """Accuracy (fraction in [0, 1]) of ``predict(features, coarse)`` against ``fine``."""
+        return float(np.mean(self.predict(features, coarse) == np.asarray(fine)))
+
+    def centroids(self) -> dict[str, np.ndarray]:
+        """Arrays for ``centroids.npz``: ``c<k>`` (k_c, D) raw-space cluster means, ``c<k>_fine`` (k_c,) names
+        (``c-1`` is the single group of global clustering)."""
+        out = {}
+        for c, g in self.groups_.items():
+            out[f"c{c}"] = g.raw_centers
+            out[f"c{c}_fine"] = g.names
+        return out
+
+
+def _nearest(z: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre (squared Euclidean) for each row of z (n, d); centres (k, d)."""
+    out = np.empty(len(z), dtype=np.int64)
+    c2 = (centers.astype(np.float64) ** 2).sum(1)
+    for s in range(0, len(z), 8192):
+        b = z[s : s + 8192].astype(np.float64)
+        out[s : s + 8192] = np.argmin(c2[None, :] - 2.0 * b @ centers.T.astype(np.float64), axis=1)
+    return out

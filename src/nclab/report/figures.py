@@ -1,0 +1,272 @@
+"""Figures for reports: a PNG sink, a fixed fine-label palette, and the plot functions.
+
+All plots use matplotlib's Agg backend (no display needed) and are saved without timestamps, so the
+same run directory gives the same PNG bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import colorsys
+import io
+import re
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)  # noqa: E402  (headless; respects an already-chosen backend)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: E402
+
+from nclab.report.html import esc  # noqa: E402
+from nclab.utils.io import atomic_write_bytes  # noqa: E402
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+DPI = 100
+
+# Fine label f always gets colour fine_color(f) in every figure of every report.
+_BASE = [
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+]
+_GOLDEN = 0.618033988749895
+
+
+def fine_color(f: int) -> str:
+    """Colour of fine label ``f``: tab20 order for 0..19, then golden-ratio hues at alternating lightness."""
+    f = int(f)
+    if 0 <= f < len(_BASE):
+        return _BASE[f]
+    h = (0.11 + f * _GOLDEN) % 1.0
+    light = (0.38, 0.55, 0.46)[f % 3]
+    r, g, b = colorsys.hls_to_rgb(h, light, 0.75)
+    return "#{:02x}{:02x}{:02x}".format(int(r * 255), int(g * 255), int(b * 255))
+
+
+def run_color(i: int) -> str:
+    """Colour of the i-th run in a comparison (same palette, so the first runs are tab10)."""
+    return fine_color(i)
+
+
+class FigureSink:
+    """Saves figures as ``figures/<name>.png`` under ``out_dir`` and returns HTML embedding them as data URIs."""
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = Path(out_dir)
+        self.fig_dir = self.out_dir / "figures"
+        self.written: list[str] = []
+
+    def _unique(self, name: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "figure"
+        cand, i = base, 2
+        while cand + ".png" in self.written:
+            cand, i = f"{base}_{i}", i + 1
+        return cand + ".png"
+
+    def add(self, fig, name: str, caption: str = "", alt: str = "") -> str:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+        plt.close(fig)
+        data = buf.getvalue()
+        fname = self._unique(name)
+        atomic_write_bytes(self.fig_dir / fname, data)
+        self.written.append(fname)
+        b64 = base64.b64encode(data).decode("ascii")
+        cap = f"{esc(caption)} " if caption else ""
+        return (
+            f'<figure><img src="data:image/png;base64,{b64}" alt="{esc(alt or caption or name)}" '
+            f'data-file="figures/{esc(fname)}">'
+            f'<figcaption>{cap}<a href="figures/{esc(fname)}">[PNG]</a></figcaption></figure>'
+        )
+
+    def prune(self) -> None:
+        """Remove PNGs left in figures/ by an earlier report that this one did not write."""
+        if not self.fig_dir.is_dir():
+            return
+        for p in self.fig_dir.glob("*.png"):
+            if p.name not in self.written:
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+
+
+# ---- curves -------------------------------------------------------------------------------------------
+
+
+class Line:
+    """One curve: metrics key, legend label, optional fixed colour/width."""
+
+    def __init__(self, key: str, label: str, color: str | None = None, width: float | None = None, style: str = "-"):
+        self.key, self.label, self.color, self.width, self.style = key, label, color, width, style
+
+
+class Panel:
+    """One subplot: a title, y label, log scale flag and its lines."""
+
+    def __init__(self, title: str, ylabel: str, lines: list[Line], logy: bool | None = False, percent: bool = False):
+        # logy=None: decide from the data (log when every value is positive and they span > 20x)
+        self.title, self.ylabel, self.lines, self.logy, self.percent = title, ylabel, lines, logy, percent
+
+
+_STYLES = ["-", "--", ":", "-."]
+
+
+def plot_panels(panels: Sequence[Panel], runs: Sequence[tuple[str, object]], xlabel: str, suptitle: str = ""):
+    """Small multiples. ``runs`` = [(label, Series)]; one run: colour per line; several: colour per run,
+    line style per key. Returns the figure, or None if nothing had data."""
+    panels = [p for p in panels if any(ln.key in s.values for _, s in runs for ln in p.lines)]
+    if not panels:
+        return None
+    n = len(panels)
+    ncols = min(n, 3)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.3 * nrows), squeeze=False)
+    multi = len(runs) > 1
+    for ax, panel in zip(axes.flat, panels):
+        logy = panel.logy
+        if logy is None:
+            vals = np.concatenate([s.values[ln.key] for _, s in runs for ln in panel.lines if ln.key in s.values])
+            vals = vals[np.isfinite(vals)]
+            logy = bool(vals.size and (vals > 0).all() and vals.max() > 20 * vals.min())
+        for ri, (rlabel, s) in enumerate(runs):
+            for li, ln in enumerate(panel.lines):
+                y = s.values.get(ln.key)
+                if y is None:
+                    continue
+                if logy:
+                    y = np.where(y > 0, y, np.nan)
+                if multi:
+                    color, style = run_color(ri), _STYLES[li % len(_STYLES)]
+                    label = rlabel
+                else:
+                    color, style, label = ln.color, ln.style, ln.label
+                ax.plot(s.x, y, style, color=color, lw=ln.width or 1.6, label=label,
+                        marker="o" if len(s.x) <= 12 else None, ms=3)
+        ax.set_title(panel.title, fontsize=11)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(panel.ylabel)
+        if logy:
+            ax.set_yscale("log")
+        if panel.percent:
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if multi and len(panel.lines) > 1:  # legend: colour = run, line style = quantity
+            present = [ln for ln in panel.lines if any(ln.key in s.values for _, s in runs)]
+            handles = [Line2D([], [], color=run_color(i), lw=2, label=r) for i, (r, _) in enumerate(runs)]
+            handles += [Line2D([], [], color="black", ls=_STYLES[panel.lines.index(ln) % len(_STYLES)], label=ln.label)
+                        for ln in present]
+            if len(handles) <= 16:
+                ax.legend(handles=handles, fontsize=7, loc="best")
+        else:
+            handles, _ = ax.get_legend_handles_labels()
+            if handles and len(handles) <= 14:
+                ax.legend(fontsize=8, loc="best")
+    for ax in list(axes.flat)[n:]:
+        ax.set_visible(False)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+# ---- features -----------------------------------------------------------------------------------------
+
+
+def pca_2d(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    """Project onto the top-2 principal axes of ``train`` (centred on its mean; sign fixed so the largest
+    loading of each axis is positive, for determinism). Returns the projected train and ``others``."""
+    train = np.asarray(train, dtype=np.float64)
+    mu = train.mean(0)
+    _, _, vt = np.linalg.svd(train - mu, full_matrices=False)
+    comps = vt[:2]
+    if comps.shape[0] < 2:  # a single sample or 1-D features: pad with a zero axis
+        comps = np.vstack([comps, np.zeros((2 - comps.shape[0], train.shape[1]))])
+    for i in range(comps.shape[0]):
+        j = np.argmax(np.abs(comps[i]))
+        if comps[i, j] < 0:
+            comps[i] = -comps[i]
+    return [(np.asarray(a, dtype=np.float64) - mu) @ comps.T for a in (train, *others)]
+
+
+def superclass_figure(title: str, fine_ids: Sequence[int], fine_names: Sequence[str],
+                      train: tuple[np.ndarray, np.ndarray] | None, test: tuple[np.ndarray, np.ndarray] | None,
+                      centroids: tuple[np.ndarray, np.ndarray] | None, confusion: np.ndarray | None,
+                      confusion_cols: Sequence[str] | None = None):
+    """Train / test PCA scatter (coloured by fine label, centroids as crosses) and the confusion matrix.
+
+    ``train``/``test`` = (features (n, D), fine labels (n,)); ``centroids`` = (means (k, D), fine label of each).
+    The PCA basis comes from the train features (test if no train)."""
+    scat = [(nm, d) for nm, d in (("train", train), ("test", test)) if d is not None and len(d[1])]
+    ncols = len(scat) + (confusion is not None)
+    if ncols == 0:
+        return None
+    fig, axes = plt.subplots(1, ncols, figsize=(4.4 * ncols, 4.0), squeeze=False)
+    axes = list(axes.flat)
+    if scat:
+        basis = scat[0][1][0]
+        projs = pca_2d(basis, *[d[0] for _, d in scat], *([centroids[0]] if centroids is not None else []))
+        for i, (nm, (_, y)) in enumerate(scat):
+            ax, z = axes[i], projs[1 + i]
+            for f in fine_ids:
+                m = y == f
+                if m.any():
+                    ax.scatter(z[m, 0], z[m, 1], s=7, alpha=0.55, color=fine_color(f), lw=0,
+                               label=f"{fine_names[f] if f < len(fine_names) else f} ({m.sum()})")
+            if centroids is not None and len(centroids[1]):
+                zc = projs[-1]
+                for (cx, cy), cf in zip(zc, centroids[1]):
+                    ax.scatter([cx], [cy], marker="X", s=140, color=fine_color(cf), edgecolor="black", lw=1.2, zorder=5)
+            ax.set_title(f"{nm} features (PCA)", fontsize=11)
+            ax.set_xlabel("PC 1")
+            ax.set_ylabel("PC 2")
+            ax.grid(alpha=0.25)
+            ax.legend(fontsize=7, loc="best", markerscale=2, title="fine label (n)", title_fontsize=7)
+    if confusion is not None:
+        ax = axes[-1]
+        cm = np.asarray(confusion, dtype=float)
+        rows = cm.sum(1, keepdims=True)
+        frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+        ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+        rl = [str(fine_names[f]) if f < len(fine_names) else str(f) for f in fine_ids]
+        cl = list(confusion_cols) if confusion_cols is not None else rl
+        ax.set_xticks(range(cm.shape[1]), cl, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(cm.shape[0]), rl, fontsize=8)
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, f"{int(v)}", ha="center", va="center", fontsize=8,
+                    color="white" if frac[i, j] > 0.5 else "black")
+        ax.set_xlabel("recovered fine label")
+        ax.set_ylabel("true fine label")
+        ax.set_title("recovery confusion (test, counts)", fontsize=11)
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    return fig
+
+
+def heatmap_figure(title: str, values: np.ndarray, xlabels: Sequence[str], ylabels: Sequence[str],
+                   xname: str, yname: str, log: bool = False, percent: bool = False):
+    """A grid heatmap (rows = ``yname`` values, columns = ``xname`` values), each cell annotated."""
+    from matplotlib.colors import LogNorm
+
+    v = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.0 + 0.9 * v.shape[1]), max(2.6, 1.0 + 0.6 * v.shape[0])))
+    finite = v[np.isfinite(v)]
+    norm = LogNorm() if log and finite.size and (finite > 0).all() else None
+    im = ax.imshow(np.ma.masked_invalid(v), cmap="viridis", norm=norm, aspect="auto")
+    fig.colorbar(im, ax=ax)
+    ax.set_xticks(range(v.shape[1]), xlabels, fontsize=8)
+    ax.set_yticks(range(v.shape[0]), ylabels, fontsize=8)
+    ax.set_xlabel(xname)
+    ax.set_ylabel(yname)
+    for (i, j), x in np.ndenumerate(v):
+        if np.isfinite(x):
+            r, g, b, _ = im.cmap(im.norm(x))
+            ax.text(j, i, f"{100 * x:.1f}%" if percent else f"{x:.3g}", ha="center", va="center", fontsize=8,
+                    color="black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white")
+    ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    return fig

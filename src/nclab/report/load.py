@@ -1,0 +1,184 @@
+"""Read a run directory for the report, tolerating anything missing or unreadable.
+
+Everything here is best effort: a file that is absent gives an empty value and a file that cannot be
+parsed is recorded in ``RunData.problems`` (shown in the report) instead of raising, so a report can
+always be written for a run that crashed, stopped on NaN or was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from nclab.rundir import RunDir
+from nclab.utils.io import read_jsonl
+
+# Keys of metrics.jsonl that are bookkeeping, not curves.
+X_KEYS = ("epoch", "step")
+
+
+@dataclass
+class Series:
+    """Curves of one run: ``x`` (n,) and ``values[key]`` (n,) float arrays (NaN where a row lacks the key)."""
+
+    xkey: str
+    x: np.ndarray
+    values: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def last(self, key: str) -> float | None:
+        """Last finite value of ``key`` (None if it never had one)."""
+        v = self.values.get(key)
+        if v is None:
+            return None
+        finite = np.flatnonzero(np.isfinite(v))
+        return float(v[finite[-1]]) if finite.size else None
+
+
+@dataclass
+class RunData:
+    """Everything the report reads from one run directory."""
+
+    path: Path
+    name: str
+    config: dict = field(default_factory=dict)
+    run_info: dict = field(default_factory=dict)
+    status: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
+    series: Series | None = None
+    extra_series: dict[str, Series] = field(default_factory=dict)  # other *.jsonl files (e.g. theory `step` series)
+    checkpoints: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def features_dir(self) -> Path:
+        return self.path / "features"
+
+    @property
+    def status_name(self) -> str:
+        return str(self.status.get("status") or "unknown")
+
+    @property
+    def title(self) -> str:
+        return str(self.results.get("experiment") or self.config.get("name") or self.name)
+
+
+def _try(problems: list[str], what: str, fn, default):
+    try:
+        return fn()
+    except Exception as e:  # a report never dies on one bad file
+        problems.append(f"{what}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return default
+
+
+def _as_float(v: Any) -> float:
+    if isinstance(v, bool) or v is None:
+        return math.nan
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str) and v.lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+        return float(v.lower().replace("infinity", "inf"))
+    return math.nan
+
+
+def to_series(rows: list[dict]) -> Series | None:
+    """Turn metrics rows into arrays; keys are every numeric key seen in any row, x is ``epoch`` or ``step``."""
+    rows = [r for r in rows if isinstance(r, dict)]
+    if not rows:
+        return None
+    xkey = next((k for k in X_KEYS if any(k in r for r in rows)), "")
+    keys: list[str] = []
+    seen = set()
+    for r in rows:
+        for k, v in r.items():
+            if k in seen or k in X_KEYS:
+                continue
+            if (isinstance(v, (int, float)) and not isinstance(v, bool)) or v is None or (
+                isinstance(v, str) and not math.isnan(_as_float(v))
+            ):
+                seen.add(k)
+                keys.append(k)
+    if xkey:
+        x = np.array([_as_float(r.get(xkey)) for r in rows])
+    else:
+        xkey, x = "row", np.arange(1, len(rows) + 1, dtype=float)
+    values = {k: np.array([_as_float(r.get(k)) for r in rows]) for k in keys}
+    values = {k: v for k, v in values.items() if (~np.isnan(v)).any()}  # drop keys that never had a number
+    return Series(xkey, x, values)
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    data = yaml.safe_load(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def _read_json(path: Path) -> dict:
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def _checkpoint_names(path: Path) -> list[str]:
+    if not path.is_dir():
+        return []
+    names = sorted(p.name for p in path.iterdir() if p.suffix == ".pt")
+    return names
+
+
+def last_good_checkpoint(checkpoints: list[str]) -> str | None:
+    """Newest numbered checkpoint (``epoch_XXXX.pt``), else ``last.pt``, else None."""
+    numbered = sorted((int(m.group(1)), n) for n in checkpoints if (m := re.match(r"epoch_(\d+)\.pt$", n)))
+    if numbered:
+        return numbered[-1][1]
+    return "last.pt" if "last.pt" in checkpoints else None
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read one run directory (never raises on missing or corrupt files; see ``RunData.problems``)."""
+    rd = RunDir(path)
+    data = RunData(path=rd.path, name=rd.name or str(rd.path))
+    p = data.problems
+    data.config = _try(p, "config.yaml", lambda: _read_yaml(rd.config_path), {})
+    data.run_info = _try(p, "run.json", lambda: _read_json(rd.run_info_path), {})
+    data.status = _try(p, "status.json", lambda: _read_json(rd.status_path), {})
+    data.results = _try(p, "results.json", lambda: _read_json(rd.results_path), {})
+    data.series = _try(p, "metrics.jsonl", lambda: to_series(read_jsonl(rd.metrics_path)), None)
+    if rd.path.is_dir():
+        for f in sorted(rd.path.glob("*.jsonl")):
+            if f.name != "metrics.jsonl":
+                s = _try(p, f.name, lambda f=f: to_series(read_jsonl(f)), None)
+                if s is not None and len(s):
+                    data.extra_series[f.stem] = s
+    data.checkpoints = _try(p, "checkpoints/", lambda: _checkpoint_names(rd.checkpoints), [])
+    return data
+
+
+def lookup(d: Any, dotted: str) -> Any:
+    """``lookup(results, "recovery.test_acc")``; None where any part is missing."""
+    cur = d
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def scalar(v: Any) -> float | None:
+    """A number from a results value (a number, or a dict holding ``test_acc``); None otherwise."""
+    if isinstance(v, dict) and "test_acc" in v:
+        v = v["test_acc"]
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)

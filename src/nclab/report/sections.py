@@ -1,0 +1,517 @@
+"""The sections of a run report. Each takes the loaded run and returns HTML ("" when it has no data)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from nclab.report.curves import FWC, group_keys
+from nclab.report.figures import FigureSink, heatmap_figure, plot_panels, superclass_figure
+from nclab.report.html import RawHTML, esc, fmt_value, is_acc_key, kv_table, link, num_cell, table
+from nclab.report.load import RunData, last_good_checkpoint, load_run, lookup, scalar
+
+STATUS_TEXT = {
+    "complete": "complete",
+    "running": "running (or died without recording a status)",
+    "stopped_nan": "stopped on NaN",
+    "interrupted": "interrupted",
+    "failed": "failed",
+    "unknown": "unknown (no status.json)",
+}
+
+# (row key, label, paper key) — the results table, in this order; ``ours`` comes from results.json.
+RESULT_ROWS = [
+    ("coarse_test_acc", "Coarse test accuracy (the labels the network was trained on)", "coarse_test_acc"),
+    ("recovery.test_acc", "Fine-label recovery, test — predicted coarse routing", "fine_test_acc"),
+    ("recovery.oracle_test_acc", "Fine-label recovery, test — oracle (true) coarse routing", "oracle_test_acc"),
+    ("recovery.train_acc", "Fine-label recovery, train", "fine_train_acc"),
+    ("recovery.ari", "Recovery clustering ARI (test)", "ari"),
+    ("recovery.nmi", "Recovery clustering NMI (test)", "nmi"),
+    ("baselines.fine_trained", "Baseline: same network trained on the fine labels (fine test accuracy)", "fine_trained"),
+    ("baselines.raw_pixels", "Baseline: recovery from raw inputs (fine test accuracy)", "raw_pixels"),
+    ("baselines.random_init", "Baseline: recovery from random-init network features", "random_init"),
+]
+
+
+# ---- helpers ------------------------------------------------------------------------------------------
+
+
+def _first(*candidates: Any) -> Any:
+    for c in candidates:
+        if c not in (None, "", [], {}):
+            return c
+    return None
+
+
+def dataset_info(run: RunData) -> dict[str, Any]:
+    ri, cfg = run.run_info, run.config
+    ds = ri.get("dataset") if isinstance(ri.get("dataset"), dict) else {}
+    return {
+        "source": _first(ds.get("source"), ri.get("dataset_source"), ri.get("data_source"), ri.get("source"),
+                         lookup(cfg, "data.source")),
+        "checksum": _first(ds.get("checksum"), ri.get("dataset_checksum"), ri.get("data_checksum"), ri.get("checksum")),
+        "name": _first(ds.get("name"), ri.get("dataset_name"), ri.get("dataset") if isinstance(ri.get("dataset"), str) else None),
+        "hierarchy": _first(ri.get("hierarchy_spec"),
+                            ri.get("hierarchy") if isinstance(ri.get("hierarchy"), str) else None,
+                            lookup(ri, "hierarchy.spec"), lookup(cfg, "data.hierarchy")),
+        "labels": lookup(cfg, "data.labels"),
+    }
+
+
+def hierarchy_of(run: RunData) -> tuple[dict[int, int], list[str], list[str]]:
+    """fine -> coarse mapping, fine names, coarse names, from whatever the run recorded."""
+    f2c: dict[int, int] = {}
+    fine_names: list[str] = []
+    coarse_names: list[str] = []
+    h = run.run_info.get("hierarchy")
+    if isinstance(h, dict) and isinstance(h.get("fine_to_coarse"), list):
+        f2c = {i: int(c) for i, c in enumerate(h["fine_to_coarse"])}
+        fine_names = [str(n) for n in h.get("fine_names") or []]
+        coarse_names = [str(n) for n in h.get("coarse_names") or []]
+    per = lookup(run.results, "recovery.per_superclass") or []
+    if not f2c and isinstance(per, list):
+        for i, s in enumerate(per):
+            if isinstance(s, dict):
+                for f in s.get("fine") or []:
+                    f2c[int(f)] = int(s.get("coarse", i))
+    if not coarse_names and isinstance(per, list) and per:
+        names = {int(s.get("coarse", i)): str(s.get("name", "")) for i, s in enumerate(per) if isinstance(s, dict)}
+        if all(names.values()):
+            coarse_names = [names.get(c, f"coarse {c}") for c in range(max(names) + 1)]
+    if not fine_names:
+        fn = lookup(run.results, "recovery.fine_names") or run.run_info.get("class_names") or []
+        fine_names = [str(n) for n in fn]
+    if not f2c:
+        fdir = run.features_dir
+        for split in ("train", "test"):
+            try:
+                fy, cy = np.load(fdir / f"{split}_fine.npy"), np.load(fdir / f"{split}_coarse.npy")
+                f2c = {int(f): int(c) for f, c in zip(*np.unique(np.stack([fy, cy], 1), axis=0).T)}
+                break
+            except (OSError, ValueError):
+                continue
+    nf = max(f2c) + 1 if f2c else len(fine_names)
+    fine_names = fine_names + [str(i) for i in range(len(fine_names), nf)]
+    nc = max(f2c.values()) + 1 if f2c else len(coarse_names)
+    coarse_names = coarse_names + [f"coarse {c}" for c in range(len(coarse_names), nc)]
+    return f2c, fine_names, coarse_names
+
+
+def wall_time(run: RunData) -> float | None:
+    w = run.status.get("wall_time_s")
+    if isinstance(w, (int, float)):
+        return float(w)
+    return run.series.last("time_s") if run.series is not None else None
+
+
+def _fmt_duration(s: float | None) -> str:
+    if s is None:
+        return "—"
+    s = float(s)
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def _rel(target: Path, base: Path) -> str:
+    try:
+        return Path(os.path.relpath(target, base)).as_posix()
+    except ValueError:  # different drives on Windows
+        return target.as_posix()
+
+
+def report_link(run_path: Path, from_dir: Path) -> str:
+    """Relative link to a run's report (its folder if it has no report)."""
+    target = run_path / "report.html"
+    return _rel(target if target.exists() else run_path, from_dir)
+
+
+# ---- header -------------------------------------------------------------------------------------------
+
+
+def status_banner(run: RunData) -> str:
+    st, msg = run.status_name, str(run.status.get("message") or "")
+    epoch = run.status.get("epoch")
+    ckpt = last_good_checkpoint(run.checkpoints)
+    ep = f" (epoch {epoch})" if isinstance(epoch, int) and epoch > 0 else ""
+    ck = (f"the last good checkpoint is checkpoints/{ckpt}{ep}" if ckpt else "no checkpoint was saved")
+    if st == "stopped_nan":
+        head = "Training stopped on NaN: this run did not finish."
+        body = f"The loss became non-finite; {ck}. Results after the last good checkpoint are not valid."
+    elif st == "interrupted":
+        head = "Training was interrupted: this run did not finish."
+        body = f"{ck[0].upper() + ck[1:]}. Results after the last good checkpoint are not valid; resume the run to finish it."
+    elif st == "failed":
+        head = "The run failed: it did not finish."
+        body = f"{ck[0].upper() + ck[1:]}. Results after the last good checkpoint are not valid."
+    elif st == "running":
+        return ('<div class="banner warn"><strong>The run has not finished.</strong>Its status is "running": it is in '
+                "progress, or it died without recording why. Figures show what was logged so far.</div>")
+    else:
+        return ""
+    detail = f"<br>Message: {esc(msg)}" if msg else ""
+    return f'<div class="banner"><strong>{esc(head)}</strong>{esc(body)}{detail}</div>'
+
+
+def header(run: RunData, toc: list[tuple[str, str]]) -> str:
+    st = run.status_name
+    label = STATUS_TEXT.get(st, st)
+    if run.status.get("resumed"):
+        label += " (resumed from a checkpoint)"
+    ds = dataset_info(run)
+    ri = run.run_info
+    argv = ri.get("argv") or ri.get("command")
+    cmd = shlex.join(str(a) for a in argv) if isinstance(argv, list) else argv
+    device = _first(ri.get("device"), lookup(run.config, "train.device"))
+    if ri.get("cuda_device") and device in (None, "cuda", "auto"):
+        device = f"{device or 'cuda'} ({ri['cuda_device']})"
+    env = ", ".join(f"{n} {v}" for n, v in (("nclab", ri.get("nclab_version")), ("torch", ri.get("torch_version")),
+                                             ("Python", ri.get("python_version"))) if v)
+    pairs = [
+        ("command", cmd),
+        ("dataset", " · ".join(str(v) for v in (ds["name"], ds["source"]) if v) or None),
+        ("dataset checksum", ds["checksum"]),
+        ("hierarchy", ds["hierarchy"]),
+        ("trained on labels", ds["labels"]),
+        ("environment", env or None),
+        ("device", device),
+        ("git commit", ri.get("git_commit")),
+        ("started", ri.get("started")),
+        ("wall time", _fmt_duration(wall_time(run)) if wall_time(run) is not None else None),
+        ("status", label),
+    ]
+    pairs = [(k, v) for k, v in pairs if v not in (None, "")]
+    out = [f"<h1>{esc(run.title)}</h1>",
+           f'<p class="sub">run <code>{esc(run.name)}</code> · <span class="pill {esc(st)}">{esc(label)}</span></p>',
+           status_banner(run)]
+    if toc:
+        out.append('<nav class="toc">' + "".join(link(f"#{a}", t) for a, t in toc) + "</nav>")
+    out.append(kv_table(pairs))
+    if run.config:
+        out.append("<details><summary>Resolved config (config.yaml)</summary><pre>"
+                   + esc(yaml.safe_dump(run.config, sort_keys=False)) + "</pre></details>")
+    return "\n".join(out)
+
+
+# ---- results ------------------------------------------------------------------------------------------
+
+
+def results_rows(run: RunData) -> list[tuple[str, float | None, float | None]]:
+    """(label, ours, paper) rows of the results table; also what `nclab demo` prints."""
+    res, paper = run.results, run.results.get("paper") if isinstance(run.results.get("paper"), dict) else {}
+    rows: list[tuple[str, float | None, float | None]] = []
+    used_paper: set[str] = set()
+    used_keys: set[str] = set()
+    for key, label, pkey in RESULT_ROWS:
+        ours = scalar(lookup(res, key))
+        if ours is None and key == "coarse_test_acc" and lookup(run.config, "data.labels") == "coarse" and run.series:
+            ours = run.series.last("test_acc")
+            label += " [last epoch]" if ours is not None else ""
+        if ours is None and key.startswith("recovery.") and run.series is not None:
+            ours = run.series.last(key)
+            label += " [last epoch]" if ours is not None else ""
+        p = scalar(paper.get(pkey)) if pkey in paper else scalar(paper.get(key))
+        if ours is None and p is None:
+            continue
+        used_paper.update({pkey, key})
+        used_keys.add(key.split(".")[-1] if key.startswith("baselines.") else key)
+        rows.append((label, ours, p))
+    for name, v in (res.get("baselines") or {}).items() if isinstance(res.get("baselines"), dict) else []:
+        if name not in used_keys and scalar(v) is not None:
+            rows.append((f"Baseline: {name}", scalar(v), scalar(paper.get(name))))
+            used_paper.add(name)
+    for k, v in paper.items():
+        if k not in used_paper and scalar(v) is not None:
+            rows.append((f"{k} (reported in the paper)", None, scalar(v)))
+    return rows
+
+
+def results_text(run: RunData) -> str:
+    """The results table as aligned plain text."""
+    rows = results_rows(run)
+    if not rows:
+        return "(no results recorded)"
+    has_paper = any(p is not None for _, _, p in rows)
+
+    def f(label, v):
+        return fmt_value(v, percent=True) if v is not None and _pct(label) else fmt_value(v)
+
+    w = max(len(r[0]) for r in rows)
+    lines = [f"{'result':<{w}}  {'ours':>10}" + (f"  {'paper':>10}" if has_paper else "")]
+    for label, ours, p in rows:
+        lines.append(f"{label:<{w}}  {f(label, ours):>10}" + (f"  {f(label, p):>10}" if has_paper else ""))
+    return "\n".join(lines)
+
+
+def _pct(label: str) -> bool:
+    return not any(s in label for s in ("ARI", "NMI"))
+
+
+def results_section(run: RunData) -> str:
+    rows = results_rows(run)
+    out = []
+    if rows:
+        has_paper = any(p is not None for _, _, p in rows)
+        cells = []
+        for label, ours, p in rows:
+            pct = _pct(label)
+            r = [label, num_cell(ours, pct)]
+            if has_paper:
+                r.append(num_cell(p, pct))
+            cells.append(r)
+        cols = ["result", "ours"] + (["paper"] if has_paper else [])
+        out.append(table(cols, cells, cls="results",
+                         row_classes=["headline" if "predicted coarse routing" in r[0] else "" for r in rows]))
+        if has_paper:
+            out.append('<p class="note">Paper values as recorded in results.json (paper A, Yang et al. 2023: 93 % '
+                       "fine-label test accuracy from coarse-trained features on CIFAR-10).</p>"
+                       if "fine_test_acc" in (run.results.get("paper") or {}) else "")
+    per = lookup(run.results, "recovery.per_superclass")
+    if isinstance(per, list) and per:
+        _, fine_names, _ = hierarchy_of(run)
+        rows2 = []
+        for i, s in enumerate(per):
+            if not isinstance(s, dict):
+                continue
+            fines = ", ".join(fine_names[f] if 0 <= int(f) < len(fine_names) else str(f) for f in s.get("fine") or [])
+            rows2.append([s.get("coarse", i), s.get("name", ""), fines, s.get("train_acc"), s.get("test_acc")])
+        out.append("<h3>Recovery per superclass</h3>")
+        out.append(table(["coarse", "name", "fine labels", "recovery train acc", "recovery test acc"], rows2,
+                         percent_cols=(3, 4)))
+    final = _final_metrics(run)
+    if final:
+        out.append("<h3>Final logged metrics</h3>")
+        out.append(table(["metric", f"value at the last {run.series.xkey}"], final))
+    return "\n".join(x for x in out if x)
+
+
+def _final_metrics(run: RunData) -> list[list[Any]]:
+    if run.series is None:
+        return []
+    rows = []
+    for k, v in run.series.values.items():
+        nc_last_layer = k.startswith("nc.") and k.count(".") == 3 and (FWC not in k or k.endswith(".mean"))
+        if nc_last_layer or k in ("train_loss", "test_loss", "train_acc", "test_acc") or k.startswith("recovery."):
+            rows.append([k, num_cell(float(v[-1]), is_acc_key(k))])  # the last row as logged (NaN stays NaN)
+    return rows
+
+
+# ---- curves, features, grid, tables, sub-runs ------------------------------------------------------------
+
+
+def curves_section(run: RunData, sink: FigureSink) -> str:
+    out = []
+    series = [("", run.series)] if run.series is not None and len(run.series) else []
+    series += [(name, s) for name, s in run.extra_series.items()]
+    for sname, s in series:
+        for g in group_keys(list(s.values)):
+            fig = plot_panels(g.panels, [(run.name, s)], xlabel=s.xkey)
+            if fig is not None:
+                title = f"{g.title} [{sname}.jsonl]" if sname else g.title
+                img = sink.add(fig, f"curves_{sname + '_' if sname else ''}{g.name}", alt=title)
+                out.append(f"<details><summary>{esc(title)}</summary>{img}</details>" if g.secondary
+                           else f"<h3>{esc(title)}</h3>{img}")
+    return "\n".join(out)
+
+
+def _npy(path: Path) -> np.ndarray | None:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+
+
+def superclass_section(run: RunData, sink: FigureSink, max_points: int = 1500) -> str:
+    fdir = run.features_dir
+    f2c, fine_names, coarse_names = hierarchy_of(run)
+    conf = lookup(run.results, "recovery.confusion")
+    conf = np.asarray(conf, dtype=float) if isinstance(conf, list) and conf else None
+    if conf is not None and (conf.ndim != 2 or conf.shape[0] != conf.shape[1]):
+        conf = None
+    splits = {}
+    for sp in ("train", "test"):
+        x, yf, yc = _npy(fdir / f"{sp}_features.npy"), _npy(fdir / f"{sp}_fine.npy"), _npy(fdir / f"{sp}_coarse.npy")
+        if x is not None and yf is not None and x.ndim == 2 and len(x) == len(yf):
+            if yc is None or len(yc) != len(yf):
+                yc = np.array([f2c.get(int(f), -1) for f in yf])
+            splits[sp] = (x, yf.astype(np.int64), yc.astype(np.int64))
+    cents = None
+    if (fdir / "centroids.npz").exists():
+        try:
+            with np.load(fdir / "centroids.npz", allow_pickle=False) as z:
+                cents = {k: z[k] for k in z.files}
+        except (OSError, ValueError):
+            cents = None
+    if not splits and conf is None:
+        return ""
+    coarse_ids = sorted(set(f2c.values())) if f2c else sorted({int(c) for s in splits.values() for c in s[2]})
+    if not coarse_ids:
+        return ""
+    rng = np.random.default_rng(0)
+    out = ['<p class="note">Each row: one superclass. Points are last-layer features of its samples (true '
+           "superclass), projected on the top two principal axes of its train features; colour = fine label (the "
+           "same colour for a fine label in every figure); crosses = the recovery clusters' centroids coloured by "
+           "the fine label each cluster was matched to. Right: recovery confusion on the test set.</p>"]
+    for c in coarse_ids:
+        fines = sorted(f for f, cc in f2c.items() if cc == c) if f2c else sorted(
+            {int(f) for s in splits.values() for f, cc in zip(s[1], s[2]) if cc == c})
+        parts = {}
+        for sp, (x, yf, yc) in splits.items():
+            idx = np.flatnonzero(yc == c)
+            if idx.size > max_points:  # deterministic subsample keeps the figure light
+                idx = np.sort(rng.choice(idx, max_points, replace=False))
+            if idx.size:
+                parts[sp] = (x[idx], yf[idx])
+        cen = None
+        if cents is not None and f"c{c}" in cents:
+            cf = cents.get(f"c{c}_fine", np.full(len(cents[f"c{c}"]), -1))
+            cen = (cents[f"c{c}"], np.asarray(cf, dtype=np.int64))
+        sub, cols = None, None
+        if conf is not None and fines and max(fines) < conf.shape[0]:
+            sub = conf[np.ix_(fines, fines)]
+            other = conf[fines].sum(1) - sub.sum(1)
+            if other.any():
+                sub = np.concatenate([sub, other[:, None]], 1)
+                cols = [fine_names[f] for f in fines] + ["other superclass"]
+        name = coarse_names[c] if c < len(coarse_names) else f"coarse {c}"
+        fig = superclass_figure(f"superclass {c}: {name}", fines, fine_names, parts.get("train"), parts.get("test"),
+                                cen, sub, cols)
+        if fig is not None:
+            out.append(sink.add(fig, f"superclass_{c:03d}", alt=f"superclass {c} {name}"))
+    if conf is not None and not f2c:
+        fig = superclass_figure("recovery confusion (all fine labels)", list(range(conf.shape[0])), fine_names,
+                                None, None, None, conf)
+        out.append(sink.add(fig, "confusion_all"))
+    return "\n".join(out) if len(out) > 1 else ""
+
+
+def _cell_color(v: float, lo: float, hi: float, log: bool) -> tuple[str, str]:
+    import matplotlib
+
+    if not np.isfinite(v):
+        return "#eeeeee", "#000000"
+    if log and lo > 0:
+        t = (np.log(v) - np.log(lo)) / (np.log(hi) - np.log(lo)) if hi > lo else 0.5
+    else:
+        t = (v - lo) / (hi - lo) if hi > lo else 0.5
+    r, g, b, _ = matplotlib.colormaps["viridis"](float(np.clip(t, 0, 1)))
+    fg = "#000000" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "#ffffff"
+    return "#{:02x}{:02x}{:02x}".format(int(r * 255), int(g * 255), int(b * 255)), fg
+
+
+def grid_section(run: RunData, sink: FigureSink, out_dir: Path) -> str:
+    grid = run.results.get("grid")
+    if not isinstance(grid, dict) or not isinstance(grid.get("cells"), list) or not grid["cells"]:
+        return ""
+    axes = grid.get("axes") if isinstance(grid.get("axes"), dict) else {}
+    cells = [c for c in grid["cells"] if isinstance(c, dict)]
+    names = list(axes)[:2] if axes else []
+    if not names:
+        return ""
+    yname, xname = (names + [None])[:2] if len(names) == 2 else (None, names[0])
+    xs = list(axes[xname])
+    ys = list(axes[yname]) if yname else [None]
+    metrics = [m for m in ("recovery_acc", "coarse_acc", "nc1") if any(m in c for c in cells)]
+    metrics += sorted({k for c in cells for k, v in c.items()
+                       if k not in metrics and k not in axes and k != "run" and scalar(v) is not None})
+    out = [f'<p class="note">{len(cells)} runs; each cell links to that run\'s report. Rows: {esc(yname or "")} '
+           f"columns: {esc(xname)}.</p>"]
+    for m in metrics:
+        vals = np.full((len(ys), len(xs)), np.nan)
+        links: dict[tuple[int, int], str] = {}
+        for c in cells:
+            try:
+                j = xs.index(c.get(xname))
+                i = ys.index(c.get(yname)) if yname else 0
+            except ValueError:
+                continue
+            v = scalar(c.get(m))
+            vals[i, j] = np.nan if v is None else v
+            if c.get("run"):
+                links[(i, j)] = report_link((run.path / str(c["run"])), out_dir)
+        pct, log = is_acc_key(m), m.startswith("nc1")
+        fin = vals[np.isfinite(vals)]
+        lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
+        rows = []
+        for i, yv in enumerate(ys):
+            tds = [f"<th>{esc(fmt_value(yv))}</th>" if yname else "<th></th>"]
+            for j in range(len(xs)):
+                bg, fg = _cell_color(vals[i, j], lo, hi, log)
+                text = esc(fmt_value(None if np.isnan(vals[i, j]) else float(vals[i, j]), percent=pct))
+                if (i, j) in links:
+                    text = f'<a href="{esc(links[(i, j)])}">{text}</a>'
+                tds.append(f'<td style="background:{bg};color:{fg}">{text}</td>')
+            rows.append("<tr>" + "".join(tds) + "</tr>")
+        head = f"<tr><th>{esc(yname or '')} \\ {esc(xname)}</th>" + "".join(
+            f"<th>{esc(fmt_value(x))}</th>" for x in xs) + "</tr>"
+        out.append(f"<h3>{esc(m)}</h3><table class=\"heat\"><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>")
+        fig = heatmap_figure(m, vals, [fmt_value(x) for x in xs], [fmt_value(y) for y in ys] if yname else [""],
+                             xname, yname or "", log=log, percent=pct)
+        out.append(sink.add(fig, f"grid_{m}", alt=f"heatmap of {m}"))
+    return "\n".join(out)
+
+
+def tables_section(run: RunData) -> str:
+    tables = run.results.get("tables")
+    if not isinstance(tables, list):
+        return ""
+    out = []
+    for t in tables:
+        if not isinstance(t, dict) or not isinstance(t.get("rows"), list):
+            continue
+        cols = [str(c) for c in t.get("columns") or []]
+        pct = [i for i, c in enumerate(cols) if is_acc_key(c.replace(" ", "_"))]
+        if t.get("title"):
+            out.append(f"<h3>{esc(t['title'])}</h3>")
+        out.append(table(cols, [r if isinstance(r, list) else [r] for r in t["rows"]], percent_cols=pct))
+        if t.get("note"):
+            out.append(f'<p class="note">{esc(t["note"])}</p>')
+    return "\n".join(out)
+
+
+def subruns_section(run: RunData, sink: FigureSink, out_dir: Path, max_overlay: int = 12) -> str:
+    subs = run.results.get("subruns")
+    if not isinstance(subs, list) or not subs:
+        return ""
+    loaded = [(str(s), load_run(run.path / str(s))) for s in subs]
+    rows = []
+    for rel, sr in loaded:
+        rr = {label: ours for label, ours, _ in results_rows(sr)}
+        rows.append([RawHTML(link(report_link(sr.path, out_dir), rel)), STATUS_TEXT.get(sr.status_name, sr.status_name),
+                     sr.title, next((v for k, v in rr.items() if k.startswith("Coarse test")), None),
+                     next((v for k, v in rr.items() if "predicted coarse routing" in k), None),
+                     sr.series.last("test_acc") if sr.series else None])
+    out = [table(["sub-run", "status", "experiment", "coarse test acc", "recovery test acc", "last test_acc"], rows,
+                 percent_cols=(3, 4, 5))]
+    with_series = [(rel, sr.series) for rel, sr in loaded if sr.series is not None and len(sr.series)]
+    if 1 < len(with_series) <= max_overlay:
+        xkey = with_series[0][1].xkey
+        keys = list(dict.fromkeys(k for _, s in with_series for k in s.values))
+        for g in group_keys(keys, compact=True):
+            if g.name.startswith("layers_") and len(with_series) > 3:
+                continue  # a line per (layer, sub-run) is unreadable; each sub-run's own report has them
+            fig = plot_panels(g.panels, with_series, xlabel=xkey)
+            if fig is not None:
+                out.append(f"<h3>{esc(g.title)} — all sub-runs</h3>" + sink.add(fig, f"subruns_{g.name}"))
+    return "\n".join(out)
+
+
+def details_section(run: RunData) -> str:
+    out = []
+    if run.run_info:
+        out.append("<details><summary>Run info (run.json)</summary><pre>"
+                   + esc(json.dumps(run.run_info, indent=2, sort_keys=True, default=str)) + "</pre></details>")
+    if run.status:
+        out.append("<details><summary>Status (status.json)</summary><pre>"
+                   + esc(json.dumps(run.status, indent=2, sort_keys=True, default=str)) + "</pre></details>")
+    if run.checkpoints:
+        out.append(f'<p class="note">Checkpoints: {esc(", ".join(run.checkpoints))}</p>')
+    return "\n".join(out)

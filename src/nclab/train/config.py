@@ -1,0 +1,233 @@
+"""Training configs: defaults, validation, ``--set key=value`` overrides.
+
+``load_config(path_or_dict_or_name, overrides)`` returns a plain nested dict with every key present.
+A bare name (``fast``) resolves to a shipped config (``nclab/configs/fast.yaml``).
+Validation: an unknown key names itself and the closest valid keys (difflib); a wrong type or value
+says what is allowed. ``callbacks`` and ``data.subsample`` are free-form (checked by their consumers).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nclab.utils.errors import NclabError
+
+ANY = object()
+
+
+class Opt:
+    """A config leaf: allowed types (tuple), optional allowed values, default, help."""
+
+    def __init__(self, default: Any, types: tuple, choices: tuple | None = None, nullable: bool = False,
+                 minimum: float | None = None, help: str = ""):
+        self.default, self.types, self.choices, self.nullable = default, types, choices, nullable
+        self.minimum, self.help = minimum, help
+
+    def describe(self) -> str:
+        if self.choices:
+            s = "one of " + ", ".join(map(str, self.choices))
+        else:
+            s = " or ".join(t.__name__ for t in self.types)
+            if self.minimum is not None:
+                s += f" >= {self.minimum}"
+        return s + (" or null" if self.nullable else "")
+
+    def check(self, key: str, v: Any) -> Any:
+        if v is None:
+            if self.nullable:
+                return None
+            raise NclabError(f"config key {key} must be {self.describe()}, got null")
+        if self.types is ANY:
+            return v
+        if float in self.types and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if isinstance(v, bool) and bool not in self.types:
+            raise NclabError(f"config key {key} must be {self.describe()}, got {v!r}")
+        if not isinstance(v, self.types):
+            raise NclabError(f"config key {key} must be {self.describe()}, got {v!r} ({type(v).__name__})")
+        if self.choices and v not in self.choices:
+            close = difflib.get_close_matches(str(v), [str(c) for c in self.choices], n=2)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise NclabError(f"config key {key}={v!r} is not allowed{hint}; choose {self.describe()}")
+        if self.minimum is not None and isinstance(v, (int, float)) and v < self.minimum:
+            raise NclabError(f"config key {key}={v!r} is too small; it must be {self.describe()}")
+        return v
+
+
+NUM = (int, float)
+MODEL_NAMES = ("resnet18", "fastnet", "vgg11", "vgg16", "mlp", "linear")
+
+SCHEMA: dict[str, Any] = {
+    "name": Opt("run", (str,), help="run name: the run directory is runs/<name>/"),
+    "seed": Opt(0, (int,), minimum=0),
+    "data": {
+        "source": Opt("synthetic", (str,), help="dataset spec for nclab.data.load_dataset"),
+        "hierarchy": Opt(None, (str,), nullable=True, help="coarse-label spec (mod:K, cifar100, ...); null = dataset's own"),
+        "labels": Opt("fine", (str,), choices=("fine", "coarse")),
+        "subsample": Opt(None, (int, float, list, dict), nullable=True,
+                         help="train subsample: ratio (float), per-class counts (list) or kwargs dict"),
+        "limit_per_class": Opt(None, (int,), nullable=True, minimum=1,
+                               help="keep the first n samples of each class in train AND test (tiny runs)"),
+        "normalize": Opt(True, (bool,), help="standardise inputs with the train split's channel stats"),
+        "augment": {
+            "crop": Opt(0, (int,), minimum=0, help="random translate by up to this many pixels (reflect pad)"),
+            "flip": Opt(False, (bool,)),
+        },
+    },
+    "model": {
+        "name": Opt("mlp", (str,), choices=MODEL_NAMES),
+        "head_depth": Opt(1, (int,), minimum=1),
+        "head_bias": Opt(True, (bool,)),
+        "head_width": Opt(None, (int,), nullable=True, minimum=1),
+        # backbone-specific (passed only when set, i.e. not null)
+        "width": Opt(None, (int,), nullable=True, minimum=1, help="mlp hidden width / resnet18 base width"),
+        "depth": Opt(None, (int,), nullable=True, minimum=0, help="mlp hidden layers"),
+        "batchnorm": Opt(None, (bool,), nullable=True, help="mlp: BatchNorm after each hidden layer"),
+        "widths": Opt(None, (list,), nullable=True, help="fastnet group widths, 3 ints"),
+        "act": Opt(None, (str,), nullable=True, choices=("gelu", "relu")),
+        "whiten": Opt(None, (bool,), nullable=True, help="fastnet: data-whitened frozen stem"),
+        "bn_momentum": Opt(None, (float,), nullable=True),
+        "scale": Opt(None, (float,), nullable=True, help="fastnet: feature scale before the classifier"),
+    },
+    "optim": {
+        "name": Opt("sgd", (str,), choices=("sgd", "adam", "adamw")),
+        "lr": Opt(0.1, NUM, minimum=0),
+        "momentum": Opt(0.9, NUM, minimum=0),
+        "nesterov": Opt(False, (bool,)),
+        "weight_decay": Opt(5e-4, NUM, minimum=0),
+        "betas": Opt([0.9, 0.999], (list,)),
+        "bias_lr_scale": Opt(1.0, NUM, minimum=0, help="lr multiplier for biases and BatchNorm parameters"),
+        "batch_size": Opt(128, (int,), minimum=1),
+        "epochs": Opt(10, (int,), minimum=1),
+    },
+    "schedule": {
+        "name": Opt("multistep", (str,), choices=("multistep", "cosine", "onecycle", "constant")),
+        "milestones": Opt([1 / 3, 2 / 3], (list,), help="multistep: fractions of training (epochs)"),
+        "gamma": Opt(0.1, NUM, minimum=0),
+        "warmup": Opt(0.0, NUM, minimum=0, help="fraction of steps with linear warm-up (all schedules)"),
+        "start_factor": Opt(0.0, NUM, minimum=0, help="warm-up starts at lr * start_factor"),
+        "final_factor": Opt(0.0, NUM, minimum=0, help="cosine/onecycle end at lr * final_factor"),
+    },
+    "loss": {
+        "name": Opt("ce", (str,), choices=("ce", "mse")),
+        "label_smoothing": Opt(0.0, NUM, minimum=0),
+        "lambda_w": Opt(0.0, NUM, minimum=0, help="explicit penalty lambda_w/2 * sum_l ||W_l||_F^2 on head weights"),
+        "lambda_h": Opt(0.0, NUM, minimum=0, help="explicit penalty lambda_h/2 * mean_i ||h_i||^2 on head.0 features"),
+    },
+    "train": {
+        "device": Opt("auto", (str,), choices=("auto", "cpu", "cuda")),
+        "bf16": Opt(True, (bool,), help="bf16 autocast (CPU with AVX-512 bf16, CUDA)"),
+        "channels_last": Opt(True, (bool,)),
+        "compile": Opt(False, (bool,)),
+        "threads": Opt(None, (int,), nullable=True, minimum=1, help="torch CPU threads (null = torch default)"),
+        "ema": Opt(0.0, NUM, minimum=0, help="EMA decay of weights used for eval (0 = off)"),
+        "checkpoint_every": Opt(1, (int,), minimum=1),
+        "keep_checkpoints": Opt(False, (bool,), help="also keep checkpoints/epoch_XXXX.pt"),
+        "eval_every": Opt(1, (int,), minimum=1),
+        "eval_batch_size": Opt(1024, (int,), minimum=1),
+    },
+    "callbacks": Opt({}, (dict,), help="NAME: {kwargs} or dotted.path:Class: {kwargs}"),
+}
+
+
+def defaults(schema: dict = SCHEMA) -> dict:
+    return {k: (defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default)) for k, v in schema.items()}
+
+
+def _check(cfg: dict, schema: dict, prefix: str = "") -> dict:
+    if not isinstance(cfg, dict):
+        raise NclabError(f"config section {prefix.rstrip('.') or '<root>'} must be a mapping, got {cfg!r}")
+    out = {}
+    for k, v in cfg.items():
+        key = prefix + str(k)
+        if k not in schema:
+            close = difflib.get_close_matches(str(k), list(schema), n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(prefix + c for c in close)}?" if close else \
+                f"; valid keys here: {', '.join(prefix + c for c in schema)}"
+            raise NclabError(f"unknown config key {key}{hint}")
+        spec = schema[k]
+        out[k] = _check(v if v is not None else {}, spec, key + ".") if isinstance(spec, dict) else spec.check(key, v)
+    for k, spec in schema.items():
+        if k not in out:
+            out[k] = defaults(spec) if isinstance(spec, dict) else copy.deepcopy(spec.default)
+    return out
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def configs_dir() -> Path:
+    """Folder of the configs shipped inside the package."""
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def shipped_configs() -> list[str]:
+    return sorted(p.stem for p in configs_dir().glob("*.yaml"))
+
+
+def resolve_config_path(spec: str | os.PathLike) -> Path:
+    """A path, or a bare name of a shipped config (``fast`` -> nclab/configs/fast.yaml)."""
+    p = Path(spec)
+    if p.exists():
+        return p
+    s = str(spec)
+    if "/" not in s and os.sep not in s:
+        cand = configs_dir() / (s if s.endswith((".yaml", ".yml")) else s + ".yaml")
+        if cand.exists():
+            return cand
+    names = shipped_configs()
+    close = difflib.get_close_matches(Path(s).stem, names, n=2)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    raise NclabError(f"config {s} not found{hint}; pass a YAML path or a shipped name: {', '.join(names)}")
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=value`` -> (["a", "b"], yaml-parsed value)."""
+    if "=" not in item:
+        raise NclabError(f"--set {item!r} needs the form key=value, e.g. optim.lr=0.05")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise NclabError(f"--set {item!r} has an empty key; use e.g. optim.lr=0.05")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def load_config(source: str | os.PathLike | dict | None = None, overrides: list[str] | None = None) -> dict:
+    """Load (YAML path, shipped name, or dict), apply ``key=value`` overrides, validate, fill defaults."""
+    if source is None:
+        raw: dict = {}
+    elif isinstance(source, dict):
+        raw = copy.deepcopy(source)
+    else:
+        path = resolve_config_path(source)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise NclabError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file")
+        if not isinstance(raw, dict):
+            raise NclabError(f"{path} must hold a mapping of config sections, got {type(raw).__name__}")
+    cfg = _check(raw, SCHEMA)  # validate the file first: its errors name its own keys
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        node: dict = {}
+        cur = node
+        for k in keys[:-1]:
+            cur = cur.setdefault(k, {})
+        cur[keys[-1]] = value
+        # free-form sections (callbacks, data.subsample) take nested overrides as-is
+        cfg = _check(_merge(cfg, node), SCHEMA)
+    return cfg

@@ -1,0 +1,443 @@
+"""The crash-safe trainer.
+
+``Trainer(cfg, run_dir).fit(resume=False)`` trains ``cfg["model"]`` on ``cfg["data"]`` and writes the run
+directory (see :mod:`nclab.rundir`). Guarantees:
+
+- Checkpoints (``checkpoints/last.pt``) every ``train.checkpoint_every`` epochs and at the end, written
+  atomically *after* that epoch's metrics line; they carry model, optimiser, step, every RNG state,
+  the metrics rows so far and callback states. ``fit(resume=True)`` restores them and rewrites
+  metrics.jsonl from the checkpoint, so on CPU a run killed at any point and resumed ends with
+  parameters and (non-timing) metrics identical to an uninterrupted run. The data order and
+  augmentation are pure functions of ``(seed, epoch, step)`` (:class:`nclab.data.batches.BatchIterator`)
+  and the learning rate a pure function of the step (:mod:`nclab.train.schedules`).
+- A non-finite loss stops at once: status ``stopped_nan``, metrics cut back to the last good
+  checkpoint, :class:`NclabError` naming epoch, step and that checkpoint.
+
+metrics.jsonl (1-based ``epoch``): ``lr`` (at the epoch's last step), ``train_loss``/``train_acc``
+(mean over the epoch's training steps: train mode, augmented, the loss incl. penalties),
+``test_loss``/``test_acc`` (eval mode, every ``eval_every`` epochs and the last), ``epoch_time_s``,
+``images_per_s`` (training images / training seconds), ``time_s`` (cumulative, across resumes).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nclab.data.augment import Augment
+from nclab.data.batches import BatchIterator
+from nclab.data.types import Dataset, Split
+from nclab.rundir import RunDir
+from nclab.train import losses
+from nclab.train.callbacks import Callback, build_callbacks
+from nclab.train.checkpoint import rng_state, set_rng_state
+from nclab.train.config import load_config
+from nclab.train.schedules import lr_at
+from nclab.utils.errors import NclabError
+from nclab.utils.io import atomic_torch_save, atomic_write_text, torch_load
+from nclab.utils.progress import progress, say
+from nclab.utils.seed import seed_everything
+
+TIMING_KEYS = ("epoch_time_s", "images_per_s", "time_s")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NclabError("train.device=cuda but no CUDA GPU is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def limit_per_class(split: Split, n: int) -> Split:
+    """The first ``n`` samples (in storage order) of each class."""
+    y = split.y.numpy()
+    keep = np.sort(np.concatenate([np.flatnonzero(y == c)[:n] for c in np.unique(y)]))
+    idx = torch.from_numpy(keep)
+    return Split(split.x[idx], split.y[idx])
+
+
+class Trainer:
+    """Train one model on one dataset; see the module docstring for the guarantees.
+
+    ``dataset``: an already loaded :class:`Dataset` (skips ``load_dataset(cfg.data.source)``; tests and
+    experiments that share one dataset use it). Public after construction: ``cfg``, ``run``, ``model``,
+    ``dataset``, ``hierarchy``, ``device``, ``optimizer``, ``callbacks``, ``epoch`` (completed epochs).
+    """
+
+    def __init__(self, cfg: dict | str | os.PathLike, run_dir: str | os.PathLike, callbacks: list[Callback] | None = None,
+                 dataset: Dataset | None = None):
+        self.cfg = load_config(cfg)
+        self.run = RunDir(run_dir)
+        c = self.cfg
+        self.device = resolve_device(c["train"]["device"])
+        if c["train"]["threads"]:
+            torch.set_num_threads(c["train"]["threads"])
+        seed_everything(c["seed"])
+        self.dataset = self._prepare_dataset(dataset)
+        self.hierarchy = self._build_hierarchy()
+        self.num_classes = self._num_classes()
+        self._targets: dict[str, torch.Tensor] = {}
+        self.model = self._build_model()
+        self.optimizer = self._build_optimizer()
+        self.callbacks = list(callbacks or []) + build_callbacks(c["callbacks"])
+        self.train_loader = self._loader("train", train=True)
+        self._eval_loaders: dict[str, BatchIterator] = {}
+        self.steps_per_epoch = len(self.train_loader)
+        self.epoch = 0
+        self.global_step = 0
+        self.metrics: list[dict] = []
+        self._elapsed = 0.0
+        self._last_ckpt: tuple[int, Path] | None = None
+        self._fwd = torch.compile(self.model) if c["train"]["compile"] else self.model
+
+    # setup -------------------------------------------------------------------------------
+    def _prepare_dataset(self, ds: Dataset | None) -> Dataset:
+        d = self.cfg["data"]
+        if ds is None:
+            try:
+                from nclab.data import load_dataset
+            except ImportError:
+                raise NclabError("nclab.data.load_dataset is not available in this install; pass dataset= to Trainer")
+            ds = load_dataset(d["source"])
+        if d["subsample"] is not None:
+            from nclab.data import subsample
+
+            s = d["subsample"]
+            kw = s if isinstance(s, dict) else ({"counts": s} if isinstance(s, list) else {"ratio": s})
+            kw.setdefault("seed", self.cfg["seed"])
+            ds = subsample(ds, **kw)
+        if d["limit_per_class"]:
+            n = d["limit_per_class"]
+            ds = Dataset(ds.name, limit_per_class(ds.train, n), limit_per_class(ds.test, n), ds.class_names,
+                         ds.source, ds.checksum, ds.hierarchy, dict(ds.meta))
+        return ds
+
+    def _build_hierarchy(self):
+        d = self.cfg["data"]
+        h = self.dataset.hierarchy
+        if d["hierarchy"]:
+            from nclab.data import build_hierarchy
+
+            h = build_hierarchy(d["hierarchy"], self.dataset.class_names, dataset=self.dataset)
+        if d["labels"] == "coarse" and h is None:
+            raise NclabError(f"data.labels=coarse but {self.dataset.name} has no hierarchy; set data.hierarchy (e.g. mod:5)")
+        return h
+
+    def _is_split(self) -> bool:
+        return self.hierarchy is not None and str(self.hierarchy.spec).startswith("split")
+
+    def _num_classes(self) -> int:
+        if self.cfg["data"]["labels"] == "coarse":
+            return self.hierarchy.num_coarse
+        if self._is_split():
+            return self.hierarchy.num_fine
+        return self.dataset.num_classes
+
+    def train_targets(self, split: str) -> torch.Tensor:
+        """int64 (N,) labels the net is trained on for ``split`` ("train"/"test"): fine, coarse or pseudo."""
+        if split not in self._targets:
+            y = getattr(self.dataset, split).y
+            if self.cfg["data"]["labels"] == "coarse":
+                t = self.hierarchy.coarse_of(y)
+            elif self._is_split():
+                from nclab.data import split_labels
+
+                t = torch.as_tensor(split_labels(y, self.hierarchy, self.cfg["seed"]))
+            else:
+                t = y
+            self._targets[split] = t.to(torch.int64)
+        return self._targets[split]
+
+    def _build_model(self):
+        from nclab.models import build_model, model_kwargs
+
+        m = dict(self.cfg["model"])
+        name = m.pop("name")
+        allowed = set(model_kwargs(name)) | {"head_depth", "head_bias", "head_width"}
+        given = {k: v for k, v in m.items() if v is not None}
+        extra = sorted(k for k in given if k not in allowed)
+        if extra:
+            raise NclabError(f"model.{extra[0]} does not apply to model {name}; it takes {', '.join(sorted(allowed))}")
+        model = build_model(name, self.num_classes, self.dataset.input_shape, **given)
+        if hasattr(model, "data_init"):
+            x = self.dataset.train.x[:5000]
+            model.data_init(self._loader_for(x, torch.zeros(len(x), dtype=torch.int64), 5000, False).prepare(x))
+        model = model.to(self.device)
+        if self.cfg["train"]["channels_last"] and self.dataset.is_image:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg["optim"]
+        scale = o["bias_lr_scale"]
+        main, bias = [], []
+        for n, p in self.model.named_parameters():
+            if p.requires_grad:
+                (bias if p.ndim <= 1 else main).append(p)
+        # biases/BN: lr * scale and weight_decay / scale, so the decay per step lr * wd is unchanged
+        groups = [{"params": main, "lr_scale": 1.0, "weight_decay": o["weight_decay"]},
+                  {"params": bias, "lr_scale": scale, "weight_decay": o["weight_decay"] / scale if scale else 0.0}]
+        groups = [g for g in groups if g["params"]]
+        if o["name"] == "sgd":
+            return torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"],
+                                   nesterov=o["nesterov"] and o["momentum"] > 0)
+        betas = tuple(o["betas"])
+        cls = torch.optim.Adam if o["name"] == "adam" else torch.optim.AdamW
+        return cls(groups, lr=o["lr"], betas=betas)
+
+    def _stats(self):
+        if not self.cfg["data"]["normalize"]:
+            return None, None
+        if not hasattr(self, "_mean_std"):
+            self._mean_std = self.dataset.channel_stats()
+        return self._mean_std
+
+    def _loader_for(self, x, y, batch_size, train: bool) -> BatchIterator:
+        mean, std = self._stats()
+        aug = self.cfg["data"]["augment"]
+        return BatchIterator(x, y, batch_size, shuffle=train, drop_last=train, seed=self.cfg["seed"],
+                             augment=Augment(aug["crop"], aug["flip"]) if train and self.dataset.is_image else None,
+                             mean=mean, std=std, device=getattr(self, "device", "cpu"),
+                             channels_last=self.cfg["train"]["channels_last"])
+
+    def _loader(self, split: str, train: bool) -> BatchIterator:
+        s = getattr(self.dataset, split)
+        bs = self.cfg["optim"]["batch_size"] if train else self.cfg["train"]["eval_batch_size"]
+        return self._loader_for(s.x, self.train_targets(split), bs, train)
+
+    def eval_loader(self, split: str) -> BatchIterator:
+        """Batches of ``split`` in storage order, no augmentation; ``y`` = :meth:`train_targets`."""
+        if split not in self._eval_loaders:
+            self._eval_loaders[split] = self._loader(split, train=False)
+        return self._eval_loaders[split]
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg["train"]["bf16"])
+
+    # evaluation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """``{loss, acc}`` of the data loss (no penalties) in eval mode."""
+        was = self.model.training
+        self.model.eval()
+        total, correct, n = 0.0, 0, 0
+        lcfg = self.cfg["loss"]
+        for x, y in self.eval_loader(split):
+            with self.autocast():
+                z = self._fwd(x)
+            total += float(losses.data_loss(lcfg["name"], z, y, lcfg["label_smoothing"])) * len(y)
+            correct += int((z.argmax(1) == y).sum())
+            n += len(y)
+        self.model.train(was)
+        return {"loss": total / max(n, 1), "acc": correct / max(n, 1)}
+
+    # checkpoints -------------------------------------------------------------------------
+    def _ckpt_path(self, name: str = "last.pt") -> Path:
+        return self.run.checkpoints / name
+
+    def save_checkpoint(self) -> Path:
+        state = {
+            "epoch": self.epoch, "global_step": self.global_step,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(), "metrics": self.metrics, "elapsed_s": self._elapsed,
+            "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
+            "num_classes": self.num_classes,
+        }
+        path = atomic_torch_save(self._ckpt_path(), state)
+        if self.cfg["train"]["keep_checkpoints"]:
+            atomic_torch_save(self._ckpt_path(f"epoch_{self.epoch:04d}.pt"), state)
+        self._last_ckpt = (self.epoch, path)
+        return path
+
+    def load_checkpoint(self, path: str | os.PathLike | None = None) -> None:
+        path = Path(path) if path else self._ckpt_path()
+        if not path.exists():
+            raise NclabError(f"no checkpoint at {path}; start the run without --resume")
+        try:
+            state = torch_load(path, map_location=self.device)
+        except Exception as e:
+            raise NclabError(f"checkpoint {path} cannot be read ({type(e).__name__}); delete it and restart the run")
+        if state.get("num_classes") != self.num_classes:
+            raise NclabError(f"checkpoint {path} is for {state.get('num_classes')} classes, the config gives "
+                             f"{self.num_classes}; resume with the run's own config.yaml")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_rng_state({**state["rng"], "torch": state["rng"]["torch"].cpu()})
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.metrics = list(state["metrics"])
+        self._elapsed = float(state["elapsed_s"])
+        for cb, s in zip(self.callbacks, state.get("callbacks", [])):
+            if s is not None and hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(s)
+        self._last_ckpt = (self.epoch, path)
+
+    def _write_metrics(self) -> None:
+        import json
+
+        atomic_write_text(self.run.metrics_path, "".join(json.dumps(r) + "\n" for r in self.metrics))
+
+    def _append_metrics(self, row: dict) -> None:
+        import json
+
+        with open(self.run.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    # training ------------------------------------------------------------------------------
+    def _start(self, resume: bool, force: bool) -> None:
+        run = self.run
+        if resume:
+            self.load_checkpoint()
+            self._write_metrics()  # drop rows written after the checkpoint (the rerun rewrites them)
+        else:
+            if run.metrics_path.exists() or self._ckpt_path().exists():
+                if not force:
+                    raise NclabError(f"run directory {run.path} already holds a run; pass --resume to continue it, "
+                                     f"--force to overwrite, or choose another --name")
+                for p in [run.metrics_path, self._ckpt_path(), *run.checkpoints.glob("epoch_*.pt")]:
+                    p.unlink(missing_ok=True)
+            run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(self.cfg)
+        run.write_run_info({
+            "device": str(self.device), "dataset": self.dataset.name, "source": self.dataset.source,
+            "checksum": self.dataset.checksum, "num_classes": self.num_classes,
+            "hierarchy": self.hierarchy.to_dict() if self.hierarchy is not None else None,
+            "labels": self.cfg["data"]["labels"], "n_train": len(self.dataset.train), "n_test": len(self.dataset.test),
+            "resumed_from_epoch": self.epoch if resume else None,
+        })
+        run.write_status("running", "", epoch=self.epoch, wall_time_s=self._elapsed, resumed=resume)
+
+    def _nan_stop(self, epoch: int, step: int, value: float) -> None:
+        if self._last_ckpt:
+            good = f"last good checkpoint: {self._last_ckpt[1]} (epoch {self._last_ckpt[0]})"
+            self.metrics = [r for r in self.metrics if r["epoch"] <= self._last_ckpt[0]]
+        else:
+            good = "no checkpoint was written yet"
+            self.metrics = []
+        self._write_metrics()  # nothing after the last good checkpoint stays presented as valid
+        msg = (f"training loss became {value} at epoch {epoch + 1}, step {step + 1}; {good}; "
+               f"lower optim.lr or check the data")
+        self.run.write_status("stopped_nan", msg, epoch=self._last_ckpt[0] if self._last_ckpt else 0,
+                              wall_time_s=self._elapsed)
+        raise NclabError(msg)
+
+    def _train_epoch(self, e: int) -> dict:
+        c = self.cfg
+        o, lcfg = c["optim"], c["loss"]
+        loader = self.train_loader
+        loader.set_epoch(e)
+        self.model.train()
+        spe, epochs = self.steps_per_epoch, o["epochs"]
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen = 0
+        lr = o["lr"]
+        head = self.model.head
+        t0 = time.perf_counter()
+        bar = progress(total=spe, desc=f"epoch {e + 1}/{epochs}", unit="step")
+        for step, (x, y) in enumerate(loader):
+            lr = lr_at(c["schedule"], o["lr"], e * spe + step, spe, epochs)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr * g["lr_scale"]
+            with self.autocast():
+                if lcfg["lambda_h"] > 0:  # same ops as forward(), keeping the head input
+                    h0 = self.model.backbone(x)
+                    h = h0
+                    for layer in head[:-1]:
+                        h = layer(h)
+                    z = head[-1](h)
+                else:
+                    z = self._fwd(x)
+            loss = losses.data_loss(lcfg["name"], z, y, lcfg["label_smoothing"])
+            if lcfg["lambda_w"] > 0:
+                loss = loss + losses.weight_penalty(head, lcfg["lambda_w"])
+            if lcfg["lambda_h"] > 0:
+                loss = loss + losses.feature_penalty(h0, lcfg["lambda_h"])
+            lv = loss.detach()
+            if not bool(torch.isfinite(lv)):
+                bar.close()
+                self._nan_stop(e, step, float(lv))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.global_step = e * spe + step + 1
+            loss_sum += lv.double() * len(y)
+            correct += (z.detach().argmax(1) == y).sum()
+            seen += len(y)
+            bar.update(1)
+            if step % 10 == 9 or step == spe - 1:
+                dt = time.perf_counter() - t0
+                ips = seen / max(dt, 1e-9)
+                left = ((epochs - e - 1) * spe + spe - step - 1) * dt / (step + 1)
+                bar.set_postfix_str(f"loss={float(lv):.4f} img/s={ips:.0f} eta={_fmt_time(left)}", refresh=False)
+        bar.close()
+        dt = time.perf_counter() - t0
+        return {"lr": lr, "train_loss": float(loss_sum) / max(seen, 1), "train_acc": int(correct) / max(seen, 1),
+                "train_time_s": dt, "images_per_s": seen / max(dt, 1e-9)}
+
+    def fit(self, resume: bool = False, force: bool = False) -> dict[str, Any]:
+        """Train to ``optim.epochs``; returns ``{"status", "epoch", "metrics" (last row), "checkpoint"}``."""
+        c = self.cfg
+        epochs = c["optim"]["epochs"]
+        self._start(resume, force)
+        try:
+            for cb in self.callbacks:
+                cb.on_train_start(self)
+            for e in range(self.epoch, epochs):
+                t0 = time.perf_counter()
+                tr = self._train_epoch(e)
+                logs: dict[str, Any] = {"epoch": e + 1, "lr": tr["lr"], "train_loss": tr["train_loss"],
+                                        "train_acc": tr["train_acc"]}
+                if (e + 1) % c["train"]["eval_every"] == 0 or e + 1 == epochs:
+                    ev = self.evaluate("test")
+                    logs["test_loss"], logs["test_acc"] = ev["loss"], ev["acc"]
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, e + 1, logs)
+                dt = time.perf_counter() - t0
+                self._elapsed += dt
+                logs.update({"epoch_time_s": dt, "images_per_s": tr["images_per_s"], "time_s": self._elapsed})
+                self.epoch = e + 1
+                self.metrics.append(logs)
+                self._append_metrics(logs)
+                if self.epoch % c["train"]["checkpoint_every"] == 0 or self.epoch == epochs:
+                    self.save_checkpoint()
+                self.run.write_status("running", "", epoch=self.epoch, wall_time_s=self._elapsed)
+                say(_epoch_line(logs, epochs))
+            for cb in self.callbacks:
+                cb.on_train_end(self)
+        except KeyboardInterrupt:
+            last = self._last_ckpt[0] if self._last_ckpt else 0
+            self.run.write_status("interrupted", f"interrupted; resume from epoch {last} with --resume",
+                                  wall_time_s=self._elapsed)
+            raise
+        except NclabError as err:
+            if self.run.read_status().get("status") != "stopped_nan":
+                self.run.write_status("failed", str(err), wall_time_s=self._elapsed)
+            raise
+        except Exception as err:
+            self.run.write_status("failed", f"{type(err).__name__}: {err}", wall_time_s=self._elapsed)
+            raise
+        self.run.write_status("complete", "", epoch=self.epoch, wall_time_s=self._elapsed)
+        return {"status": "complete", "epoch": self.epoch, "metrics": self.metrics[-1] if self.metrics else {},
+                "checkpoint": str(self._ckpt_path()), "run_dir": str(self.run.path)}
+
+
+def _fmt_time(s: float) -> str:
+    s = int(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _epoch_line(logs: dict, epochs: int) -> str:
+    parts = [f"epoch {logs['epoch']}/{epochs}", f"loss {logs['train_loss']:.4f}", f"acc {logs['train_acc']:.3f}"]
+    if "test_acc" in logs:
+        parts.append(f"test_acc {logs['test_acc']:.3f}")
+    parts += [f"{logs['images_per_s']:.0f} img/s", f"{logs['epoch_time_s']:.1f}s"]
+    return "  ".join(parts)

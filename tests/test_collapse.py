@@ -1,0 +1,321 @@
+"""NC metrics engine: closed forms, invariances, streaming/merging, a naive float64 reference, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nclab.collapse import (
+    ClassStats,
+    SecondPass,
+    compute_metrics,
+    etf_error,
+    etf_target,
+    fine_within_coarse,
+    frame_error,
+    hierarchy_metrics_from_arrays,
+    metrics_from_arrays,
+    of_error,
+)
+from nclab.data.hierarchy import Hierarchy
+from nclab.utils.errors import NclabError
+
+
+# ------------------------------------------------------------------------------------------------
+# naive reference, written directly from the formulas in docs/metrics.md (full D x D pinv, loops)
+def naive(H, y, K, W=None, b=None):
+    H = np.asarray(H, np.float64)
+    N, D = H.shape
+    ks = [k for k in range(K) if np.any(y == k)]
+    mu = np.stack([H[y == k].mean(0) for k in ks])
+    Kp = len(ks)
+    mG = H.mean(0)
+    Mc = mu - mG
+    lab = {k: i for i, k in enumerate(ks)}
+    R = H - mu[[lab[v] for v in y]]
+    Sw = sum(np.outer(r, r) for r in R) / N
+    Sb = sum(np.outer(m, m) for m in Mc) / Kp
+    out = {
+        "nc1": np.trace(Sw @ np.linalg.pinv(Sb, rtol=1e-10)) / Kp,
+        "nc1_quotient": np.trace(Sw) / np.trace(Sb),
+        "trace_within": np.trace(Sw),
+        "trace_between": np.trace(Sb),
+    }
+    var = [np.mean(np.sum((H[y == k] - mu[lab[k]]) ** 2, 1)) for k in ks]
+    pairs = [(i, j) for i in range(Kp) for j in range(i + 1, Kp)]
+    out["cdnv"] = np.mean([(var[i] + var[j]) / (2 * np.sum((mu[i] - mu[j]) ** 2)) for i, j in pairs])
+
+    def nc2(V, suffix):
+        norms = np.array([np.sqrt(np.sum(v * v)) for v in V])
+        out["equinorm_" + suffix] = norms.std() / norms.mean()
+        cos = np.array([V[i] @ V[j] / (norms[i] * norms[j]) for i in range(len(V)) for j in range(i + 1, len(V))])
+        out["equiangular_" + suffix] = cos.std()
+        out["maxangle_" + suffix] = np.mean(np.abs(cos + 1 / (len(V) - 1)))
+        G = V @ V.T
+        k = len(V)
+        out["etf_error_" + suffix] = np.linalg.norm(G / np.linalg.norm(G) - (np.eye(k) - 1 / k) / np.sqrt(k - 1))
+
+    nc2(Mc, "means")
+    G = mu @ mu.T
+    out["of_error_means"] = np.linalg.norm(G / np.linalg.norm(G) - np.eye(Kp) / np.sqrt(Kp))
+    if W is not None:
+        nc2(W, "weights")
+        G = W @ W.T
+        out["of_error_weights"] = np.linalg.norm(G / np.linalg.norm(G) - np.eye(K) / np.sqrt(K))
+        Wp = W[ks]
+        out["self_duality"] = np.sum((Wp / np.linalg.norm(Wp) - Mc / np.linalg.norm(Mc)) ** 2)
+        scores = H @ W.T + (0 if b is None else b)
+        dist = ((H[:, None, :] - mu[None]) ** 2).sum(-1)
+        out["ncc_mismatch"] = np.mean(np.argmax(scores, 1) != np.array(ks)[np.argmin(dist, 1)])
+    return out
+
+
+def gaussian_data(seed=0, N=600, D=12, K=7, offset=0.0, noise=1.0, sep=3.0):
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=(K, D)) * sep + offset
+    p = rng.dirichlet(np.ones(K) * 3)  # unequal class sizes
+    y = rng.choice(K, size=N, p=p)
+    y[:K] = np.arange(K)  # every class present
+    H = mu[y] + noise * rng.normal(size=(N, D)) * rng.uniform(0.5, 2, size=K)[y, None]
+    return H, y
+
+
+def assert_close(got: dict, ref: dict, rtol=1e-8):
+    for k, v in ref.items():
+        assert k in got, k
+        assert got[k] == pytest.approx(v, rel=rtol, abs=1e-14), (k, got[k], v)
+
+
+def etf_means(K, D, seed=0, scale=2.5, offset=None):
+    """Rows of a simplex ETF (K points in D >= K dims), randomly rotated, optionally translated."""
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.normal(size=(D, K)))
+    M = scale * (np.eye(K) - 1.0 / K) @ U.T
+    if offset is not None:
+        M = M + offset
+    return M
+
+
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("K,D", [(7, 12), (10, 4)])  # D < K: Σ_B has rank D, not K-1
+def test_every_metric_matches_naive_reference(K, D):
+    H, y = gaussian_data(seed=K, D=D, K=K, offset=0.7)
+    rng = np.random.default_rng(1)
+    W, b = rng.normal(size=(K, D)), rng.normal(size=K)
+    got = metrics_from_arrays(H, y, W, b)
+    ref = naive(H, y, K, W, b)
+    assert_close(got, ref)
+    assert got["ncc_mismatch"] == ref["ncc_mismatch"]  # a fraction of samples: exact
+    assert 0 < got["ncc_mismatch"] < 1 and got["nc1"] > 0
+
+
+def test_simplex_etf_with_zero_noise_is_exactly_collapsed():
+    K, D, n = 6, 9, 5
+    offset = np.random.default_rng(3).normal(size=D) * 4
+    M = etf_means(K, D, offset=offset)
+    y = np.repeat(np.arange(K), n)
+    H = M[y]
+    W = 1.7 * (M - offset)  # a self-dual classifier for the centred means
+    b = -W @ offset
+    m = metrics_from_arrays(H, y, W, b)
+    for key in ("nc1", "nc1_quotient", "cdnv", "etf_error_means", "etf_error_weights", "equinorm_means",
+                "equinorm_weights", "equiangular_means", "maxangle_means", "maxangle_weights", "self_duality"):
+        assert 0 <= m[key] < 1e-12, (key, m[key])
+    assert m["ncc_mismatch"] == 0.0 and m["ncc_acc"] == 1.0 and m["classifier_acc"] == 1.0
+    # the same checks fail for the right reason: noise breaks NC1, an orthogonal frame is no ETF
+    noisy = metrics_from_arrays(H + 0.1 * np.random.default_rng(0).normal(size=H.shape), y, W, b)
+    assert noisy["nc1"] > 1e-4 and noisy["cdnv"] > 1e-4
+    Q = np.eye(K, D) * 3.0
+    ortho = metrics_from_arrays(Q[y], y, Q)
+    assert ortho["etf_error_means"] == pytest.approx(0.0, abs=1e-12)  # centred orthogonal frame = ETF
+    assert ortho["etf_error_weights"] > 0.1  # uncentred orthogonal W is not an ETF
+
+
+def test_self_duality_zero_for_scaled_centred_means():
+    H, y = gaussian_data(seed=5)
+    K = 7
+    mu = np.stack([H[y == k].mean(0) for k in range(K)])
+    Mc = mu - H.mean(0)
+    assert metrics_from_arrays(H, y, 3.3 * Mc)["self_duality"] < 1e-24
+    assert metrics_from_arrays(H, y, -Mc)["self_duality"] == pytest.approx(4.0)  # opposite direction
+    assert metrics_from_arrays(H, y, Mc + 0.2 * np.random.default_rng(0).normal(size=Mc.shape))["self_duality"] > 1e-4
+
+
+def test_orthogonal_frame_gives_zero_of_error():
+    K, D = 5, 11
+    Q, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(D, K)))
+    M = 4.0 * Q.T  # K orthogonal rows of equal norm
+    y = np.repeat(np.arange(K), 3)
+    m = metrics_from_arrays(M[y], y, 0.5 * Q.T)
+    assert m["of_error_means"] < 1e-12 and m["of_error_weights"] < 1e-12
+    assert of_error(M @ M.T) < 1e-12
+    E = etf_means(K, D)
+    assert of_error(E @ E.T) > 0.1  # an ETF is not an orthogonal frame
+    # frame_error is scale invariant and agrees with etf_error on the ETF target
+    G = np.random.default_rng(0).normal(size=(K, K))
+    G = G @ G.T
+    assert frame_error(G, 7.0 * G) < 1e-12
+    assert frame_error(G, etf_target(K)) == pytest.approx(etf_error(G), rel=1e-12)
+
+
+def test_nc1_invariances():
+    H, y = gaussian_data(seed=11, D=10, K=6)
+    base = metrics_from_arrays(H, y)
+    rng = np.random.default_rng(4)
+    R, _ = np.linalg.qr(rng.normal(size=(10, 10)))
+    perm = rng.permutation(6)
+    variants = {
+        "translation": (H + 1e3 * rng.normal(size=10), y),
+        "rotation": (H @ R, y),
+        "scale_up": (H * 1e4, y),
+        "scale_down": (H * 1e-4, y),
+        "relabel": (H, perm[y]),
+    }
+    for name, (h, yy) in variants.items():
+        m = metrics_from_arrays(h, yy)
+        for key in ("nc1", "nc1_quotient", "cdnv", "etf_error_means", "equinorm_means"):
+            assert m[key] == pytest.approx(base[key], rel=1e-8), (name, key)
+
+
+def test_streaming_equals_all_at_once_and_merge_equals_single():
+    H, y = gaussian_data(seed=2, N=500, D=8, K=6, offset=5.0)
+    one = ClassStats(6).update(H, y)
+    streamed = ClassStats(6)
+    cuts = [0, 1, 7, 40, 41, 200, 333, 500]  # uneven batches, some missing classes, a single-row batch
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        streamed.update(H[a:b], y[a:b])
+    parts = [ClassStats(6).update(H[a:b], y[a:b]) for a, b in [(0, 150), (150, 151), (151, 500)]]
+    merged = ClassStats(6).merge(parts[0]).merge(ClassStats(6)).merge(parts[1]).merge(parts[2])
+    for acc in (streamed, merged):
+        assert torch.equal(acc.counts, one.counts)
+        for name in ("means", "traces", "scatter"):
+            np.testing.assert_allclose(getattr(acc, name).numpy(), getattr(one, name).numpy(), rtol=1e-11, atol=1e-11)
+        assert_close(compute_metrics(acc), compute_metrics(one), rtol=1e-10)
+    # and the accumulator itself against the direct formulas
+    mu = np.stack([H[y == k].mean(0) for k in range(6)])
+    R = H - mu[y]
+    np.testing.assert_allclose(one.scatter[0].numpy(), R.T @ R, rtol=1e-11)
+    np.testing.assert_allclose(one.traces.numpy(), np.bincount(y, (R * R).sum(1)), rtol=1e-11)
+
+
+def test_collapsed_regime_with_large_offset_stays_accurate_and_non_negative():
+    # tiny within-class spread far from the origin: raw-moment formulas cancel catastrophically here
+    H, y = gaussian_data(seed=3, N=400, D=6, K=5, noise=1e-6)
+    shifted = H + 1e4
+    a, b = metrics_from_arrays(H, y)["nc1"], metrics_from_arrays(shifted, y, batch_size=37)["nc1"]
+    assert a > 0 and b == pytest.approx(a, rel=1e-4)
+
+
+def test_second_pass_projected_nc1_equals_full_scatter_nc1():
+    H, y = gaussian_data(seed=8, D=15, K=5)
+    full = ClassStats(5).update(H, y)
+    lean = ClassStats(5, scatter=False).update(H, y)
+    assert lean.scatter is None
+    sp = SecondPass(lean)
+    for i in range(0, len(y), 64):
+        sp.update(H[i : i + 64], y[i : i + 64])
+    assert compute_metrics(lean, second=sp)["nc1"] == pytest.approx(compute_metrics(full)["nc1"], rel=1e-10)
+    with pytest.raises(NclabError, match="scatter=False"):
+        lean.within_scatter()
+
+
+# degenerate inputs -----------------------------------------------------------------------------
+def test_class_with_one_sample_and_empty_class():
+    H, y = gaussian_data(seed=9, N=200, D=6, K=4)
+    y = y.copy()
+    y[y == 3] = 2
+    y[0] = 3  # class 3: one sample; class 4 (of K=5): none
+    m = metrics_from_arrays(H, y, num_classes=5)
+    assert m["n_classes"] == 4 and m["nc1"] >= 0
+    assert_close(m, naive(H, y, 5))
+
+
+@pytest.mark.parametrize("fill", [0.0, 3.5])
+def test_zero_or_constant_features_give_undefined_not_zero(fill):
+    y = np.arange(30) % 3
+    H = np.full((30, 4), fill)
+    m = metrics_from_arrays(H, y, np.ones((3, 4)))
+    assert math.isnan(m["nc1"]) and math.isnan(m["nc1_quotient"]) and math.isnan(m["cdnv"])
+    assert math.isnan(m["etf_error_means"]) and math.isnan(m["self_duality"])
+    assert m["trace_within"] == 0 and m["trace_between"] == 0
+    assert all(v >= 0 for v in m.values() if not math.isnan(v))
+
+
+def test_single_class_and_bad_inputs_raise_clear_errors():
+    m = metrics_from_arrays(np.random.default_rng(0).normal(size=(10, 3)), np.zeros(10, int))
+    assert m["n_classes"] == 1 and math.isnan(m["nc1"])
+    H, y = gaussian_data(seed=1, N=50, D=4, K=3)
+    Hn = H.copy()
+    Hn[7, 2] = np.nan
+    with pytest.raises(NclabError, match="NaN"):
+        metrics_from_arrays(Hn, y)
+    with pytest.raises(NclabError, match="outside 0..2"):
+        ClassStats(3).update(H, y + 1)
+    with pytest.raises(NclabError, match="rows"):
+        ClassStats(3).update(H, y[:-1])
+    with pytest.raises(NclabError, match="W must have shape"):
+        metrics_from_arrays(H, y, np.ones((3, 5)))
+    with pytest.raises(NclabError, match="no samples"):
+        compute_metrics(ClassStats(3))
+    with pytest.raises(NclabError, match="dim"):
+        ClassStats(3).update(H, y).update(H[:, :2], y)
+
+
+# coarse / fine views ---------------------------------------------------------------------------
+def _hier():
+    return Hierarchy([0, 0, 1, 1, 1, 2], [f"f{i}" for i in range(6)], ["a", "b", "c"])
+
+
+def test_coarse_view_equals_direct_coarse_accumulation():
+    h = _hier()
+    H, y = gaussian_data(seed=12, N=500, D=7, K=6)
+    fine = ClassStats(6, groups=h.fine_to_coarse).update(H, y)
+    direct = ClassStats(3).update(H, h.coarse_of(y))
+    coarse = fine.coarsen(h.fine_to_coarse)
+    np.testing.assert_allclose(coarse.scatter.sum(0).numpy(), direct.scatter[0].numpy(), rtol=1e-10)
+    np.testing.assert_allclose(coarse.traces.numpy(), direct.traces.numpy(), rtol=1e-10)
+    Wc = np.random.default_rng(0).normal(size=(3, 7))
+    res = hierarchy_metrics_from_arrays(H, y, h, Wc, np.zeros(3))
+    assert_close(res["coarse"], naive(H, h.coarse_of(y), 3, Wc, np.zeros(3)))
+    assert_close(res["fine"], naive(H, y, 6))
+    assert "self_duality" not in res["fine"]  # W has coarse rows: fine view has no weight metrics
+
+
+def test_fine_within_coarse_is_nc1_inside_each_superclass():
+    h = _hier()
+    H, y = gaussian_data(seed=13, N=600, D=5, K=6)
+    fine = ClassStats(6, groups=h.fine_to_coarse).update(H, y)
+    fwc = fine_within_coarse(fine, h)
+    for c, fc in enumerate([[0, 1], [2, 3, 4]]):
+        sel = np.isin(y, fc)
+        relabel = np.searchsorted(fc, y[sel])
+        assert fwc[str(c)] == pytest.approx(naive(H[sel], relabel, len(fc))["nc1"], rel=1e-8)
+    assert math.isnan(fwc["2"])  # one fine class: no fine structure to measure
+    assert fwc["mean"] == pytest.approx((fwc["0"] + fwc["1"]) / 2)
+    with pytest.raises(NclabError, match="groups"):
+        fine_within_coarse(ClassStats(6).update(H, y), h)
+
+
+# CLI -------------------------------------------------------------------------------------------
+def test_cli_arrays_json(tmp_path, capsys):
+    from nclab.cli import main
+
+    H, y = gaussian_data(seed=4, N=120, D=6, K=4)
+    W, b = np.random.default_rng(0).normal(size=(4, 6)), np.zeros(4)
+    for name, arr in {"H": H.astype(np.float32), "y": y, "W": W, "b": b}.items():
+        np.save(tmp_path / f"{name}.npy", arr)
+    rc = main(["metrics", "--features", str(tmp_path / "H.npy"), "--labels", str(tmp_path / "y.npy"),
+               "--weights", str(tmp_path / "W.npy"), "--bias", str(tmp_path / "b.npy"), "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert_close(out, naive(H.astype(np.float32), y, 4, W, b))
+    np.save(tmp_path / "z.npy", np.zeros((10, 3), np.float32))
+    np.save(tmp_path / "yz.npy", np.arange(10) % 2)
+    assert main(["metrics", "--features", str(tmp_path / "z.npy"), "--labels", str(tmp_path / "yz.npy"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["nc1"] is None  # undefined -> null, valid JSON
+    assert main(["metrics", "--features", str(tmp_path / "missing.npy"), "--labels", str(tmp_path / "y.npy")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -1,0 +1,426 @@
+"""File sources (CIFAR python archives, IDX, image folders), the cache, and bad inputs.
+
+Every fixture file is built here in the official format (no internet, no large data)."""
+
+import gzip
+import hashlib
+import io
+import pickle
+import struct
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nclab.data import build_hierarchy, load_dataset
+from nclab.data import cache as cache_mod
+from nclab.data import cifar_meta
+from nclab.utils.errors import NclabError
+
+
+def md5(p):
+    return hashlib.md5(Path(p).read_bytes()).hexdigest()
+
+
+def add_bytes(tf, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tf.addfile(info, io.BytesIO(data))
+
+
+# ---------------------------------------------------------------- CIFAR (official python pickle format)
+
+def cifar_files(name, n_train=(3, 2, 2, 2, 1), n_test=4, seed=0):
+    """{member name: pickle bytes} like the official release, plus the expected arrays."""
+    rng = np.random.default_rng(seed)
+    info = cifar_meta.CIFAR_FILES[name]
+    k = 10 if name == "cifar10" else 100
+    files, xs, ys = {}, {"train": [], "test": []}, {"train": [], "test": []}
+    sizes = {"train": list(n_train) if name == "cifar10" else [sum(n_train)], "test": [n_test]}
+    for split in ("train", "test"):
+        for fname, n in zip(info[split], sizes[split]):
+            data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+            fine = rng.integers(0, k, size=n).tolist()
+            d = {b"batch_label": b"batch", b"data": data, b"filenames": [b"f.png"] * n}
+            if name == "cifar10":
+                d[b"labels"] = fine
+            else:
+                d[b"fine_labels"] = fine
+                d[b"coarse_labels"] = [cifar_meta.CIFAR100_FINE_TO_COARSE[f] for f in fine]
+            files[fname] = pickle.dumps(d, protocol=2)
+            xs[split].append(data)
+            ys[split].append(fine)
+    if name == "cifar10":
+        meta = {b"label_names": [n.encode() for n in cifar_meta.CIFAR10_CLASSES], b"num_cases_per_batch": 10}
+    else:
+        meta = {b"fine_label_names": [n.encode() for n in cifar_meta.CIFAR100_FINE],
+                b"coarse_label_names": [n.encode() for n in cifar_meta.CIFAR100_COARSE]}
+    files[info["meta"]] = pickle.dumps(meta, protocol=2)
+    expect = {s: (np.concatenate(xs[s]), np.concatenate(ys[s]).astype(np.int64)) for s in xs}
+    return files, expect
+
+
+def write_cifar_archive(path, name, files, folder=None):
+    folder = folder or cifar_meta.CIFAR_FILES[name]["folder"]
+    with tarfile.open(path, "w:gz") as tf:
+        for fname, data in files.items():
+            add_bytes(tf, f"{folder}/{fname}", data)
+    return path
+
+
+@pytest.fixture
+def cifar10_archive(tmp_path, monkeypatch):
+    files, expect = cifar_files("cifar10")
+    p = write_cifar_archive(tmp_path / "cifar-10-python.tar.gz", "cifar10", files)
+    monkeypatch.setitem(cifar_meta.CIFAR_FILES["cifar10"], "md5", md5(p))
+    return p, files, expect
+
+
+def test_cifar10_archive_pixels_labels_names(cifar10_archive, tmp_path):
+    p, _, expect = cifar10_archive
+    d = load_dataset(f"cifar10:{p}")
+    assert d.class_names == cifar_meta.CIFAR10_CLASSES and d.hierarchy is None
+    for split, s in (("train", d.train), ("test", d.test)):
+        x, y = expect[split]
+        assert s.x.dtype == torch.uint8 and s.x.shape == (len(y), 3, 32, 32)
+        assert torch.equal(s.y, torch.from_numpy(y))
+        # official row layout: 1024 red, then 1024 green, then 1024 blue, each row-major 32x32
+        i, c, r, col = len(y) - 1, 1, 5, 7
+        assert int(s.x[i, c, r, col]) == int(x[i, c * 1024 + r * 32 + col])
+        assert int(s.x[0, 2, 31, 0]) == int(x[0, 2 * 1024 + 31 * 32])
+    assert len(d.train) == 10 and len(d.test) == 4
+    assert d.checksum == hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_cifar10_extracted_folder_and_per_file_md5(tmp_path, monkeypatch):
+    files, expect = cifar_files("cifar10", seed=1)
+    root = tmp_path / "cifar-10-batches-py"
+    root.mkdir()
+    for fname, data in files.items():
+        (root / fname).write_bytes(data)
+    for fname in files:
+        monkeypatch.setitem(cifar_meta.CIFAR_FILES["cifar10"]["file_md5"], fname, md5(root / fname))
+    for arg in (root, tmp_path):  # the folder itself or its parent
+        d = load_dataset(f"cifar10:{arg}", cache_dir=tmp_path / f"c{arg == root}")
+        assert torch.equal(d.test.y, torch.from_numpy(expect["test"][1]))
+    monkeypatch.setitem(cifar_meta.CIFAR_FILES["cifar10"]["file_md5"], "test_batch", "0" * 32)
+    with pytest.raises(NclabError, match="test_batch has MD5 .* not the official 0000"):
+        load_dataset(f"cifar10:{root}", cache_dir=tmp_path / "fresh")
+
+
+def test_cifar100_fine_and_official_coarse(tmp_path, monkeypatch):
+    files, expect = cifar_files("cifar100", n_train=(60,), n_test=5)
+    p = write_cifar_archive(tmp_path / "cifar-100-python.tar.gz", "cifar100", files)
+    with pytest.raises(NclabError, match="not the official eb9058c3a382ffc7106e4002c42a8d85"):
+        load_dataset(f"cifar100:{p}")
+    monkeypatch.setitem(cifar_meta.CIFAR_FILES["cifar100"], "md5", md5(p))
+    # 60 random draws rarely hit all 100 fine classes: the reader refuses data it cannot derive coarse labels from
+    with pytest.raises(NclabError, match="no image of fine class"):
+        load_dataset(f"cifar100:{p}")
+    files, expect = cifar_files("cifar100", n_train=(2000,), n_test=5, seed=2)
+    p = write_cifar_archive(tmp_path / "cifar-100-python.tar.gz", "cifar100", files)
+    monkeypatch.setitem(cifar_meta.CIFAR_FILES["cifar100"], "md5", md5(p))
+    d = load_dataset(f"cifar100:{p}")
+    assert d.class_names == cifar_meta.CIFAR100_FINE and torch.equal(d.train.y, torch.from_numpy(expect["train"][1]))
+    # coarse labels derived from the archive's paired labels equal the embedded official table
+    assert d.hierarchy.num_coarse == 20 and d.hierarchy.coarse_names == cifar_meta.CIFAR100_COARSE
+    assert np.array_equal(d.hierarchy.fine_to_coarse, build_hierarchy("cifar100", d.class_names).fine_to_coarse)
+
+
+def test_cifar_wrong_md5(tmp_path):
+    files, _ = cifar_files("cifar10")
+    p = write_cifar_archive(tmp_path / "cifar-10-python.tar.gz", "cifar10", files)
+    with pytest.raises(NclabError, match=f"{p} has MD5 {md5(p)}, not the official c58f30108f718f92721af3b95e74349a"):
+        load_dataset(f"cifar10:{p}")
+
+
+def test_cifar_truncated_archive(tmp_path, monkeypatch):
+    files, _ = cifar_files("cifar10")
+    p = write_cifar_archive(tmp_path / "cifar-10-python.tar.gz", "cifar10", files)
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    monkeypatch.setitem(cifar_meta.CIFAR_FILES["cifar10"], "md5", md5(p))
+    with pytest.raises(NclabError, match=f"archive {p} is corrupt or truncated"):
+        load_dataset(f"cifar10:{p}")
+
+
+def test_cifar_archive_unsafe_members_refused(tmp_path, monkeypatch):
+    files, _ = cifar_files("cifar10")
+    for bad in ("../evil", "/abs/evil", "cifar-10-batches-py/../../evil"):
+        p = tmp_path / "cifar-10-python.tar.gz"
+        with tarfile.open(p, "w:gz") as tf:
+            add_bytes(tf, bad, b"x")
+            for fname, data in files.items():
+                add_bytes(tf, f"cifar-10-batches-py/{fname}", data)
+        monkeypatch.setitem(cifar_meta.CIFAR_FILES["cifar10"], "md5", md5(p))
+        with pytest.raises(NclabError, match=f"unsafe member path '{bad}'"):
+            load_dataset(f"cifar10:{p}")
+    assert not (tmp_path.parent / "evil").exists() and not Path("/abs/evil").exists()
+
+
+def test_cifar_pickle_with_foreign_class_refused(tmp_path, monkeypatch):
+    files, _ = cifar_files("cifar10")
+    files["test_batch"] = pickle.dumps({b"data": Path("/etc")}, protocol=2)  # needs pathlib to unpickle
+    p = write_cifar_archive(tmp_path / "cifar-10-python.tar.gz", "cifar10", files)
+    monkeypatch.setitem(cifar_meta.CIFAR_FILES["cifar10"], "md5", md5(p))
+    with pytest.raises(NclabError, match="test_batch is not a readable CIFAR pickle .*refusing to load pathlib"):
+        load_dataset(f"cifar10:{p}")
+
+
+def test_cifar_missing_offline_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(cifar_meta, "BASE_URL", "http://127.0.0.1:9/")  # nothing listens: fails at once
+    dest = tmp_path / "downloads" / "cifar-10-python.tar.gz"
+    with pytest.raises(NclabError, match=f"cannot download .*put the official cifar-10-python.tar.gz at {dest}"):
+        load_dataset("cifar10", cache_dir=tmp_path)
+    with pytest.raises(NclabError, match=f"downloads are off; put the official cifar-10-python.tar.gz at {dest}"):
+        load_dataset("cifar10", cache_dir=tmp_path, download=False)
+    assert not any((tmp_path / "downloads").glob("*"))  # no partial download left behind
+
+
+def test_cifar_download_verifies_and_stores(tmp_path, monkeypatch):
+    files, expect = cifar_files("cifar10")
+    src = tmp_path / "mirror"
+    src.mkdir()
+    p = write_cifar_archive(src / "cifar-10-python.tar.gz", "cifar10", files)
+    monkeypatch.setattr(cifar_meta, "BASE_URL", src.as_uri() + "/")
+    with pytest.raises(NclabError, match="downloaded cifar-10-python.tar.gz has MD5"):
+        load_dataset("cifar10", cache_dir=tmp_path / "c")
+    assert not (tmp_path / "c" / "downloads" / "cifar-10-python.tar.gz").exists()
+    monkeypatch.setitem(cifar_meta.CIFAR_FILES["cifar10"], "md5", md5(p))
+    d = load_dataset("cifar10", cache_dir=tmp_path / "c")
+    assert (tmp_path / "c" / "downloads" / "cifar-10-python.tar.gz").read_bytes() == p.read_bytes()
+    assert torch.equal(d.train.y, torch.from_numpy(expect["train"][1]))
+
+
+# ---------------------------------------------------------------- IDX (MNIST / Fashion-MNIST)
+
+def idx_bytes(a):
+    a = np.asarray(a, dtype=np.uint8)
+    return bytes([0, 0, 8, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape) + a.tobytes()
+
+
+def write_idx(folder, gz, seed=0):
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (7, 28, 28)), "train-labels-idx1-ubyte": rng.integers(0, 10, 7),
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (3, 28, 28)), "t10k-labels-idx1-ubyte": rng.integers(0, 10, 3)}
+    for name, a in arrays.items():
+        data = idx_bytes(a)
+        (folder / (name + (".gz" if gz else ""))).write_bytes(gzip.compress(data) if gz else data)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_idx_raw_and_gz(tmp_path, gz, name):
+    arrays = write_idx(tmp_path / "m", gz)
+    d = load_dataset(f"{name}:{tmp_path / 'm'}")
+    assert d.train.x.shape == (7, 1, 28, 28) and d.train.x.dtype == torch.uint8
+    assert np.array_equal(d.train.x[:, 0].numpy(), arrays["train-images-idx3-ubyte"])
+    assert np.array_equal(d.test.y.numpy(), arrays["t10k-labels-idx1-ubyte"]) and d.test.y.dtype == torch.int64
+    assert (d.class_names[0] == "T-shirt/top") == (name == "fashion-mnist")
+
+
+@pytest.mark.parametrize("damage, msg", [
+    (lambda b: b[:-5], "holds 779 data bytes but its header declares"),
+    (lambda b: b"\x00\x00\x0d\x01" + b[4:], "not an unsigned-byte IDX file"),
+    (lambda b: b[:6], "truncated"),
+])
+def test_idx_bad_files(tmp_path, damage, msg):
+    write_idx(tmp_path / "m", gz=False)
+    f = tmp_path / "m" / "t10k-labels-idx1-ubyte"
+    f.write_bytes(idx_bytes(np.zeros(3)) if False else damage((tmp_path / "m" / "train-labels-idx1-ubyte").read_bytes()
+                                                             if False else idx_bytes(np.zeros((1, 28, 28)))))
+    with pytest.raises(NclabError, match=msg):
+        load_dataset(f"mnist:{tmp_path / 'm'}")
+
+
+def test_idx_missing_file_and_bad_gzip(tmp_path):
+    write_idx(tmp_path / "m", gz=True)
+    (tmp_path / "m" / "t10k-images-idx3-ubyte.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(NclabError, match="cannot read .*t10k-images-idx3-ubyte.gz"):
+        load_dataset(f"mnist:{tmp_path / 'm'}")
+    (tmp_path / "m" / "t10k-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(NclabError, match="has no t10k-images-idx3-ubyte"):
+        load_dataset(f"mnist:{tmp_path / 'm'}")
+
+
+def test_fashion_mnist_debian_package():
+    folder = Path("/usr/share/datasets/fashion-mnist")
+    if not folder.is_dir():
+        pytest.skip("Debian package dataset-fashion-mnist not installed")
+    d = load_dataset("fashion-mnist")
+    assert len(d.train) == 60000 and len(d.test) == 10000 and d.input_shape == (1, 28, 28)
+    assert d.train.y.bincount().tolist() == [6000] * 10 and d.test.y.bincount().tolist() == [1000] * 10
+
+
+# ---------------------------------------------------------------- image folders
+
+def make_folder(root, classes=("b", "a", "c"), n=(3, 2), size=(6, 5), mode="RGB", ext="png"):
+    """Image i of class index k in split s has every pixel = 10*k + i (+100 for test)."""
+    for s, count in zip(("train", "test"), n):
+        for k, c in enumerate(sorted(classes)):
+            (root / s / c).mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                v = 10 * k + i + (100 if s == "test" else 0)
+                Image.new(mode, size, (v,) * len(mode) if mode != "L" else v).save(root / s / c / f"{i:03d}.{ext}")
+    return root
+
+
+def check_folder_dataset(d, classes=("a", "b", "c"), n=(3, 2)):
+    assert d.class_names == list(classes)
+    for s, split, count in (("train", d.train, n[0]), ("test", d.test, n[1])):
+        assert split.y.tolist() == [k for k in range(len(classes)) for _ in range(count)]
+        want = [10 * k + i + (100 if s == "test" else 0) for k in range(len(classes)) for i in range(count)]
+        assert split.x[:, :, 0, 0].tolist() == [[v] * split.x.shape[1] for v in want]
+        assert bool((split.x == split.x[:, :, :1, :1]).all())
+
+
+def test_imagefolder_folder_sorted_classes(tmp_path):
+    root = make_folder(tmp_path / "data")
+    d = load_dataset(f"imagefolder:{root}")
+    assert d.train.x.shape == (9, 3, 5, 6) and d.is_image
+    check_folder_dataset(d)
+    # a folder holding a single root folder works too
+    d2 = load_dataset(f"imagefolder:{tmp_path}")
+    assert torch.equal(d2.train.x, d.train.x)
+
+
+def test_imagefolder_grey_jpeg(tmp_path):
+    root = make_folder(tmp_path / "g", mode="L", ext="jpg")
+    d = load_dataset(f"imagefolder:{root}")
+    assert d.train.x.shape[1] == 1
+    assert d.train.x[:, 0, 0, 0].tolist() == pytest.approx([0, 1, 2, 10, 11, 12, 20, 21, 22], abs=1)
+
+
+@pytest.mark.parametrize("suffix, mode", [(".tar", "w"), (".tar.gz", "w:gz")])
+def test_imagefolder_archives(tmp_path, suffix, mode):
+    root = make_folder(tmp_path / "data")
+    (root / "README.md").write_text("ignored")
+    arch = tmp_path / f"imgs{suffix}"
+    with tarfile.open(arch, mode) as tf:
+        tf.add(root, arcname="imgs")
+    d = load_dataset(f"imagefolder:{arch}")
+    check_folder_dataset(d)
+    assert d.checksum == hashlib.sha256(arch.read_bytes()).hexdigest()
+
+
+def test_imagefolder_cache_hit_and_miss(tmp_path, monkeypatch):
+    import nclab.data.imagefolder as imf
+
+    decodes = []
+    real = imf.decode_images
+    monkeypatch.setattr(imf, "decode_images", lambda *a, **k: decodes.append(1) or real(*a, **k))
+    root = make_folder(tmp_path / "data")
+    cache = tmp_path / "cache"
+    a = load_dataset(f"imagefolder:{root}", cache_dir=cache)
+    assert len(decodes) == 2  # train + test decoded
+    b = load_dataset(f"imagefolder:{root}", cache_dir=cache)
+    assert len(decodes) == 2 and torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
+    entries = list((cache / "datasets").iterdir())
+    assert len(entries) == 1 and entries[0].name.startswith("imagefolder-" + a.checksum[:32])
+    # a changed source is a new key: add one image -> miss, and the new image is there
+    Image.new("RGB", (6, 5), (7, 7, 7)).save(root / "train" / "a" / "zzz.png")
+    c = load_dataset(f"imagefolder:{root}", cache_dir=cache)
+    assert len(decodes) == 4 and len(c.train) == 10 and c.checksum != a.checksum
+    # the default cache dir is $NCLAB_CACHE (the conftest points it at a temp dir)
+    before = cache_mod.STATS["misses"]
+    load_dataset(f"imagefolder:{root}")
+    load_dataset(f"imagefolder:{root}")
+    assert cache_mod.STATS["misses"] == before + 1
+
+
+def test_cache_write_failure_leaves_nothing(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "data")
+    cache = tmp_path / "cache"
+    real = np.save
+    calls = []
+
+    def failing_save(path, arr, **kw):  # crash after the first array is written
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(path, arr, **kw)
+
+    monkeypatch.setattr(cache_mod.np, "save", failing_save)
+    d = load_dataset(f"imagefolder:{root}", cache_dir=cache)  # still returns the data
+    check_folder_dataset(d)
+    assert list((cache / "datasets").iterdir()) == []  # neither a half entry nor a temp folder
+    monkeypatch.setattr(cache_mod.np, "save", real)
+    load_dataset(f"imagefolder:{root}", cache_dir=cache)
+    assert len(calls) == 2 and len(list((cache / "datasets").iterdir())) == 1
+
+
+def test_imagefolder_empty_class_folder(tmp_path):
+    root = make_folder(tmp_path / "data")
+    (root / "test" / "d").mkdir()
+    (root / "train" / "d").mkdir()
+    (root / "train" / "d" / "notes.txt").write_text("not an image")
+    with pytest.raises(NclabError, match="class folder test/d .* holds no .png/.jpg images"):
+        load_dataset(f"imagefolder:{root}")
+    arch = tmp_path / "x.tar"
+    with tarfile.open(arch, "w") as tf:
+        tf.add(root, arcname="x")
+    with pytest.raises(NclabError, match=f"class folder x/test/d in {arch} holds no"):
+        load_dataset(f"imagefolder:{arch}")
+
+
+def test_imagefolder_unreadable_image_named(tmp_path):
+    root = make_folder(tmp_path / "data")
+    bad = root / "train" / "b" / "001.png"
+    bad.write_bytes(b"\x89PNG\r\n garbage")
+    with pytest.raises(NclabError, match=f"cannot decode image {bad}"):
+        load_dataset(f"imagefolder:{root}")
+    arch = tmp_path / "x.tar.gz"
+    with tarfile.open(arch, "w:gz") as tf:
+        tf.add(root, arcname="x")
+    with pytest.raises(NclabError, match=f"cannot decode image {arch}:x/train/b/001.png"):
+        load_dataset(f"imagefolder:{arch}")
+    assert not list((tmp_path.parent).glob("**/datasets/imagefolder-*"))
+
+
+def test_imagefolder_inconsistent_inputs(tmp_path):
+    root = make_folder(tmp_path / "data")
+    Image.new("RGB", (7, 5)).save(root / "train" / "c" / "big.png")
+    with pytest.raises(NclabError, match="big.png is 7x5 but .* is 6x5"):
+        load_dataset(f"imagefolder:{root}")
+    root2 = make_folder(tmp_path / "d2")
+    (root2 / "train" / "zz").mkdir()
+    Image.new("RGB", (6, 5)).save(root2 / "train" / "zz" / "1.png")
+    with pytest.raises(NclabError, match="class 'zz' has no test/ folder"):
+        load_dataset(f"imagefolder:{root2}")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NclabError, match="no train/<class>/"):
+        load_dataset(f"imagefolder:{tmp_path / 'empty'}")
+    with pytest.raises(NclabError, match="not found"):
+        load_dataset(f"imagefolder:{tmp_path / 'nope'}")
+    (tmp_path / "f.zip").write_bytes(b"PK")
+    with pytest.raises(NclabError, match="not a .tar/.tar.gz archive"):
+        load_dataset(f"imagefolder:{tmp_path / 'f.zip'}")
+
+
+@pytest.mark.parametrize("bad", ["../x/train/a/1.png", "/abs/train/a/1.png", "imgs/train/../../x.png"])
+def test_imagefolder_archive_unsafe_members(tmp_path, bad):
+    root = make_folder(tmp_path / "data")
+    arch = tmp_path / "x.tar"
+    with tarfile.open(arch, "w") as tf:
+        tf.add(root, arcname="imgs")
+        add_bytes(tf, bad, (root / "train" / "a" / "000.png").read_bytes())
+    with pytest.raises(NclabError, match=f"archive {arch} has an unsafe member path '{bad}'"):
+        load_dataset(f"imagefolder:{arch}")
+    assert not (tmp_path / "x").exists() and not Path("/abs").exists()
+
+
+def test_imagefolder_truncated_archive(tmp_path):
+    root = make_folder(tmp_path / "data")
+    arch = tmp_path / "x.tar.gz"
+    with tarfile.open(arch, "w:gz") as tf:
+        tf.add(root, arcname="imgs")
+    arch.write_bytes(arch.read_bytes()[:-40])
+    with pytest.raises(NclabError, match=f"archive {arch} is corrupt or truncated"):
+        load_dataset(f"imagefolder:{arch}")
+    arch.write_bytes(b"\x1f\x8b" + b"\x00" * 50)
+    with pytest.raises(NclabError, match="corrupt or truncated"):
+        load_dataset(f"imagefolder:{arch}")

@@ -1,0 +1,239 @@
+"""Fine-label recovery on data whose answer is known (hierarchical Gaussian mixtures)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from nclab.data.hierarchy import Hierarchy
+from nclab.finegrain.evaluate import confusion, evaluate_recovery, flatten_pixels
+from nclab.finegrain.kmeans import kmeans
+from nclab.finegrain.recovery import FineLabelRecovery, hungarian_names
+from nclab.utils.errors import NclabError
+
+
+def hier_mixture(n_per_fine=60, coarse=3, fine_per=(2, 3, 2), dim=16, coarse_sep=20.0, fine_sep=6.0, noise=1.0, seed=0):
+    """Fine class f has mean coarse_mu[c(f)] + fine offset; returns (x, fine, f2c)."""
+    rng = np.random.default_rng(seed)
+    f2c = np.concatenate([[c] * k for c, k in zip(range(coarse), fine_per)]).astype(np.int64)
+    cmu = rng.normal(size=(coarse, dim)) * coarse_sep
+    fmu = cmu[f2c] + rng.normal(size=(len(f2c), dim)) * fine_sep
+    fine = np.repeat(np.arange(len(f2c)), n_per_fine)
+    x = fmu[fine] + rng.normal(size=(len(fine), dim)) * noise
+    perm = rng.permutation(len(fine))
+    return x[perm].astype(np.float32), fine[perm], f2c
+
+
+def split(seed=0, **kw):
+    x, y, f2c = hier_mixture(seed=seed, **kw)
+    n = len(y) // 2
+    return x[:n], y[:n], x[n:], y[n:], f2c
+
+
+@pytest.mark.parametrize("normalize", ["none", "center", "l2", "center+l2", "whiten"])
+def test_well_separated_recovery_is_near_perfect(normalize):
+    xtr, ytr, xte, yte, f2c = split()
+    out = evaluate_recovery(xtr, f2c[ytr], ytr, xte, f2c[yte], yte, f2c, normalize=normalize)
+    assert out["test_acc"] >= 0.99 and out["train_acc"] >= 0.99 and out["oracle_test_acc"] >= 0.99
+    assert out["ari"] > 0.97 and out["coarse_test_acc"] == 1.0
+
+
+@pytest.mark.parametrize("method", ["gmm", "spectral", "agglomerative"])
+def test_other_clusterers_recover_well_separated_classes(method):
+    xtr, ytr, xte, yte, f2c = split(n_per_fine=40)
+    out = evaluate_recovery(xtr, f2c[ytr], ytr, xte, f2c[yte], yte, f2c, method=method, normalize="none")
+    assert out["test_acc"] >= 0.99, out["test_acc"]
+
+
+def test_global_clustering_and_fit_on_test():
+    xtr, ytr, xte, yte, f2c = split(coarse_sep=10.0, fine_sep=8.0)
+    g = evaluate_recovery(xtr, f2c[ytr], ytr, xte, f2c[yte], yte, f2c, clustering="global", normalize="none")
+    t = evaluate_recovery(xtr, f2c[ytr], ytr, xte, f2c[yte], yte, f2c, fit_on="test", normalize="none")
+    assert g["test_acc"] >= 0.99 and t["test_acc"] >= 0.99 and t["options"]["fit_on"] == "test"
+
+
+def test_hungarian_hand_case_is_one_to_one():
+    # cluster 0 holds 5 of class 7 and 4 of class 9; cluster 1 holds 6 of class 7.
+    # Majority vote names both clusters 7; the best one-to-one naming is 0->9, 1->7 (10 correct vs 5).
+    clusters = np.array([0] * 9 + [1] * 6)
+    fine = np.array([7] * 5 + [9] * 4 + [7] * 6)
+    assert hungarian_names(clusters, fine, 2, [7, 9]).tolist() == [9, 7]
+    # brute force over all one-to-one namings agrees on a random table
+    rng = np.random.default_rng(1)
+    cl, fl = rng.integers(0, 4, 200), rng.integers(0, 4, 200)
+    names = hungarian_names(cl, fl, 4, [0, 1, 2, 3])
+    best = max(itertools.permutations(range(4)), key=lambda p: np.sum(np.array(p)[cl] == fl))
+    assert np.sum(names[cl] == fl) == np.sum(np.array(best)[cl] == fl)
+
+
+def test_naming_follows_a_permutation_of_fine_labels():
+    xtr, ytr, xte, yte, f2c = split(noise=2.5)  # noisy enough that a few samples are wrong
+    base = FineLabelRecovery(f2c).fit(xtr, f2c[ytr], ytr)
+    p0 = base.predict(xte, f2c[yte])
+    perm = np.random.default_rng(3).permutation(len(f2c))  # new id of old fine class f is perm[f]
+    f2c_p = np.empty_like(f2c)
+    f2c_p[perm] = f2c
+    rec = FineLabelRecovery(f2c_p).fit(xtr, f2c[ytr], perm[ytr])
+    p1 = rec.predict(xte, f2c[yte])
+    assert np.array_equal(p1, perm[p0])
+    assert np.mean(p1 == perm[yte]) == np.mean(p0 == yte)
+
+
+def test_wrong_coarse_prediction_is_an_error_and_oracle_dominates():
+    xtr, ytr, xte, yte, f2c = split()
+    true_c = f2c[yte]
+    pred_c = true_c.copy()
+    wrong = np.arange(0, len(yte), 7)
+    pred_c[wrong] = (true_c[wrong] + 1) % 3
+    out, rec = evaluate_recovery(xtr, f2c[ytr], ytr, xte, pred_c, yte, f2c, return_model=True)
+    p = rec.predict(xte, pred_c)
+    assert np.all(p[wrong] != yte[wrong])
+    assert np.all(f2c[p] == pred_c)  # routing decides the superclass of the answer
+    assert out["oracle_test_acc"] == 1.0
+    assert out["test_acc"] == pytest.approx(1 - len(wrong) / len(yte))
+    assert out["coarse_test_acc"] == pytest.approx(1 - len(wrong) / len(yte))
+    # on noisy data the set of correct predicted-routing samples is inside the oracle's correct set
+    xtr, ytr, xte, yte, f2c = split(noise=4.0, fine_sep=3.0)
+    rng = np.random.default_rng(0)
+    pc = np.where(rng.random(len(yte)) < 0.2, rng.integers(0, 3, len(yte)), f2c[yte])
+    rec = FineLabelRecovery(f2c).fit(xtr, f2c[ytr], ytr)
+    ok_pred, ok_orc = rec.predict(xte, pc) == yte, rec.predict(xte, f2c[yte]) == yte
+    assert np.all(ok_orc[ok_pred]) and ok_orc.mean() >= ok_pred.mean()
+
+
+def test_report_matches_independent_computation():
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    xtr, ytr, xte, yte, f2c = split(noise=3.0, fine_sep=4.0, n_per_fine=80)
+    out = evaluate_recovery(xtr, f2c[ytr], ytr, xte, f2c[yte], yte, f2c, normalize="none")
+    # independent: sklearn k-means per superclass, brute-force best permutation naming, accuracy
+    correct = 0
+    for c in range(3):
+        idx = np.flatnonzero(f2c[ytr] == c)
+        cls = np.flatnonzero(f2c == c)
+        lab = KMeans(len(cls), n_init=10, random_state=0).fit_predict(xtr[idx])
+        correct += max(np.sum(cls[list(p)][lab] == ytr[idx]) for p in itertools.permutations(range(len(cls))))
+    assert out["train_acc"] == pytest.approx(correct / len(ytr), abs=0.01)
+    assert 0.6 < out["train_acc"] < 1.0  # not a trivial case
+    # per-superclass train accuracies average (weighted) to the overall one
+    per = out["per_superclass"]
+    assert sum(p["train_acc"] * p["n_train"] for p in per) / len(ytr) == pytest.approx(out["train_acc"])
+    # ARI/NMI/confusion against sklearn and a naive loop on the same predictions
+    rec = FineLabelRecovery(f2c, normalize="none").fit(xtr, f2c[ytr], ytr)
+    p = rec.predict(xte, f2c[yte])
+    assert out["ari"] == pytest.approx(adjusted_rand_score(yte, p))
+    assert out["nmi"] == pytest.approx(normalized_mutual_info_score(yte, p))
+    m = np.zeros((len(f2c), len(f2c)), int)
+    for a, b in zip(yte, p):
+        m[a, b] += 1
+    assert np.array_equal(np.array(out["confusion"]), m) and np.trace(m) / len(yte) == pytest.approx(out["test_acc"])
+
+
+def test_normalisations_do_what_they_say():
+    xtr, ytr, xte, yte, f2c = split()
+    rec = FineLabelRecovery(f2c, normalize="center+l2").fit(xtr, f2c[ytr], ytr)
+    g = rec.groups_[0]
+    z = rec._transform(xtr[f2c[ytr] == 0], g)
+    assert np.allclose(np.linalg.norm(z, axis=1), 1.0, atol=1e-5)
+    rec = FineLabelRecovery(f2c, normalize="whiten", whiten_var=1.0).fit(xtr, f2c[ytr], ytr)
+    z = rec._transform(xtr[f2c[ytr] == 1], rec.groups_[1])
+    cov = np.cov(z.T)
+    assert np.allclose(cov, np.eye(len(cov)), atol=1e-3)
+    # raw-space centroids are the means of the fit samples of each cluster
+    cents = rec.centroids()
+    idx = np.flatnonzero(f2c[ytr] == 1)
+    lab = rec.labels_[idx] - rec.labels_[idx].min()
+    assert np.allclose(cents["c1"][0], xtr[idx][lab == 0].mean(0), atol=1e-4)
+    assert sorted(cents["c1_fine"].tolist()) == np.flatnonzero(f2c == 1).tolist()
+
+
+def test_raw_pixel_features_and_hierarchy_object():
+    imgs = np.random.default_rng(0).integers(0, 256, (5, 3, 4, 4)).astype(np.uint8)
+    f = flatten_pixels(torch.from_numpy(imgs))
+    assert f.shape == (5, 48) and f.dtype == np.float32 and np.allclose(f[2, :16], imgs[2, 0].ravel() / 255.0)
+    xtr, ytr, xte, yte, f2c = split()
+    h = Hierarchy.from_mapping(f2c, [f"f{i}" for i in range(len(f2c))])
+    out = evaluate_recovery(xtr, f2c[ytr], ytr, xte, None, yte, h)
+    assert out["options"]["routing"] == "oracle" and out["test_acc"] == out["oracle_test_acc"]
+    assert out["per_superclass"][1]["fine"] == [2, 3, 4] and out["fine_names"][0] == "f0"
+
+
+def test_inferred_hierarchy_and_bad_input():
+    xtr, ytr, xte, yte, f2c = split()
+    out = evaluate_recovery(xtr, f2c[ytr], ytr, xte, f2c[yte], yte, None)
+    assert out["test_acc"] >= 0.99
+    with pytest.raises(NclabError, match="rows"):
+        FineLabelRecovery(f2c).fit(xtr, f2c[ytr][:-1], ytr)
+    bad = xtr.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(NclabError, match="NaN"):
+        FineLabelRecovery(f2c).fit(bad, f2c[ytr], ytr)
+    with pytest.raises(NclabError, match="appears under"):
+        FineLabelRecovery().fit(xtr, np.zeros_like(ytr) + (np.arange(len(ytr)) % 2), ytr)
+    with pytest.raises(NclabError, match="unknown"):
+        FineLabelRecovery(f2c, method="dbscan")
+    rec = FineLabelRecovery(f2c).fit(xtr, f2c[ytr], ytr)
+    with pytest.raises(NclabError, match="columns"):
+        rec.predict(xte[:, :5], f2c[yte])
+    with pytest.raises(NclabError, match="routing"):
+        rec.predict(xte, f2c[yte] + 5)
+
+
+def test_deterministic_and_leaves_global_rng_alone():
+    xtr, ytr, xte, yte, f2c = split(noise=4.0, fine_sep=3.0)
+    t0, n0 = torch.get_rng_state(), np.random.get_state()[1].copy()
+    a = FineLabelRecovery(f2c, seed=5).fit(xtr, f2c[ytr], ytr).predict(xte, f2c[yte])
+    b = FineLabelRecovery(f2c, seed=5).fit(xtr, f2c[ytr], ytr).predict(xte, f2c[yte])
+    assert np.array_equal(a, b)
+    assert torch.equal(t0, torch.get_rng_state()) and np.array_equal(n0, np.random.get_state()[1])
+
+
+def test_confusion_helper():
+    assert confusion(np.array([0, 1, 1]), np.array([0, 0, 1]), 2).tolist() == [[1, 0], [1, 1]]
+
+
+# ------------------------------------------------------------------------------------------- k-means
+def _blobs(n=1500, d=32, k=6, std=4.0, seed=0):
+    from sklearn.datasets import make_blobs
+
+    x, y = make_blobs(n_samples=n, n_features=d, centers=k, cluster_std=std, random_state=seed, center_box=(-10, 10))
+    return x.astype(np.float32), y
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kmeans_objective_matches_sklearn(seed):
+    from sklearn.cluster import KMeans
+
+    x, _ = _blobs(std=6.0, seed=seed)  # overlapping blobs: local optima exist
+    r = kmeans(x, 6, n_init=10, seed=seed)
+    sk = KMeans(6, n_init=10, random_state=seed).fit(x)
+    assert r.inertia <= sk.inertia_ * (1 + 1e-3)
+    # the reported objective is the exact one of the returned labels/centres, and the result is a Lloyd
+    # fixed point: labels are nearest centres and centres are the means of their points
+    xd = x.astype(np.float64)
+    assert r.inertia == pytest.approx(((xd - r.centers[r.labels]) ** 2).sum(), rel=1e-6)
+    d = ((xd[:, None, :] - r.centers[None].astype(np.float64)) ** 2).sum(-1)
+    assert np.mean(d.argmin(1) == r.labels) > 0.999
+    for j in range(6):
+        assert np.allclose(r.centers[j], xd[r.labels == j].mean(0), atol=1e-3)
+
+
+def test_kmeans_restarts_help_and_edge_cases():
+    x, y = _blobs(std=1.0, k=8)
+    one = kmeans(x, 8, n_init=1, seed=3)
+    ten = kmeans(x, 8, n_init=10, seed=3)
+    assert ten.inertia == ten.inertias.min() and ten.inertia <= one.inertia * (1 + 1e-9)
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(y, ten.labels) == pytest.approx(1.0)
+    # duplicated points: k equals the number of distinct points -> zero inertia
+    pts = np.repeat(np.eye(3, dtype=np.float32), 5, axis=0)
+    assert kmeans(pts, 3, n_init=3).inertia == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(NclabError):
+        kmeans(pts, 20)
+    with pytest.raises(NclabError):
+        kmeans(np.zeros(5), 2)

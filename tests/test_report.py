@@ -1,0 +1,302 @@
+"""HTML reports: sections present where the data supports them, valid embedded PNGs, determinism, status
+banners, comparisons, the CLI, and a report from a tiny real training run."""
+
+from __future__ import annotations
+
+import base64
+import html as htmllib
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nclab.report import load_run, results_rows, results_text, try_write_report, write_compare_report, write_report
+from nclab.report.figures import PNG_SIGNATURE, fine_color, pca_2d
+from nclab.report.html import fmt_value
+from test_report_rundirs import FINE_NAMES, make_run
+
+IMG_RE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="[^"]*" data-file="([^"]+)">')
+TABLE_RE = re.compile(r"<table.*?</table>", re.S)
+
+
+def section_ids(text: str) -> list[str]:
+    return re.findall(r'<section id="([a-z_-]+)">', text)
+
+
+def check_images(report: Path) -> int:
+    """Every <img> is an embedded PNG equal to its figures/ file; returns the count."""
+    text = report.read_text()
+    imgs = IMG_RE.findall(text)
+    assert len(imgs) == text.count("<img "), "an <img> that is not an embedded PNG"
+    for b64, rel in imgs:
+        data = base64.b64decode(b64, validate=True)
+        assert data.startswith(PNG_SIGNATURE)
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.format == "PNG" and im.size[0] > 100 and im.size[1] > 100
+        f = report.parent / htmllib.unescape(rel)
+        assert f.is_file() and f.read_bytes() == data, f"{rel} missing or different from the embedded image"
+    return len(imgs)
+
+
+def assert_self_contained(text: str) -> None:
+    assert "<script" not in text.lower()
+    for attr in re.findall(r'(?:src|href)="([^"]*)"', text):
+        assert not re.match(r"[a-z]+://", attr), f"external reference {attr}"
+    assert "url(" not in text and "@import" not in text
+
+
+@pytest.fixture(scope="module")
+def hand_report(tmp_path_factory) -> Path:
+    run = make_run(tmp_path_factory.mktemp("runs") / "hand", grid=True)
+    return write_report(run, strict=True)
+
+
+def test_hand_built_report_has_every_section(hand_report):
+    text = hand_report.read_text()
+    assert section_ids(text) == ["results", "curves", "superclasses", "grid", "tables", "subruns", "details"]
+    # results table first, with the paper's number in the row of predicted-routing recovery
+    first_table = TABLE_RE.findall(text)[1]  # [0] is the header's key/value table
+    assert "Coarse test accuracy" in first_table
+    row = re.search(r"<tr[^>]*><td>Fine-label recovery, test — predicted coarse routing</td>(.*?)</tr>", first_table)
+    assert row and re.findall(r">([^<]*)</td>", row.group(1)) == ["80.00 %", "93.00 %"]
+    for label in ("oracle (true) coarse routing", "trained on the fine labels", "raw inputs", "random-init"):
+        assert label in first_table
+    # header facts come from run.json / status.json
+    for needle in ("nclab train --config x.yaml", "deadbeef", "synthetic:coarse=2", "abc123", "torch 2.13.0", "9.0 s"):
+        assert needle in text, needle
+    # one superclass figure per coarse class; curves for NC, per-layer, fine-within-coarse, recovery
+    figs = sorted(p.name for p in (hand_report.parent / "figures").iterdir())
+    for name in ("superclass_000.png", "superclass_001.png", "curves_training.png", "curves_nc_coarse.png",
+                 "curves_layers_coarse.png", "curves_fine_within_coarse.png", "curves_recovery.png",
+                 "grid_recovery_acc.png", "grid_coarse_acc.png", "grid_nc1.png"):
+        assert name in figs, name
+    assert 'class="banner' not in text  # a complete run
+
+
+def test_text_is_escaped(hand_report):
+    text = hand_report.read_text()
+    assert "hand-built &lt;test&gt;" in text and "<test>" not in text
+    assert "f0&lt;b&gt;" in text and "f0<b>" not in text
+    assert "Geometry &lt;measured&gt;" in text
+
+
+def test_images_embedded_valid_and_saved(hand_report):
+    n = check_images(hand_report)
+    assert n == len(list((hand_report.parent / "figures").glob("*.png"))) >= 10
+    assert_self_contained(hand_report.read_text())
+
+
+def test_grid_cells_link_to_each_run_report(hand_report):
+    text = hand_report.read_text()
+    grid = text.split('<section id="grid">')[1].split("</section>")[0]
+    first = TABLE_RE.findall(grid)[0]  # recovery_acc
+    links = re.findall(r'<a href="([^"]+)">([^<]+)</a>', first)
+    # sub-run reports do not exist yet: links go to the run folders, one per cell, values as percent
+    assert sorted(h for h, _ in links) == sorted(f"cells/lr{lr}_wd{wd}" for lr in (0.01, 0.1) for wd in (0.0, 0.0005))
+    expect = {f"cells/lr{lr}_wd{wd}": f"{100 * (0.5 + lr + wd * 100):.2f} %" for lr in (0.01, 0.1) for wd in (0.0, 0.0005)}
+    assert {h: v for h, v in links} == expect
+    # colour encodes the value: the best and worst cells differ
+    colours = re.findall(r'style="background:(#[0-9a-f]{6})', first)
+    assert len(colours) == 4 and len(set(colours)) >= 3
+
+
+def test_regenerating_gives_identical_tables_and_figures(hand_report):
+    before = hand_report.read_text()
+    figs = {p.name: p.read_bytes() for p in (hand_report.parent / "figures").iterdir()}
+    stale = hand_report.parent / "figures" / "stale_from_old_report.png"
+    stale.write_bytes(b"x")
+    again = write_report(hand_report.parent, strict=True).read_text()
+    assert TABLE_RE.findall(again) == TABLE_RE.findall(before)
+    assert {p.name: p.read_bytes() for p in (hand_report.parent / "figures").iterdir()} == figs  # stale one pruned
+    assert again == before
+
+
+@pytest.mark.parametrize("status,needle", [("stopped_nan", "Training stopped on NaN"),
+                                           ("interrupted", "Training was interrupted"),
+                                           ("failed", "The run failed")])
+def test_unfinished_run_gets_a_banner(tmp_path, status, needle):
+    run = make_run(tmp_path / status, status=status, epochs=4, nan_from=4 if status == "stopped_nan" else None,
+                   features=False, with_results=False)
+    text = write_report(run, strict=True).read_text()
+    banner = re.search(r'<div class="banner">(.*?)</div>', text, re.S)
+    assert banner, "no banner"
+    assert needle in banner.group(1) and "not valid" in banner.group(1)
+    assert "checkpoints/last.pt (epoch 4)" in banner.group(1)
+    assert text.index('class="banner"') < text.index('<section id="results">' if "results" in section_ids(text) else "<section")
+    check_images(run / "report.html")
+
+
+def test_complete_run_has_no_banner(tmp_path):
+    text = write_report(make_run(tmp_path / "ok", features=False), strict=True).read_text()
+    assert 'class="banner' not in text
+    assert '<span class="pill complete">complete</span>' in text
+
+
+def test_missing_and_corrupt_files_never_kill_the_report(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    text = write_report(empty, strict=True).read_text()
+    assert section_ids(text) == [] and "<h1>empty</h1>" in text and "unknown" in text
+    broken = make_run(tmp_path / "broken", features=False)
+    (broken / "results.json").write_text("{not json")
+    (broken / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 0.5}\n{"epoch": 2, "train_lo')  # torn line
+    (broken / "features").mkdir()
+    (broken / "features" / "train_features.npy").write_bytes(b"garbage")
+    text = write_report(broken, strict=True).read_text()
+    assert '<section id="problems">' in text and "results.json: JSONDecodeError" in text
+    assert '<section id="curves">' in text  # the good metrics row is still drawn
+    check_images(broken / "report.html")
+
+
+def test_try_write_report_never_raises(tmp_path, capsys):
+    assert try_write_report(tmp_path / "does-not-exist") is None
+    assert "could not write the report" in capsys.readouterr().err
+    assert try_write_report(make_run(tmp_path / "r", features=False)) == tmp_path / "r" / "report.html"
+
+
+def test_results_rows_and_text_match_results_json(tmp_path):
+    run = load_run(make_run(tmp_path / "r", features=False, with_results=True))
+    rows = {label: (ours, paper) for label, ours, paper in results_rows(run)}
+    assert rows["Fine-label recovery, test — predicted coarse routing"] == (0.8, 0.93)
+    assert rows["Coarse test accuracy (the labels the network was trained on)"] == (0.91, None)
+    assert rows["Baseline: recovery from raw inputs (fine test accuracy)"] == (0.4, None)
+    text = results_text(run)
+    assert re.search(r"predicted coarse routing\s+80\.00 %\s+93\.00 %", text)
+    assert re.search(r"ARI \(test\)\s+0\.6\s", text)  # not a percentage
+
+
+def test_results_fall_back_to_last_epoch_without_results_json(tmp_path):
+    run = load_run(make_run(tmp_path / "r", epochs=5, features=False, with_results=False))
+    rows = {label: ours for label, ours, _ in results_rows(run)}
+    assert rows["Coarse test accuracy (the labels the network was trained on) [last epoch]"] == pytest.approx(1 - 0.6 / 5)
+    assert rows["Fine-label recovery, test — predicted coarse routing [last epoch]"] == pytest.approx(0.75)
+
+
+def test_compare_overlays_runs(tmp_path):
+    a = make_run(tmp_path / "a", features=False)
+    b = make_run(tmp_path / "b", epochs=4, features=False)
+    res = json.loads((b / "results.json").read_text())
+    res["recovery"]["test_acc"] = 0.7
+    (b / "results.json").write_text(json.dumps(res))
+    out = write_compare_report([a, b], tmp_path / "cmp", strict=True)
+    text = out.read_text()
+    assert section_ids(text) == ["results", "curves", "tables", "config"]
+    row = re.search(r"<td>Fine-label recovery, test — predicted coarse routing</td>(.*?)</tr>", text)
+    assert re.findall(r">([^<]*)</td>", row.group(1)) == ["80.00 %", "70.00 %", "93.00 %"]
+    cfg = text.split('<section id="config">')[1]
+    assert "optim.epochs" in cfg and "name" in cfg and "data.source" not in cfg  # only differing keys
+    assert '<a href="../a">a</a>' in text  # no report yet in a: link to the folder
+    check_images(out)
+    assert_self_contained(text)
+
+
+def test_cli_report_and_compare(tmp_path, capsys):
+    from nclab.cli import main
+
+    a, b = make_run(tmp_path / "a", features=False), make_run(tmp_path / "b", features=False)
+    assert main(["report", str(a), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"reports": [str(a / "report.html")]}
+    assert main(["compare", str(a), str(b), "--out", str(tmp_path / "c"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"report": str(tmp_path / "c" / "report.html")}
+    assert main(["compare", str(a), str(b)]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "compare-a-vs-b" / "report.html")
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["compare", str(a)]) == 2
+
+
+def test_fine_colours_are_fixed_and_distinct():
+    cols = [fine_color(f) for f in range(100)]
+    assert len(set(cols)) == 100 and cols == [fine_color(f) for f in range(100)]
+    assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in cols)
+
+
+def test_pca_matches_sklearn_up_to_sign():
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(50, 6)) * np.array([5, 3, 1, 1, 0.5, 0.1])
+    t = rng.normal(size=(7, 6))
+    zx, zt = pca_2d(x, t)
+    ref = PCA(2).fit(x)
+    for ours, theirs in ((zx, ref.transform(x)), (zt, ref.transform(t))):
+        assert np.allclose(np.abs(ours), np.abs(theirs), atol=1e-9)
+        signs = np.sign(ours[0]) * np.sign(theirs[0])
+        assert np.allclose(ours, theirs * signs, atol=1e-9)
+
+
+def test_fmt_value():
+    assert fmt_value(0.93, percent=True) == "93.00 %"
+    assert fmt_value(float("nan")) == "NaN" and fmt_value(None) == "—" and fmt_value(3) == "3"
+    assert fmt_value(0.0005) == "0.0005" and fmt_value(1.23456e-7) == "1.235e-07"
+
+
+# ---- a tiny real run -----------------------------------------------------------------------------------
+
+TINY = {
+    "data": {"source": "synthetic:coarse=2,fine_per_coarse=3,dim=12,n_train=40,n_test=20", "labels": "coarse"},
+    "model": {"name": "mlp", "width": 24, "depth": 1, "head_depth": 2},
+    "optim": {"epochs": 3, "lr": 0.05, "batch_size": 64},
+    "train": {"device": "cpu", "bf16": False, "channels_last": False},
+    "callbacks": {"nc_metrics": {"epochs": "all", "splits": ["train", "test"]}},
+}
+
+
+def _train(run_dir: Path, overrides: dict | None = None, callbacks=None):
+    from nclab.train import Trainer, load_config
+
+    cfg = json.loads(json.dumps(TINY))
+    for k, v in (overrides or {}).items():
+        cfg[k] = {**cfg.get(k, {}), **v} if k != "callbacks" else v
+    return Trainer(load_config(cfg), run_dir, callbacks=callbacks)
+
+
+def test_report_from_a_tiny_real_run(tmp_path):
+    tr = _train(tmp_path / "real")
+    tr.fit()
+    report = write_report(tmp_path / "real", strict=True)
+    text = report.read_text()
+    assert section_ids(text) == ["results", "curves", "details"]  # no results.json, no features
+    figs = {p.name for p in (tmp_path / "real" / "figures").iterdir()}
+    assert {"curves_training.png", "curves_nc_coarse.png", "curves_nc_fine.png", "curves_fine_within_coarse.png",
+            "curves_layers_coarse.png"} <= figs
+    check_images(report)
+    rows = [json.loads(line) for line in (tmp_path / "real" / "metrics.jsonl").read_text().splitlines()]
+    # the final-metrics table shows the last logged values (independently formatted here)
+    final = text.split("Final logged metrics")[1]
+    assert f"<td>test_acc</td><td class=\"num\">{100 * rows[-1]['test_acc']:.2f} %</td>" in final
+    nc1 = rows[-1]["nc.train.coarse.nc1"]
+    assert f"<td>nc.train.coarse.nc1</td><td class=\"num\">{nc1:.4g}</td>" in final
+    assert "complete" in text and "synthetic" in text and tr.dataset.checksum in text
+
+
+def test_report_of_a_real_run_stopped_on_nan(tmp_path):
+    from nclab.utils.errors import NclabError
+
+    tr = _train(tmp_path / "nan", {"optim": {"lr": 1e12, "epochs": 3, "momentum": 0.0}, "callbacks": {}})
+    with pytest.raises(NclabError, match="non-finite|nan|inf"):
+        tr.fit()
+    assert json.loads((tmp_path / "nan" / "status.json").read_text())["status"] == "stopped_nan"
+    text = write_report(tmp_path / "nan", strict=True).read_text()
+    assert "Training stopped on NaN" in text and "not valid" in text
+
+
+def test_report_of_a_real_interrupted_run(tmp_path):
+    from nclab.train import Callback
+
+    class Stop(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    tr = _train(tmp_path / "int", {"callbacks": {}}, callbacks=[Stop()])
+    with pytest.raises(KeyboardInterrupt):
+        tr.fit()
+    text = write_report(tmp_path / "int", strict=True).read_text()
+    assert "Training was interrupted" in text and "not valid" in text and "checkpoints/last.pt (epoch 1)" in text

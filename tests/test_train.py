@@ -1,0 +1,228 @@
+"""Trainer: schedules, losses, config validation, learning on real data, coarse labels, NaN stop, resume."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from nclab.data.types import Dataset, Split
+from nclab.train import Callback, Trainer, load_config
+from nclab.train import losses
+from nclab.train.config import configs_dir
+from nclab.train.schedules import lr_at
+from nclab.train.trainer import TIMING_KEYS
+from nclab.utils.errors import NclabError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def digits_dataset(n_train_per_class=40, n_test_per_class=20) -> Dataset:
+    """A small real dataset: scikit-learn's 8x8 digits as 64-d vectors (first n per class)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x, y = d.data.astype(np.float32), d.target.astype(np.int64)
+    tr = np.concatenate([np.flatnonzero(y == c)[:n_train_per_class] for c in range(10)])
+    te = np.concatenate([np.flatnonzero(y == c)[n_train_per_class:n_train_per_class + n_test_per_class]
+                         for c in range(10)])
+    sp = lambda i: Split(torch.from_numpy(x[i]), torch.from_numpy(y[i]))  # noqa: E731
+    return Dataset("digits", sp(tr), sp(te), [str(c) for c in range(10)], source="sklearn-digits")
+
+
+def base_cfg(**over) -> dict:
+    cfg = {"name": "t", "seed": 0, "model": {"name": "mlp", "width": 32, "depth": 1},
+           "optim": {"lr": 0.05, "batch_size": 32, "epochs": 4}, "schedule": {"name": "cosine"},
+           "train": {"device": "cpu", "bf16": False, "channels_last": False}}
+    for k, v in over.items():
+        cfg.setdefault(k, {}).update(v) if isinstance(v, dict) else cfg.__setitem__(k, v)
+    return cfg
+
+
+# schedules ------------------------------------------------------------------------------------
+def test_multistep_divides_by_ten_at_thirds():
+    s = {"name": "multistep", "milestones": [1 / 3, 2 / 3], "gamma": 0.1}
+    # 9 epochs x 10 steps: epochs 0-2 lr, 3-5 lr/10, 6-8 lr/100
+    assert lr_at(s, 0.1, 0, 10, 9) == 0.1
+    assert lr_at(s, 0.1, 29, 10, 9) == 0.1
+    assert lr_at(s, 0.1, 30, 10, 9) == pytest.approx(0.01)
+    assert lr_at(s, 0.1, 60, 10, 9) == pytest.approx(0.001)
+    # 350 epochs: decays at floor(350/3) = 116 and floor(700/3) = 233
+    assert lr_at(s, 0.1, 115, 1, 350) == 0.1 and lr_at(s, 0.1, 116, 1, 350) == pytest.approx(0.01)
+    assert lr_at(s, 0.1, 232, 1, 350) == pytest.approx(0.01) and lr_at(s, 0.1, 233, 1, 350) == pytest.approx(0.001)
+
+
+def test_cosine_onecycle_constant_warmup_values():
+    cos = {"name": "cosine", "warmup": 0.0, "final_factor": 0.0}
+    assert lr_at(cos, 2.0, 0, 10, 10) == 2.0
+    assert lr_at(cos, 2.0, 50, 10, 10) == pytest.approx(1.0)  # half way: (1 + cos(pi/2)) / 2
+    assert lr_at(cos, 2.0, 25, 10, 10) == pytest.approx(1.0 + math.cos(math.pi / 4))
+    one = {"name": "onecycle", "warmup": 0.2, "start_factor": 0.1, "final_factor": 0.0}
+    # T = 100, W = 20: 0.1 -> 1 over 20 steps, then 1 -> 0 over 80
+    assert lr_at(one, 1.0, 0, 10, 10) == pytest.approx(0.1)
+    assert lr_at(one, 1.0, 10, 10, 10) == pytest.approx(0.55)
+    assert lr_at(one, 1.0, 20, 10, 10) == pytest.approx(1.0)
+    assert lr_at(one, 1.0, 60, 10, 10) == pytest.approx(0.5)
+    assert lr_at({"name": "constant", "warmup": 0.1}, 0.3, 5, 10, 10) == pytest.approx(0.15)
+    assert lr_at({"name": "constant"}, 0.3, 99, 10, 10) == 0.3
+
+
+# losses ------------------------------------------------------------------------------------------
+def test_losses_against_hand_computed():
+    z = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([0, 0])
+    # mse = 1/(2N) sum ||z - e_y||^2 = ((1 + 0) + (1 + 1)) / 4
+    assert losses.data_loss("mse", z, y).item() == pytest.approx(0.75)
+    ce = (-math.log(math.exp(2) / (math.exp(2) + 1)) - math.log(1 / (1 + math.e))) / 2
+    assert losses.data_loss("ce", z, y).item() == pytest.approx(ce, rel=1e-6)
+    lin = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 0.0]]))
+    assert losses.weight_penalty([lin], 0.1).item() == pytest.approx(0.05 * 14)
+    assert losses.feature_penalty(z, 0.2).item() == pytest.approx(0.1 * (4 + 1) / 2)
+
+
+# config ------------------------------------------------------------------------------------------
+def test_config_defaults_and_overrides():
+    cfg = load_config({"optim": {"lr": 1}}, ["optim.momentum=0.5", "data.augment.flip=true", "schedule.name=cosine"])
+    assert cfg["optim"]["lr"] == 1.0 and isinstance(cfg["optim"]["lr"], float)
+    assert cfg["optim"]["momentum"] == 0.5 and cfg["data"]["augment"]["flip"] is True
+    assert cfg["loss"]["name"] == "ce" and cfg["train"]["checkpoint_every"] == 1
+
+
+@pytest.mark.parametrize("src,over,match", [
+    ({"optim": {"lrr": 0.1}}, [], r"unknown config key optim\.lrr; did you mean optim\.lr"),
+    ({"optimm": {}}, [], r"unknown config key optimm; did you mean optim"),
+    ({}, ["train.devise=cpu"], r"train\.devise; did you mean train\.device"),
+    ({"optim": {"lr": "fast"}}, [], r"optim\.lr must be int or float"),
+    ({"optim": {"epochs": 2.5}}, [], r"optim\.epochs must be int"),
+    ({"optim": {"nesterov": 1}}, [], r"optim\.nesterov must be bool"),
+    ({"schedule": {"name": "cosin"}}, [], r"did you mean cosine"),
+    ({}, ["loss.name=hinge"], r"choose one of ce, mse"),
+    ({}, ["optim.lr=-1"], r"too small"),
+    ({}, ["optim.lr"], r"key=value"),
+    ({"optim": 3}, [], r"section optim must be a mapping"),
+])
+def test_config_errors_name_the_problem(src, over, match):
+    with pytest.raises(NclabError, match=match):
+        load_config(src, over)
+
+
+def test_shipped_configs_validate_and_are_packaged():
+    for name in ("tiny", "fast", "paper_resnet18"):
+        repo_copy = REPO / "configs" / f"{name}.yaml"
+        pkg_copy = configs_dir() / f"{name}.yaml"
+        assert repo_copy.read_text() == pkg_copy.read_text(), f"{name}.yaml differs between configs/ and the package"
+        assert load_config(name) == load_config(str(repo_copy))
+    paper = load_config("paper_resnet18")
+    assert (paper["optim"]["lr"], paper["optim"]["momentum"], paper["optim"]["weight_decay"],
+            paper["optim"]["batch_size"], paper["optim"]["epochs"], paper["schedule"]["name"]) == \
+        (0.1, 0.9, 5e-4, 128, 350, "multistep")
+    with pytest.raises(NclabError, match="did you mean tiny"):
+        load_config("tinyy")
+
+
+# training ------------------------------------------------------------------------------------------
+def test_loss_decreases_on_real_digits(tmp_path):
+    ds = digits_dataset()
+    tr = Trainer(base_cfg(optim={"epochs": 6}), tmp_path / "run", dataset=ds)
+    before = tr.evaluate("train")
+    out = tr.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert rows[-1]["train_loss"] < 0.3 * before["loss"]
+    assert rows[-1]["test_acc"] > 0.8 > before["acc"]  # chance is 0.1
+    assert out["status"] == "complete"
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "complete"
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved == tr.cfg
+    for k in ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc") + TIMING_KEYS:
+        assert k in rows[-1]
+
+
+def test_coarse_labels_via_hierarchy(tmp_path):
+    pytest.importorskip("nclab.data.builders")
+    ds = digits_dataset(20, 5)
+    tr = Trainer(base_cfg(data={"hierarchy": "mod:2", "labels": "coarse"}, optim={"epochs": 1}), tmp_path / "r", dataset=ds)
+    assert tr.num_classes == 2 and tr.model.classifier.out_features == 2
+    assert torch.equal(tr.train_targets("train"), ds.train.y % 2)
+    assert torch.equal(tr.eval_loader("test").y, ds.test.y % 2)
+
+
+class _Poison(Callback):
+    """Sets a weight to NaN at the end of epoch ``at`` (after that epoch's checkpoint is due)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if epoch == self.at:
+            with torch.no_grad():
+                trainer.model.classifier.weight[0, 0] = float("nan")
+
+
+def test_nan_stops_naming_epoch_step_and_checkpoint(tmp_path):
+    ds = digits_dataset(10, 2)
+    run = tmp_path / "r"
+    # the poison lands after epoch 2's metrics row is built but before its checkpoint is written
+    tr = Trainer(base_cfg(optim={"epochs": 5}, train={"checkpoint_every": 1}), run, callbacks=[_Poison(2)], dataset=ds)
+    with pytest.raises(NclabError, match=r"epoch 3, step 1; last good checkpoint: .*last\.pt \(epoch 2\)"):
+        tr.fit()
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "stopped_nan" and "epoch 3, step 1" in status["message"]
+    assert [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_nan_from_huge_lr_via_cli_exits_nonzero(tmp_path, capsys):
+    from nclab.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(base_cfg(data={"source": "synthetic:n_train=20,n_test=5"})))
+    rc = main(["train", "--config", str(cfg), "--run-dir", str(tmp_path / "r"), "--quiet",
+               "--set", "optim.lr=1e10", "--set", "schedule.name=constant", "--set", "optim.momentum=0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "epoch 1, step" in err and "no checkpoint was written yet" in err
+    assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "stopped_nan"
+
+
+def test_existing_run_needs_resume_or_force(tmp_path):
+    ds = digits_dataset(5, 1)
+    cfg = base_cfg(optim={"epochs": 1})
+    Trainer(cfg, tmp_path / "r", dataset=ds).fit()
+    with pytest.raises(NclabError, match="--resume"):
+        Trainer(cfg, tmp_path / "r", dataset=ds).fit()
+    Trainer(cfg, tmp_path / "r", dataset=ds).fit(force=True)
+
+
+class _Crash(Callback):
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if epoch == self.at:
+            raise RuntimeError("simulated crash")
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def test_resume_after_crash_equals_uninterrupted_in_process(tmp_path):
+    ds = digits_dataset(20, 5)
+    cfg = base_cfg(optim={"epochs": 5}, train={"checkpoint_every": 2}, data={"augment": {"crop": 0, "flip": False}})
+    ref = Trainer(cfg, tmp_path / "ref", dataset=ds)
+    ref.fit()
+    crashed = Trainer(cfg, tmp_path / "b", callbacks=[_Crash(3)], dataset=ds)
+    with pytest.raises(RuntimeError):
+        crashed.fit()  # epochs 1-2 checkpointed, epoch 3 metrics written, then the crash
+    assert json.loads((tmp_path / "b" / "status.json").read_text())["status"] == "failed"
+    resumed = Trainer(cfg, tmp_path / "b", dataset=ds)
+    resumed.fit(resume=True)
+    for k, v in ref.model.state_dict().items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    a = [json.loads(l) for l in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert _strip(a) == _strip(b) and len(b) == 5
