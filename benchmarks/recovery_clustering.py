@@ -6,6 +6,9 @@ with overlap tuned so the recovery accuracy is below 1 (like real features). Bot
 summed k-means objective, and train clustering accuracy. Also the global K=10 variant.
 
     .venv/bin/python benchmarks/recovery_clustering.py [--dims 256 512] [--n 50000]
+
+``--features RUN/features`` instead compares the normalisations (and clusterers) on a trained run's saved
+features (how the default normalisation was chosen; docs/recovery.md).
 """
 
 from __future__ import annotations
@@ -57,12 +60,35 @@ def sk(z, k):
     return m.labels_, float(m.inertia_)
 
 
+def compare_normalisations(folder: str, methods: list[str]) -> None:
+    from nclab.finegrain.evaluate import evaluate_recovery
+
+    def load(n):
+        return np.load(f"{folder}/{n}.npy")
+
+    tr, te = load("train_features"), load("test_features")
+    ytr, yte = load("train_fine"), load("test_fine")
+    ctr, pred = load("train_coarse"), load("test_coarse_pred")
+    print(f"features {folder}: train {tr.shape}, test {te.shape}")
+    for method in methods:
+        for norm in ("none", "center", "l2", "center+l2", "whiten"):
+            t0 = time.perf_counter()
+            r = evaluate_recovery(tr, ctr, ytr, te, pred, yte, None, method=method, normalize=norm)
+            print(f"  {method:8s} {norm:10s} test {r['test_acc']:.4f}  oracle {r['oracle_test_acc']:.4f}  "
+                  f"train {r['train_acc']:.4f}  ({time.perf_counter() - t0:.1f}s)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dims", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--n", type=int, default=50000)
     ap.add_argument("--skip-global", action="store_true")
+    ap.add_argument("--features", default=None, help="a run's features/ folder: compare normalisations instead")
+    ap.add_argument("--methods", nargs="+", default=["kmeans"])
     a = ap.parse_args()
+    if a.features:
+        compare_normalisations(a.features, a.methods)
+        return
     print(f"torch threads {torch.get_num_threads()}; times are wall seconds on a shared CPU (rough)")
     for d in a.dims:
         x, y, f2c = features(a.n, d)

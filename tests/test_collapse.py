@@ -106,11 +106,12 @@ def test_every_metric_matches_naive_reference(K, D):
     H, y = gaussian_data(seed=K, D=D, K=K, offset=0.7)
     rng = np.random.default_rng(1)
     W, b = rng.normal(size=(K, D)), rng.normal(size=K)
-    got = metrics_from_arrays(H, y, W, b)
     ref = naive(H, y, K, W, b)
-    assert_close(got, ref)
-    assert got["ncc_mismatch"] == ref["ncc_mismatch"]  # a fraction of samples: exact
-    assert 0 < got["ncc_mismatch"] < 1 and got["nc1"] > 0
+    for scatter in (True, False):  # full D x D scatter, and the projected two-pass route
+        got = metrics_from_arrays(H, y, W, b, scatter=scatter, batch_size=97)
+        assert_close(got, ref)
+        assert got["ncc_mismatch"] == ref["ncc_mismatch"]  # a fraction of samples: exact
+        assert 0 < got["ncc_mismatch"] < 1 and got["nc1"] > 0
 
 
 def test_simplex_etf_with_zero_noise_is_exactly_collapsed():
@@ -251,8 +252,12 @@ def test_single_class_and_bad_inputs_raise_clear_errors():
     H, y = gaussian_data(seed=1, N=50, D=4, K=3)
     Hn = H.copy()
     Hn[7, 2] = np.nan
-    with pytest.raises(NclabError, match="NaN"):
-        metrics_from_arrays(Hn, y)
+    for scatter in (True, False):
+        with pytest.raises(NclabError, match="NaN"):
+            metrics_from_arrays(Hn, y, scatter=scatter)
+    Hn[7, 2] = np.inf
+    with pytest.raises(NclabError, match="NaN or inf"):
+        SecondPass(ClassStats(3).update(H, y), np.ones((3, 4))).update(Hn)
     with pytest.raises(NclabError, match="outside 0..2"):
         ClassStats(3).update(H, y + 1)
     with pytest.raises(NclabError, match="rows"):

@@ -36,7 +36,7 @@ def digits_dataset(n_train_per_class=40, n_test_per_class=20) -> Dataset:
 def base_cfg(**over) -> dict:
     cfg = {"name": "t", "seed": 0, "model": {"name": "mlp", "width": 32, "depth": 1},
            "optim": {"lr": 0.05, "batch_size": 32, "epochs": 4}, "schedule": {"name": "cosine"},
-           "train": {"device": "cpu", "bf16": False, "channels_last": False}}
+           "train": {"device": "cpu", "bf16": False, "channels_last": False, "threads": 1}}
     for k, v in over.items():
         cfg.setdefault(k, {}).update(v) if isinstance(v, dict) else cfg.__setitem__(k, v)
     return cfg

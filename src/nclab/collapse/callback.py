@@ -95,7 +95,8 @@ def measure(model, batches: Iterable, *, hierarchy: Hierarchy | None = None, num
         for name, h in [("", feats)] + list(tapped.items()):
             if name not in stats:
                 d = int(h.shape[1])
-                stats[name] = ClassStats(k_fine, d, scatter=d <= max_scatter_dim, device=device,
+                stats[name] = ClassStats(k_fine, d, scatter=d <= max_scatter_dim, traces=d <= max_scatter_dim,
+                                         device=device,
                                          groups=f2c if (name == "" and d <= max_scatter_dim) else None)
             stats[name].update(h, y)
     if not stats:

@@ -105,6 +105,8 @@ def nc1(stats: ClassStats) -> float:
 def trace_within(stats: ClassStats) -> float:
     """tr Σ_W = Σ_k t_k / N (t_k the per-class scatter traces)."""
     stats._require()
+    if stats.traces is None:
+        raise NclabError("this accumulator was built with traces=False; pass its projecting SecondPass")
     return _f(stats.traces.sum() / stats.counts.sum())
 
 
@@ -130,6 +132,8 @@ def cdnv(stats: ClassStats) -> float:
     k = n.numel()
     if k < 2:
         return NAN
+    if stats.traces is None:
+        raise NclabError("this accumulator was built with traces=False; pass its projecting SecondPass")
     var = stats.traces[idx] / n
     mc = centred_means(stats)
     g = mc @ mc.T
@@ -249,6 +253,8 @@ def compute_metrics(stats: ClassStats, W=None, b=None, *, second: "SecondPass | 
     :class:`SecondPass` passed as ``second``; its projected scatter also supplies ``nc1`` when the
     accumulator was built with ``scatter=False``. ``b`` is only used by the second pass.
     """
+    if stats.traces is None and second is not None and second.traces is not None:
+        stats = stats.with_traces(second.traces)
     idx, n, m = class_means(stats)
     mc = centred_means(stats)
     out: dict[str, float] = {"n_samples": float(stats.num_samples), "n_classes": float(n.numel())}
@@ -278,7 +284,7 @@ def compute_metrics(stats: ClassStats, W=None, b=None, *, second: "SecondPass | 
     return out
 
 
-def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None, batch_size: int = 65536,
+def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None, batch_size: int = 8192,
                         device: str | torch.device = "cpu", scatter: bool | None = None) -> dict[str, float]:
     """Convenience: stream ``H`` (N, D) and ``y`` (N,) through a :class:`ClassStats` (and, with ``W``,
     a :class:`SecondPass` for ``ncc_mismatch``) and return :func:`compute_metrics`.
@@ -298,7 +304,7 @@ def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None,
         int(W.shape[0]) if W is not None else int(yy.max()) + 1)
     if scatter is None:
         scatter = int(h.shape[1]) <= 2 * k
-    stats = ClassStats(k, int(h.shape[1]), device=device, scatter=scatter)
+    stats = ClassStats(k, int(h.shape[1]), device=device, scatter=scatter, traces=scatter)
     for i in range(0, h.shape[0], batch_size):
         stats.update(h[i : i + batch_size].to(device), yy[i : i + batch_size])
     second = None

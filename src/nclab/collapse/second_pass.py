@@ -25,7 +25,8 @@ class SecondPass:
     ``stats`` is a finished first-pass :class:`ClassStats` (its means are frozen here). With ``W`` (K x D)
     and optional ``b`` (K,), each sample's classifier decision argmax_k (W h + b)_k is compared with the
     nearest-class-centre decision argmin_k ‖h − μ_k‖ over classes that have samples.
-    ``project=True`` also accumulates P = Σ_i V(h_i − μ_{y_i})(h_i − μ_{y_i})ᵀVᵀ (labels required).
+    ``project=True`` also accumulates P = Σ_i V(h_i − μ_{y_i})(h_i − μ_{y_i})ᵀVᵀ and the exact per-class
+    traces t_k = Σ_{i: y_i=k} ‖h_i − μ_k‖² around the frozen means (labels required).
     """
 
     def __init__(self, stats: ClassStats, W=None, b=None, *, project: bool | None = None):
@@ -41,11 +42,15 @@ class SecondPass:
         if project is None:
             project = stats.scatter is None
         self.proj_scatter: torch.Tensor | None = None
+        self.traces: torch.Tensor | None = None
         self.span_v = self.span_s = None
         if project:
             self.span_v, self.span_s = between_span(stats.counts[idx], centred_means(stats))
             r = self.span_s.numel()
             self.proj_scatter = torch.zeros(r, r, dtype=_F64, device=self.device)
+            self.traces = torch.zeros(stats.num_classes, dtype=_F64, device=self.device)
+        # one matrix product gives both the centre distances and the classifier scores
+        self._rhs = self.means if self.W is None else torch.cat([self.means, self.W])
         self.n = 0
         self.mismatch = 0
         self.n_labelled = 0
@@ -57,9 +62,8 @@ class SecondPass:
         x = features if isinstance(features, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(features))
         if x.dim() != 2 or x.shape[1] != self.means.shape[1]:
             raise NclabError(f"features must have shape (batch, {self.means.shape[1]}), got {tuple(x.shape)}")
+        fresh = x.dtype != _F64 or x.device != self.device
         x = x.to(device=self.device, dtype=_F64)
-        if not bool(torch.isfinite(x).all()):
-            raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt")
         y = None
         if labels is not None:
             y = torch.as_tensor(labels if not isinstance(labels, np.ndarray) else torch.from_numpy(labels))
@@ -68,10 +72,14 @@ class SecondPass:
                 raise NclabError(f"features have {x.shape[0]} rows but labels have {y.shape[0]}")
         if x.shape[0] == 0:
             return self
+        prod = x @ self._rhs.T
+        if not bool(torch.isfinite(prod).all()):  # a NaN/inf in a row reaches its products
+            raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt")
+        kp = self.means.shape[0]
         # nearest class centre: argmin ‖h‖² − 2 h·μ_k + ‖μ_k‖² (the ‖h‖² term is common to all k)
-        ncc = self.present[torch.argmin(self.mean_sq.unsqueeze(0) - 2 * x @ self.means.T, dim=1)]
+        ncc = self.present[torch.argmin(self.mean_sq.unsqueeze(0) - 2 * prod[:, :kp], dim=1)]
         if self.W is not None:
-            scores = x @ self.W.T
+            scores = prod[:, kp:]
             if self.b is not None:
                 scores = scores + self.b
             pred = torch.argmax(scores, dim=1)
@@ -84,7 +92,9 @@ class SecondPass:
         if self.proj_scatter is not None:
             if y is None:
                 raise NclabError("the projected scatter needs labels; pass labels to update()")
-            z = (x - self.stats.means[y]) @ self.span_v.T
+            xc = x.sub_(self.stats.means[y]) if fresh else x - self.stats.means[y]
+            self.traces.index_add_(0, y, (xc * xc).sum(1))
+            z = xc @ self.span_v.T
             self.proj_scatter += z.T @ z
         self.n += int(x.shape[0])
         return self

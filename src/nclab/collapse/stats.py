@@ -19,6 +19,7 @@ tiny compared with the class means (exactly the collapsed regime). Two accumulat
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import numpy as np
@@ -46,18 +47,22 @@ class ClassStats:
     dim: D, the feature dimension (inferred from the first batch when ``None``).
     scatter: keep the D x D within-class scatter (needed by ``nc1``; otherwise ``nc1`` needs a
         :class:`~nclab.collapse.second_pass.SecondPass` over the samples).
+    traces: keep the per-class scatter traces (``False``: counts and means only, the cheapest first pass;
+        a projecting ``SecondPass`` then supplies exact traces around the frozen means).
     groups: optional (K,) int array mapping each class to a group (e.g. ``hierarchy.fine_to_coarse``);
         one scatter matrix is kept per group.
     device: where the float64 statistics live (the device of the features is used for the batch maths).
     """
 
     def __init__(self, num_classes: int, dim: int | None = None, *, scatter: bool = True,
-                 groups: Sequence[int] | np.ndarray | None = None, device: str | torch.device = "cpu"):
+                 groups: Sequence[int] | np.ndarray | None = None, device: str | torch.device = "cpu",
+                 traces: bool = True):
         if int(num_classes) < 1:
             raise NclabError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.device = torch.device(device)
         self.keep_scatter = bool(scatter)
+        self.keep_traces = bool(traces)
         if groups is not None:
             g = np.asarray(groups, dtype=np.int64)
             if g.shape != (self.num_classes,) or g.min() < 0:
@@ -70,7 +75,7 @@ class ClassStats:
             self.num_groups = 1
         self.dim: int | None = None
         self.counts = torch.zeros(self.num_classes, dtype=_F64, device=self.device)
-        self.traces = torch.zeros(self.num_classes, dtype=_F64, device=self.device)
+        self.traces = torch.zeros(self.num_classes, dtype=_F64, device=self.device) if traces else None
         self.means: torch.Tensor | None = None
         self.scatter: torch.Tensor | None = None
         if dim is not None:
@@ -122,17 +127,20 @@ class ClassStats:
             self._alloc(int(x.shape[1]))
         if x.shape[1] != self.dim:
             raise NclabError(f"features have dim {x.shape[1]} but this accumulator holds dim {self.dim}")
+        fresh = x.dtype != _F64  # then x below is our own copy and may be changed in place
         x = x.to(_F64)
-        if not bool(torch.isfinite(x).all()):
-            raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt — "
-                             "check the run (lower the learning rate) or clean the array")
         k = self.num_classes
         nb = torch.bincount(y, minlength=k).to(_F64)
         sums = torch.zeros(k, self.dim, dtype=_F64, device=x.device).index_add_(0, y, x)
+        if not bool(torch.isfinite(sums).all()):  # a NaN/inf anywhere reaches its class sum
+            raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt — "
+                             "check the run (lower the learning rate) or clean the array")
         mb = sums / nb.clamp_min(1).unsqueeze(1)
-        xc = x - mb[y]
-        tb = torch.zeros(k, dtype=_F64, device=x.device).index_add_(0, y, (xc * xc).sum(1))
-        sb = None
+        tb = sb = None
+        if self.keep_traces or self.keep_scatter:
+            xc = x.sub_(mb[y]) if fresh else x - mb[y]
+        if self.keep_traces:
+            tb = torch.zeros(k, dtype=_F64, device=x.device).index_add_(0, y, (xc * xc).sum(1))
         if self.keep_scatter:
             if self.groups is None:
                 sb = (xc.T @ xc).unsqueeze(0)
@@ -142,11 +150,11 @@ class ClassStats:
                 for g in torch.unique(gi).tolist():
                     xg = xc[gi == g]
                     sb[g] = xg.T @ xg
-        self._merge(nb.to(self.device), mb.to(self.device), tb.to(self.device),
+        self._merge(nb.to(self.device), mb.to(self.device), None if tb is None else tb.to(self.device),
                     None if sb is None else sb.to(self.device))
         return self
 
-    def _merge(self, nb: torch.Tensor, mb: torch.Tensor, tb: torch.Tensor, sb: torch.Tensor | None) -> None:
+    def _merge(self, nb: torch.Tensor, mb: torch.Tensor, tb: torch.Tensor | None, sb: torch.Tensor | None) -> None:
         """Chan et al. pairwise merge of (counts, means, traces, scatter) into self."""
         idx = torch.nonzero(nb > 0).flatten()  # only classes present in the other side change
         if idx.numel() == 0:
@@ -156,7 +164,8 @@ class ClassStats:
         delta = mb[idx] - self.means[idx]
         w = na * nbi / n  # 0 for classes new to self: their mean is simply taken over
         self.means[idx] += delta * (nbi / n).unsqueeze(1)
-        self.traces[idx] += tb[idx] + w * (delta * delta).sum(1)
+        if self.traces is not None:
+            self.traces[idx] += tb[idx] + w * (delta * delta).sum(1)
         self.counts[idx] = n
         if self.keep_scatter:
             self.scatter += sb
@@ -171,8 +180,9 @@ class ClassStats:
 
     def merge(self, other: "ClassStats") -> "ClassStats":
         """Fold another accumulator (same K, D, groups, scatter setting) into this one; returns self."""
-        if other.num_classes != self.num_classes or other.keep_scatter != self.keep_scatter:
-            raise NclabError("can only merge accumulators with the same num_classes and scatter setting")
+        if (other.num_classes, other.keep_scatter, other.keep_traces) != (
+                self.num_classes, self.keep_scatter, self.keep_traces):
+            raise NclabError("can only merge accumulators with the same num_classes, scatter and traces settings")
         if (self.groups is None) != (other.groups is None) or (
                 self.groups is not None and not np.array_equal(self.groups, other.groups)):
             raise NclabError("can only merge accumulators with the same groups")
@@ -182,7 +192,8 @@ class ClassStats:
             self._alloc(other.dim)
         if other.dim != self.dim:
             raise NclabError(f"cannot merge accumulators of dims {self.dim} and {other.dim}")
-        self._merge(other.counts.to(self.device), other.means.to(self.device), other.traces.to(self.device),
+        self._merge(other.counts.to(self.device), other.means.to(self.device),
+                    None if other.traces is None else other.traces.to(self.device),
                     None if other.scatter is None else other.scatter.to(self.device))
         return self
 
@@ -217,7 +228,7 @@ class ClassStats:
             raise NclabError(f"mapping must give a coarse class for each of the {self.num_classes} classes")
         kc = int(m.max()) + 1
         per_group = self.groups is not None and np.array_equal(self.groups, m)
-        out = ClassStats(kc, self.dim, scatter=self.keep_scatter,
+        out = ClassStats(kc, self.dim, scatter=self.keep_scatter, traces=self.keep_traces,
                          groups=np.arange(kc) if per_group else None, device=self.device)
         mt = torch.as_tensor(m, device=self.device)
         out.counts = torch.zeros(kc, dtype=_F64, device=self.device).index_add_(0, mt, self.counts)
@@ -226,8 +237,9 @@ class ClassStats:
         out.means = sums / out.counts.clamp_min(1).unsqueeze(1)
         d = self.means - out.means[mt]
         d[~self.present] = 0
-        out.traces = torch.zeros(kc, dtype=_F64, device=self.device).index_add_(
-            0, mt, self.traces + self.counts * (d * d).sum(1))
+        if self.traces is not None:
+            out.traces = torch.zeros(kc, dtype=_F64, device=self.device).index_add_(
+                0, mt, self.traces + self.counts * (d * d).sum(1))
         if self.keep_scatter:
             dw = d * self.counts.sqrt().unsqueeze(1)
             if per_group:
@@ -245,12 +257,19 @@ class ClassStats:
         self._require()
         idx = torch.as_tensor(list(classes), dtype=torch.int64, device=self.device)
         keep = self.keep_scatter and group is not None
-        out = ClassStats(len(classes), self.dim, scatter=keep, device=self.device)
+        out = ClassStats(len(classes), self.dim, scatter=keep, traces=self.keep_traces, device=self.device)
         out.counts = self.counts[idx].clone()
         out.means = self.means[idx].clone()
-        out.traces = self.traces[idx].clone()
+        out.traces = None if self.traces is None else self.traces[idx].clone()
         if keep:
             out.scatter = self.scatter[group : group + 1].clone()
+        return out
+
+    def with_traces(self, traces: torch.Tensor) -> "ClassStats":
+        """A shallow copy whose per-class traces are ``traces`` (e.g. exact ones from a second pass)."""
+        out = copy.copy(self)
+        out.traces = traces.to(device=self.device, dtype=_F64)
+        out.keep_traces = True
         return out
 
     def to(self, device: str | torch.device) -> "ClassStats":
@@ -264,7 +283,9 @@ class ClassStats:
 
     def state_dict(self) -> dict:
         """Tensors only (safe for ``torch.save`` / ``weights_only`` loading)."""
-        d = {"counts": self.counts.cpu(), "traces": self.traces.cpu()}
+        d = {"counts": self.counts.cpu()}
+        if self.traces is not None:
+            d["traces"] = self.traces.cpu()
         if self.means is not None:
             d["means"] = self.means.cpu()
         if self.scatter is not None:
@@ -278,7 +299,8 @@ class ClassStats:
         groups = d.get("groups")
         k = int(d["counts"].shape[0])
         dim = int(d["means"].shape[1]) if "means" in d else None
-        out = cls(k, dim, scatter="scatter" in d, groups=None if groups is None else groups.numpy(), device=device)
+        out = cls(k, dim, scatter="scatter" in d, groups=None if groups is None else groups.numpy(), device=device,
+                  traces="traces" in d)
         for name in ("counts", "traces", "means", "scatter"):
             if name in d:
                 setattr(out, name, d[name].to(device=out.device, dtype=_F64))

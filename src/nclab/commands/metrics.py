@@ -147,6 +147,6 @@ def _print_table(res: dict, prefix: str = "") -> None:
         if isinstance(v, dict):
             _print_table(v, f"{prefix}{k}.")
         elif isinstance(v, float):
-            print(f"{prefix}{k:<28s} {v:.6g}")
+            print(f"{prefix + str(k):<40s} {v:.6g}")
         else:
-            print(f"{prefix}{k:<28s} {'undefined' if v is None else v}")
+            print(f"{prefix + str(k):<40s} {'undefined' if v is None else v}")

@@ -1,7 +1,8 @@
 """Image decoding with Pillow, optionally in a small process pool.
 
-Workers are started with ``spawn`` (no fork of a process that may hold threads) and receive chunks of raw
-encoded bytes; results come back in submission order, so the sample order never depends on scheduling.
+``Decoder`` takes chunks of encoded bytes as they are read (so reading an archive overlaps with decoding)
+and hands back decoded images in submission order, so the result never depends on scheduling. Workers are
+started with ``spawn`` (never a fork of a process that may hold threads).
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from typing import Sequence
 import numpy as np
 
 from nclab.utils.errors import NclabError
-from nclab.utils.progress import progress
 
-POOL_MIN_IMAGES = 2000  # below this a pool costs more to start than it saves
 CHUNK = 500
+POOL_MIN_IMAGES = 2000  # decode the first images inline: a pool costs ~1-2 s to start
 
 
 def decode_one(data: bytes) -> np.ndarray:
@@ -26,7 +26,7 @@ def decode_one(data: bytes) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
-        a = np.asarray(im.convert(mode), dtype=np.uint8)
+        a = np.asarray(im if im.mode == mode else im.convert(mode), dtype=np.uint8)
     return a[:, :, None] if a.ndim == 2 else a
 
 
@@ -36,7 +36,7 @@ def _decode_chunk(items: Sequence[bytes]) -> list:
         try:
             out.append(decode_one(b))
         except Exception as e:  # noqa: BLE001 - reported with the file name by the caller
-            out.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            out.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}")
     return out
 
 
@@ -49,49 +49,88 @@ def num_workers() -> int:
     return max(1, min(n, os.cpu_count() or 1))
 
 
-def decode_images(blobs: Sequence[bytes], names: Sequence[str], desc: str = "decoding images") -> np.ndarray:
-    """Decode all images into one uint8 (N, C, H, W) array. Every image must have the same size; grey images
-    are expanded to RGB when the set mixes both. Errors name the offending file."""
-    n = len(blobs)
-    chunks = [blobs[i : i + CHUNK] for i in range(0, n, CHUNK)]
-    workers = num_workers() if n >= POOL_MIN_IMAGES else 1
+class Decoder:
+    """Decode chunks of images, in a pool of ``workers`` processes (started on the first full chunk) or inline.
+
+    ``add(blob)`` queues one encoded image; ``results()`` returns every decoded (H, W, C) array, or an error
+    string for an undecodable one, in the order they were added. Use as a context manager.
+    """
+
+    def __init__(self, workers: int | None = None, bar=None):
+        self.workers = num_workers() if workers is None else workers
+        self.bar = bar
+        self._buf: list[bytes] = []
+        self._jobs: list = []  # AsyncResult, or a finished list when decoded inline
+        self._pool = None
+        self._count = 0
+
+    def __enter__(self) -> "Decoder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def _flush(self, final: bool) -> None:
+        if not self._buf:
+            return
+        chunk, self._buf = self._buf, []
+        self._count += len(chunk)
+        if self.workers > 1 and (self._pool is not None or (self._count >= POOL_MIN_IMAGES and not final)):
+            if self._pool is None:
+                import multiprocessing as mp
+
+                self._pool = mp.get_context("spawn").Pool(self.workers)
+            cb = (lambda res: self.bar.update(len(res))) if self.bar is not None else None
+            self._jobs.append(self._pool.apply_async(_decode_chunk, (chunk,), callback=cb))
+        else:
+            self._jobs.append(_decode_chunk(chunk))
+            if self.bar is not None:
+                self.bar.update(len(chunk))
+
+    def add(self, blob: bytes) -> None:
+        self._buf.append(blob)
+        if len(self._buf) >= CHUNK:
+            self._flush(final=False)
+
+    def results(self) -> list:
+        self._flush(final=True)
+        out = []
+        for job in self._jobs:
+            if isinstance(job, list):
+                out.extend(job)
+            else:
+                out.extend(job.get())
+        return out
+
+
+def stack_images(images: Sequence, names: Sequence[str]) -> np.ndarray:
+    """Decoded (H, W, C) images -> one uint8 (N, C, H, W) array. Every image must have the same size; grey
+    images are expanded to RGB when the set mixes both. Errors name the offending file."""
+    n = len(images)
     out: np.ndarray | None = None
     grey = np.zeros(n, dtype=bool)
-    bar = progress(total=n, desc=desc, unit="img")
-    pool = None
-    try:
-        if workers > 1:
-            import multiprocessing as mp
-
-            pool = mp.get_context("spawn").Pool(workers)
-            results = pool.imap(_decode_chunk, chunks)
-        else:
-            results = map(_decode_chunk, chunks)
-        i = 0
-        for res in results:
-            for a in res:
-                if isinstance(a, str):
-                    raise NclabError(f"cannot decode image {names[i]} ({a}); remove or replace that file")
-                if out is None:
-                    h, w = a.shape[:2]
-                    out = np.empty((n, 3, h, w), dtype=np.uint8)
-                if a.shape[:2] != out.shape[2:]:
-                    raise NclabError(f"image {names[i]} is {a.shape[1]}x{a.shape[0]} but {names[0]} is "
-                                     f"{out.shape[3]}x{out.shape[2]}; resize all images to one size")
-                if a.shape[2] == 1:
-                    grey[i] = True
-                    out[i] = a[:, :, 0][None]
-                else:
-                    out[i] = a.transpose(2, 0, 1)
-                i += 1
-            bar.update(len(res))
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+    for i, a in enumerate(images):
+        if isinstance(a, str):
+            raise NclabError(f"cannot decode image {names[i]} ({a}); remove or replace that file")
+        if out is None:
+            out = np.empty((n, 3, a.shape[0], a.shape[1]), dtype=np.uint8)
+        if a.shape[:2] != out.shape[2:]:
+            raise NclabError(f"image {names[i]} is {a.shape[1]}x{a.shape[0]} but {names[0]} is "
+                             f"{out.shape[3]}x{out.shape[2]}; resize all images to one size")
+        if a.shape[2] == 1:
+            grey[i] = True
+        out[i] = a.transpose(2, 0, 1)  # a grey (1, H, W) broadcasts into all three channels
     if out is None:
         return np.empty((0, 3, 0, 0), dtype=np.uint8)
-    if grey.all():
-        return np.ascontiguousarray(out[:, :1])
-    return out
+    return np.ascontiguousarray(out[:, :1]) if grey.all() else out
+
+
+def decode_images(blobs: Sequence[bytes], names: Sequence[str], workers: int | None = None) -> np.ndarray:
+    """Decode encoded images into one uint8 (N, C, H, W) array (see :func:`stack_images`)."""
+    with Decoder(workers) as dec:
+        for b in blobs:
+            dec.add(b)
+        return stack_images(dec.results(), names)

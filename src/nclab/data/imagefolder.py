@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from nclab.data.cache import cached, file_digests, listing_checksum
-from nclab.data.decode import decode_images
+from nclab.data.decode import Decoder, stack_images
 from nclab.data.types import Dataset, Split
 from nclab.utils.errors import NclabError
 from nclab.utils.progress import progress
@@ -60,10 +60,14 @@ class _Layout:
             self._prefix_ok(parts[:-2], "/".join(parts))
             self.class_dirs[parts[-2]].add(parts[-1])
 
+    @staticmethod
+    def is_image(parts: tuple[str, ...]) -> bool:
+        """ROOT/{train,test}/<class>/<name>.{png,jpg,jpeg}, not hidden."""
+        return (len(parts) >= 3 and parts[-3] in SPLITS and not parts[-1].startswith(".")
+                and parts[-1].lower().endswith(IMAGE_EXTS))
+
     def add_file(self, parts: tuple[str, ...], payload: object) -> None:
-        if len(parts) < 3 or parts[-3] not in SPLITS or parts[-1].startswith("."):
-            return
-        if not parts[-1].lower().endswith(IMAGE_EXTS):
+        if not self.is_image(parts):
             return
         self._prefix_ok(parts[:-3], "/".join(parts))
         split, cls = parts[-3], parts[-2]
@@ -100,27 +104,29 @@ def _scan_folder(root: Path) -> _Layout:
         rel = Path(dirpath).relative_to(root).parts
         for d in dirnames:
             lay.add_dir((*rel, d))
-        for f in filenames:
+        for f in sorted(filenames):
             lay.add_file((*rel, f), Path(dirpath) / f)
     return lay
 
 
-def _scan_archive(path: Path) -> _Layout:
+def _read_archive(path: Path, decoder: Decoder | None) -> _Layout:
+    """Scan a tar archive in one sequential pass; each image's bytes go to ``decoder`` as soon as they are read
+    (payload = its position in submission order)."""
     lay = _Layout(str(path))
+    n = 0
     try:
         with tarfile.open(path, mode="r|*") as tf:  # streaming: one sequential pass, no seeks
-            bar = progress(desc=f"reading {path.name}", unit="file")
             for m in tf:
                 parts = safe_member_name(path, m.name).parts
                 if m.isdir():
                     lay.add_dir(parts)
-                elif m.isfile():
-                    if len(parts) >= 3 and parts[-3] in SPLITS and parts[-1].lower().endswith(IMAGE_EXTS):
-                        f = tf.extractfile(m)
-                        lay.add_file(parts, f.read() if f is not None else b"")
-                        bar.update(1)
+                elif m.isfile() and lay.is_image(parts):
+                    f = tf.extractfile(m)
+                    if decoder is not None:
+                        decoder.add(f.read() if f is not None else b"")
+                    lay.add_file(parts, n)
+                    n += 1
                 # links and devices are ignored: nothing is ever extracted
-            bar.close()
     except NclabError:
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
@@ -154,16 +160,26 @@ def load_imagefolder(arg: str, cache_dir: Path) -> Dataset:
         checksum = listing_checksum(path, [p for *_, p in lay.items])
 
     def build():
-        layout = _scan_archive(path) if path.is_file() else _scan_folder(path)
-        classes = layout.classes()
-        index = {c: i for i, c in enumerate(classes)}
+        bar = progress(desc=f"decoding {path.name}", unit="img")
+        with Decoder(bar=bar) as dec:
+            if path.is_file():
+                layout = _read_archive(path, dec)
+                classes = layout.classes()
+            else:
+                layout = _scan_folder(path)
+                classes = layout.classes()
+                for _, _, _, p in layout.items:
+                    dec.add(_read(p))
+            images = dec.results()
+        bar.close()
+        order = {c: i for i, c in enumerate(classes)}
         arrays = {}
         for split in SPLITS:
-            items = sorted((index[c], name, payload) for s, c, name, payload in layout.items if s == split)
-            names = [f"{path}:{name}" if path.is_file() else str(payload) for _, name, payload in items]
-            blobs = [p if isinstance(p, bytes) else _read(p) for _, _, p in items]
-            arrays[f"{split}_x"] = decode_images(blobs, names, desc=f"decoding {split} images")
-            arrays[f"{split}_y"] = np.asarray([i for i, _, _ in items], dtype=np.int64)
+            # sample order = (class index, path) whatever order the files were read in
+            items = sorted((order[c], name, pos) for pos, (s, c, name, _) in enumerate(layout.items) if s == split)
+            names = [f"{path}:{name}" if path.is_file() else str(path / name) for _, name, _ in items]
+            arrays[f"{split}_x"] = stack_images([images[pos] for _, _, pos in items], names)
+            arrays[f"{split}_y"] = np.asarray([k for k, _, _ in items], dtype=np.int64)
         if arrays["train_x"].shape[1:] != arrays["test_x"].shape[1:]:
             raise NclabError(f"{path}: train images are {arrays['train_x'].shape[1:]} but test images are "
                              f"{arrays['test_x'].shape[1:]} (C, H, W); use one size and colour mode")

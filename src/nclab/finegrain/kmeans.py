@@ -93,7 +93,22 @@ def _kmeanspp(x: torch.Tensor, x2: torch.Tensor, k: int, r: int, gen: torch.Gene
     return centers
 
 
-def kmeans(
+def kmeans(*args, **kwargs) -> KMeansResult:
+    """See :func:`_kmeans`. Small problems run on one intra-op thread: per-op work of a few MFLOP gains
+    nothing from threads, and on a busy shared CPU spinning OpenMP workers made them ~50x slower."""
+    x = args[0] if args else kwargs.get("x")
+    k = args[1] if len(args) > 1 else kwargs.get("k", 1)
+    size = int(np.prod(getattr(x, "shape", (0,)))) * int(k) * int(kwargs.get("n_init", 10))
+    old = torch.get_num_threads()
+    if size < 200_000_000 and old > 1:
+        torch.set_num_threads(1)
+    try:
+        return _kmeans(*args, **kwargs)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _kmeans(
     x: np.ndarray | torch.Tensor,
     k: int,
     *,

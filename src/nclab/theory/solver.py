@@ -22,7 +22,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from nclab.theory import _nc
 from nclab.theory.closed_form import UFMPrediction, validate_ufm_args
 from nclab.utils.errors import NclabError
 from nclab.utils.progress import progress
@@ -73,6 +72,13 @@ class UFMSolution:
     def objective(self) -> float:
         return float(_objective(self.H, self.Ws, self.b, _onehot(self.y, self.K, self.H), self.lambda_w,
                                 self.lambda_h, self.loss))
+
+
+def class_means(F: torch.Tensor, y: torch.Tensor, K: int) -> torch.Tensor:
+    """(K, D) class means of features F (N, D) (a class without samples gets 0)."""
+    sums = torch.zeros(K, F.shape[1], dtype=F.dtype, device=F.device).index_add_(0, y, F)
+    cnt = torch.bincount(y, minlength=K).to(F.dtype).clamp_min(1)
+    return sums / cnt[:, None]
 
 
 def _product(Ws: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -198,7 +204,12 @@ def solve_ufm(counts: Sequence[int], depth: int = 1, lambda_w: float | Sequence[
         sol.history.append(m)
 
     # Collapsed directions decay geometrically into float64 subnormals, which are ~100x slower on CPUs.
+    # The flag is per thread, and intra-op worker threads do not inherit it; the matrices are tiny anyway,
+    # so a single thread is also the fastest.
+    threads = torch.get_num_threads()
     flush = torch.set_flush_denormal(True)
+    if dev.type == "cpu":
+        torch.set_num_threads(1)
     try:
         if optimizer == "gd":
             _run_gd(sol, iters, lr, momentum, evals, log_every, record, show_progress)
@@ -207,6 +218,7 @@ def solve_ufm(counts: Sequence[int], depth: int = 1, lambda_w: float | Sequence[
     finally:
         if flush:
             torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
     return sol
 
 
@@ -313,7 +325,7 @@ def measured_geometry(sol: UFMSolution) -> dict:
     """
     with torch.no_grad():
         W = sol.W()
-        means = _nc.class_means(sol.H.T, sol.y, sol.K)  # (K, d)
+        means = class_means(sol.H.T, sol.y, sol.K)  # (K, d)
         A = W @ W.T
         gh = means @ means.T
         wh = W @ means.T
@@ -332,56 +344,50 @@ def measured_geometry(sol: UFMSolution) -> dict:
                 "b": None if sol.b is None else sol.b.cpu().numpy(), "objective": sol.objective()}
 
 
-def ufm_metrics(sol: UFMSolution, prediction: UFMPrediction | None = None) -> dict:
-    """NC metrics of a solution, overall and per layer ``layer{j}`` (input of layer j+1; layer0 = H).
+_LAYER_KEYS = ("nc1", "etf_error_means", "of_error_means", "etf_error_weights", "of_error_weights", "self_duality",
+               "equinorm_means", "ncc_mismatch")
 
-    Keys: ``loss`` (objective f), ``layer{j}.nc1`` (tr(Σ_W Σ_B⁺)/K), ``layer{j}.means_etf_error`` (frame error of
-    the centred class-mean Gram vs I − 11ᵀ/K), ``layer{j}.means_of_error`` (uncentred Gram vs I),
-    ``layer{j}.classifier_of_error`` / ``classifier_etf_error`` (Q_jQ_jᵀ, Q_j = W_M⋯W_{j+1}), with a prediction
-    also ``layer{j}.means_pred_error`` / ``classifier_pred_error`` (frame error vs the closed-form Grams) and
-    ``wh_pred_error`` (W H̄ vs closed form), ``objective_rel_diff``. ``nc1`` etc. without prefix = layer 0.
-    ``self_duality`` = ‖W/‖W‖_F − H̄ᵀ/‖H̄‖_F‖_F (K x d, H̄ᵀ rows = class means).
+
+def ufm_metrics(sol: UFMSolution, prediction: UFMPrediction | None = None) -> dict:
+    """NC metrics (``nclab.collapse``, see docs/metrics.md) per layer ``layer{j}`` and the objective ``loss``.
+
+    Layer j = the input of layer j+1: features P_j H (P_0 = I, so layer0 is H) with the classifier it feeds,
+    Q_j = W_M⋯W_{j+1} (layer0: W). Per layer: ``nc1`` (tr(Σ_W Σ_B†)/K), ``etf_error_means`` / ``of_error_means``
+    (frame error of the centred / uncentred class-mean Gram vs I − 11ᵀ/K / I), ``etf_error_weights`` /
+    ``of_error_weights`` (Q_jQ_jᵀ), ``self_duality``, ``equinorm_means``, ``ncc_mismatch``. With a prediction:
+    ``layer{j}.means_pred_error`` / ``weights_pred_error`` = frame_error(measured Gram, closed-form Gram)
+    (uncentred class-mean Gram, Q_jQ_jᵀ), ``wh_pred_error`` (W H̄ vs closed form) and ``objective_rel_diff``.
+    Keys without a ``layer`` prefix repeat layer 0. ``nan`` = undefined (e.g. every class collapsed).
     """
+    from nclab.collapse import frame_error, metrics_from_arrays
+
     K = sol.K
     out: dict = {}
     with torch.no_grad():
-        dev, dt = sol.H.device, sol.H.dtype
-        I = torch.eye(K, dtype=dt, device=dev)
-        etf = _nc.etf_target(K, dt, dev)
         out["loss"] = sol.objective()
-        F = sol.H  # (d_j, N)
-        S_list = [None] * sol.depth  # Q_j = W_M⋯W_{j+1}
+        Qs: list = [None] * sol.depth  # Q_j = W_M⋯W_{j+1}
         Q = None
         for j in range(sol.depth - 1, -1, -1):
             Q = sol.Ws[j] if Q is None else Q @ sol.Ws[j]
-            S_list[j] = Q
+            Qs[j] = Q
+        F = sol.H  # (d_j, N)
         for j in range(sol.depth):
             if j > 0:
                 F = sol.Ws[j - 1] @ F
-            means = _nc.class_means(F.T, sol.y, K)
-            G = means @ means.T
-            Gc = (means - means.mean(0)) @ (means - means.mean(0)).T
-            QQ = S_list[j] @ S_list[j].T
-            QQc = etf @ QQ @ etf
+            m = metrics_from_arrays(F.T, sol.y, Qs[j], num_classes=K, device=F.device)
             p = f"layer{j}."
-            out[p + "nc1"] = _nc.nc1(F.T, sol.y, K)
-            out[p + "means_etf_error"] = _nc.frame_error(Gc, etf)
-            out[p + "means_of_error"] = _nc.frame_error(G, I)
-            out[p + "classifier_etf_error"] = _nc.frame_error(QQc, etf)
-            out[p + "classifier_of_error"] = _nc.frame_error(QQ, I)
+            for key in _LAYER_KEYS:
+                if key in m:
+                    out[p + key] = float(m[key])
             if prediction is not None:
-                out[p + "means_pred_error"] = _nc.frame_error(G, torch.as_tensor(prediction.layer_means_gram(j), device=dev))
-                out[p + "classifier_pred_error"] = _nc.frame_error(QQ, torch.as_tensor(prediction.layer_classifier_gram(j), device=dev))
-        W = S_list[0]
-        means0 = _nc.class_means(sol.H.T, sol.y, K)
-        nw, nm = torch.linalg.norm(W), torch.linalg.norm(means0)
-        out["self_duality"] = float(torch.linalg.norm(W / nw - means0 / nm)) if float(nw) > 0 and float(nm) > 0 else 2.0
-        for key in ("nc1", "means_etf_error", "means_of_error", "classifier_etf_error", "classifier_of_error",
-                    "means_pred_error", "classifier_pred_error"):
-            if "layer0." + key in out:
-                out[key] = out["layer0." + key]
+                means = class_means(F.T, sol.y, K)
+                out[p + "means_pred_error"] = frame_error(means @ means.T, prediction.layer_means_gram(j))
+                out[p + "weights_pred_error"] = frame_error(Qs[j] @ Qs[j].T, prediction.layer_classifier_gram(j))
+        for key in [k[len("layer0."):] for k in list(out) if k.startswith("layer0.")]:
+            out[key] = out["layer0." + key]
         if prediction is not None:
-            out["wh_pred_error"] = _nc.frame_error(W @ means0.T, torch.as_tensor(prediction.wh, device=dev))
+            means0 = class_means(sol.H.T, sol.y, K)
+            out["wh_pred_error"] = frame_error(Qs[0] @ means0.T, prediction.wh)
             out["objective_rel_diff"] = abs(out["loss"] - prediction.objective) / abs(prediction.objective)
         if sol.b is not None:
             out["bias_norm"] = float(torch.linalg.norm(sol.b))

@@ -45,6 +45,11 @@ class Opt:
             raise NclabError(f"config key {key} must be {self.describe()}, got null")
         if self.types is ANY:
             return v
+        if float in self.types and isinstance(v, str):
+            try:  # YAML 1.1 reads 1e10 / 5e-4 (no dot) as strings
+                v = float(v)
+            except ValueError:
+                pass
         if float in self.types and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
         if isinstance(v, bool) and bool not in self.types:

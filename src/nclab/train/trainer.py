@@ -294,6 +294,9 @@ class Trainer:
     # training ------------------------------------------------------------------------------
     def _start(self, resume: bool, force: bool) -> None:
         run = self.run
+        if resume and not self._ckpt_path().exists():
+            say(f"no checkpoint in {run.checkpoints} yet: starting {run.path} from scratch")
+            resume, force = False, True  # killed before the first checkpoint: nothing valid to keep
         if resume:
             self.load_checkpoint()
             self._write_metrics()  # drop rows written after the checkpoint (the rerun rewrites them)

@@ -1,0 +1,66 @@
+"""Cold vs cached load time of the shared CIFAR-10 JPEG copy.
+
+cold   = decode every JPEG into an empty temp cache (what a fresh machine pays once)
+cached = load again from that cache (what every later run pays)
+Prints both times and their ratio (cold / cached), all measured in this run.
+
+    python benchmarks/data_loading.py [--source imagefolder:PATH] [--repeats 3]
+
+Reusable: ``load_times(spec)`` returns ``(cold_s, cached_s, dataset)`` so another benchmark (e.g. batch-iterator
+throughput) can start from the decoded dataset without decoding it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SOURCE = f"imagefolder:{ROOT.parent / 'shared' / 'datasets' / 'cifar10-jpeg.tar.gz'}"
+
+
+def load_times(spec: str = DEFAULT_SOURCE, repeats: int = 3, cache_dir: str | None = None):
+    """(cold seconds, median cached seconds, dataset). Uses a fresh temp cache unless ``cache_dir`` is given."""
+    from nclab.data import load_dataset
+
+    with tempfile.TemporaryDirectory(prefix="nclab-bench-cache-") as tmp:
+        cache = cache_dir or tmp
+        t0 = time.perf_counter()
+        ds = load_dataset(spec, cache_dir=cache)
+        cold = time.perf_counter() - t0
+        warm = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            ds = load_dataset(spec, cache_dir=cache)
+            warm.append(time.perf_counter() - t0)
+    return cold, statistics.median(warm), ds
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--source", default=DEFAULT_SOURCE)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    src = args.source.split(":", 1)[1] if ":" in args.source else ""
+    if args.source.startswith("imagefolder:") and not Path(src).exists():
+        print(f"skip: {src} not found (see ../shared/datasets/README.md)")
+        return 0
+    from nclab.data.decode import num_workers
+
+    cold, cached, ds = load_times(args.source, args.repeats)
+    n = len(ds.train) + len(ds.test)
+    print(f"source: {args.source}  ({len(ds.train)} train + {len(ds.test)} test, {tuple(ds.input_shape)} uint8)")
+    print(f"cold load   (decode {n} images, {num_workers()} worker(s), write cache): {cold:8.2f} s  "
+          f"({n / cold:,.0f} images/s)")
+    print(f"cached load (median of {args.repeats}):                                  {cached:8.2f} s  "
+          f"({n / cached:,.0f} images/s)")
+    print(f"ratio cold / cached: {cold / cached:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

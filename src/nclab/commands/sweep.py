@@ -1,0 +1,128 @@
+"""``nclab sweep EXPERIMENT --grid lr=0.1,0.01,0.001 wd=5e-3,5e-4,5e-5``: one run per grid cell.
+
+Cells run one after another into ``OUT/<key>=<v>_<key>=<v>/`` (each an ``nclab reproduce`` run without the
+fine-trained baseline); a cell whose results.json holds a recovery and whose run is complete is skipped, so
+rerunning the command resumes the sweep cell by cell. ``OUT/results.json`` gets ``grid`` (axes and one entry
+per finished cell: ``recovery_acc``, ``coarse_acc``, ``nc1`` = last logged ``nc.train.coarse.nc1``) and a table.
+Axis names: ``lr`` (optim.lr), ``wd`` (optim.weight_decay), ``epochs``, ``bs`` (optim.batch_size), or any
+dotted config key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+from nclab.utils.errors import NclabError
+
+ALIASES = {"lr": "optim.lr", "wd": "optim.weight_decay", "epochs": "optim.epochs", "bs": "optim.batch_size",
+           "momentum": "optim.momentum"}
+
+
+def add_parser(sub) -> None:
+    from nclab.finegrain.experiments import EXPERIMENTS, add_common_args
+
+    p = sub.add_parser("sweep", help="grid of runs of one experiment (e.g. the paper's lr x wd grid), resumable",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2,...",
+                   help="axes, e.g. lr=0.1,0.01,0.001 wd=5e-3,5e-4,5e-5")
+    add_common_args(p, {"data": None, "hierarchy": None})
+    p.set_defaults(func=run, hierarchy=None)
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    import yaml
+
+    axes: dict[str, list] = {}
+    for it in items:
+        if "=" not in it:
+            raise NclabError(f"--grid {it!r} needs the form key=v1,v2 (e.g. lr=0.1,0.01)")
+        k, vals = it.split("=", 1)
+        k = k.strip()
+        values = [yaml.safe_load(v) for v in vals.split(",") if v.strip()]
+        if not k or not values:
+            raise NclabError(f"--grid {it!r} has an empty key or no values; use e.g. lr=0.1,0.01")
+        values = [float(v) if isinstance(v, str) and _is_float(v) else v for v in values]
+        if k in axes:
+            raise NclabError(f"--grid names axis {k!r} twice; give each axis once")
+        axes[k] = values
+    return axes
+
+
+def _is_float(s: str) -> bool:
+    try:
+        float(s)
+        return True
+    except ValueError:
+        return False
+
+
+def cell_name(cell: dict) -> str:
+    return "_".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in cell.items())
+
+
+def _cell_done(d: Path) -> bool:
+    from nclab.rundir import RunDir
+
+    r = RunDir(d)
+    return r.read_status().get("status") == "complete" and "recovery" in r.read_results()
+
+
+def _nc1(d: Path):
+    from nclab.rundir import RunDir
+
+    vals = [m["nc.train.coarse.nc1"] for m in RunDir(d).read_metrics() if m.get("nc.train.coarse.nc1") is not None]
+    return vals[-1] if vals else None
+
+
+def run(args) -> int:
+    from nclab.finegrain.experiments import run_experiment
+    from nclab.rundir import RunDir
+    from nclab.utils.progress import say
+
+    axes = parse_grid(args.grid)
+    out = Path(args.out) if args.out else Path("runs") / f"sweep-{args.experiment}-{Path(str(args.recipe)).stem}"
+    exp = RunDir(out)
+    cells = [dict(zip(axes, vals)) for vals in itertools.product(*axes.values())]
+    rows = []
+    for i, cell in enumerate(cells):
+        d = out / cell_name(cell)
+        if _cell_done(d):
+            say(f"[{i + 1}/{len(cells)}] {d.name}: complete, skipped")
+        else:
+            say(f"[{i + 1}/{len(cells)}] {d.name}")
+            ov = [f"{ALIASES.get(k, k)}={v}" for k, v in cell.items()] + list(args.overrides)
+            run_experiment(args.experiment, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy,
+                           overrides=ov, epochs=args.epochs, device=args.device, baseline=False,
+                           random_init=False, raw_pixels=False, max_train=args.max_train, out=d,
+                           resume=d.exists() and not args.force, force=args.force)
+        res = RunDir(d).read_results()
+        rows.append({**cell, "run": d.name, "recovery_acc": res.get("recovery", {}).get("test_acc"),
+                     "coarse_acc": res.get("coarse_test_acc"), "nc1": _nc1(d)})
+        _write(exp, args, axes, rows)
+    results = _write(exp, args, axes, rows)
+    if args.json:
+        print(json.dumps(results))
+    else:
+        t = results["tables"][0]
+        print(t["title"])
+        print("  " + "  ".join(f"{c:>12}" for c in t["columns"]))
+        for r in t["rows"]:
+            print("  " + "  ".join(f"{c:>12}" for c in r))
+    return 0
+
+
+def _write(exp, args, axes: dict, rows: list[dict]) -> dict:
+    def fmt(v):
+        return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    cols = list(axes) + ["recovery_acc", "coarse_acc", "nc1"]
+    results = {"experiment": f"sweep:{args.experiment}", "recipe": args.recipe,
+               "grid": {"axes": axes, "cells": rows}, "subruns": [r["run"] for r in rows],
+               "tables": [{"title": f"{args.experiment} grid: final recovery (test) accuracy, coarse test accuracy, NC1",
+                           "columns": cols, "rows": [[fmt(r.get(c)) for c in cols] for r in rows]}]}
+    exp.path.mkdir(parents=True, exist_ok=True)
+    exp.write_results(results)
+    return results

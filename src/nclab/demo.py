@@ -1,0 +1,121 @@
+"""``nclab demo``: the whole story in under 3 minutes on a laptop CPU, no network, no files outside the package.
+
+Data: scikit-learn's bundled 8x8 digits (1347 train / 450 test), grouped into 2 coarse classes by
+``mod:2`` (even digits vs odd digits, 5 fine classes each). A one-hidden-layer MLP (512 ReLU units) is
+trained on the 2 coarse labels only; every epoch we log NC metrics (coarse and fine views, train and test)
+and, at log-spaced epochs, fine-label recovery (k-means inside each superclass, clusters named by
+Hungarian matching, test samples routed by the network's predicted coarse label).
+Baselines, same recovery protocol: raw pixels, the randomly initialised network's features, and the
+fine-label test accuracy of the same network trained on the 10 digit labels.
+
+Why digits and not the synthetic Gaussian mixture: in a Gaussian mixture the raw inputs are already the
+ideal features (recovery from them is near perfect) and coarse training can only lose fine information,
+so it cannot show features that beat the inputs. On digits, measured with this recipe (seed 0):
+raw pixels 83 %, coarse-trained features 89 % (chance 20 %), while coarse NC1 falls by an order of
+magnitude. The margin is budget dependent: trained much longer (60 epochs) the fine structure collapses
+further and recovery drops to the raw-pixel level — the report's recovery-vs-epoch curve shows the trend.
+The random-init network's features (91 %) are a strong baseline here; the demo reports it rather than
+hiding it.
+
+Composes the public pieces: :class:`nclab.train.Trainer`, the ``nc_metrics`` and ``recovery`` callbacks,
+:mod:`nclab.finegrain.pipeline` (recovery, baselines, saved arrays) and :func:`nclab.report.write_report`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+DEMO_CONFIG: dict[str, Any] = {
+    "name": "demo",
+    "seed": 0,
+    "data": {"source": "digits", "hierarchy": "mod:2", "labels": "coarse"},
+    "model": {"name": "mlp", "width": 512, "depth": 1},
+    "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64, "epochs": 30},
+    "schedule": {"name": "cosine"},
+    "train": {"device": "cpu", "bf16": False, "channels_last": False, "eval_every": 1},
+    "callbacks": {"nc_metrics": {"epochs": "all", "splits": ["train", "test"]},
+                  "recovery": {"epochs": "log", "log_points": 10}},
+}
+EXPERIMENT = "demo: digits, trained on 2 coarse labels (even/odd), recover the 10 digits"
+
+
+def demo_config(epochs: int | None = None, seed: int = 0, device: str = "cpu") -> dict:
+    """The resolved demo config (``epochs``/``seed``/``device`` overridable)."""
+    from nclab.train import load_config
+
+    cfg = json.loads(json.dumps(DEMO_CONFIG))
+    cfg["seed"] = int(seed)
+    cfg["train"]["device"] = device
+    if epochs is not None:
+        cfg["optim"]["epochs"] = int(epochs)
+    return load_config(cfg)
+
+
+def _nc_table(metrics: list[dict]) -> dict | None:
+    """First vs last epoch of the headline collapse numbers (train split)."""
+    if not metrics:
+        return None
+    first, last = metrics[0], metrics[-1]
+    rows = []
+    for key, label in (("nc.train.coarse.nc1", "NC1, coarse labels (collapses)"),
+                       ("nc.train.fine.nc1", "NC1, fine labels"),
+                       ("nc.train.fine_within_coarse.mean", "NC1 of fine labels within a superclass (mean)"),
+                       ("nc.train.coarse.etf_error_means", "NC2 ETF error of coarse class means"),
+                       ("recovery.test_acc", "fine-label recovery, test")):
+        if first.get(key) is not None or last.get(key) is not None:
+            rows.append([label, first.get(key), last.get(key)])
+    return {"title": "Collapse over training (train split)",
+            "columns": ["quantity", f"epoch {first.get('epoch')}", f"epoch {last.get('epoch')}"], "rows": rows}
+
+
+def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, seed: int = 0, device: str = "cpu",
+             baseline: bool = True) -> dict:
+    """Run the demo into ``out`` (overwriting an earlier demo there); returns results.json's dict plus
+    ``report`` (path of report.html)."""
+    from nclab.data import load_dataset
+    from nclab.finegrain.pipeline import baselines as run_baselines
+    from nclab.finegrain.pipeline import recover_trainer, save_arrays
+    from nclab.report import try_write_report
+    from nclab.rundir import RunDir
+    from nclab.train import Trainer
+    from nclab.utils.progress import say
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    run = RunDir(out)
+    cfg = demo_config(epochs, seed, device)
+    ds = load_dataset(cfg["data"]["source"])  # bundled with scikit-learn: no network
+    results: dict[str, Any] = {"experiment": EXPERIMENT, "source": ds.source, "hierarchy": cfg["data"]["hierarchy"]}
+
+    say(f"demo: training an MLP on the 2 coarse labels of digits ({cfg['optim']['epochs']} epochs) -> {out}")
+    tr = Trainer(cfg, out, dataset=ds)
+    tr.fit(force=True)
+    say("demo: fine-label recovery from the last-layer features")
+    rep = recover_trainer(tr, keep_arrays=True, seed=seed)
+    arrays = rep.pop("_arrays")
+    save_arrays(run, arrays)
+    results["coarse_test_acc"] = rep.pop("coarse_test_acc")
+    rep.pop("net_test_acc", None)
+    results["recovery"] = rep
+    say("demo: baselines (raw pixels, random-init network)")
+    results["baselines"] = run_baselines(tr, arrays["test_coarse_pred"], seed=seed)
+    nc = _nc_table(tr.metrics)
+    if baseline:
+        say("demo: the same network trained on the 10 fine labels (baseline)")
+        bcfg = json.loads(json.dumps(cfg))
+        bcfg["data"]["labels"], bcfg["name"] = "fine", "demo-baseline"
+        bcfg["callbacks"] = {"nc_metrics": cfg["callbacks"]["nc_metrics"]}
+        btr = Trainer(bcfg, out / "baseline", dataset=ds)
+        btr.fit(force=True)
+        results["baselines"]["fine_trained"] = {"test_acc": float(btr.evaluate("test")["acc"]), "run": "baseline"}
+        results["subruns"] = ["baseline"]
+        try_write_report(out / "baseline")
+    results["tables"] = [t for t in (nc,) if t]
+    results["wall_time_s"] = time.perf_counter() - t0
+    run.write_results(results)
+    report = try_write_report(out)
+    results["report"] = str(report) if report else None
+    return results

@@ -1,0 +1,245 @@
+"""Paper A's experiments (Yang, Steinhardt & Hu, ICML 2023), one command each, all resumable.
+
+``nclab reproduce cifar10-coarse5``   train on 5 coarse CIFAR-10 labels, recover the 10 fine labels.
+``nclab reproduce cifar100-coarse20`` train on the 20 CIFAR-100 superclasses, recover the 100 classes.
+``nclab reproduce cifar10-finer``     train on 20 pseudo classes (each class split in 2), recover the 10 true ones.
+
+Layout of ``--out DIR`` (default ``runs/<experiment>-<recipe>``): DIR itself is the main training run (config,
+metrics.jsonl with ``nc.*`` and ``recovery.*`` keys, checkpoints), plus ``results.json``, ``features/`` and the
+baseline sub-run ``DIR/baseline`` (same recipe, trained on the fine/true labels). ``--resume`` continues
+whatever is unfinished: a complete run is not retrained, a partial one continues from its last checkpoint.
+``results.json`` is rewritten after each stage, so a run cut short still leaves what was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nclab.utils.errors import NclabError
+from nclab.utils.progress import say
+
+RECIPES = {"paper": "paper_resnet18", "fast": "fast"}
+
+# Callback schedules per recipe: NC metrics + recovery are a full pass over the data each, affordable
+# often on a GPU, rarely on the 2-core CPU.
+CALLBACKS = {
+    "paper": {"nc_metrics": {"epochs": "log", "log_points": 30, "splits": ["train"]},
+              "recovery": {"epochs": "log", "log_points": 15}},
+    "default": {"nc_metrics": {"epochs": "log", "log_points": 3, "splits": ["train"]},
+                "recovery": {"epochs": "log", "log_points": 4, "max_train": 10000}},
+}
+
+EXPERIMENTS: dict[str, dict[str, Any]] = {
+    "cifar10-coarse5": {
+        "help": "train on 5 coarse CIFAR-10 labels, recover the 10 fine labels (paper: 93%)",
+        "data": None,  # the recipe's source (the shared CIFAR-10 copy)
+        "hierarchy": "mod:5",
+        "labels": "coarse",
+        "paper": {"fine_test_acc": 0.93},
+    },
+    "cifar100-coarse20": {
+        "help": "train on the 20 CIFAR-100 superclasses, recover the 100 classes (k=5 per superclass)",
+        "data": "cifar100",
+        "hierarchy": "cifar100",
+        "labels": "coarse",
+        "paper": {},
+    },
+    "cifar10-finer": {
+        "help": "train on 20 pseudo classes (each CIFAR-10 class split in 2), recover the 10 true classes",
+        "data": None,
+        "hierarchy": "split:2",
+        "labels": "fine",
+        "paper": {},
+    },
+}
+
+
+def add_experiments(sub) -> None:
+    for name, spec in EXPERIMENTS.items():
+        p = sub.add_parser(name, help=spec["help"], description=spec["help"] + ". " + __doc__.split("\n\n")[2])
+        add_common_args(p, spec)
+        p.set_defaults(func=lambda args, name=name: _cli(name, args))
+
+
+def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
+    p.add_argument("--recipe", default="fast",
+                   help="paper (ResNet-18, 350 epochs, GPU), fast (the 2-core CPU recipe), or any config name/YAML path")
+    p.add_argument("--data", default=None, help=f"dataset source spec (default: {spec['data'] or 'the recipe' + chr(39) + 's'})")
+    p.add_argument("--hierarchy", default=spec["hierarchy"], help=f"hierarchy spec (default {spec['hierarchy']}; "
+                   "mod:K, adjacent:K, random:SEED, file:PATH, ...)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set optim.epochs=20 (repeatable)")
+    p.add_argument("--epochs", type=int, default=None, help="same as --set optim.epochs=N")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--no-baseline", action="store_true", help="skip training the fine-label baseline sub-run")
+    p.add_argument("--no-random-init", action="store_true", help="skip the random-init-network baseline")
+    p.add_argument("--max-train", type=int, default=None,
+                   help="cluster at most this many train samples in the final recovery (default: all)")
+    p.add_argument("--out", default=None, help="experiment/run directory (default runs/<experiment>-<recipe>)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
+    p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print results.json on stdout")
+
+
+def _cli(name: str, args) -> int:
+    res = run_experiment(
+        name, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy, overrides=args.overrides,
+        epochs=args.epochs, device=args.device, baseline=not args.no_baseline,
+        random_init=not args.no_random_init, max_train=args.max_train, out=args.out, resume=args.resume,
+        force=args.force)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(summary_text(res))
+    return 0
+
+
+def recipe_config(recipe: str) -> str:
+    return RECIPES.get(recipe, recipe)
+
+
+def build_config(name: str, *, recipe: str = "fast", data: str | None = None, hierarchy: str | None = None,
+                 overrides: list[str] | None = None, epochs: int | None = None, device: str | None = None,
+                 labels: str | None = None, run_name: str | None = None, callbacks: bool = True) -> dict:
+    """The resolved training config of experiment ``name`` (user ``overrides`` applied last)."""
+    from nclab.train import load_config
+
+    spec = EXPERIMENTS[name]
+    base = load_config(recipe_config(recipe))
+    pre = [f"data.labels={labels or spec['labels']}", f"name={run_name or name}"]
+    src = data or spec["data"]
+    if src:
+        pre.append(f"data.source={src}")
+    h = hierarchy if hierarchy is not None else spec["hierarchy"]
+    if h and h not in ("none", "null"):
+        pre.append(f"data.hierarchy={h}")
+    if epochs is not None:
+        pre.append(f"optim.epochs={epochs}")
+    if device:
+        pre.append(f"train.device={device}")
+    cfg = load_config(base, pre)
+    if callbacks and not cfg["callbacks"]:
+        cfg["callbacks"] = json.loads(json.dumps(CALLBACKS["paper" if recipe == "paper" else "default"]))
+    return load_config(cfg, list(overrides or []))
+
+
+def _train(cfg: dict, run_dir: Path, resume: bool, force: bool):
+    """Train (or resume, or skip when complete) one run; returns the Trainer with its final model loaded."""
+    from nclab.rundir import RunDir
+    from nclab.train import Trainer
+
+    run = RunDir(run_dir)
+    status = run.read_status().get("status")
+    if resume and status == "complete":
+        old = run.read_config()
+        if old and old != cfg:
+            say(f"warning: {run_dir} was trained with a different config; using the trained run as it is "
+                "(pass --force without --resume to retrain)")
+        tr = Trainer(cfg, run_dir)
+        tr.load_checkpoint()
+        say(f"{run_dir}: complete, not retrained")
+        return tr
+    tr = Trainer(cfg, run_dir)
+    tr.fit(resume=resume, force=force)
+    return tr
+
+
+def _fine_baseline_cfg(cfg: dict, name: str) -> dict:
+    """Same recipe, trained on the fine labels (split experiment: the true classes); no recovery callback."""
+    from nclab.train import load_config
+
+    c = json.loads(json.dumps(cfg))
+    c["data"]["labels"] = "fine"
+    if name == "cifar10-finer":
+        c["data"]["hierarchy"] = None
+    c["name"] = cfg["name"] + "-baseline"
+    c["callbacks"] = {k: v for k, v in c["callbacks"].items() if k != "recovery"}
+    return load_config(c)
+
+
+def _table(res: dict) -> dict:
+    rec = res.get("recovery", {})
+    rows = [["recovery (predicted coarse routing)", _pct(rec.get("test_acc"))],
+            ["recovery (true coarse routing)", _pct(rec.get("oracle_test_acc"))],
+            ["coarse test accuracy", _pct(res.get("coarse_test_acc"))]]
+    for k, v in res.get("baselines", {}).items():
+        rows.append([f"baseline: {k.replace('_', ' ')}", _pct(v.get("test_acc"))])
+    if res.get("paper", {}).get("fine_test_acc") is not None:
+        rows.append(["paper A (ResNet-18, 350 epochs)", _pct(res["paper"]["fine_test_acc"])])
+    return {"title": f"{res['experiment']}: fine-label test accuracy", "columns": ["method", "test accuracy"], "rows": rows}
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def summary_text(res: dict) -> str:
+    t = res["tables"][0]
+    w = max(len(r[0]) for r in t["rows"])
+    return "\n".join([t["title"]] + [f"  {r[0]:<{w}}  {r[1]}" for r in t["rows"]] + [f"  results: {res.get('results_path')}"])
+
+
+def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, hierarchy: str | None = None,
+                   overrides: list[str] | None = None, epochs: int | None = None, device: str | None = None,
+                   baseline: bool = True, random_init: bool = True, raw_pixels: bool = True,
+                   max_train: int | None = None, out: str | Path | None = None, resume: bool = False,
+                   force: bool = False, recovery_options: dict | None = None) -> dict:
+    """Train, measure and write ``results.json`` for experiment ``name``; returns the results dict."""
+    from nclab.finegrain.pipeline import baselines as run_baselines
+    from nclab.finegrain.pipeline import recover_trainer, save_arrays
+    from nclab.rundir import RunDir
+
+    if name not in EXPERIMENTS:
+        raise NclabError(f"unknown experiment {name!r}; use one of {', '.join(EXPERIMENTS)}")
+    out = Path(out) if out else Path("runs") / f"{name}-{Path(str(recipe)).stem}"
+    cfg = build_config(name, recipe=recipe, data=data, hierarchy=hierarchy, overrides=overrides, epochs=epochs,
+                       device=device, run_name=out.name)
+    run = RunDir(out)
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {"experiment": name, "paper": EXPERIMENTS[name]["paper"], "recipe": recipe,
+                               "hierarchy": cfg["data"]["hierarchy"], "source": cfg["data"]["source"]}
+
+    def write() -> None:
+        results["tables"] = [_table(results)]
+        run.write_results(results)
+
+    tr = _train(cfg, out, resume, force)
+    opts = dict(recovery_options or {})
+    rep = recover_trainer(tr, max_train=max_train, keep_arrays=True, **opts)
+    arrays = rep.pop("_arrays")
+    save_arrays(run, arrays)
+    results["coarse_test_acc"] = rep.pop("coarse_test_acc")
+    results["net_test_acc"] = rep.pop("net_test_acc")
+    for k in ("pseudo_recovery", "true_class_test_acc"):
+        if k in rep:
+            results[k] = rep.pop(k)
+    results["recovery"] = rep
+    last = tr.metrics[-1] if tr.metrics else {}
+    results["final_metrics"] = last
+    write()
+    say(f"recovery: test {rep['test_acc']:.4f} (oracle {rep['oracle_test_acc']:.4f}), coarse {results['coarse_test_acc']:.4f}")
+
+    which = tuple(k for k, on in (("raw_pixels", raw_pixels), ("random_init", random_init)) if on)
+    if which:
+        results["baselines"] = run_baselines(tr, arrays["test_coarse_pred"], max_train=max_train, which=which, **opts)
+        write()
+    del tr
+    if baseline:
+        bdir = out / "baseline"
+        bcfg = _fine_baseline_cfg(cfg, name)
+        btr = _train(bcfg, bdir, resume or RunDir(bdir).read_status().get("status") == "complete", force)
+        results.setdefault("baselines", {})["fine_trained"] = {"test_acc": float(btr.evaluate("test")["acc"]),
+                                                               "run": "baseline"}
+        results["subruns"] = ["baseline"]
+        write()
+    results["wall_time_s"] = time.perf_counter() - t0
+    write()
+    results["results_path"] = str(run.results_path)
+    return results

@@ -1,0 +1,64 @@
+"""Feature extraction for recovery: penultimate features (or one tap), eval mode, no augmentation.
+
+``extract(model, batches)`` -> ``features`` float32 (N, D) numpy and ``pred`` int64 (N,) = argmax of the
+classifier logits (the network's predicted training label), in the order the batches yield samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from nclab.data.batches import BatchIterator
+from nclab.utils.errors import NclabError
+
+
+@torch.no_grad()
+def extract(model, batches: Iterable, *, tap: str | None = None, autocast=None) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` in eval mode over ``batches`` (iterable of ``(x, y)``; ``y`` is ignored).
+
+    ``tap``: a name from ``model.tap_names()`` to take instead of ``features()`` (flattened (N, ·)).
+    ``autocast``: optional context-manager factory (the trainer's bf16 autocast). The model's train/eval
+    mode is restored afterwards. Returns ``(features (N, D) float32, pred (N,) int64)``.
+    """
+    if tap is not None and hasattr(model, "tap_names") and tap not in model.tap_names():
+        raise NclabError(f"unknown tap {tap!r}; this model has {model.tap_names()}")
+    was = model.training
+    model.eval()
+    feats, preds = [], []
+    try:
+        for x, _ in batches:
+            with (autocast() if autocast else contextlib.nullcontext()):
+                h = model.features(x)
+                logits = model.classifier(h)
+                if tap is not None:
+                    h = model.forward_taps(x, [tap])[tap]
+            feats.append(h.float().flatten(1).cpu())
+            preds.append(logits.argmax(1).cpu())
+    finally:
+        model.train(was)
+    if not feats:
+        raise NclabError("no batches to extract features from; check the split is not empty")
+    return torch.cat(feats).numpy().astype(np.float32, copy=False), torch.cat(preds).numpy().astype(np.int64)
+
+
+def subset_loader(loader: BatchIterator, idx: np.ndarray) -> BatchIterator:
+    """An eval BatchIterator over rows ``idx`` of ``loader``'s data, with the same normalisation/device."""
+    flat = (lambda t: None if t is None else t.flatten().tolist())
+    sel = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=loader.x.device)
+    return BatchIterator(loader.x.index_select(0, sel), loader.y.index_select(0, sel), loader.batch_size,
+                         mean=flat(loader.mean), std=flat(loader.std), device=loader.device,
+                         channels_last=loader.channels_last)
+
+
+def trainer_features(trainer, split: str, *, tap: str | None = None, idx: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Features and predicted training labels of ``split`` ("train"/"test") of a :class:`nclab.train.Trainer`,
+    in storage order (``idx``: only those rows)."""
+    loader = trainer.eval_loader(split)
+    if idx is not None:
+        loader = subset_loader(loader, idx)
+    return extract(trainer.model, loader, tap=tap, autocast=trainer.autocast)

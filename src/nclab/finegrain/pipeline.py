@@ -1,0 +1,163 @@
+"""Recovery on a trained network: which labels to recover, feature extraction, baselines, saved arrays.
+
+Three settings, decided by the trainer's config and hierarchy (:func:`setup_for`):
+
+- ``coarse``: the net is trained on coarse labels (``data.labels: coarse``). Recover the dataset's fine labels
+  per superclass, routing test samples by the net's predicted coarse label.
+- ``split``: the net is trained on ``split:M`` pseudo classes. Recover the *true* classes (the hierarchy's
+  coarse level) by one global clustering with K_true clusters (no routing). ``pseudo`` additionally reports
+  whether the pseudo classes can be recovered within each true class (``pseudo_recovery``).
+- ``fine``: the net is trained on the fine labels; recovery routes by the coarse class of its predicted fine
+  label when a hierarchy exists (a reference point), else one global clustering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nclab.data.hierarchy import Hierarchy
+from nclab.finegrain.evaluate import evaluate_recovery, flatten_pixels
+from nclab.finegrain.features import trainer_features
+from nclab.rundir import RunDir
+from nclab.utils.io import atomic_save_npy, atomic_write_bytes
+
+
+@dataclass
+class Setup:
+    kind: str  # "coarse" | "split" | "fine"
+    hierarchy: Hierarchy  # the hierarchy recovery uses (fine level = labels to recover)
+    fine: dict  # split -> int64 (N,) labels to recover
+    coarse: dict  # split -> int64 (N,) true group labels
+    net_hierarchy: Hierarchy | None  # the trainer's own hierarchy
+
+    def route(self, pred: np.ndarray) -> np.ndarray:
+        """Routing labels (group index of the recovery hierarchy) from the net's predicted training labels."""
+        if self.kind == "coarse":
+            return pred
+        if self.kind == "fine" and self.net_hierarchy is not None:
+            return self.net_hierarchy.fine_to_coarse[pred]
+        return np.zeros_like(pred)
+
+
+def _one_group(names: list[str]) -> Hierarchy:
+    return Hierarchy(np.zeros(len(names), np.int64), list(names), ["all"], spec="global")
+
+
+def setup_for(trainer) -> Setup:
+    ds, h = trainer.dataset, trainer.hierarchy
+    y = {s: getattr(ds, s).y.numpy().astype(np.int64) for s in ("train", "test")}
+    if trainer.cfg["data"]["labels"] == "coarse":
+        return Setup("coarse", h, y, {s: h.coarse_of(v) for s, v in y.items()}, h)
+    if h is not None and str(h.spec).startswith("split"):
+        return Setup("split", _one_group(ds.class_names), y, {s: np.zeros_like(v) for s, v in y.items()}, h)
+    if h is not None:
+        return Setup("fine", h, y, {s: h.coarse_of(v) for s, v in y.items()}, h)
+    return Setup("fine", _one_group(ds.class_names), y, {s: np.zeros_like(v) for s, v in y.items()}, None)
+
+
+def train_subset(n: int, max_train: int | None, seed: int) -> np.ndarray | None:
+    """Sorted random rows (own RNG) when ``max_train`` < n, else None (= all)."""
+    if not max_train or max_train >= n:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, int(max_train), replace=False))
+
+
+@torch.no_grad()
+def recover_trainer(trainer, *, tap: str | None = None, max_train: int | None = None, seed: int = 0,
+                    keep_arrays: bool = False, **options) -> dict:
+    """Extract features of ``trainer.model`` and run :func:`evaluate_recovery` (see module docstring).
+
+    Returns the ``recovery`` dict (+ ``kind``, ``net_test_acc`` = the net's own accuracy on its training
+    labels); with ``keep_arrays`` also ``"_arrays"`` (features, labels, predictions, centroids) for saving.
+    """
+    st = setup_for(trainer)
+    idx = train_subset(len(trainer.dataset.train), max_train, seed)
+    ftr, ptr = trainer_features(trainer, "train", tap=tap, idx=idx)
+    fte, pte = trainer_features(trainer, "test", tap=tap)
+    ytr = st.fine["train"] if idx is None else st.fine["train"][idx]
+    ctr = st.coarse["train"] if idx is None else st.coarse["train"][idx]
+    opts = {"seed": seed, **options}
+    rep, rec = evaluate_recovery(ftr, ctr, ytr, fte, st.route(pte), st.fine["test"], st.hierarchy,
+                                 return_model=True, **opts)
+    rep["kind"] = st.kind
+    rep["net_test_acc"] = float(np.mean(pte == trainer.train_targets("test").numpy()))
+    if st.kind == "split":
+        # can clusters inside each true class recover the pseudo classes the net was trained on?
+        h = st.net_hierarchy
+        pseudo = {s: trainer.train_targets(s).numpy().astype(np.int64) for s in ("train", "test")}
+        ps_tr = pseudo["train"] if idx is None else pseudo["train"][idx]
+        pr = evaluate_recovery(ftr, h.coarse_of(ps_tr), ps_tr, fte, h.fine_to_coarse[pte], pseudo["test"], h, **opts)
+        rep["pseudo_recovery"] = {k: pr[k] for k in ("train_acc", "test_acc", "oracle_test_acc", "ari", "nmi")}
+        rep["true_class_test_acc"] = float(np.mean(h.fine_to_coarse[pte] == st.fine["test"]))
+    if keep_arrays:
+        rep["_arrays"] = {
+            "train_features": ftr, "test_features": fte, "train_fine": ytr, "test_fine": st.fine["test"],
+            "train_coarse": ctr, "test_coarse": st.coarse["test"], "test_coarse_pred": st.route(pte),
+            "centroids": rec.centroids(),
+        }
+    return rep
+
+
+def save_arrays(run: RunDir, arrays: dict) -> None:
+    """Write ``features/*.npy`` and ``features/centroids.npz`` (docs/architecture.md) atomically."""
+    import io
+
+    folder = run.path / "features"
+    for k, v in arrays.items():
+        if k == "centroids":
+            buf = io.BytesIO()
+            np.savez(buf, **v)
+            atomic_write_bytes(folder / "centroids.npz", buf.getvalue())
+        else:
+            atomic_save_npy(folder / f"{k}.npy", np.asarray(v))
+
+
+def random_init_model(trainer):
+    """A fresh model with the trainer's architecture and init seed, built without touching the global RNG."""
+    from nclab.models import build_model
+
+    m = {k: v for k, v in trainer.cfg["model"].items() if v is not None}
+    name = m.pop("name")
+    dev = torch.device(trainer.device)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(int(trainer.cfg["seed"]))
+        model = build_model(name, trainer.num_classes, trainer.dataset.input_shape, **m)
+        if hasattr(model, "data_init"):
+            x = trainer.dataset.train.x[:5000]
+            model.data_init(trainer.eval_loader("train").prepare(x.to(dev)))
+    model = model.to(dev)
+    if trainer.cfg["train"]["channels_last"] and trainer.dataset.is_image:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def baselines(trainer, test_route: np.ndarray, *, max_train: int | None = None, seed: int = 0,
+              which=("raw_pixels", "random_init"), **options) -> dict:
+    """Recovery with the same protocol and the same routing labels ``test_route`` (M,) on (a) raw pixels
+    (0..1 scale, flattened) and (b) penultimate features of the randomly initialised network.
+    Each entry: ``test_acc`` (routed by ``test_route``), ``oracle_test_acc``, ``train_acc``."""
+    from nclab.finegrain.features import extract, subset_loader
+
+    st = setup_for(trainer)
+    ds = trainer.dataset
+    idx = train_subset(len(ds.train), max_train, seed)
+    sel = slice(None) if idx is None else idx
+    ytr, ctr = st.fine["train"][sel], st.coarse["train"][sel]
+    out = {}
+    keys = ("test_acc", "oracle_test_acc", "train_acc", "ari", "nmi")
+    opts = {"seed": seed, **options}
+    if "raw_pixels" in which:
+        xtr = flatten_pixels(ds.train.x if idx is None else ds.train.x[torch.as_tensor(idx)])
+        r = evaluate_recovery(xtr, ctr, ytr, flatten_pixels(ds.test.x), test_route, st.fine["test"], st.hierarchy, **opts)
+        out["raw_pixels"] = {k: r[k] for k in keys}
+    if "random_init" in which:
+        model = random_init_model(trainer)
+        tl = trainer.eval_loader("train")
+        ftr, _ = extract(model, tl if idx is None else subset_loader(tl, idx), autocast=trainer.autocast)
+        fte, _ = extract(model, trainer.eval_loader("test"), autocast=trainer.autocast)
+        r = evaluate_recovery(ftr, ctr, ytr, fte, test_route, st.fine["test"], st.hierarchy, **opts)
+        out["random_init"] = {k: r[k] for k in keys}
+    return out
