@@ -284,7 +284,7 @@ def compute_metrics(stats: ClassStats, W=None, b=None, *, second: "SecondPass | 
     return out
 
 
-def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None, batch_size: int = 8192,
+def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None, batch_size: int | None = None,
                         device: str | torch.device = "cpu", scatter: bool | None = None) -> dict[str, float]:
     """Convenience: stream ``H`` (N, D) and ``y`` (N,) through a :class:`ClassStats` (and, with ``W``,
     a :class:`SecondPass` for ``ncc_mismatch``) and return :func:`compute_metrics`.
@@ -304,6 +304,8 @@ def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None,
         int(W.shape[0]) if W is not None else int(yy.max()) + 1)
     if scatter is None:
         scatter = int(h.shape[1]) <= 2 * k
+    if batch_size is None:  # cache-sized chunks on CPU, large ones to fill a GPU
+        batch_size = 65536 if torch.device(device).type == "cuda" else 8192
     stats = ClassStats(k, int(h.shape[1]), device=device, scatter=scatter, traces=scatter)
     for i in range(0, h.shape[0], batch_size):
         stats.update(h[i : i + batch_size].to(device), yy[i : i + batch_size])

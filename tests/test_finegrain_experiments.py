@@ -1,0 +1,133 @@
+"""Experiment wiring on tiny data (digits / synthetic, seconds): results.json, saved arrays, callback, resume, sweep."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from nclab.cli import main
+from nclab.finegrain.evaluate import evaluate_recovery, flatten_pixels
+from nclab.finegrain.experiments import build_config, run_experiment
+from nclab.rundir import RunDir
+
+TINY = dict(recipe="tiny", data="digits", epochs=3)
+
+
+@pytest.fixture(scope="module")
+def coarse5(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exp") / "coarse5"
+    res = run_experiment("cifar10-coarse5", out=out, **TINY)
+    return out, res
+
+
+def test_results_match_an_independent_recomputation(coarse5):
+    out, res = coarse5
+    run = RunDir(out)
+    disk = run.read_results()
+    assert disk["recovery"]["test_acc"] == pytest.approx(res["recovery"]["test_acc"])
+    f = {n: np.load(out / "features" / f"{n}.npy") for n in
+         ("train_features", "test_features", "train_fine", "test_fine", "train_coarse", "test_coarse", "test_coarse_pred")}
+    assert f["train_features"].dtype == np.float32 and f["train_features"].shape[0] == len(f["train_fine"])
+    f2c = np.arange(10) % 5  # mod:5
+    assert np.array_equal(f["train_coarse"], f2c[f["train_fine"]])
+    ref = evaluate_recovery(f["train_features"], f["train_coarse"], f["train_fine"], f["test_features"],
+                            f["test_coarse_pred"], f["test_fine"], f2c)
+    assert disk["recovery"]["test_acc"] == pytest.approx(ref["test_acc"])
+    assert disk["coarse_test_acc"] == pytest.approx(np.mean(f["test_coarse_pred"] == f["test_coarse"]))
+    assert disk["recovery"]["oracle_test_acc"] >= disk["recovery"]["test_acc"]
+    # the net's coarse accuracy equals the trainer's own last test_acc
+    assert disk["coarse_test_acc"] == pytest.approx(run.read_metrics()[-1]["test_acc"])
+    cents = np.load(out / "features" / "centroids.npz")
+    assert sorted(cents["c3_fine"].tolist()) == [3, 8] and cents["c3"].shape == (2, f["train_features"].shape[1])
+    # baselines: raw pixels recomputed by hand with the same routing; fine-trained from its own run
+    from nclab.data import load_dataset
+
+    ds = load_dataset("digits")
+    raw = evaluate_recovery(flatten_pixels(ds.train.x), f2c[ds.train.y.numpy()], ds.train.y.numpy(),
+                            flatten_pixels(ds.test.x), f["test_coarse_pred"], ds.test.y.numpy(), f2c)
+    b = disk["baselines"]
+    assert b["raw_pixels"]["test_acc"] == pytest.approx(raw["test_acc"])
+    assert 0.1 < b["random_init"]["test_acc"] <= 1.0
+    assert b["fine_trained"]["test_acc"] == pytest.approx(RunDir(out / "baseline").read_metrics()[-1]["test_acc"])
+    assert disk["subruns"] == ["baseline"] and disk["tables"][0]["rows"]
+
+
+def test_callback_logs_recovery_and_nc(coarse5):
+    out, _ = coarse5
+    rows = RunDir(out).read_metrics()
+    logged = [r for r in rows if "recovery.test_acc" in r]
+    assert logged and logged[-1]["epoch"] == 3  # log schedule includes the last epoch
+    assert all(0 <= r["recovery.test_acc"] <= r["recovery.oracle_test_acc"] <= 1 for r in logged)
+    assert any("nc.train.coarse.nc1" in r for r in rows)
+
+
+def test_resume_skips_complete_runs(coarse5):
+    out, res = coarse5
+    before = (out / "metrics.jsonl").read_text(), (out / "baseline" / "metrics.jsonl").read_text()
+    again = run_experiment("cifar10-coarse5", out=out, resume=True, random_init=False, raw_pixels=False, **TINY)
+    assert again["recovery"]["test_acc"] == pytest.approx(res["recovery"]["test_acc"])
+    assert (before[0], before[1]) == ((out / "metrics.jsonl").read_text(), (out / "baseline" / "metrics.jsonl").read_text())
+
+
+def test_recovery_callback_leaves_global_rng_and_logs_recovery(tmp_path):
+    import random
+
+    from nclab.finegrain.callback import RecoveryCallback
+    from nclab.finegrain.pipeline import recover_trainer
+    from nclab.train import Trainer, load_config
+
+    cfg = load_config("tiny", ["optim.epochs=1", "data.labels=coarse"])
+    tr = Trainer(cfg, tmp_path / "r")
+    tr.fit()
+    cb = RecoveryCallback(epochs=[1], max_train=100, seed=3)
+    states = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    logs = {}
+    cb.on_epoch_end(tr, 1, logs)
+    assert torch.equal(states[0], torch.get_rng_state()) and np.array_equal(states[1], np.random.get_state()[1])
+    assert states[2] == random.getstate()
+    ref = recover_trainer(tr, max_train=100, seed=3)
+    assert logs["recovery.test_acc"] == ref["test_acc"] and logs["recovery.train_acc"] == ref["train_acc"]
+    assert cb.last["per_superclass"][0]["n_train"] + cb.last["per_superclass"][1]["n_train"] == 100
+    skip = {}
+    cb.on_epoch_end(tr, 2, skip)
+    assert skip == {}  # epoch 2 is not in the schedule
+    with pytest.raises(Exception, match="recovery.epochs"):
+        RecoveryCallback(epochs="sometimes")
+
+
+def test_finer_experiment_recovers_true_classes(tmp_path):
+    data = "synthetic:coarse=5,fine_per_coarse=2,dim=16,n_train=40,n_test=20,seed=0"
+    res = run_experiment("cifar10-finer", recipe="tiny", data=data, epochs=2, out=tmp_path / "finer",
+                         random_init=False)
+    rec = res["recovery"]
+    assert rec["kind"] == "split" and len(rec["confusion"]) == 10  # 10 true classes recovered from a 20-way net
+    assert set(res["pseudo_recovery"]) >= {"train_acc", "test_acc"}
+    f = np.load(tmp_path / "finer" / "features" / "test_fine.npy")
+    assert f.max() == 9
+    assert res["baselines"]["fine_trained"]["test_acc"] > 0.5
+
+
+def test_sweep_runs_cells_and_resumes(tmp_path, capsys):
+    argv = ["sweep", "cifar10-coarse5", "--recipe", "tiny", "--data", "digits", "--epochs", "1",
+            "--grid", "lr=0.05,0.01", "wd=5e-4", "--out", str(tmp_path / "sw"), "--json"]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    cells = res["grid"]["cells"]
+    assert [c["lr"] for c in cells] == [0.05, 0.01] and res["grid"]["axes"]["wd"] == [5e-4]
+    for c in cells:
+        cell = RunDir(tmp_path / "sw" / c["run"])
+        assert c["recovery_acc"] == pytest.approx(cell.read_results()["recovery"]["test_acc"])
+        assert cell.read_config()["optim"]["lr"] == c["lr"]
+    mtime = (tmp_path / "sw" / cells[0]["run"] / "metrics.jsonl").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["grid"]["cells"] == cells
+    assert (tmp_path / "sw" / cells[0]["run"] / "metrics.jsonl").stat().st_mtime_ns == mtime
+
+
+def test_cifar100_config_uses_official_superclasses():
+    cfg = build_config("cifar100-coarse20", recipe="tiny", data="digits")
+    assert cfg["data"]["hierarchy"] == "cifar100" and cfg["data"]["labels"] == "coarse"
+    assert build_config("cifar10-coarse5", recipe="tiny", hierarchy="adjacent:5")["data"]["hierarchy"] == "adjacent:5"
