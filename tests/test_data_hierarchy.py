@@ -180,6 +180,9 @@ def test_split_hierarchy_and_pseudo_labels():
 def test_dataset_hierarchy_spec():
     d = load_dataset("synthetic:coarse=3,fine_per_coarse=2,n_train=2,n_test=2")
     assert build_hierarchy("dataset", d.class_names, d) is d.hierarchy
+    assert build_hierarchy("", d.class_names, d) is d.hierarchy
+    with pytest.raises(NclabError, match="does not match these class names"):
+        build_hierarchy("dataset", d.class_names[::-1], d)
 
 
 def _toy(n_per_class=600, k=10):

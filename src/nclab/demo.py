@@ -9,13 +9,14 @@ Baselines, same recovery protocol: raw pixels, the randomly initialised network'
 fine-label test accuracy of the same network trained on the 10 digit labels.
 
 Why digits and not the synthetic Gaussian mixture: in a Gaussian mixture the raw inputs are already the
-ideal features (recovery from them is near perfect) and coarse training can only lose fine information,
-so it cannot show features that beat the inputs. On digits, measured with this recipe (seed 0):
-raw pixels 83 %, coarse-trained features 89 % (chance 20 %), while coarse NC1 falls by an order of
-magnitude. The margin is budget dependent: trained much longer (60 epochs) the fine structure collapses
-further and recovery drops to the raw-pixel level — the report's recovery-vs-epoch curve shows the trend.
-The random-init network's features (91 %) are a strong baseline here; the demo reports it rather than
-hiding it.
+ideal features (recovery from them is near perfect) and coarse training can only lose fine information
+(measured: 44 % from coarse-trained MLP features vs 87 % from the raw inputs), so it cannot show features
+that beat the inputs. On digits with this recipe (seed 0, measured): coarse test accuracy 98.9 %, fine
+recovery 88.9 % from the coarse-trained features vs 82.4 % from raw pixels (chance 20 %), while train NC1
+of the coarse classes falls from 0.27 to 0.18 and the fine clusters inside each superclass stay apart.
+Honest caveats the report shows too: the random-init network's features are as good (90 %); the margin
+over raw pixels is budget dependent (trained for 60 epochs, recovery falls to the raw-pixel level as the
+features collapse further); deeper MLPs trained to zero loss collapse the fine structure (59 %).
 
 Composes the public pieces: :class:`nclab.train.Trainer`, the ``nc_metrics`` and ``recovery`` callbacks,
 :mod:`nclab.finegrain.pipeline` (recovery, baselines, saved arrays) and :func:`nclab.report.write_report`.
@@ -36,8 +37,9 @@ DEMO_CONFIG: dict[str, Any] = {
     "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64, "epochs": 30},
     "schedule": {"name": "cosine"},
     "train": {"device": "cpu", "bf16": False, "channels_last": False, "eval_every": 1},
-    "callbacks": {"nc_metrics": {"epochs": "all", "splits": ["train", "test"]},
-                  "recovery": {"epochs": "log", "log_points": 10}},
+    # log-spaced measurement epochs: dense early where things change, cheap enough for the 3-minute budget
+    "callbacks": {"nc_metrics": {"epochs": "log", "log_points": 12, "splits": ["train", "test"]},
+                  "recovery": {"epochs": "log", "log_points": 6}},
 }
 EXPERIMENT = "demo: digits, trained on 2 coarse labels (even/odd), recover the 10 digits"
 
@@ -107,7 +109,7 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, seed: 
         say("demo: the same network trained on the 10 fine labels (baseline)")
         bcfg = json.loads(json.dumps(cfg))
         bcfg["data"]["labels"], bcfg["name"] = "fine", "demo-baseline"
-        bcfg["callbacks"] = {"nc_metrics": cfg["callbacks"]["nc_metrics"]}
+        bcfg["callbacks"] = {}  # only its test accuracy is needed
         btr = Trainer(bcfg, out / "baseline", dataset=ds)
         btr.fit(force=True)
         results["baselines"]["fine_trained"] = {"test_acc": float(btr.evaluate("test")["acc"]), "run": "baseline"}

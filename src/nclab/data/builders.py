@@ -12,7 +12,7 @@ Specs (K = number of coarse classes, n = number of fine classes):
 - ``split:M[:SEED]``     finer-than-intrinsic labels: each true class c is split into M pseudo classes
                          c*M .. c*M+M-1 (hierarchy.fine = pseudo classes, hierarchy.coarse = the true classes);
                          make the pseudo labels with :func:`split_labels`.
-- ``dataset``            the dataset's own hierarchy (CIFAR-100 superclasses, synthetic groups).
+- ``dataset`` (or empty) the dataset's own hierarchy (CIFAR-100 superclasses, synthetic groups).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def build_hierarchy(spec: str, class_names: Sequence[str], dataset=None) -> Hier
     n = len(names)
     if n == 0:
         raise NclabError("cannot build a hierarchy over zero classes")
-    spec = (spec or "").strip()
+    spec = (spec or "").strip() or "dataset"  # no spec: the dataset's own hierarchy
     kind, _, rest = spec.partition(":")
     kind = kind.lower()
     if kind == "identity":

@@ -1,14 +1,19 @@
 """Image decoding with Pillow, optionally in a small process pool.
 
 ``Decoder`` takes chunks of encoded bytes as they are read (so reading an archive overlaps with decoding)
-and hands back decoded images in submission order, so the result never depends on scheduling. Workers are
-started with ``spawn`` (never a fork of a process that may hold threads).
+and hands back decoded images in submission order, so the result never depends on scheduling.
+
+Workers are forked (Linux only). Not ``spawn``: a spawned worker re-imports the user's main script, which
+re-runs an unguarded script's top-level code (e.g. a second full decode). The forked workers only run Pillow
+and numpy on bytes they are sent, never locks or threads of the parent. Elsewhere decoding is inline.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import sys
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -41,7 +46,12 @@ def _decode_chunk(items: Sequence[bytes]) -> list:
 
 
 def num_workers() -> int:
-    """``$NCLAB_DATA_WORKERS`` (default 2), capped by the CPU count; <= 1 means decode in this process."""
+    """``$NCLAB_DATA_WORKERS`` (default 2), capped by the CPU count; <= 1 means decode in this process.
+    Always 1 inside a worker process or where fork is unavailable."""
+    import multiprocessing as mp
+
+    if sys.platform != "linux" or "fork" not in mp.get_all_start_methods() or mp.parent_process() is not None:
+        return 1
     try:
         n = int(os.environ.get("NCLAB_DATA_WORKERS", "2"))
     except ValueError:
@@ -82,7 +92,9 @@ class Decoder:
             if self._pool is None:
                 import multiprocessing as mp
 
-                self._pool = mp.get_context("spawn").Pool(self.workers)
+                with warnings.catch_warnings():  # 3.12+ warns on fork with threads; see the module docstring
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    self._pool = mp.get_context("fork").Pool(self.workers)
             cb = (lambda res: self.bar.update(len(res))) if self.bar is not None else None
             self._jobs.append(self._pool.apply_async(_decode_chunk, (chunk,), callback=cb))
         else:

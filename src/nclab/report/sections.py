@@ -298,10 +298,16 @@ def _final_metrics(run: RunData) -> list[list[Any]]:
         return []
     rows = []
     for k, v in run.series.values.items():
-        nc_last_layer = k.startswith("nc.") and k.count(".") == 3 and (FWC not in k or k.endswith(".mean"))
-        if nc_last_layer or k in ("train_loss", "test_loss", "train_acc", "test_acc") or k.startswith("recovery."):
+        parts = k.split(".")
+        headline = (len(parts) == 4 and parts[0] == "nc" and (parts[3] in FINAL_NC or (parts[2] == FWC and parts[3] == "mean")))
+        if headline or k in ("train_loss", "test_loss", "train_acc", "test_acc") or (
+                k.startswith("recovery.") and not k.endswith("time_s")):
             rows.append([k, num_cell(float(v[-1]), is_acc_key(k))])  # the last row as logged (NaN stays NaN)
     return rows
+
+
+# NC metrics listed in the final-metrics table (all of them are in the curves).
+FINAL_NC = ("nc1", "cdnv", "etf_error_means", "self_duality", "ncc_mismatch", "nc2", "nc3", "nc4")
 
 
 # ---- curves, features, grid, tables, sub-runs ------------------------------------------------------------

@@ -107,7 +107,7 @@ SCHEMA: dict[str, Any] = {
         "nesterov": Opt(False, (bool,)),
         "weight_decay": Opt(5e-4, NUM, minimum=0),
         "betas": Opt([0.9, 0.999], (list,)),
-        "bias_lr_scale": Opt(1.0, NUM, minimum=0, help="lr multiplier for biases and BatchNorm parameters"),
+        "bias_lr_scale": Opt(1.0, NUM, minimum=0, help="lr multiplier (and 1/x weight decay) for BatchNorm parameters"),
         "batch_size": Opt(128, (int,), minimum=1),
         "epochs": Opt(10, (int,), minimum=1),
     },

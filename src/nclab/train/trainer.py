@@ -177,11 +177,11 @@ class Trainer:
     def _build_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg["optim"]
         scale = o["bias_lr_scale"]
-        main, bias = [], []
-        for n, p in self.model.named_parameters():
-            if p.requires_grad:
-                (bias if p.ndim <= 1 else main).append(p)
-        # biases/BN: lr * scale and weight_decay / scale, so the decay per step lr * wd is unchanged
+        bn = {id(p) for mod in self.model.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)
+              for p in mod.parameters()}
+        main = [p for p in self.model.parameters() if p.requires_grad and id(p) not in bn]
+        bias = [p for p in self.model.parameters() if p.requires_grad and id(p) in bn]
+        # BatchNorm params: lr * scale and weight_decay / scale, so the decay per step lr * wd is unchanged
         groups = [{"params": main, "lr_scale": 1.0, "weight_decay": o["weight_decay"]},
                   {"params": bias, "lr_scale": scale, "weight_decay": o["weight_decay"] / scale if scale else 0.0}]
         groups = [g for g in groups if g["params"]]
