@@ -92,12 +92,11 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}; times are wall seconds on a shared CPU (rough)")
     for d in a.dims:
         x, y, f2c = features(a.n, d)
-        one = np.zeros_like(f2c)
+        one = np.zeros_like(f2c)  # global: one group holding all 10 fine classes
         runs = [("per-superclass k=2", f2c)] + ([] if a.skip_global else [("global K=10", one)])
         for name, h in runs:
-            yy = y if h is f2c else y  # global: one group holding all 10 fine classes
-            t1, o1, a1 = protocol(x, yy, h, ours)
-            t2, o2, a2 = protocol(x, yy, h, sk)
+            t1, o1, a1 = protocol(x, y, h, ours)
+            t2, o2, a2 = protocol(x, y, h, sk)
             print(f"N={a.n} D={d} {name:18s} nclab {t1:6.2f}s acc {a1:.4f} obj {o1:.6g} | "
                   f"sklearn(n_init=10) {t2:6.2f}s acc {a2:.4f} obj {o2:.6g} | speed-up x{t2 / t1:.1f}, "
                   f"objective ratio {o1 / o2:.6f}")

@@ -131,3 +131,11 @@ def test_cifar100_config_uses_official_superclasses():
     cfg = build_config("cifar100-coarse20", recipe="tiny", data="digits")
     assert cfg["data"]["hierarchy"] == "cifar100" and cfg["data"]["labels"] == "coarse"
     assert build_config("cifar10-coarse5", recipe="tiny", hierarchy="adjacent:5")["data"]["hierarchy"] == "adjacent:5"
+
+
+def test_recover_cli_on_a_run(coarse5, capsys):
+    out, res = coarse5
+    assert main(["recover", "--run", str(out), "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["test_acc"] == pytest.approx(res["recovery"]["test_acc"])
+    assert rep["coarse_test_acc"] == pytest.approx(res["coarse_test_acc"])

@@ -17,7 +17,7 @@ from PIL import Image
 from nclab.report import load_run, results_rows, results_text, try_write_report, write_compare_report, write_report
 from nclab.report.figures import PNG_SIGNATURE, fine_color, pca_2d
 from nclab.report.html import fmt_value
-from test_report_rundirs import FINE_NAMES, make_run
+from test_report_rundirs import make_run
 
 IMG_RE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="[^"]*" data-file="([^"]+)">')
 TABLE_RE = re.compile(r"<table.*?</table>", re.S)
@@ -97,13 +97,21 @@ def test_grid_cells_link_to_each_run_report(hand_report):
     grid = text.split('<section id="grid">')[1].split("</section>")[0]
     first = TABLE_RE.findall(grid)[0]  # recovery_acc
     links = re.findall(r'<a href="([^"]+)">([^<]+)</a>', first)
-    # sub-run reports do not exist yet: links go to the run folders, one per cell, values as percent
-    assert sorted(h for h, _ in links) == sorted(f"cells/lr{lr}_wd{wd}" for lr in (0.01, 0.1) for wd in (0.0, 0.0005))
-    expect = {f"cells/lr{lr}_wd{wd}": f"{100 * (0.5 + lr + wd * 100):.2f} %" for lr in (0.01, 0.1) for wd in (0.0, 0.0005)}
+    # the missing sub-run reports were written first; one link per cell, values as percent
+    expect = {f"cells/lr{lr}_wd{wd}/report.html": f"{100 * (0.5 + lr + wd * 100):.2f} %"
+              for lr in (0.01, 0.1) for wd in (0.0, 0.0005)}
     assert {h: v for h, v in links} == expect
+    for h in expect:
+        assert (hand_report.parent / h).is_file()
     # colour encodes the value: the best and worst cells differ
     colours = re.findall(r'style="background:(#[0-9a-f]{6})', first)
     assert len(colours) == 4 and len(set(colours)) >= 3
+
+
+def test_without_subreports_links_go_to_the_folders(tmp_path):
+    run = make_run(tmp_path / "g", grid=True, features=False)
+    text = write_report(run, strict=True, subreports=False).read_text()
+    assert '<a href="cells/lr0.1_wd0.0">' in text and not (run / "cells" / "lr0.1_wd0.0" / "report.html").exists()
 
 
 def test_regenerating_gives_identical_tables_and_figures(hand_report):
@@ -300,3 +308,19 @@ def test_report_of_a_real_interrupted_run(tmp_path):
         tr.fit()
     text = write_report(tmp_path / "int", strict=True).read_text()
     assert "Training was interrupted" in text and "not valid" in text and "checkpoints/last.pt (epoch 1)" in text
+
+
+def test_sparse_metrics_are_drawn_as_joined_points():
+    """A metric logged at some epochs only (NaN elsewhere) is one line through the logged points."""
+    from nclab.report.figures import Line, Panel, plot_panels
+    from nclab.report.load import to_series
+
+    rows = [{"epoch": e, "train_loss": 1.0 / e} for e in range(1, 11)]
+    for r in rows:
+        if r["epoch"] in (1, 4, 10):
+            r["nc.train.coarse.nc1"] = 1.0 / r["epoch"]
+    s = to_series(rows)
+    fig = plot_panels([Panel("NC1", "nc1", [Line("nc.train.coarse.nc1", "train")], logy=True)], [("r", s)], "epoch")
+    (line,) = fig.axes[0].lines
+    assert list(line.get_xdata()) == [1, 4, 10] and np.allclose(line.get_ydata(), [1, 0.25, 0.1])
+    assert fig.axes[0].get_yscale() == "log"

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
                    help="arrays mode: mod:K / adjacent:K / file:PATH / a .json Hierarchy dict; default: inferred "
                         "from the train (coarse, fine) pairs")
     p.add_argument("--method", default="kmeans", choices=("kmeans", "gmm", "spectral", "agglomerative"))
-    p.add_argument("--normalize", default="center+l2", choices=("none", "center", "l2", "center+l2", "whiten"))
+    p.add_argument("--normalize", default="whiten", choices=("none", "center", "l2", "center+l2", "whiten"))
     p.add_argument("--clustering", default="per_coarse", choices=("per_coarse", "global"))
     p.add_argument("--fit-on", default="train", choices=("train", "test"))
     p.add_argument("--oracle", action="store_true", help="route test samples by their true coarse label")

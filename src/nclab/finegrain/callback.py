@@ -4,7 +4,7 @@ Keys: ``recovery.test_acc`` (predicted routing), ``recovery.oracle_test_acc`` (t
 ``recovery.train_acc`` (clustering accuracy on the fit set), ``recovery.time_s``. Config::
 
     callbacks:
-      recovery: {epochs: log, log_points: 8, max_train: 10000, normalize: center+l2}
+      recovery: {epochs: log, log_points: 8, max_train: 10000, normalize: whiten}
 
 ``epochs``: ``"log"`` (about ``log_points`` log-spaced epochs incl. first and last), ``"every"`` / ``"all"``,
 or a list of 1-based epochs. ``max_train``: cluster a fixed random subset of the train split (own RNG) to
@@ -34,7 +34,7 @@ def log_epochs(total: int, points: int) -> set[int]:
 
 class RecoveryCallback(Callback):
     def __init__(self, epochs: str | Sequence[int] = "log", log_points: int = 8, max_train: int | None = None,
-                 tap: str | None = None, seed: int = 0, normalize: str = "center+l2", method: str = "kmeans",
+                 tap: str | None = None, seed: int = 0, normalize: str = "whiten", method: str = "kmeans",
                  n_init: int = 10, **options):
         if isinstance(epochs, str):
             if epochs not in ("log", "every", "all"):

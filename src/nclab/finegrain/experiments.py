@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from nclab.utils.errors import NclabError
 from nclab.utils.progress import say
@@ -37,7 +36,7 @@ CALLBACKS = {
 
 EXPERIMENTS: dict[str, dict[str, Any]] = {
     "cifar10-coarse5": {
-        "help": "train on 5 coarse CIFAR-10 labels, recover the 10 fine labels (paper: 93%)",
+        "help": "train on 5 coarse CIFAR-10 labels, recover the 10 fine labels (paper A: 93 percent)",
         "data": None,  # the recipe's source (the shared CIFAR-10 copy)
         "hierarchy": "mod:5",
         "labels": "coarse",

@@ -7,7 +7,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from nclab.models.base import Flatten
+from nclab.models.base import FP32Conv2d, Flatten
 
 
 class BasicBlock(nn.Module):
@@ -30,7 +30,7 @@ class BasicBlock(nn.Module):
 def resnet18_stages(in_ch: int, width: int = 64) -> tuple["OrderedDict[str, nn.Module]", int]:
     w = [width, 2 * width, 4 * width, 8 * width]
     stages: OrderedDict[str, nn.Module] = OrderedDict()
-    stages["stem"] = nn.Sequential(nn.Conv2d(in_ch, w[0], 3, 1, 1, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True))
+    stages["stem"] = nn.Sequential(FP32Conv2d(in_ch, w[0], 3, 1, 1, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True))
     cin = w[0]
     for i, cout in enumerate(w):
         stride = 1 if i == 0 else 2

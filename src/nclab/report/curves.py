@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from nclab.report.figures import Line, Panel, fine_color
 from nclab.report.html import is_acc_key
 
-SKIP = {"time_s", "epoch_time_s", "images_per_s", "wall_time_s"}
+SKIP = {"time_s", "epoch_time_s", "images_per_s", "wall_time_s", "recovery.time_s", "train_time_s"}
 LABEL_ORDER = {"coarse": 0, "fine": 1, "trained": 2}
 SPLIT_STYLE = {"train": "-", "test": "--"}
 SPLIT_COLOR = {"train": "#1f77b4", "test": "#d62728"}
@@ -169,8 +169,25 @@ def group_keys(keys: list[str], *, compact: bool = False) -> list[Group]:
         groups.append(Group(f"layers_{labels}", f"Per-layer metrics, {labels} labels (one line per layer input)",
                             panels))
 
+    # per-layer series of other writers (the theory solver's ``layer<j>.<metric>``, keyed by step)
+    plain: dict[str, list[tuple[str, str]]] = {}  # metric -> [(layer, key)]
+    for k in keys:
+        m = re.fullmatch(r"(layer\d+)\.(.+)", k)
+        if m and k not in used:
+            plain.setdefault(m.group(2), []).append((m.group(1), k))
+            used.add(k)
+    if plain:
+        used.update(k for k in keys if k in plain)  # unprefixed copies of layer0's values
+        panels = []
+        for metric in sorted(plain, key=_metric_order):
+            items = sorted(plain[metric], key=lambda t: _natural(t[0]))
+            lines = [Line(k, layer, fine_color(i)) for i, (layer, k) in enumerate(items)]
+            panels.append(_panel(f"{metric} per layer", metric + (" (log scale)" if _logy(metric) else ""), lines,
+                                 metric))
+        groups.append(Group("layers", "Per-layer metrics (one line per layer)", panels))
+
     # recovery
-    rec = [k for k in keys if k.startswith("recovery.")]
+    rec = [k for k in keys if k.startswith("recovery.") and not k.endswith("time_s")]
     if rec:
         used.update(rec)
         lines = [Line(k, k.split(".", 1)[1], fine_color(i)) for i, k in enumerate(rec)]
@@ -180,5 +197,5 @@ def group_keys(keys: list[str], *, compact: bool = False) -> list[Group]:
     other = [k for k in keys if k not in used]
     if other:
         panels = [_panel(k, k, [Line(k, k, "#444444")]) for k in other[:18]]
-        groups.append(Group("other", "Other logged values", panels, True))
+        groups.append(Group("other", "Other logged values", panels, secondary=any(g.name == "training" for g in groups)))
     return groups

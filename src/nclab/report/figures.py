@@ -163,13 +163,17 @@ def plot_panels(panels: Sequence[Panel], runs: Sequence[tuple[str, object]], xla
                     continue
                 if logy:
                     y = np.where(y > 0, y, np.nan)
+                keep = np.isfinite(y) & np.isfinite(s.x)  # metrics logged at some epochs only: join the points
+                if not keep.any():
+                    continue
+                x, y = s.x[keep], y[keep]
                 if multi:
                     color, style = run_color(ri), _STYLES[li % len(_STYLES)]
                     label = rlabel
                 else:
                     color, style, label = ln.color, ln.style, ln.label
-                ax.plot(s.x, y, style, color=color, lw=ln.width or 1.6, label=label,
-                        marker="o" if len(s.x) <= 12 else None, ms=3)
+                ax.plot(x, y, style, color=color, lw=ln.width or 1.6, label=label,
+                        marker="o" if len(x) <= 40 else None, ms=3)
         ax.set_title(panel.title, fontsize=11)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(panel.ylabel)

@@ -65,28 +65,29 @@ def dataset_info(run: RunData) -> dict[str, Any]:
 
 
 def hierarchy_of(run: RunData) -> tuple[dict[int, int], list[str], list[str]]:
-    """fine -> coarse mapping, fine names, coarse names, from whatever the run recorded."""
+    """fine -> coarse mapping, fine names, coarse names of the labels the *recovery* used.
+
+    Taken from results.json's ``recovery.per_superclass`` when present (for a ``split:M`` run that is one
+    global group of the true classes, not the trainer's pseudo-class hierarchy), else from run.json's
+    hierarchy, else from the saved feature labels."""
     f2c: dict[int, int] = {}
     fine_names: list[str] = []
     coarse_names: list[str] = []
-    h = run.run_info.get("hierarchy")
-    if isinstance(h, dict) and isinstance(h.get("fine_to_coarse"), list):
-        f2c = {i: int(c) for i, c in enumerate(h["fine_to_coarse"])}
-        fine_names = [str(n) for n in h.get("fine_names") or []]
-        coarse_names = [str(n) for n in h.get("coarse_names") or []]
-    per = lookup(run.results, "recovery.per_superclass") or []
-    if not f2c and isinstance(per, list):
+    per = lookup(run.results, "recovery.per_superclass")
+    if isinstance(per, list) and per:
         for i, s in enumerate(per):
             if isinstance(s, dict):
                 for f in s.get("fine") or []:
                     f2c[int(f)] = int(s.get("coarse", i))
-    if not coarse_names and isinstance(per, list) and per:
         names = {int(s.get("coarse", i)): str(s.get("name", "")) for i, s in enumerate(per) if isinstance(s, dict)}
-        if all(names.values()):
+        if names and all(names.values()):
             coarse_names = [names.get(c, f"coarse {c}") for c in range(max(names) + 1)]
-    if not fine_names:
-        fn = lookup(run.results, "recovery.fine_names") or run.run_info.get("class_names") or []
-        fine_names = [str(n) for n in fn]
+        fine_names = [str(n) for n in lookup(run.results, "recovery.fine_names") or []]
+    h = run.run_info.get("hierarchy")
+    if not f2c and isinstance(h, dict) and isinstance(h.get("fine_to_coarse"), list):
+        f2c = {i: int(c) for i, c in enumerate(h["fine_to_coarse"])}
+        fine_names = [str(n) for n in h.get("fine_names") or []]
+        coarse_names = [str(n) for n in h.get("coarse_names") or []]
     if not f2c:
         fdir = run.features_dir
         for split in ("train", "test"):
@@ -96,6 +97,8 @@ def hierarchy_of(run: RunData) -> tuple[dict[int, int], list[str], list[str]]:
                 break
             except (OSError, ValueError):
                 continue
+    if not fine_names:
+        fine_names = [str(n) for n in lookup(run.results, "recovery.fine_names") or run.run_info.get("class_names") or []]
     nf = max(f2c) + 1 if f2c else len(fine_names)
     fine_names = fine_names + [str(i) for i in range(len(fine_names), nf)]
     nc = max(f2c.values()) + 1 if f2c else len(coarse_names)
@@ -289,7 +292,7 @@ def results_section(run: RunData) -> str:
     final = _final_metrics(run)
     if final:
         out.append("<h3>Final logged metrics</h3>")
-        out.append(table(["metric", f"value at the last {run.series.xkey}"], final))
+        out.append(table(["metric", "last logged value"], final))
     return "\n".join(x for x in out if x)
 
 
@@ -302,7 +305,7 @@ def _final_metrics(run: RunData) -> list[list[Any]]:
         headline = (len(parts) == 4 and parts[0] == "nc" and (parts[3] in FINAL_NC or (parts[2] == FWC and parts[3] == "mean")))
         if headline or k in ("train_loss", "test_loss", "train_acc", "test_acc") or (
                 k.startswith("recovery.") and not k.endswith("time_s")):
-            rows.append([k, num_cell(float(v[-1]), is_acc_key(k))])  # the last row as logged (NaN stays NaN)
+            rows.append([k, num_cell(run.series.last(k), is_acc_key(k))])  # last finite value logged
     return rows
 
 
@@ -488,15 +491,25 @@ def subruns_section(run: RunData, sink: FigureSink, out_dir: Path, max_overlay: 
     if not isinstance(subs, list) or not subs:
         return ""
     loaded = [(str(s), load_run(run.path / str(s))) for s in subs]
-    rows = []
+
+    def last(sr: RunData, *keys: str) -> float | None:
+        return next((v for k in keys if sr.series is not None and (v := sr.series.last(k)) is not None), None)
+
+    # (column, percent?, value of a sub-run); columns no sub-run has a value for are left out
+    cols = [("coarse test acc", True, lambda sr, rr: next((v for k, v in rr.items() if k.startswith("Coarse test")), None)),
+            ("recovery test acc", True, lambda sr, rr: next((v for k, v in rr.items() if "predicted coarse" in k), None)),
+            ("last test_acc", True, lambda sr, rr: last(sr, "test_acc")),
+            ("last loss", False, lambda sr, rr: last(sr, "train_loss", "loss")),
+            ("last NC1 (coarse / layer 0)", False, lambda sr, rr: last(sr, "nc.train.coarse.nc1", "nc1", "layer0.nc1"))]
+    vals = []
     for rel, sr in loaded:
         rr = {label: ours for label, ours, _ in results_rows(sr)}
-        rows.append([RawHTML(link(report_link(sr.path, out_dir), rel)), STATUS_TEXT.get(sr.status_name, sr.status_name),
-                     sr.title, next((v for k, v in rr.items() if k.startswith("Coarse test")), None),
-                     next((v for k, v in rr.items() if "predicted coarse routing" in k), None),
-                     sr.series.last("test_acc") if sr.series else None])
-    out = [table(["sub-run", "status", "experiment", "coarse test acc", "recovery test acc", "last test_acc"], rows,
-                 percent_cols=(3, 4, 5))]
+        vals.append([f(sr, rr) for _, _, f in cols])
+    keep = [j for j in range(len(cols)) if any(v[j] is not None for v in vals)]
+    rows = [[RawHTML(link(report_link(sr.path, out_dir), rel)), STATUS_TEXT.get(sr.status_name, sr.status_name), sr.title]
+            + [v[j] for j in keep] for (rel, sr), v in zip(loaded, vals)]
+    out = [table(["sub-run", "status", "experiment"] + [cols[j][0] for j in keep], rows,
+                 percent_cols=[3 + i for i, j in enumerate(keep) if cols[j][1]])]
     with_series = [(rel, sr.series) for rel, sr in loaded if sr.series is not None and len(sr.series)]
     if 1 < len(with_series) <= max_overlay:
         xkey = with_series[0][1].xkey

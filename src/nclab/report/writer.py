@@ -77,21 +77,43 @@ def build_report(run: RunData, out_dir: Path, *, strict: bool = False) -> tuple[
     return html, sink
 
 
-def write_report(run_dir: str | os.PathLike, *, strict: bool = False) -> Path:
+def write_report(run_dir: str | os.PathLike, *, strict: bool = False, subreports: bool = True) -> Path:
     """Write ``<run_dir>/report.html`` (self-contained) and ``<run_dir>/figures/*.png``; return the HTML path.
 
     Reads only the run directory. Missing files just leave their sections out; a file that cannot be read
     or a section that fails to draw is listed under "Problems" in the report (``strict=True`` raises
-    instead — for tests). Raises :class:`NclabError` only if ``run_dir`` is not a directory.
+    instead — for tests). ``subreports``: first write the missing reports of the sub-runs listed in
+    results.json (``subruns``, sweep cells), so the links in this report lead somewhere.
+    Raises :class:`NclabError` only if ``run_dir`` is not a directory.
     """
     path = Path(run_dir)
     if not path.is_dir():
         raise NclabError(f"run directory {path} does not exist; pass the folder a train/reproduce run wrote")
     run = load_run(path)
+    if subreports:
+        _write_missing_subreports(run, strict)
     html, sink = build_report(run, path, strict=strict)
     out = atomic_write_text(path / "report.html", html)
     sink.prune()
     return out
+
+
+def _write_missing_subreports(run: RunData, strict: bool) -> None:
+    subs = run.results.get("subruns") if isinstance(run.results.get("subruns"), list) else []
+    cells = (run.results.get("grid") or {}).get("cells") if isinstance(run.results.get("grid"), dict) else None
+    subs = list(subs) + [c.get("run") for c in cells or [] if isinstance(c, dict) and c.get("run")]
+    base = run.path.resolve()
+    for rel in dict.fromkeys(str(s) for s in subs):
+        sub = (run.path / rel)
+        try:
+            inside = sub.resolve().is_relative_to(base) and sub.resolve() != base
+        except OSError:
+            inside = False
+        if inside and sub.is_dir() and not (sub / "report.html").exists():
+            if strict:
+                write_report(sub, strict=True)
+            else:
+                try_write_report(sub)
 
 
 def try_write_report(run_dir: str | os.PathLike) -> Path | None:
