@@ -51,19 +51,24 @@ def test_demo_end_to_end(tmp_path, monkeypatch, capsys):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     nc1 = [r["nc.train.coarse.nc1"] for r in rows if r.get("nc.train.coarse.nc1") is not None]
     assert len(nc1) >= 5 and nc1[-1] < 0.8 * nc1[0]
-    assert any("recovery.test_acc" in r for r in rows)
+    assert rows[-1]["recovery.test_acc"] == pytest.approx(rec["test_acc"])  # callback = final protocol
+    sens = next(t for t in res["tables"] if "normalisation" in t["title"])
+    assert [r[0] for r in sens["rows"]] == ["none", "l2", "center+l2 (used)", "whiten"]
+    used = sens["rows"][2]
+    assert used[1:] == pytest.approx([rec["test_acc"], base["raw_pixels"]["test_acc"], base["random_init"]["test_acc"]])
 
     # recovery recomputed from the saved arrays gives the reported number
     f = {k: np.load(out / "features" / f"{k}.npy") for k in
          ("train_features", "train_coarse", "train_fine", "test_features", "test_coarse_pred", "test_fine")}
     again = evaluate_recovery(f["train_features"], f["train_coarse"], f["train_fine"], f["test_features"],
-                              f["test_coarse_pred"], f["test_fine"], np.array([0, 1] * 5), seed=0)
+                              f["test_coarse_pred"], f["test_fine"], np.array([0, 1] * 5), seed=0,
+                              normalize="center+l2")
     assert again["test_acc"] == pytest.approx(rec["test_acc"])
     # and the raw-pixel baseline, recomputed independently of the demo's wiring
     ds = load_dataset("digits")
     raw = evaluate_recovery(flatten_pixels(ds.train.x), ds.train.y.numpy() % 2, ds.train.y.numpy(),
                             flatten_pixels(ds.test.x), f["test_coarse_pred"], ds.test.y.numpy(),
-                            np.array([0, 1] * 5), seed=0)
+                            np.array([0, 1] * 5), seed=0, normalize="center+l2")
     assert raw["test_acc"] == pytest.approx(base["raw_pixels"]["test_acc"])
 
     text = (out / "report.html").read_text()

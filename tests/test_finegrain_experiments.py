@@ -108,6 +108,9 @@ def test_finer_experiment_recovers_true_classes(tmp_path):
     f = np.load(tmp_path / "finer" / "features" / "test_fine.npy")
     assert f.max() == 9
     assert res["baselines"]["fine_trained"]["test_acc"] > 0.5
+    last = RunDir(tmp_path / "finer").read_metrics()[-1]  # NC metrics on both labelings: pseudo (fine), true (coarse)
+    assert "nc.train.fine.nc1" in last and "nc.train.coarse.nc1" in last
+    assert RunDir(tmp_path / "finer").read_run_info()["num_classes"] == 20
 
 
 def test_sweep_runs_cells_and_resumes(tmp_path, capsys):
