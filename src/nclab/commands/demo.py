@@ -29,5 +29,12 @@ def run(args) -> int:
         return 0
     print(res["experiment"])
     print(results_text(load_run(args.out)))
+    for t in res.get("tables", []):
+        if "normalisation" in t["title"]:  # the caveat belongs next to the headline numbers
+            print(f"\n{t['title']}:")
+            w = max(len(str(r[0])) for r in t["rows"])
+            print(f"  {'':<{w}}  {'trained':>8}  {'raw':>8}  {'random':>8}")
+            for r in t["rows"]:
+                print(f"  {r[0]:<{w}}  " + "  ".join(f"{100 * v:7.2f}%" for v in r[1:]))
     print(f"report: {res['report'] or '(could not be written; see the warning above)'}")
     return 0

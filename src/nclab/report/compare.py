@@ -48,7 +48,8 @@ def _runs_table(runs: list[RunData], labels: list[str], out_dir: Path) -> str:
         ds = S.dataset_info(r)
         rows.append([RawHTML(f'<span style="color:{run_color(len(rows))}">■</span> '
                              + link(S.report_link(r.path, out_dir), lab)),
-                     r.title, S.STATUS_TEXT.get(r.status_name, r.status_name) + (" (resumed)" if r.status.get("resumed") else ""),
+                     r.title,
+                     S.STATUS_TEXT.get(r.status_name, r.status_name) + (" (resumed)" if r.status.get("resumed") else ""),
                      ds["source"], ds["hierarchy"], ds["labels"], S._fmt_duration(S.wall_time(r)),
                      (r.run_info.get("git_commit") or "")[:10] or None])
     banners = "".join(S.status_banner(r).replace("<strong>", f"<strong>{esc(lab)}: ", 1)

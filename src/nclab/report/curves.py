@@ -50,7 +50,8 @@ def _nc_panels(metrics: dict[str, list[tuple[str, str]]]) -> tuple[list[Panel], 
         for mi, m in enumerate(n for n in names if n in metrics):
             used.add(m)
             for split, k in sorted(metrics[m], key=_split_key):
-                lab = (f"{m.rsplit('_', 1)[-1]} " if len(names) > 1 else "") + (split if len(splits) > 1 or len(names) == 1 else "")
+                lab = (f"{m.rsplit('_', 1)[-1]} " if len(names) > 1 else "") + (
+                    split if len(splits) > 1 or len(names) == 1 else "")
                 lines.append(Line(k, lab.strip() or split, fine_color(mi) if len(names) > 1 else SPLIT_COLOR.get(split),
                                   style=SPLIT_STYLE.get(split, "-")))
         if lines:
@@ -59,7 +60,8 @@ def _nc_panels(metrics: dict[str, list[tuple[str, str]]]) -> tuple[list[Panel], 
     for m in sorted(metrics, key=_metric_order):
         if m in used or m in HIDDEN:
             continue
-        lines = [Line(k, split, SPLIT_COLOR.get(split), style=SPLIT_STYLE.get(split, "-")) for split, k in sorted(metrics[m], key=_split_key)]
+        lines = [Line(k, split, SPLIT_COLOR.get(split), style=SPLIT_STYLE.get(split, "-"))
+                 for split, k in sorted(metrics[m], key=_split_key)]
         extra.append(_panel(m, m, lines, m))
     return main, extra
 

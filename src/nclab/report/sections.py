@@ -56,7 +56,8 @@ def dataset_info(run: RunData) -> dict[str, Any]:
         "source": _first(ds.get("source"), ri.get("dataset_source"), ri.get("data_source"), ri.get("source"),
                          lookup(cfg, "data.source")),
         "checksum": _first(ds.get("checksum"), ri.get("dataset_checksum"), ri.get("data_checksum"), ri.get("checksum")),
-        "name": _first(ds.get("name"), ri.get("dataset_name"), ri.get("dataset") if isinstance(ri.get("dataset"), str) else None),
+        "name": _first(ds.get("name"), ri.get("dataset_name"),
+                       ri.get("dataset") if isinstance(ri.get("dataset"), str) else None),
         "hierarchy": _first(ri.get("hierarchy_spec"),
                             ri.get("hierarchy") if isinstance(ri.get("hierarchy"), str) else None,
                             lookup(ri, "hierarchy.spec"), lookup(cfg, "data.hierarchy")),
@@ -151,7 +152,8 @@ def status_banner(run: RunData) -> str:
         body = f"The loss became non-finite; {ck}. Results after the last good checkpoint are not valid."
     elif st == "interrupted":
         head = "Training was interrupted: this run did not finish."
-        body = f"{ck[0].upper() + ck[1:]}. Results after the last good checkpoint are not valid; resume the run to finish it."
+        body = (f"{ck[0].upper() + ck[1:]}. Results after the last good checkpoint are not valid; "
+                "resume the run to finish it.")
     elif st == "failed":
         head = "The run failed: it did not finish."
         body = f"{ck[0].upper() + ck[1:]}. Results after the last good checkpoint are not valid."
@@ -302,7 +304,8 @@ def _final_metrics(run: RunData) -> list[list[Any]]:
     rows = []
     for k, v in run.series.values.items():
         parts = k.split(".")
-        headline = (len(parts) == 4 and parts[0] == "nc" and (parts[3] in FINAL_NC or (parts[2] == FWC and parts[3] == "mean")))
+        headline = len(parts) == 4 and parts[0] == "nc" and (
+            parts[3] in FINAL_NC or (parts[2] == FWC and parts[3] == "mean"))
         if headline or k in ("train_loss", "test_loss", "train_acc", "test_acc") or (
                 k.startswith("recovery.") and not k.endswith("time_s")):
             rows.append([k, num_cell(run.series.last(k), is_acc_key(k))])  # last finite value logged

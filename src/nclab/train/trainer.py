@@ -165,11 +165,11 @@ class Trainer:
         extra = sorted(k for k in given if k not in allowed)
         if extra:
             raise NclabError(f"model.{extra[0]} does not apply to model {name}; it takes {', '.join(sorted(allowed))}")
-        model = build_model(name, self.num_classes, self.dataset.input_shape, **given)
-        if hasattr(model, "data_init"):
+        model = build_model(name, self.num_classes, self.dataset.input_shape, **given).to(self.device)
+        if hasattr(model, "data_init"):  # e.g. fastnet's whitening stem, from the first 5000 training inputs
             x = self.dataset.train.x[:5000]
-            model.data_init(self._loader_for(x, torch.zeros(len(x), dtype=torch.int64), 5000, False).prepare(x))
-        model = model.to(self.device)
+            it = self._loader_for(x, torch.zeros(len(x), dtype=torch.int64), 5000, False)
+            model.data_init(it.prepare(it.x))
         if self.cfg["train"]["channels_last"] and self.dataset.is_image:
             model = model.to(memory_format=torch.channels_last)
         return model
