@@ -112,7 +112,7 @@ def test_config_errors_name_the_problem(src, over, match):
 
 
 def test_shipped_configs_validate_and_are_packaged():
-    for name in ("tiny", "fast", "paper_resnet18"):
+    for name in ("tiny", "fast", "fast_coarse5", "paper_resnet18"):
         repo_copy = REPO / "configs" / f"{name}.yaml"
         pkg_copy = configs_dir() / f"{name}.yaml"
         assert repo_copy.read_text() == pkg_copy.read_text(), f"{name}.yaml differs between configs/ and the package"

@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent("""
         x = torch.randint(0, 200, (n, 3, 16, 16), generator=g).to(torch.uint8)
         x[:, y % 3, :8] += 50  # a learnable class signal
         return Split(x, y)
-    ds = Dataset("toy", split(256), split(64), ["a", "b", "c", "d"], source="toy")
+    ds = Dataset("toy", split(512), split(64), ["a", "b", "c", "d"], source="toy")
     cfg = {"name": "k", "seed": 5, "model": {"name": "fastnet", "widths": [8, 16, 16]},
            "data": {"augment": {"crop": 2, "flip": True}},
            "optim": {"lr": 0.2, "momentum": 0.9, "nesterov": True, "batch_size": 32, "epochs": 7, "bias_lr_scale": 4.0},
@@ -68,12 +68,11 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     while _status(killed).get("epoch", 0) < 2:  # status is written after the epoch-2 checkpoint
         assert proc.poll() is None, "training exited before it could be killed"
         assert time.time() < deadline, "no epoch-2 checkpoint within 120 s"
-        time.sleep(0.01)
-    time.sleep(0.05)  # into epoch 3
-    proc.send_signal(signal.SIGKILL)
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)  # somewhere in epoch 3 (or later on a fast machine)
     assert proc.wait() == -signal.SIGKILL
     assert _status(killed)["status"] == "running"  # a SIGKILL leaves no chance to write anything
-    assert torch_load(killed / "checkpoints" / "last.pt")["epoch"] in (2, 4)
+    assert torch_load(killed / "checkpoints" / "last.pt")["epoch"] in (2, 4, 6)
     assert _run(script, killed, True).wait(timeout=180) == 0
     assert ref_proc.wait(timeout=180) == 0
 

@@ -21,7 +21,6 @@ metrics.jsonl (1-based ``epoch``): ``lr`` (at the epoch's last step), ``train_lo
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
@@ -131,7 +130,7 @@ class Trainer:
         return h
 
     def _is_split(self) -> bool:
-        return self.hierarchy is not None and str(self.hierarchy.spec).startswith("split")
+        return self.hierarchy is not None and bool(self.hierarchy.meta.get("split") or str(self.hierarchy.spec).startswith("split"))
 
     def _num_classes(self) -> int:
         if self.cfg["data"]["labels"] == "coarse":
@@ -166,8 +165,9 @@ class Trainer:
         if extra:
             raise NclabError(f"model.{extra[0]} does not apply to model {name}; it takes {', '.join(sorted(allowed))}")
         model = build_model(name, self.num_classes, self.dataset.input_shape, **given).to(self.device)
-        if hasattr(model, "data_init"):  # e.g. fastnet's whitening stem, from the first 5000 training inputs
-            x = self.dataset.train.x[:5000]
+        if hasattr(model, "data_init"):  # e.g. fastnet's whitening stem, from 5000 evenly strided training inputs
+            xt = self.dataset.train.x
+            x = xt[:: max(1, len(xt) // 5000)][:5000]  # strided: files are often stored class by class
             it = self._loader_for(x, torch.zeros(len(x), dtype=torch.int64), 5000, False)
             model.data_init(it.prepare(it.x))
         if self.cfg["train"]["channels_last"] and self.dataset.is_image:
@@ -298,6 +298,11 @@ class Trainer:
             say(f"no checkpoint in {run.checkpoints} yet: starting {run.path} from scratch")
             resume, force = False, True  # killed before the first checkpoint: nothing valid to keep
         if resume:
+            old = run.read_config()
+            changed = sorted(f"{sec}.{k}" for sec, v in self.cfg.items() if isinstance(v, dict)
+                             for k in v if isinstance(old.get(sec), dict) and old[sec].get(k) != v[k])
+            if changed:
+                say(f"note: resuming with config keys changed from the run's config.yaml: {', '.join(changed)}")
             self.load_checkpoint()
             self._write_metrics()  # drop rows written after the checkpoint (the rerun rewrites them)
         else:
