@@ -32,3 +32,13 @@ def cifar_jpeg() -> Path:
     if not CIFAR_JPEG.is_file():
         pytest.skip(f"shared CIFAR-10 copy not found at {CIFAR_JPEG}")
     return CIFAR_JPEG
+
+
+@pytest.fixture(autouse=True)
+def _reset_quiet():
+    """``nclab.cli.main(['...', '--json'])`` sets the process-wide quiet flag; keep tests independent of order."""
+    from nclab.utils import progress
+
+    before = progress.is_quiet()
+    yield
+    progress.set_quiet(before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from pathlib import Path
 from typing import Callable
@@ -122,7 +123,8 @@ def try_write_report(run_dir: str | os.PathLike) -> Path | None:
     try:
         return write_report(run_dir)
     except Exception as e:  # noqa: BLE001 — deliberately broad; KeyboardInterrupt still propagates
-        say(f"warning: could not write the report for {run_dir}: {type(e).__name__}: {e}")
+        # a warning, not progress: printed even under --quiet/--json (stderr keeps stdout clean)
+        print(f"warning: could not write the report for {run_dir}: {type(e).__name__}: {e}", file=sys.stderr)
         if os.environ.get("NCLAB_DEBUG"):
             traceback.print_exc()
         return None
