@@ -7,6 +7,7 @@ Experiments register themselves from the modules listed in ``EXPERIMENT_MODULES`
 from __future__ import annotations
 
 import importlib
+import os
 
 EXPERIMENT_MODULES = [
     "nclab.finegrain.experiments",  # cifar10-coarse5, cifar100-coarse20, cifar10-finer
@@ -25,4 +26,20 @@ def add_parser(sub) -> None:
                 continue
             raise
         mod.add_experiments(exp)
+    for choice in exp.choices.values():  # every experiment ends with its HTML report
+        choice.set_defaults(func=_with_report(choice.get_default("func")))
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+
+def _with_report(func):
+    def run(args) -> int:
+        try:
+            return func(args)
+        finally:
+            run_dir = getattr(args, "run_dir", None) or getattr(args, "out", None)
+            if run_dir and os.path.isdir(run_dir):
+                from nclab.report import try_write_report
+
+                try_write_report(run_dir)
+
+    return run

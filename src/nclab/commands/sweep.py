@@ -103,6 +103,9 @@ def run(args) -> int:
                      "coarse_acc": res.get("coarse_test_acc"), "nc1": _nc1(d)})
         _write(exp, args, axes, rows)
     results = _write(exp, args, axes, rows)
+    from nclab.report import try_write_report
+
+    try_write_report(out)  # heatmaps over the grid + one report per cell
     if args.json:
         print(json.dumps(results))
     else:

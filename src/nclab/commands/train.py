@@ -48,7 +48,13 @@ def run(args) -> int:
         raise NclabError("no config given; pass --config tiny|fast|paper_resnet18 or a YAML path")
     cfg = load_config(config, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / cfg["name"]
-    result = Trainer(cfg, run_dir).fit(resume=args.resume, force=args.force)
+    from nclab.report import try_write_report
+
+    try:
+        result = Trainer(cfg, run_dir).fit(resume=args.resume, force=args.force)
+    finally:  # a report also for runs stopped on NaN or interrupted: it says so
+        if run_dir.is_dir():
+            try_write_report(run_dir)
     if args.json:
         print(json.dumps(result))
     else:

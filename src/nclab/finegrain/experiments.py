@@ -88,6 +88,7 @@ def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
 
 
 def _cli(name: str, args) -> int:
+    args.run_dir = args.out or str(Path("runs") / f"{name}-{Path(str(args.recipe)).stem}")  # for the report
     res = run_experiment(
         name, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy, overrides=args.overrides,
         epochs=args.epochs, device=args.device, baseline=not args.no_baseline,
