@@ -132,3 +132,27 @@ def test_trainer_run_and_cli_rerun_agree(tmp_path, capsys):
     for k in nc_keys:
         assert out[k] == pytest.approx(rows[-1][k], rel=1e-9, abs=1e-15), k
     assert main(["metrics", "--run", str(tmp_path / "run"), "--epoch", "7"]) == 2
+
+
+def test_cached_first_pass_features_give_the_same_second_pass_as_a_fresh_forward():
+    from nclab.collapse.callback import measure
+
+    tr = FakeTrainer()
+    calls = {"n": 0}
+    forward = tr.model.forward_taps  # with taps, every forward pass goes through forward_taps
+
+    def counting(x, names):
+        calls["n"] += 1
+        return forward(x, names)
+
+    tr.model.forward_taps = counting
+    args = dict(hierarchy=tr.hierarchy, taps=["head.0"], max_scatter_dim=4)  # forces a second pass
+    batches = tr.eval_loader("train")
+    cached = measure(tr.model, batches, fine_labels=tr.dataset.train.y, **args)
+    n_cached, calls["n"] = calls["n"], 0
+    fresh = measure(tr.model, batches, fine_labels=tr.dataset.train.y, max_cache_bytes=0, **args)
+    assert calls["n"] == 2 * n_cached > 0  # the cache really saved the second forward pass
+    for view in ("coarse", "fine"):
+        for key, val in fresh[view].items():
+            assert cached[view][key] == pytest.approx(val, rel=1e-12, nan_ok=True), (view, key)
+    assert cached["taps"]["head.0"]["coarse"]["nc1"] == pytest.approx(fresh["taps"]["head.0"]["coarse"]["nc1"], rel=1e-12)

@@ -55,7 +55,7 @@ def _features(model, x: torch.Tensor, taps: list[str], feat_tap: str) -> tuple[t
 @torch.no_grad()
 def measure(model, batches: Iterable, *, hierarchy: Hierarchy | None = None, num_classes: int | None = None,
             taps: Sequence[str] = (), views: Sequence[str] | None = None, device: str | torch.device = "cpu",
-            max_scatter_dim: int = 4096, fine_labels=None) -> dict[str, dict]:
+            max_scatter_dim: int = 4096, fine_labels=None, max_cache_bytes: int = 2**30) -> dict[str, dict]:
     """Two streaming passes of ``model`` over ``batches`` (an iterable of ``(x, y_fine)``, re-iterable).
 
     Returns ``{view: metrics, "fine_within_coarse": {...}, "taps": {tap: {view: metrics}}}``.
@@ -64,6 +64,8 @@ def measure(model, batches: Iterable, *, hierarchy: Hierarchy | None = None, num
     The classifier W, b is used for the view whose class count equals its number of rows.
     A feature space wider than ``max_scatter_dim`` keeps no D x D scatter: its nc1 comes from the
     projected scatter of the second pass.
+    ``max_cache_bytes``: features up to this size are kept from the first pass for the second (one forward
+    pass instead of two); 0 always recomputes them.
     """
     device = torch.device(device)
     vs = _views(hierarchy, views)
@@ -88,10 +90,20 @@ def measure(model, batches: Iterable, *, hierarchy: Hierarchy | None = None, num
             raise NclabError(f"the loader yielded {pos} samples but {fl.shape[0]} fine labels were given")
 
     stats: dict[str, ClassStats] = {}
+    # Keep the first pass's features (when they fit in max_cache_bytes) so the second pass needs no second
+    # forward pass: eval forwards dominate the cost of this callback on a CPU. Same numbers either way.
+    cache: list | None = [] if max_cache_bytes > 0 else None
+    cached = 0
     for x, y in labelled():
         if k_fine is None:
             raise NclabError("measure() needs num_classes when there is no hierarchy")
         feats, tapped = _features(model, x, taps, feat_tap)
+        if cache is not None:
+            cached += sum(t.numel() * t.element_size() for t in [feats, *tapped.values()])
+            if cached <= max_cache_bytes:
+                cache.append((feats, tapped, y))
+            else:
+                cache = None
         for name, h in [("", feats)] + list(tapped.items()):
             if name not in stats:
                 d = int(h.shape[1])
@@ -111,8 +123,8 @@ def measure(model, batches: Iterable, *, hierarchy: Hierarchy | None = None, num
             plan[(name, v)] = (s, W if w_ok else None, b if w_ok else None)
     seconds = {key: SecondPass(s, w, bb) for key, (s, w, bb) in plan.items() if w is not None or s.scatter is None}
     if seconds:
-        for x, y in labelled():
-            feats, tapped = _features(model, x, taps, feat_tap)
+        again = cache if cache is not None else ((*_features(model, x, taps, feat_tap), y) for x, y in labelled())
+        for feats, tapped, y in again:
             srcs = {"": feats, **tapped}
             for (name, v), sp in seconds.items():
                 sp.update(srcs[name], y if v == "fine" else torch.as_tensor(f2c, device=device)[y])
