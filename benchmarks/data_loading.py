@@ -1,8 +1,14 @@
-"""Cold vs cached load time of the shared CIFAR-10 JPEG copy.
+"""Cold vs cached load time of the shared CIFAR-10 JPEG copy, and batch throughput.
 
+Part 1 (load):
 cold   = decode every JPEG into an empty temp cache (what a fresh machine pays once)
 cached = load again from that cache (what every later run pays)
 Prints both times and their ratio (cold / cached), all measured in this run.
+
+Part 2 (batches, no model): images/s of one augmented, normalised training epoch (random crop with
+padding 4 + horizontal flip, batch 256) from nclab's in-memory ``BatchIterator`` vs a torch ``DataLoader``
+with per-sample PIL transforms (the textbook pipeline of ``benchmarks/train_throughput.py``), on the same
+decoded train split, ratio printed.
 
     python benchmarks/data_loading.py [--source imagefolder:PATH] [--repeats 3]
 
@@ -44,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", default=DEFAULT_SOURCE)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batches", type=int, default=20000,
+                   help="train images for the batch-throughput part (0 skips it)")
     args = p.parse_args(argv)
     src = args.source.split(":", 1)[1] if ":" in args.source else ""
     if args.source.startswith("imagefolder:") and not Path(src).exists():
@@ -59,7 +67,36 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cached load (median of {args.repeats}):                                  {cached:8.2f} s  "
           f"({n / cached:,.0f} images/s)")
     print(f"ratio cold / cached: {cold / cached:.1f}x")
+    if args.batches:
+        it_s, dl_s = batch_throughput(ds, args.batches)
+        print(f"batches of 256, crop+flip+normalise, first {args.batches} train images:")
+        print(f"  nclab BatchIterator:            {it_s:10,.0f} images/s")
+        print(f"  DataLoader, per-sample PIL ops: {dl_s:10,.0f} images/s")
+        print(f"ratio BatchIterator / DataLoader: {it_s / dl_s:.1f}x")
     return 0
+
+
+def batch_throughput(ds, n: int, batch: int = 256) -> tuple[float, float]:
+    """(BatchIterator images/s, DataLoader images/s) over one epoch of the first ``n`` train images."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train_throughput import PILDataset  # the same textbook pipeline as the training benchmark
+
+    from nclab.data.augment import Augment
+    from nclab.data.batches import BatchIterator
+
+    x, y = ds.train.x[:n], ds.train.y[:n]
+    mean, std = ds.channel_stats()
+    it = BatchIterator(x, y, batch, shuffle=True, seed=0, augment=Augment(crop=4, flip=True), mean=mean, std=std)
+    t0 = time.perf_counter()
+    seen = sum(len(yb) for _, yb in it)
+    it_s = seen / (time.perf_counter() - t0)
+    loader = torch.utils.data.DataLoader(PILDataset(x.numpy(), y.numpy()), batch_size=batch, shuffle=True)
+    t0 = time.perf_counter()
+    seen = sum(len(yb) for _, yb in loader)
+    dl_s = seen / (time.perf_counter() - t0)
+    return it_s, dl_s
 
 
 if __name__ == "__main__":
