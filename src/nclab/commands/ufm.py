@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from nclab.utils.io import json_clean as _clean
+
 import argparse
 import json
 import math
@@ -70,19 +72,6 @@ def _args(args) -> dict:
                 lambda_h=args.lambda_h, bias=args.bias)
 
 
-def _clean(obj):
-    """JSON-safe: numpy → python, non-finite floats → None."""
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _fmt(v) -> str:

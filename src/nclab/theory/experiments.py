@@ -7,6 +7,8 @@ Each experiment writes a run directory (``nclab.rundir.RunDir``): one sub-run pe
 
 from __future__ import annotations
 
+from nclab.utils.io import json_clean as _clean
+
 import json
 import math
 import time
@@ -35,18 +37,6 @@ def _f(v, nd: int = 4):
     return float(f"{v:.{nd}g}")
 
 
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def _write_series(rd: RunDir, rows: list[dict]) -> None:

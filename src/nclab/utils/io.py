@@ -104,3 +104,22 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         except json.JSONDecodeError:
             break
     return rows
+
+
+def json_clean(obj: Any) -> Any:
+    """JSON-safe copy: numpy -> python, non-finite floats -> None (JSON has no NaN/inf)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {k: json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_clean(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
