@@ -55,6 +55,18 @@ class _single_thread:
         return False
 
 
+def _finish(rd: RunDir, results: dict, t0: float) -> dict:
+    """Write results.json, then mark the run complete (in that order: 'complete' means the results exist)."""
+    rd.write_results(_clean(results))
+    rd.write_status("complete", wall_time_s=time.time() - t0)
+    return results
+
+
+def _mark_failed(rd: RunDir, e: BaseException) -> None:
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    rd.write_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", msg)
+
+
 def _start(out: str, config: dict) -> RunDir:
     rd = RunDir(out)
     rd.path.mkdir(parents=True, exist_ok=True)
@@ -152,11 +164,9 @@ def _run_dln_synthetic(out: str = "runs/dln-synthetic", quick: bool = False, ite
         ]
         results = {"experiment": "dln-synthetic", "tables": tables, "subruns": subruns,
                    "wall_time_s": time.time() - t0}
-        rd.write_results(_clean(results))
-        rd.write_status("complete", wall_time_s=time.time() - t0)
-        return results
+        return _finish(rd, results, t0)
     except BaseException as e:
-        rd.write_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", str(e).splitlines()[0] if str(e) else "")
+        _mark_failed(rd, e)
         raise
 
 
@@ -272,11 +282,9 @@ def _run_hierarchy_synthetic(out: str = "runs/hierarchy-synthetic", quick: bool 
                    "rows": rows}]
         results = {"experiment": "hierarchy-synthetic", "tables": tables, "subruns": subruns,
                    "wall_time_s": time.time() - t0}
-        rd.write_results(_clean(results))
-        rd.write_status("complete", wall_time_s=time.time() - t0)
-        return results
+        return _finish(rd, results, t0)
     except BaseException as e:
-        rd.write_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", str(e).splitlines()[0] if str(e) else "")
+        _mark_failed(rd, e)
         raise
 
 
@@ -450,11 +458,9 @@ def run_dln_cifar10_imbalanced(out: str = "runs/dln-cifar10-imbalanced", quick: 
                    "recipe_paper_scale": "nclab reproduce dln-cifar10-imbalanced --width 2048 --epochs 6000 "
                                          "--device cuda (hyper-parameters as in Dang et al. 2023; not run here)",
                    "wall_time_s": time.time() - t0}
-        rd.write_results(_clean(results))
-        rd.write_status("complete", wall_time_s=time.time() - t0)
-        return results
+        return _finish(rd, results, t0)
     except BaseException as e:
-        rd.write_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", str(e).splitlines()[0] if str(e) else "")
+        _mark_failed(rd, e)
         raise
 
 
