@@ -1,10 +1,10 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
 # Both create a local virtual environment in .venv (once) and install nclab into it.
 #
-# torch: installed before nclab so that pip never resolves a bare `torch` on its own.
-#   - no NVIDIA GPU (no nvidia-smi): torch==$(TORCH_VERSION), the CPU build where pip can find one
-#     locally (it does on the project's machines; elsewhere set TORCH_PIP_ARGS, e.g. to a CPU wheel index).
-#   - NVIDIA GPU present: the default (CUDA) build of torch==$(TORCH_VERSION).
+# torch: installed before nclab so that pip never resolves a bare `torch` on its own (which would pull a
+# multi-GB CUDA build), and only when the venv has none. `pip install torch==$(TORCH_VERSION)` takes the CPU
+# build that the project's machines keep locally; on a CUDA machine it takes the CUDA build from PyPI. On another
+# CPU-only machine pass a CPU wheel index, e.g. `make demo TORCH_PIP_ARGS="--index-url <cpu wheel index>"`.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
