@@ -10,7 +10,6 @@ from nclab.utils.io import json_clean as _clean
 
 import argparse
 import json
-import math
 
 import numpy as np
 

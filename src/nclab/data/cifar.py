@@ -20,13 +20,12 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from nclab.data import cifar_meta
 from nclab.data.cache import cached, file_digests, listing_checksum
 from nclab.data.hierarchy import Hierarchy
 from nclab.data.imagefolder import safe_member_name
-from nclab.data.types import Dataset, Split
+from nclab.data.types import Dataset
 from nclab.utils.errors import NclabError
 from nclab.utils.progress import progress, say
 
@@ -184,16 +183,8 @@ def load_cifar(name: str, arg: str | None, cache_dir: Path, download: bool = Tru
     hier = None
     if "fine_to_coarse" in meta:
         hier = Hierarchy(np.asarray(meta["fine_to_coarse"]), meta["class_names"], meta["coarse_names"], spec="cifar100")
-    return Dataset(
-        name=name,
-        train=Split(torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"])),
-        test=Split(torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"])),
-        class_names=list(meta["class_names"]),
-        source=f"{name}:{path}",
-        checksum=checksum,
-        hierarchy=hier,
-        meta={"path": str(path)},
-    )
+    return Dataset.from_arrays(name, arrays, meta["class_names"], source=f"{name}:{path}", checksum=checksum,
+                               path=path, hierarchy=hier)
 
 
 def _decode_cifar(name: str, blobs: dict[str, bytes], where: dict[str, str], info: dict):

@@ -14,9 +14,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from nclab.data.types import Dataset, Split
+from nclab.data.types import Dataset
 from nclab.utils.errors import NclabError
 
 FILES = {
@@ -84,13 +83,7 @@ def load_idx_dataset(name: str, arg: str | None, cache_dir: Path) -> Dataset:
     h = hashlib.sha256()
     for k in FILES:
         h.update(paths[k].read_bytes())
-    return Dataset(
-        name=name,
-        train=Split(torch.from_numpy(arrays["train_x"][:, None].copy()), torch.from_numpy(arrays["train_y"].astype(np.int64))),
-        test=Split(torch.from_numpy(arrays["test_x"][:, None].copy()), torch.from_numpy(arrays["test_y"].astype(np.int64))),
-        class_names=list(CLASS_NAMES[name]),
-        source=f"{name}:{folder}",
-        checksum=h.hexdigest(),
-        hierarchy=None,
-        meta={"path": str(folder)},
-    )
+    for split in ("train", "test"):  # (N, H, W) -> (N, 1, H, W)
+        arrays[f"{split}_x"] = arrays[f"{split}_x"][:, None].copy()
+    return Dataset.from_arrays(name, arrays, CLASS_NAMES[name], source=f"{name}:{folder}", checksum=h.hexdigest(),
+                               path=folder)

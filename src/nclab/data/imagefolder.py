@@ -13,11 +13,10 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-import torch
 
 from nclab.data.cache import cached, file_digests, listing_checksum
 from nclab.data.decode import Decoder, stack_images
-from nclab.data.types import Dataset, Split
+from nclab.data.types import Dataset
 from nclab.utils.errors import NclabError
 from nclab.utils.progress import progress
 
@@ -186,16 +185,8 @@ def load_imagefolder(arg: str, cache_dir: Path) -> Dataset:
         return arrays, {"class_names": classes}
 
     arrays, meta = cached(cache_dir, "imagefolder", checksum, build)
-    return Dataset(
-        name=path.name.split(".")[0] if path.is_file() else path.name,
-        train=Split(torch.from_numpy(arrays["train_x"]), torch.from_numpy(arrays["train_y"])),
-        test=Split(torch.from_numpy(arrays["test_x"]), torch.from_numpy(arrays["test_y"])),
-        class_names=list(meta["class_names"]),
-        source=f"imagefolder:{path}",
-        checksum=checksum,
-        hierarchy=None,
-        meta={"path": str(path)},
-    )
+    return Dataset.from_arrays(path.name.split(".")[0] if path.is_file() else path.name, arrays, meta["class_names"],
+                               source=f"imagefolder:{path}", checksum=checksum, path=path)
 
 
 def _read(p: Path) -> bytes:

@@ -34,6 +34,18 @@ class Dataset:
     hierarchy: Hierarchy | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_arrays(cls, name: str, arrays: dict, class_names, *, source: str, checksum: str, path,
+                    hierarchy: Hierarchy | None = None) -> "Dataset":
+        """From numpy ``arrays`` with keys ``train_x, train_y, test_x, test_y`` (as the cache stores them)."""
+        import numpy as np
+
+        def split(s: str) -> Split:
+            return Split(torch.from_numpy(arrays[f"{s}_x"]), torch.from_numpy(np.asarray(arrays[f"{s}_y"], np.int64)))
+
+        return cls(name=name, train=split("train"), test=split("test"), class_names=list(class_names),
+                   source=source, checksum=checksum, hierarchy=hierarchy, meta={"path": str(path)})
+
     @property
     def is_image(self) -> bool:
         return self.train.x.dtype == torch.uint8 and self.train.x.dim() == 4

@@ -91,7 +91,7 @@ def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
 
 
 def _cli(name: str, args) -> int:
-    args.run_dir = args.out or str(Path("runs") / f"{name}-{Path(str(args.recipe)).stem}")  # for the report
+    args.run_dir = str(default_out(name, args.recipe, args.out))  # where the CLI writes the report
     res = run_experiment(
         name, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy, overrides=args.overrides,
         epochs=args.epochs, device=args.device, baseline=not args.no_baseline,
@@ -102,6 +102,11 @@ def _cli(name: str, args) -> int:
     else:
         print(summary_text(res))
     return 0
+
+
+def default_out(name: str, recipe: str, out=None) -> Path:
+    """The experiment's run directory: ``out``, else ``runs/<experiment>-<recipe>``."""
+    return Path(out) if out else Path("runs") / f"{name}-{Path(str(recipe)).stem}"
 
 
 def recipe_config(recipe: str) -> str:
@@ -201,7 +206,7 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
 
     if name not in EXPERIMENTS:
         raise NclabError(f"unknown experiment {name!r}; use one of {', '.join(EXPERIMENTS)}")
-    out = Path(out) if out else Path("runs") / f"{name}-{Path(str(recipe)).stem}"
+    out = default_out(name, recipe, out)
     cfg = build_config(name, recipe=recipe, data=data, hierarchy=hierarchy, overrides=overrides, epochs=epochs,
                        device=device, run_name=out.name)
     run = RunDir(out)

@@ -12,7 +12,6 @@ import difflib
 import inspect
 from functools import partial
 
-from torch import nn
 
 from nclab.models.base import NCModel
 from nclab.models.fastnet import fastnet_data_init, fastnet_stages

@@ -146,8 +146,22 @@ def solve_scalar(beta: float, M: int) -> dict:
     return {"x": 0.0, "phi": 1.0, "collapses": True, "local_x": xr}
 
 
+class _ClassCounts:
+    """``K`` classes and ``N`` samples from a ``counts`` array (shared by predictions and solutions)."""
+
+    counts: np.ndarray
+
+    @property
+    def K(self) -> int:
+        return len(self.counts)
+
+    @property
+    def N(self) -> int:
+        return int(self.counts.sum())
+
+
 @dataclass
-class UFMPrediction:
+class UFMPrediction(_ClassCounts):
     """The closed-form optimum. Matrices are numpy float64; K = number of classes.
 
     ``A = W Wᵀ`` (K x K), ``gram_h = H̄ᵀH̄`` (class means, uncentred), ``wh = W H̄``; ``modes`` lists the scalar
@@ -172,13 +186,6 @@ class UFMPrediction:
     objective: float
     per_class: list[dict] = field(default_factory=list)
 
-    @property
-    def K(self) -> int:
-        return len(self.counts)
-
-    @property
-    def N(self) -> int:
-        return int(self.counts.sum())
 
     @property
     def mu(self) -> float:

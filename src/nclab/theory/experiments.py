@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from nclab.utils.io import json_clean as _clean
 
+import contextlib
 import json
 import math
 import time
@@ -43,16 +44,15 @@ def _write_series(rd: RunDir, rows: list[dict]) -> None:
     atomic_write_text(rd.metrics_path, "".join(json.dumps(_clean(r)) + "\n" for r in rows))
 
 
-class _single_thread:
+@contextlib.contextmanager
+def _single_thread():
     """Tiny matrices: one intra-op thread is fastest, and avoids spin-wait contention on shared CPUs."""
-
-    def __enter__(self):
-        self.n = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.n)
-        return False
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 def _finish(rd: RunDir, results: dict, t0: float) -> dict:
@@ -77,7 +77,8 @@ def _start(out: str, config: dict) -> RunDir:
 
 
 # ------------------------------------------------------------------------------------------------------------
-def _run_dln_synthetic(out: str = "runs/dln-synthetic", quick: bool = False, iters: int | None = None,
+@_single_thread()  # tiny matrices: one intra-op thread
+def run_dln_synthetic(out: str = "runs/dln-synthetic", quick: bool = False, iters: int | None = None,
                       lam: float = 5e-4, width: int = 32, seed: int = 0, depths: list[int] | None = None,
                       losses: tuple[str, ...] = ("mse", "ce")) -> dict:
     """K = 4, balanced (100 each) and imbalanced (200,100,50,50), M ∈ {1,3,6,9}, bias on/off, MSE and CE, GD with
@@ -170,11 +171,6 @@ def _run_dln_synthetic(out: str = "runs/dln-synthetic", quick: bool = False, ite
         raise
 
 
-def run_dln_synthetic(*args, **kwargs) -> dict:
-    """See :func:`_run_dln_synthetic`; runs with one intra-op thread (tiny matrices)."""
-    with _single_thread():
-        return _run_dln_synthetic(*args, **kwargs)
-
 
 # ------------------------------------------------------------------------------------------------------------
 def _mlp(dim: int, width: int, feat: int, K: int, seed: int) -> torch.nn.Module:
@@ -195,7 +191,8 @@ def _recovery_acc(xtr, ytr, xte, yte, hier, seed) -> float:
     return rec.score(xte, hier.coarse_of(yte), yte)
 
 
-def _run_hierarchy_synthetic(out: str = "runs/hierarchy-synthetic", quick: bool = False, steps: int | None = None,
+@_single_thread()  # tiny matrices: one intra-op thread
+def run_hierarchy_synthetic(out: str = "runs/hierarchy-synthetic", quick: bool = False, steps: int | None = None,
                             seed: int = 0, fine_seps: list[float] | None = None,
                             noises: list[float] | None = None) -> dict:
     """Paper A's synthetic setting: a hierarchical Gaussian mixture, an MLP trained on coarse labels by full-batch
@@ -287,11 +284,6 @@ def _run_hierarchy_synthetic(out: str = "runs/hierarchy-synthetic", quick: bool 
         _mark_failed(rd, e)
         raise
 
-
-def run_hierarchy_synthetic(*args, **kwargs) -> dict:
-    """See :func:`_run_hierarchy_synthetic`; runs with one intra-op thread (tiny matrices)."""
-    with _single_thread():
-        return _run_hierarchy_synthetic(*args, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from nclab.theory.closed_form import UFMPrediction, validate_ufm_args
+from nclab.theory.closed_form import UFMPrediction, _ClassCounts, validate_ufm_args
 from nclab.utils.errors import NclabError
 from nclab.utils.progress import progress
 
@@ -30,7 +30,7 @@ __all__ = ["UFMSolution", "solve_ufm", "ufm_metrics", "measured_geometry", "comp
 
 
 @dataclass
-class UFMSolution:
+class UFMSolution(_ClassCounts):
     """Parameters and history of one solve. ``H`` (d, N); ``Ws[j]`` (d_{j+1}, d_j), last (K, d_{M−1}); ``b`` (K,)."""
 
     H: torch.Tensor
@@ -50,13 +50,6 @@ class UFMSolution:
     def depth(self) -> int:
         return len(self.Ws)
 
-    @property
-    def K(self) -> int:
-        return len(self.counts)
-
-    @property
-    def N(self) -> int:
-        return int(self.counts.sum())
 
     @property
     def bias(self) -> bool:
@@ -191,7 +184,6 @@ def solve_ufm(counts: Sequence[int], depth: int = 1, lambda_w: float | Sequence[
         dims = widths + [K]
         Ws = [(torch.randn(dims[j + 1], dims[j], generator=g, dtype=dt) * init_std).to(dev) for j in range(M)]
         b = torch.zeros(K, dtype=dt, device=dev) if bias else None
-    Y = _onehot(y, K, H)
     sol = UFMSolution(H=H, Ws=Ws, b=b, y=y, counts=cnt, lambda_w=lw, lambda_h=lh, loss=loss, optimizer=optimizer)
     iters = int(iters)
     evals = _eval_schedule(iters, eval_steps) if isinstance(eval_steps, int) else sorted({int(s) for s in eval_steps})
