@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 
 from nclab.collapse.metrics import compute_metrics
@@ -23,20 +22,11 @@ from nclab.collapse.second_pass import SecondPass
 from nclab.collapse.stats import ClassStats
 from nclab.collapse.views import fine_within_coarse, flatten
 from nclab.data.hierarchy import Hierarchy
-from nclab.train.callbacks import Callback
+from nclab.train.callbacks import Callback, log_epochs, parse_epochs  # noqa: F401 (log_epochs re-exported)
 from nclab.utils.errors import NclabError
 
 VIEWS = ("coarse", "fine")
 SPLITS = ("train", "test")
-
-
-def log_epochs(total: int, points: int = 50) -> list[int]:
-    """About ``points`` log-spaced 1-based epochs in 1..total, always including 1 and ``total``
-    (the sampling of Papyan, Han & Donoho 2020: dense early, sparse late)."""
-    if total < 1:
-        return []
-    e = np.unique(np.round(np.geomspace(1, total, num=max(2, points))).astype(int))
-    return sorted(set(int(v) for v in e) | {1, int(total)})
 
 
 def _views(hierarchy: Hierarchy | None, views: Sequence[str] | None) -> list[str]:
@@ -170,14 +160,7 @@ class NCMetricsCallback(Callback):
     def __init__(self, epochs: str | Sequence[int] = "log", splits: Sequence[str] = ("train",),
                  taps: Sequence[str] | None = None, views: Sequence[str] | None = None,
                  log_points: int = 50, max_scatter_dim: int = 4096):
-        if isinstance(epochs, str):
-            if epochs not in ("log", "all"):
-                raise NclabError(f"nc_metrics.epochs must be 'log', 'all' or a list of epochs, got {epochs!r}")
-        else:
-            try:
-                epochs = sorted({int(e) for e in epochs})
-            except (TypeError, ValueError):
-                raise NclabError(f"nc_metrics.epochs must be 'log', 'all' or a list of integers, got {epochs!r}")
+        epochs = parse_epochs(epochs, "nc_metrics.epochs", ("log", "all"))
         bad = [s for s in splits if s not in SPLITS]
         if bad or not splits:
             raise NclabError(f"nc_metrics.splits must be a non-empty subset of {list(SPLITS)}, got {list(splits)}")

@@ -16,34 +16,18 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from nclab.finegrain.recovery import METHODS, NORMALIZATIONS
-from nclab.train.callbacks import Callback
+from nclab.train.callbacks import Callback, log_epochs, parse_epochs
 from nclab.utils.errors import NclabError
-
-
-def log_epochs(total: int, points: int) -> set[int]:
-    """About ``points`` log-spaced 1-based epochs in 1..total, including 1 and ``total``."""
-    if total < 1:
-        return set()
-    e = np.unique(np.round(np.geomspace(1, total, num=max(2, points))).astype(int))
-    return {int(v) for v in e} | {1, int(total)}
 
 
 class RecoveryCallback(Callback):
     def __init__(self, epochs: str | Sequence[int] = "log", log_points: int = 8, max_train: int | None = None,
                  tap: str | None = None, seed: int = 0, normalize: str = "whiten", method: str = "kmeans",
                  n_init: int = 10, **options):
-        if isinstance(epochs, str):
-            if epochs not in ("log", "every", "all"):
-                raise NclabError(f"recovery.epochs must be 'log', 'every' or a list of epochs, got {epochs!r}")
-        else:
-            try:
-                epochs = sorted({int(e) for e in epochs})
-            except (TypeError, ValueError):
-                raise NclabError(f"recovery.epochs must be 'log', 'every' or a list of integers, got {epochs!r}")
+        epochs = parse_epochs(epochs, "recovery.epochs", ("log", "every", "all"))
         if normalize not in NORMALIZATIONS:
             raise NclabError(f"recovery.normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
         if method not in METHODS:
@@ -60,7 +44,7 @@ class RecoveryCallback(Callback):
         if self.epochs in ("every", "all"):
             return True
         if self.epochs == "log":
-            return epoch in log_epochs(int(trainer.cfg["optim"]["epochs"]), self.log_points)
+            return epoch in set(log_epochs(int(trainer.cfg["optim"]["epochs"]), self.log_points))
         return epoch in self.epochs
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:

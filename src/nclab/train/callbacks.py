@@ -51,3 +51,28 @@ def build_callbacks(spec: dict) -> list[Callback]:
         except TypeError as e:
             raise NclabError(f"callbacks.{name}: bad arguments ({e}); see the callback's docstring")
     return out
+
+
+def log_epochs(total: int, points: int = 50) -> list[int]:
+    """About ``points`` log-spaced 1-based epochs in 1..total, always including 1 and ``total``
+    (the sampling of Papyan, Han & Donoho 2020: dense early, sparse late)."""
+    import numpy as np
+
+    if total < 1:
+        return []
+    e = np.unique(np.round(np.geomspace(1, total, num=max(2, points))).astype(int))
+    return sorted(set(int(v) for v in e) | {1, int(total)})
+
+
+def parse_epochs(epochs, option: str, words: tuple[str, ...]):
+    """Validate an ``epochs`` option of a callback: one of ``words`` or a list of epochs (sorted, unique)."""
+    allowed = ", ".join(repr(w) for w in words)
+    if isinstance(epochs, str):
+        if epochs not in words:
+            raise NclabError(f"{option} must be {allowed} or a list of epochs, got {epochs!r}")
+        return epochs
+    try:
+        return sorted({int(e) for e in epochs})
+    except (TypeError, ValueError):
+        raise NclabError(f"{option} must be {allowed} or a list of integers, got {epochs!r}") from None
+
