@@ -12,6 +12,7 @@ Config::
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Iterable, Sequence
 
@@ -45,7 +46,8 @@ def _features(model, x: torch.Tensor, taps: list[str], feat_tap: str) -> tuple[t
 @torch.no_grad()
 def measure(model, batches: Iterable, *, hierarchy: Hierarchy | None = None, num_classes: int | None = None,
             taps: Sequence[str] = (), views: Sequence[str] | None = None, device: str | torch.device = "cpu",
-            max_scatter_dim: int = 4096, fine_labels=None, max_cache_bytes: int = 2**30) -> dict[str, dict]:
+            max_scatter_dim: int = 4096, fine_labels=None, max_cache_bytes: int = 2**30,
+            autocast=None) -> dict[str, dict]:
     """Two streaming passes of ``model`` over ``batches`` (an iterable of ``(x, y_fine)``, re-iterable).
 
     Returns ``{view: metrics, "fine_within_coarse": {...}, "taps": {tap: {view: metrics}}}``.
@@ -56,7 +58,10 @@ def measure(model, batches: Iterable, *, hierarchy: Hierarchy | None = None, num
     projected scatter of the second pass.
     ``max_cache_bytes``: features up to this size are kept from the first pass for the second (one forward
     pass instead of two); 0 always recomputes them.
+    ``autocast``: optional context-manager factory around the forward passes (the trainer's bf16 autocast:
+    features as the model computes them in training and evaluation; statistics stay float64).
     """
+    fwd_ctx = autocast if autocast is not None else contextlib.nullcontext
     device = torch.device(device)
     vs = _views(hierarchy, views)
     k_fine = hierarchy.num_fine if hierarchy is not None else num_classes
@@ -87,7 +92,9 @@ def measure(model, batches: Iterable, *, hierarchy: Hierarchy | None = None, num
     for x, y in labelled():
         if k_fine is None:
             raise NclabError("measure() needs num_classes when there is no hierarchy")
-        feats, tapped = _features(model, x, taps, feat_tap)
+        with fwd_ctx():
+            feats, tapped = _features(model, x, taps, feat_tap)
+            feats, tapped = feats.float(), {t: v.float() for t, v in tapped.items()}
         if cache is not None:
             cached += sum(t.numel() * t.element_size() for t in [feats, *tapped.values()])
             if cached <= max_cache_bytes:
@@ -113,7 +120,13 @@ def measure(model, batches: Iterable, *, hierarchy: Hierarchy | None = None, num
             plan[(name, v)] = (s, W if w_ok else None, b if w_ok else None)
     seconds = {key: SecondPass(s, w, bb) for key, (s, w, bb) in plan.items() if w is not None or s.scatter is None}
     if seconds:
-        again = cache if cache is not None else ((*_features(model, x, taps, feat_tap), y) for x, y in labelled())
+        def recompute():
+            for x, y in labelled():
+                with fwd_ctx():
+                    f, t = _features(model, x, taps, feat_tap)
+                yield f.float(), {k: v.float() for k, v in t.items()}, y
+
+        again = cache if cache is not None else recompute()
         for feats, tapped, y in again:
             srcs = {"": feats, **tapped}
             for (name, v), sp in seconds.items():
@@ -228,7 +241,8 @@ class NCMetricsCallback(Callback):
                     res = measure(model, _Reiterable(trainer, split), hierarchy=trainer.hierarchy,
                                   num_classes=_num_classes(trainer), taps=self._taps(model), views=self.views,
                                   device=dev, max_scatter_dim=self.max_scatter_dim,
-                                  fine_labels=fine_labels(trainer, split))
+                                  fine_labels=fine_labels(trainer, split),
+                                  autocast=getattr(trainer, "autocast", None))
                     logs.update(to_log_keys(res, split))
                     logs[f"nc.{split}.time_s"] = time.perf_counter() - t0
         finally:

@@ -13,17 +13,23 @@ import numpy as np
 import torch
 
 from nclab.data.batches import BatchIterator
+from nclab.models import flip_mean_features
 from nclab.utils.errors import NclabError
 
 
 @torch.no_grad()
-def extract(model, batches: Iterable, *, tap: str | None = None, autocast=None) -> tuple[np.ndarray, np.ndarray]:
+def extract(model, batches: Iterable, *, tap: str | None = None, autocast=None, flip: bool = False
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``model`` in eval mode over ``batches`` (iterable of ``(x, y)``; ``y`` is ignored).
 
     ``tap``: a name from ``model.tap_names()`` to take instead of ``features()`` (flattened (N, ·)).
     ``autocast``: optional context-manager factory (the trainer's bf16 autocast). The model's train/eval
-    mode is restored afterwards. Returns ``(features (N, D) float32, pred (N,) int64)``.
+    mode is restored afterwards. ``flip``: flip test-time augmentation (images only): features are the mean
+    over each image and its mirror image, predictions the classifier's argmax on that mean. Returns ``(features (N, D) float32, pred (N,) int64)``.
     """
+    if flip and tap is not None:
+        raise NclabError("flip test-time augmentation applies to the penultimate features only; drop the tap "
+                         "or set train.tta: none")
     if tap is not None and hasattr(model, "tap_names") and tap not in model.tap_names():
         raise NclabError(f"unknown tap {tap!r}; this model has {model.tap_names()}")
     was = model.training
@@ -32,7 +38,7 @@ def extract(model, batches: Iterable, *, tap: str | None = None, autocast=None) 
     try:
         for x, _ in batches:
             with (autocast() if autocast else contextlib.nullcontext()):
-                h = model.features(x)
+                h = flip_mean_features(model, x) if flip else model.features(x)
                 logits = model.classifier(h)
                 if tap is not None:
                     h = model.forward_taps(x, [tap])[tap]
@@ -57,8 +63,9 @@ def subset_loader(loader: BatchIterator, idx: np.ndarray) -> BatchIterator:
 def trainer_features(trainer, split: str, *, tap: str | None = None, idx: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Features and predicted training labels of ``split`` ("train"/"test") of a :class:`nclab.train.Trainer`,
-    in storage order (``idx``: only those rows)."""
+    in storage order (``idx``: only those rows); with ``train.tta: flip`` the flip-averaged features."""
     loader = trainer.eval_loader(split)
     if idx is not None:
         loader = subset_loader(loader, idx)
-    return extract(trainer.model, loader, tap=tap, autocast=trainer.autocast)
+    flip = tap is None and getattr(trainer, "tta_flip", False)
+    return extract(trainer.model, loader, tap=tap, autocast=trainer.autocast, flip=flip)

@@ -156,8 +156,9 @@ def baselines(trainer, test_route: np.ndarray, *, max_train: int | None = None, 
     if "random_init" in which:
         model = random_init_model(trainer)
         tl = trainer.eval_loader("train")
-        ftr, _ = extract(model, tl if idx is None else subset_loader(tl, idx), autocast=trainer.autocast)
-        fte, _ = extract(model, trainer.eval_loader("test"), autocast=trainer.autocast)
+        ftr, _ = extract(model, tl if idx is None else subset_loader(tl, idx), autocast=trainer.autocast,
+                         flip=trainer.tta_flip)
+        fte, _ = extract(model, trainer.eval_loader("test"), autocast=trainer.autocast, flip=trainer.tta_flip)
         r = evaluate_recovery(ftr, ctr, ytr, fte, test_route, st.fine["test"], st.hierarchy, **opts)
         out["random_init"] = {k: r[k] for k in keys}
     return out

@@ -13,7 +13,7 @@ import inspect
 from functools import partial
 
 
-from nclab.models.base import NCModel
+from nclab.models.base import NCModel, flip_mean_features
 from nclab.models.fastnet import fastnet_data_init, fastnet_stages
 from nclab.models.mlp import mlp_stages
 from nclab.models.resnet import resnet18_stages
@@ -91,4 +91,4 @@ def build_model(name: str, num_classes: int, input_shape: tuple, **kw) -> NCMode
     return model
 
 
-__all__ = ["build_model", "NCModel", "MODEL_NAMES", "model_kwargs"]
+__all__ = ["build_model", "NCModel", "MODEL_NAMES", "model_kwargs", "flip_mean_features"]

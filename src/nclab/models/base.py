@@ -115,3 +115,10 @@ class FP32Conv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             return super().forward(x.float())
+
+
+def flip_mean_features(model, x: torch.Tensor) -> torch.Tensor:
+    """Flip test-time augmentation: mean of ``model.features`` over images ``x`` (N, C, H, W) and their
+    horizontal mirrors, in one batched forward pass. Returns (N, D)."""
+    h = model.features(torch.cat([x, x.flip(-1)]))
+    return (h[: len(x)] + h[len(x):]) / 2

@@ -131,7 +131,9 @@ SCHEMA: dict[str, Any] = {
         "channels_last": Opt(True, (bool,)),
         "compile": Opt(False, (bool,)),
         "threads": Opt(None, (int,), nullable=True, minimum=1, help="torch CPU threads (null = torch default)"),
-        "ema": Opt(0.0, NUM, minimum=0, help="EMA decay of weights used for eval (0 = off)"),
+        "tta": Opt("none", (str,), choices=("none", "flip"),
+                   help="test-time augmentation for evaluation and recovery features: flip = mean of the "
+                        "penultimate features of x and its mirror image (logits follow, the classifier is linear)"),
         "checkpoint_every": Opt(1, (int,), minimum=1),
         "keep_checkpoints": Opt(False, (bool,), help="also keep checkpoints/epoch_XXXX.pt"),
         "eval_every": Opt(1, (int,), minimum=1),

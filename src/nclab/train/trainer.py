@@ -32,6 +32,7 @@ import torch
 from nclab.data.augment import Augment
 from nclab.data.batches import BatchIterator
 from nclab.data.types import Dataset, Split
+from nclab.models import flip_mean_features
 from nclab.rundir import RunDir
 from nclab.train import losses
 from nclab.train.callbacks import Callback, build_callbacks
@@ -222,6 +223,17 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg["train"]["bf16"])
 
     # evaluation ----------------------------------------------------------------------------
+    @property
+    def tta_flip(self) -> bool:
+        return self.cfg["train"]["tta"] == "flip" and self.dataset.is_image
+
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits used for evaluation: the plain forward pass, or with ``train.tta: flip`` the classifier
+        applied to the mean penultimate features of ``x`` and its mirror image (= the mean of both logits)."""
+        if not self.tta_flip:
+            return self._fwd(x)
+        return self.model.classifier(flip_mean_features(self.model, x))
+
     @torch.no_grad()
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """``{loss, acc}`` of the data loss (no penalties) in eval mode."""
@@ -231,7 +243,7 @@ class Trainer:
         lcfg = self.cfg["loss"]
         for x, y in self.eval_loader(split):
             with self.autocast():
-                z = self._fwd(x)
+                z = self.eval_logits(x)
             total += float(losses.data_loss(lcfg["name"], z, y, lcfg["label_smoothing"])) * len(y)
             correct += int((z.argmax(1) == y).sum())
             n += len(y)
