@@ -114,6 +114,21 @@ def test_every_metric_matches_naive_reference(K, D):
         assert 0 < got["ncc_mismatch"] < 1 and got["nc1"] > 0
 
 
+def test_default_chunked_projected_route_matches_naive_reference_with_offset():
+    # metrics_from_arrays' own choices (D > 2K: no D x D scatter, cache-sized chunks, residual-based second
+    # pass) on float32 features far from the origin, as a network gives them
+    H, y = gaussian_data(seed=4, N=5000, D=96, K=6, offset=50.0)
+    H = H.astype(np.float32)
+    rng = np.random.default_rng(2)
+    W, b = rng.normal(size=(6, 96)), rng.normal(size=6) * 10
+    ref = naive(H.astype(np.float64), y, 6, W, b)
+    for bs in (None, 333, 5000):
+        got = metrics_from_arrays(H, y, W, b, batch_size=bs)
+        assert_close(got, ref)
+        assert got["ncc_mismatch"] == ref["ncc_mismatch"]
+    assert 0 < ref["ncc_mismatch"] < 1
+
+
 def test_simplex_etf_with_zero_noise_is_exactly_collapsed():
     K, D, n = 6, 9, 5
     offset = np.random.default_rng(3).normal(size=D) * 4

@@ -304,8 +304,8 @@ def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None,
         int(W.shape[0]) if W is not None else int(yy.max()) + 1)
     if scatter is None:
         scatter = int(h.shape[1]) <= 2 * k
-    if batch_size is None:  # cache-sized chunks on CPU, large ones to fill a GPU
-        batch_size = 65536 if torch.device(device).type == "cuda" else 8192
+    if batch_size is None:  # cache-sized chunks on CPU (1024 x 512 float64 = 4 MB), large ones to fill a GPU
+        batch_size = 65536 if torch.device(device).type == "cuda" else max(256, 2**22 // (8 * max(int(h.shape[1]), 1)))
     stats = ClassStats(k, int(h.shape[1]), device=device, scatter=scatter, traces=scatter)
     for i in range(0, h.shape[0], batch_size):
         stats.update(h[i : i + batch_size].to(device), yy[i : i + batch_size])

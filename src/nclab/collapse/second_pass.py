@@ -49,8 +49,28 @@ class SecondPass:
             r = self.span_s.numel()
             self.proj_scatter = torch.zeros(r, r, dtype=_F64, device=self.device)
             self.traces = torch.zeros(stats.num_classes, dtype=_F64, device=self.device)
-        # one matrix product gives both the centre distances and the classifier scores
+        # unlabelled batches: one matrix product gives both the centre distances and the classifier scores
         self._rhs = self.means if self.W is None else torch.cat([self.means, self.W])
+        # labelled batches work on the residuals r_i = h_i − μ_{y_i} (see _update_labelled)
+        self._all_means = stats.means  # (K, D), indexed by label
+        pos = torch.full((stats.num_classes,), -1, dtype=torch.int64, device=self.device)
+        pos[idx] = torch.arange(idx.numel(), device=self.device)
+        self._pos = pos  # label -> row among the present classes
+        diff = self.means.unsqueeze(0) - self.means.unsqueeze(1)
+        self._d2 = (diff * diff).sum(2)  # ‖μ_j − μ_k‖² (Kp, Kp), exact differences
+        if self.span_v is not None:
+            # NCC term r·μ_k = r·(μ_k − μ_G) + r·μ_G = z·(V(μ_k − μ_G)) + const (μ_k − μ_G lies in span V)
+            self._ncc_t = centred_means(stats) @ self.span_v.T  # (Kp, r)
+            rows = [self.span_v]
+        else:
+            self._ncc_t = None
+            rows = [self.means]
+        if self.W is not None:
+            rows.append(self.W)
+            self._wmb = stats.means @ self.W.T  # (K, K_W): W μ_y (+ b), added back per label
+            if self.b is not None:
+                self._wmb = self._wmb + self.b
+        self._rhs_res = torch.cat(rows)
         self.n = 0
         self.mismatch = 0
         self.n_labelled = 0
@@ -72,6 +92,10 @@ class SecondPass:
                 raise NclabError(f"features have {x.shape[0]} rows but labels have {y.shape[0]}")
         if x.shape[0] == 0:
             return self
+        if y is not None:
+            return self._update_labelled(x, y, fresh)
+        if self.proj_scatter is not None:
+            raise NclabError("the projected scatter needs labels; pass labels to update()")
         prod = x @ self._rhs.T
         if not bool(torch.isfinite(prod).all()):  # a NaN/inf in a row reaches its products
             raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt")
@@ -84,17 +108,43 @@ class SecondPass:
                 scores = scores + self.b
             pred = torch.argmax(scores, dim=1)
             self.mismatch += int((pred != ncc).sum())
-        if y is not None:
-            self.n_labelled += int(x.shape[0])
-            self.ncc_correct += int((ncc == y).sum())
-            if self.W is not None:
-                self.clf_correct += int((pred == y).sum())
+        self.n += int(x.shape[0])
+        return self
+
+    def _update_labelled(self, x: torch.Tensor, y: torch.Tensor, fresh: bool) -> "SecondPass":
+        """Everything from the residuals r = h − μ_y (exact differences, no cancellation) and one product
+        r [V; W]ᵀ: traces ‖r‖², projected residuals z = V r, classifier scores W h + b = W r + (W μ_y + b),
+        and the nearest centre argmin_k ‖h − μ_k‖² = argmin_k (‖μ_y − μ_k‖² − 2 r·μ_k) (‖r‖² and r·μ_y
+        are the same for every k). Callers pass cache-sized batches (metrics_from_arrays: 1024 rows)."""
+        pos = self._pos.index_select(0, y)
+        if bool((pos < 0).any()):
+            raise NclabError("labels of the second pass include a class the first pass never saw; "
+                             "feed both passes the same samples")
+        mu_y = self._all_means.index_select(0, y)
+        r = x.sub_(mu_y) if fresh else x - mu_y
+        sq = torch.linalg.vector_norm(r, dim=1).square_()
+        if not bool(torch.isfinite(sq).all()):  # a NaN/inf anywhere in a row reaches its norm
+            raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt")
+        prod = r @ self._rhs_res.T
+        kp = self.means.shape[0]
+        if self._ncc_t is not None:
+            r_ = self._ncc_t.shape[1]
+            z = prod[:, :r_]
+            t = z @ self._ncc_t.T
+            rest = prod[:, r_:]
+        else:
+            z = None
+            t = prod[:, :kp]
+            rest = prod[:, kp:]
+        ncc = self.present.index_select(0, torch.argmin(self._d2.index_select(0, pos) - 2 * t, dim=1))
+        if self.W is not None:
+            pred = torch.argmax(rest + self._wmb.index_select(0, y), dim=1)
+            self.mismatch += int((pred != ncc).sum())
+            self.clf_correct += int((pred == y).sum())
+        self.n_labelled += int(x.shape[0])
+        self.ncc_correct += int((ncc == y).sum())
         if self.proj_scatter is not None:
-            if y is None:
-                raise NclabError("the projected scatter needs labels; pass labels to update()")
-            xc = x.sub_(self.stats.means[y]) if fresh else x - self.stats.means[y]
-            self.traces.index_add_(0, y, (xc * xc).sum(1))
-            z = xc @ self.span_v.T
+            self.traces.index_add_(0, y, sq)
             self.proj_scatter += z.T @ z
         self.n += int(x.shape[0])
         return self
