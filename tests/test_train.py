@@ -226,3 +226,37 @@ def test_resume_after_crash_equals_uninterrupted_in_process(tmp_path):
     a = [json.loads(l) for l in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert _strip(a) == _strip(b) and len(b) == 5
+
+
+# flip test-time augmentation -------------------------------------------------------------------
+def _tiny_images(n_train=24, n_test=12, seed=0) -> Dataset:
+    g = torch.Generator().manual_seed(seed)
+    sp = lambda n: Split(torch.randint(0, 256, (n, 3, 16, 16), generator=g, dtype=torch.uint8),  # noqa: E731
+                         torch.arange(n) % 3)
+    return Dataset("imgs", sp(n_train), sp(n_test), ["a", "b", "c"], source="random")
+
+
+def test_flip_tta_logits_and_features_are_mirror_invariant_means(tmp_path):
+    from nclab.finegrain.features import trainer_features
+
+    cfg = base_cfg(model={"name": "fastnet", "widths": [8, 8, 8]}, optim={"epochs": 1, "batch_size": 8},
+                   train={"tta": "flip"})
+    cfg["model"].pop("width"), cfg["model"].pop("depth")
+    tr = Trainer(cfg, tmp_path / "r", dataset=_tiny_images())
+    tr.fit()
+    m = tr.model.eval()
+    x, y = next(iter(tr.eval_loader("test")))
+    with torch.no_grad():
+        manual = (m(x) + m(x.flip(-1))) / 2  # the classifier is linear: mean of logits = logits of mean
+        got = tr.eval_logits(x)
+        np.testing.assert_allclose(got.numpy(), manual.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(tr.eval_logits(x.flip(-1)).numpy(), got.numpy(), rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(m(x), got, atol=1e-6)  # the plain forward pass differs: TTA is on
+    feats, pred = trainer_features(tr, "test")
+    with torch.no_grad():
+        ref = (m.features(x) + m.features(x.flip(-1))) / 2
+    np.testing.assert_allclose(feats, ref.numpy(), rtol=1e-5, atol=1e-6)
+    assert np.array_equal(pred, got.argmax(1).numpy())
+    assert tr.evaluate("test")["acc"] == pytest.approx(float((got.argmax(1) == y).float().mean()))
+    with pytest.raises(NclabError, match="tta"):
+        load_config("tiny", ["train.tta=rotate"])
