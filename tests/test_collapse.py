@@ -129,6 +129,30 @@ def test_default_chunked_projected_route_matches_naive_reference_with_offset():
     assert 0 < ref["ncc_mismatch"] < 1
 
 
+def test_float32_classifier_scores_fall_back_to_float64_on_near_ties():
+    # two classifier rows 1e-7 apart: float32 scores cannot order them, float64 can; the decisions (hence
+    # classifier_acc and ncc_mismatch) must equal the float64 reference exactly
+    H, y = gaussian_data(seed=6, N=3000, D=64, K=4, offset=5.0)
+    H = H.astype(np.float32)
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(4, 64))
+    W[0] = H.mean(0) / np.linalg.norm(H.mean(0)) * 8  # along the common offset: rows 0 and 1 win often
+    W[1] = W[0] + 1e-7 * rng.normal(size=64)
+    b = np.zeros(4)
+    ref = naive(H.astype(np.float64), y, 4, W, b)
+    H64 = H.astype(np.float64)
+    ref_pred = np.argmax(H64 @ W.T + b, 1)
+    stats = ClassStats(4, scatter=False, traces=False).update(H, y)
+    sp = SecondPass(stats, W, b)
+    for i in range(0, len(y), 500):
+        sp.update(H[i : i + 500], y[i : i + 500])
+    got = compute_metrics(stats, W, b, second=sp)
+    assert sp.rescored > 100  # the near-tie rows really went through the float64 fallback
+    assert got["ncc_mismatch"] == ref["ncc_mismatch"]
+    assert got["classifier_acc"] == np.mean(ref_pred == y)
+    assert np.sum(ref_pred == 1) > 0 and np.sum(ref_pred == 0) > 0  # both tied classes are really chosen
+
+
 def test_simplex_etf_with_zero_noise_is_exactly_collapsed():
     K, D, n = 6, 9, 5
     offset = np.random.default_rng(3).normal(size=D) * 4

@@ -78,10 +78,12 @@ def between_span(counts: torch.Tensor, mc: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def nc1_from_projection(proj_sw: torch.Tensor, s: torch.Tensor) -> float:
-    """nc1 from (V Σ_W Vᵀ) (r, r) and the singular values s of M̃: Σ_j (V Σ_W Vᵀ)_jj / s_j², clamped ≥ 0."""
+    """nc1 from V Σ_W Vᵀ — the (r, r) matrix or just its diagonal (r,) — and the singular values s of M̃:
+    Σ_j (V Σ_W Vᵀ)_jj / s_j², clamped ≥ 0."""
     if s.numel() == 0:
         return NAN
-    val = (torch.diagonal(proj_sw) / (s * s)).sum()
+    diag = proj_sw if proj_sw.dim() == 1 else torch.diagonal(proj_sw)
+    val = (diag / (s * s)).sum()
     return max(_f(val), 0.0)
 
 
@@ -262,8 +264,8 @@ def compute_metrics(stats: ClassStats, W=None, b=None, *, second: "SecondPass | 
     out["trace_between"] = trace_between(stats)
     if stats.scatter is not None:
         out["nc1"] = nc1(stats)
-    elif second is not None and second.proj_scatter is not None:
-        out["nc1"] = nc1_from_projection(second.proj_scatter / stats.counts.sum(), second.span_s)
+    elif second is not None and second.proj_diag is not None:
+        out["nc1"] = nc1_from_projection(second.proj_diag / stats.counts.sum(), second.span_s)
     out["nc1_quotient"] = nc1_quotient(stats)
     out["cdnv"] = cdnv(stats)
     out["equinorm_means"] = equinorm(mc)

@@ -25,9 +25,16 @@ class SecondPass:
     ``stats`` is a finished first-pass :class:`ClassStats` (its means are frozen here). With ``W`` (K x D)
     and optional ``b`` (K,), each sample's classifier decision argmax_k (W h + b)_k is compared with the
     nearest-class-centre decision argmin_k ‖h − μ_k‖ over classes that have samples.
-    ``project=True`` also accumulates P = Σ_i V(h_i − μ_{y_i})(h_i − μ_{y_i})ᵀVᵀ and the exact per-class
-    traces t_k = Σ_{i: y_i=k} ‖h_i − μ_k‖² around the frozen means (labels required).
+    ``project=True`` also accumulates the diagonal of P = Σ_i V(h_i − μ_{y_i})(h_i − μ_{y_i})ᵀVᵀ (all nc1
+    needs) and the exact per-class traces t_k = Σ_{i: y_i=k} ‖h_i − μ_k‖² around the frozen means (labels
+    required).
+
+    float32 features with W: the classifier scores come from one float32 product, and every row whose top-two
+    gap is within the rigorous float32 error bound (D + 2)·2⁻²⁴·max_k‖w_k‖·‖h_i‖ of the product is scored again
+    in float64, so the decisions are those of float64 arithmetic at a fraction of the cost.
     """
+
+    float32_scores = True  # score float32 batches in float32 first (False: always float64; for benchmarks)
 
     def __init__(self, stats: ClassStats, W=None, b=None, *, project: bool | None = None):
         self.stats = stats
@@ -41,13 +48,13 @@ class SecondPass:
             self.W, self.b = _check_wb(stats, W, b)
         if project is None:
             project = stats.scatter is None
-        self.proj_scatter: torch.Tensor | None = None
+        self.proj_diag: torch.Tensor | None = None
         self.traces: torch.Tensor | None = None
         self.span_v = self.span_s = None
         if project:
             self.span_v, self.span_s = between_span(stats.counts[idx], centred_means(stats))
             r = self.span_s.numel()
-            self.proj_scatter = torch.zeros(r, r, dtype=_F64, device=self.device)
+            self.proj_diag = torch.zeros(r, dtype=_F64, device=self.device)
             self.traces = torch.zeros(stats.num_classes, dtype=_F64, device=self.device)
         # unlabelled batches: one matrix product gives both the centre distances and the classifier scores
         self._rhs = self.means if self.W is None else torch.cat([self.means, self.W])
@@ -56,8 +63,8 @@ class SecondPass:
         pos = torch.full((stats.num_classes,), -1, dtype=torch.int64, device=self.device)
         pos[idx] = torch.arange(idx.numel(), device=self.device)
         self._pos = pos  # label -> row among the present classes
-        diff = self.means.unsqueeze(0) - self.means.unsqueeze(1)
-        self._d2 = (diff * diff).sum(2)  # ‖μ_j − μ_k‖² (Kp, Kp), exact differences
+        # ‖μ_j − μ_k‖² (Kp, Kp) from exact differences (no ‖a‖² − 2ab + ‖b‖² cancellation)
+        self._d2 = torch.cdist(self.means, self.means, compute_mode="donot_use_mm_for_euclid_dist").square_()
         if self.span_v is not None:
             # NCC term r·μ_k = r·(μ_k − μ_G) + r·μ_G = z·(V(μ_k − μ_G)) + const (μ_k − μ_G lies in span V)
             self._ncc_t = centred_means(stats) @ self.span_v.T  # (Kp, r)
@@ -66,16 +73,19 @@ class SecondPass:
             self._ncc_t = None
             rows = [self.means]
         if self.W is not None:
-            rows.append(self.W)
             self._wmb = stats.means @ self.W.T  # (K, K_W): W μ_y (+ b), added back per label
             if self.b is not None:
                 self._wmb = self._wmb + self.b
+            self._w32 = self.W.float()
+            # |fl32(W32 h) − W h|_k ≤ (D + 1)·u·‖w_k‖‖h‖ (rounding W, then a length-D dot product); +1 for slack
+            self._w_bound = (self.W.shape[1] + 2) * 2.0 ** -24 * float(self.W.norm(dim=1).max())
         self._rhs_res = torch.cat(rows)
         self.n = 0
         self.mismatch = 0
         self.n_labelled = 0
         self.ncc_correct = 0
         self.clf_correct = 0
+        self.rescored = 0  # rows whose float32 classifier decision was too close to call (scored in float64)
 
     def update(self, features, labels=None) -> "SecondPass":
         """Add a batch: ``features`` (B, D), ``labels`` (B,) int (required when projecting)."""
@@ -83,6 +93,7 @@ class SecondPass:
         if x.dim() != 2 or x.shape[1] != self.means.shape[1]:
             raise NclabError(f"features must have shape (batch, {self.means.shape[1]}), got {tuple(x.shape)}")
         fresh = x.dtype != _F64 or x.device != self.device
+        x32 = x.to(self.device) if x.dtype == torch.float32 and self.float32_scores else None
         x = x.to(device=self.device, dtype=_F64)
         y = None
         if labels is not None:
@@ -93,8 +104,8 @@ class SecondPass:
         if x.shape[0] == 0:
             return self
         if y is not None:
-            return self._update_labelled(x, y, fresh)
-        if self.proj_scatter is not None:
+            return self._update_labelled(x, y, fresh, x32)
+        if self.proj_diag is not None:
             raise NclabError("the projected scatter needs labels; pass labels to update()")
         prod = x @ self._rhs.T
         if not bool(torch.isfinite(prod).all()):  # a NaN/inf in a row reaches its products
@@ -111,11 +122,33 @@ class SecondPass:
         self.n += int(x.shape[0])
         return self
 
-    def _update_labelled(self, x: torch.Tensor, y: torch.Tensor, fresh: bool) -> "SecondPass":
+    def _scores(self, r: torch.Tensor, y: torch.Tensor, x32: torch.Tensor | None) -> torch.Tensor:
+        """argmax_k (W h + b)_k for the rows of the batch, with float64 decisions (see the class docstring)."""
+        if x32 is None:
+            return torch.argmax(r @ self.W.T + self._wmb.index_select(0, y), dim=1)
+        s = (x32 @ self._w32.T).double()
+        if self.b is not None:
+            s += self.b
+        best, pred = torch.max(s, dim=1)
+        if s.shape[1] > 1:
+            # both compared scores may be off by the bound: a gap below twice it is not a safe decision
+            tol = 2 * self._w_bound * torch.linalg.vector_norm(x32, dim=1).double() * (1 + 1e-6) + 1e-300
+            close = (s >= (best - tol).unsqueeze(1)).sum(1)  # the winner itself and any rival within tol
+            unsure = torch.nonzero(close > 1).flatten()
+            self.rescored += int(unsure.numel())
+            if unsure.numel():
+                exact = r.index_select(0, unsure) @ self.W.T + self._wmb.index_select(0, y.index_select(0, unsure))
+                pred[unsure] = torch.argmax(exact, dim=1)
+        return pred
+
+    def _update_labelled(self, x: torch.Tensor, y: torch.Tensor, fresh: bool,
+                         x32: torch.Tensor | None = None) -> "SecondPass":
         """Everything from the residuals r = h − μ_y (exact differences, no cancellation) and one product
-        r [V; W]ᵀ: traces ‖r‖², projected residuals z = V r, classifier scores W h + b = W r + (W μ_y + b),
+        r Vᵀ: traces ‖r‖², projected residuals z = V r; classifier scores W h + b (float32 product checked by
+        its error bound, float64 W r + (W μ_y + b) where unsure),
         and the nearest centre argmin_k ‖h − μ_k‖² = argmin_k (‖μ_y − μ_k‖² − 2 r·μ_k) (‖r‖² and r·μ_y
-        are the same for every k). Callers pass cache-sized batches (metrics_from_arrays: 1024 rows)."""
+        are the same for every k). Callers pass cache-sized batches (metrics_from_arrays: 1024 rows).
+        ``x32``: the batch as float32 (when it came so) for the classifier scores."""
         pos = self._pos.index_select(0, y)
         if bool((pos < 0).any()):
             raise NclabError("labels of the second pass include a class the first pass never saw; "
@@ -125,27 +158,21 @@ class SecondPass:
         sq = torch.linalg.vector_norm(r, dim=1).square_()
         if not bool(torch.isfinite(sq).all()):  # a NaN/inf anywhere in a row reaches its norm
             raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt")
-        prod = r @ self._rhs_res.T
-        kp = self.means.shape[0]
+        prod = r @ self._rhs_res.T  # z = V r (projected) or r μ_kᵀ (no projection)
         if self._ncc_t is not None:
-            r_ = self._ncc_t.shape[1]
-            z = prod[:, :r_]
-            t = z @ self._ncc_t.T
-            rest = prod[:, r_:]
+            z, t = prod, prod @ self._ncc_t.T
         else:
-            z = None
-            t = prod[:, :kp]
-            rest = prod[:, kp:]
+            z, t = None, prod
         ncc = self.present.index_select(0, torch.argmin(self._d2.index_select(0, pos) - 2 * t, dim=1))
         if self.W is not None:
-            pred = torch.argmax(rest + self._wmb.index_select(0, y), dim=1)
+            pred = self._scores(r, y, x32)
             self.mismatch += int((pred != ncc).sum())
             self.clf_correct += int((pred == y).sum())
         self.n_labelled += int(x.shape[0])
         self.ncc_correct += int((ncc == y).sum())
-        if self.proj_scatter is not None:
+        if self.proj_diag is not None:
             self.traces.index_add_(0, y, sq)
-            self.proj_scatter += z.T @ z
+            self.proj_diag += (z * z).sum(0)
         self.n += int(x.shape[0])
         return self
 

@@ -231,6 +231,7 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
     results["recovery"] = rep
     last = tr.metrics[-1] if tr.metrics else {}
     results["final_metrics"] = last
+    results["train_time_s"] = last.get("train_time_total_s")  # optimisation steps only (no eval/callbacks)
     write()
     say(f"recovery: test {rep['test_acc']:.4f} (oracle {rep['oracle_test_acc']:.4f}), coarse {results['coarse_test_acc']:.4f}")
 
@@ -243,8 +244,10 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
         bdir = out / "baseline"
         bcfg = _fine_baseline_cfg(cfg, name)
         btr = _train(bcfg, bdir, resume or RunDir(bdir).read_status().get("status") == "complete", force)
+        blast = btr.metrics[-1] if btr.metrics else {}
         results.setdefault("baselines", {})["fine_trained"] = {"test_acc": float(btr.evaluate("test")["acc"]),
-                                                               "run": "baseline"}
+                                                               "run": "baseline",
+                                                               "train_time_s": blast.get("train_time_total_s")}
         results["subruns"] = ["baseline"]
         write()
     results["wall_time_s"] = time.perf_counter() - t0

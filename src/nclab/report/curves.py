@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from nclab.report.figures import Line, Panel, fine_color
 from nclab.report.html import is_acc_key
 
-SKIP = {"time_s", "epoch_time_s", "images_per_s", "wall_time_s", "recovery.time_s", "train_time_s"}
+SKIP = {"time_s", "epoch_time_s", "images_per_s", "wall_time_s", "recovery.time_s", "train_time_s",
+        "train_time_total_s"}
 LABEL_ORDER = {"coarse": 0, "fine": 1, "trained": 2}
 SPLIT_STYLE = {"train": "-", "test": "--"}
 SPLIT_COLOR = {"train": "#1f77b4", "test": "#d62728"}

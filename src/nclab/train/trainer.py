@@ -44,7 +44,9 @@ from nclab.utils.io import atomic_torch_save, atomic_write_text, torch_load
 from nclab.utils.progress import progress, say
 from nclab.utils.seed import seed_everything
 
-TIMING_KEYS = ("epoch_time_s", "images_per_s", "time_s")
+# wall-clock keys of a metrics.jsonl row (time_s: whole run incl. evaluation and callbacks; train_time_*: the
+# optimisation steps only, the "time of training" budgets refer to)
+TIMING_KEYS = ("epoch_time_s", "images_per_s", "time_s", "train_time_s", "train_time_total_s")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -423,7 +425,9 @@ class Trainer:
                     cb.on_epoch_end(self, e + 1, logs)
                 dt = time.perf_counter() - t0
                 self._elapsed += dt
-                logs.update({"epoch_time_s": dt, "images_per_s": tr["images_per_s"], "time_s": self._elapsed})
+                train_total = sum(r.get("train_time_s", 0.0) for r in self.metrics) + tr["train_time_s"]
+                logs.update({"epoch_time_s": dt, "images_per_s": tr["images_per_s"], "time_s": self._elapsed,
+                             "train_time_s": tr["train_time_s"], "train_time_total_s": train_total})
                 self.epoch = e + 1
                 self.metrics.append(logs)
                 self._append_metrics(logs)
