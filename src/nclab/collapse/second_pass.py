@@ -93,7 +93,9 @@ class SecondPass:
         if x.dim() != 2 or x.shape[1] != self.means.shape[1]:
             raise NclabError(f"features must have shape (batch, {self.means.shape[1]}), got {tuple(x.shape)}")
         fresh = x.dtype != _F64 or x.device != self.device
-        x32 = x.to(self.device) if x.dtype == torch.float32 and self.float32_scores else None
+        # the float32 route's error bound assumes true float32 products (no TF32/bf16 matmul shortcuts)
+        f32_ok = self.float32_scores and torch.get_float32_matmul_precision() == "highest"
+        x32 = x.to(self.device) if x.dtype == torch.float32 and f32_ok else None
         x = x.to(device=self.device, dtype=_F64)
         y = None
         if labels is not None:
