@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from nclab.collapse.metrics import _check_wb, between_span, centred_means, class_means
-from nclab.collapse.stats import ClassStats
+from nclab.collapse.stats import ClassStats, Scratch, as_float64
 from nclab.utils.errors import NclabError
 
 _F64 = torch.float64
@@ -30,7 +30,7 @@ class SecondPass:
     required).
 
     float32 features with W: the classifier scores come from one float32 product, and every row whose top-two
-    gap is within the rigorous float32 error bound (D + 2)·2⁻²⁴·max_k‖w_k‖·‖h_i‖ of the product is scored again
+    gap is within twice the rigorous float32 error bound ≈ (D + 6)·2⁻²⁴·(max_k‖w_k‖·‖h_i‖ + max|b|) is scored again
     in float64, so the decisions are those of float64 arithmetic at a fraction of the cost.
     """
 
@@ -77,8 +77,13 @@ class SecondPass:
             if self.b is not None:
                 self._wmb = self._wmb + self.b
             self._w32 = self.W.float()
-            # |fl32(W32 h) − W h|_k ≤ (D + 1)·u·‖w_k‖‖h‖ (rounding W, then a length-D dot product); +1 for slack
-            self._w_bound = (self.W.shape[1] + 2) * 2.0 ** -24 * float(self.W.norm(dim=1).max())
+            self._b32 = None if self.b is None else self.b.float()
+            # |fl32(W32 h + b32) − (W h + b)|_k ≤ (D + 1)·u·‖w_k‖‖h‖ (rounding W, a length-D dot product)
+            # + 2u·(‖w_k‖‖h‖ + |b_k|) (rounding b, the addition); +3 more u·(‖w‖‖h‖ + |b|) covers rounding
+            # best − tol in float32 and the tolerance arithmetic. u = 2⁻²⁴.
+            u = 2.0 ** -24
+            self._w_bound = (self.W.shape[1] + 6) * u * float(self.W.norm(dim=1).max())
+            self._b_bound = 0.0 if self.b is None else 5 * u * float(self.b.abs().max())
         self._rhs_res = torch.cat(rows)
         self.n = 0
         self.mismatch = 0
@@ -86,17 +91,17 @@ class SecondPass:
         self.ncc_correct = 0
         self.clf_correct = 0
         self.rescored = 0  # rows whose float32 classifier decision was too close to call (scored in float64)
+        self._scratch = Scratch()
 
     def update(self, features, labels=None) -> "SecondPass":
         """Add a batch: ``features`` (B, D), ``labels`` (B,) int (required when projecting)."""
         x = features if isinstance(features, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(features))
         if x.dim() != 2 or x.shape[1] != self.means.shape[1]:
             raise NclabError(f"features must have shape (batch, {self.means.shape[1]}), got {tuple(x.shape)}")
-        fresh = x.dtype != _F64 or x.device != self.device
         # the float32 route's error bound assumes true float32 products (no TF32/bf16 matmul shortcuts)
         f32_ok = self.float32_scores and torch.get_float32_matmul_precision() == "highest"
         x32 = x.to(self.device) if x.dtype == torch.float32 and f32_ok else None
-        x = x.to(device=self.device, dtype=_F64)
+        x = as_float64(x.to(self.device), self._scratch)  # our own copy: changed in place below
         y = None
         if labels is not None:
             y = torch.as_tensor(labels if not isinstance(labels, np.ndarray) else torch.from_numpy(labels))
@@ -106,7 +111,7 @@ class SecondPass:
         if x.shape[0] == 0:
             return self
         if y is not None:
-            return self._update_labelled(x, y, fresh, x32)
+            return self._update_labelled(x, y, x32)
         if self.proj_diag is not None:
             raise NclabError("the projected scatter needs labels; pass labels to update()")
         prod = x @ self._rhs.T
@@ -128,44 +133,53 @@ class SecondPass:
         """argmax_k (W h + b)_k for the rows of the batch, with float64 decisions (see the class docstring)."""
         if x32 is None:
             return torch.argmax(r @ self.W.T + self._wmb.index_select(0, y), dim=1)
-        s = (x32 @ self._w32.T).double()
-        if self.b is not None:
-            s += self.b
+        buf = self._scratch.get
+        b, k = x32.shape[0], self._w32.shape[0]
+        s = torch.mm(x32, self._w32.T, out=buf("s32", (b, k), x32.dtype, x32.device))
+        if self._b32 is not None:
+            s += self._b32
         best, pred = torch.max(s, dim=1)
-        if s.shape[1] > 1:
-            # both compared scores may be off by the bound: a gap below twice it is not a safe decision
-            tol = 2 * self._w_bound * torch.linalg.vector_norm(x32, dim=1).double() * (1 + 1e-6) + 1e-300
-            close = (s >= (best - tol).unsqueeze(1)).sum(1)  # the winner itself and any rival within tol
-            unsure = torch.nonzero(close > 1).flatten()
+        if not bool(torch.isfinite(best).all()):  # float32 overflow: score this batch in float64
+            return torch.argmax(r @ self.W.T + self._wmb.index_select(0, y), dim=1)
+        if k > 1:
+            # every float32 score is within `bound` of its float64 value; a rival within twice that of the
+            # winner (compared in float32, whose rounding of best - tol the slack in _w_bound covers) is unsure
+            tol = torch.linalg.vector_norm(x32, dim=1).mul_(2 * self._w_bound).add_(2 * self._b_bound)
+            second = s.scatter_(1, pred.unsqueeze(1), float("-inf")).amax(dim=1)  # s is scratch: reuse it
+            unsure = torch.nonzero(second >= best - tol).flatten()
             self.rescored += int(unsure.numel())
             if unsure.numel():
                 exact = r.index_select(0, unsure) @ self.W.T + self._wmb.index_select(0, y.index_select(0, unsure))
                 pred[unsure] = torch.argmax(exact, dim=1)
         return pred
 
-    def _update_labelled(self, x: torch.Tensor, y: torch.Tensor, fresh: bool,
-                         x32: torch.Tensor | None = None) -> "SecondPass":
+    def _update_labelled(self, x: torch.Tensor, y: torch.Tensor, x32: torch.Tensor | None = None) -> "SecondPass":
         """Everything from the residuals r = h − μ_y (exact differences, no cancellation) and one product
         r Vᵀ: traces ‖r‖², projected residuals z = V r; classifier scores W h + b (float32 product checked by
         its error bound, float64 W r + (W μ_y + b) where unsure),
         and the nearest centre argmin_k ‖h − μ_k‖² = argmin_k (‖μ_y − μ_k‖² − 2 r·μ_k) (‖r‖² and r·μ_y
         are the same for every k). Callers pass cache-sized batches (metrics_from_arrays: 1024 rows).
-        ``x32``: the batch as float32 (when it came so) for the classifier scores."""
+        ``x``: a float64 copy of the batch that may be overwritten; ``x32``: the batch as float32 (when it came
+        so) for the classifier scores. Work buffers are reused across batches (see ``Scratch``)."""
         pos = self._pos.index_select(0, y)
         if bool((pos < 0).any()):
             raise NclabError("labels of the second pass include a class the first pass never saw; "
                              "feed both passes the same samples")
-        mu_y = self._all_means.index_select(0, y)
-        r = x.sub_(mu_y) if fresh else x - mu_y
+        buf = self._scratch.get
+        b, dev = x.shape[0], x.device
+        r = x.sub_(torch.index_select(self._all_means, 0, y, out=buf("mu_y", tuple(x.shape), _F64, dev)))
         sq = torch.linalg.vector_norm(r, dim=1).square_()
         if not bool(torch.isfinite(sq).all()):  # a NaN/inf anywhere in a row reaches its norm
             raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt")
-        prod = r @ self._rhs_res.T  # z = V r (projected) or r μ_kᵀ (no projection)
+        # z = V r (projected) or r μ_kᵀ (no projection)
+        prod = torch.mm(r, self._rhs_res.T, out=buf("prod", (b, self._rhs_res.shape[0]), _F64, dev))
+        kp = self.means.shape[0]
         if self._ncc_t is not None:
-            z, t = prod, prod @ self._ncc_t.T
+            z, t = prod, torch.mm(prod, self._ncc_t.T, out=buf("t", (b, kp), _F64, dev))
         else:
             z, t = None, prod
-        ncc = self.present.index_select(0, torch.argmin(self._d2.index_select(0, pos) - 2 * t, dim=1))
+        dist = torch.index_select(self._d2, 0, pos, out=buf("dist", (b, kp), _F64, dev)).sub_(t, alpha=2)
+        ncc = self.present.index_select(0, torch.argmin(dist, dim=1))
         if self.W is not None:
             pred = self._scores(r, y, x32)
             self.mismatch += int((pred != ncc).sum())

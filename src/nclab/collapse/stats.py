@@ -38,6 +38,31 @@ def _as_tensor(x, device, dtype=None) -> torch.Tensor:
     return x.to(device=device, dtype=dtype) if dtype is not None else x.to(device=device)
 
 
+class Scratch:
+    """Reusable work buffers for the per-batch maths. Allocating fresh multi-MB tensors for every batch makes
+    glibc map and unmap memory each time; the page faults made a 50,000 x 512 pass ~3x slower on the 2-core CPU
+    (70 ms vs 215-300 ms, measured). Buffers grow to the largest request and are reused."""
+
+    def __init__(self):
+        self._t: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        n = 1
+        for d in shape:
+            n *= int(d)
+        t = self._t.get(name)
+        if t is None or t.numel() < n or t.dtype != dtype or t.device != torch.device(device):
+            t = torch.empty(max(n, 1), dtype=dtype, device=device)
+            self._t[name] = t
+        return t[:n].view(shape)
+
+
+def as_float64(x: torch.Tensor, scratch: Scratch, name: str = "x") -> torch.Tensor:
+    """``x`` as float64 in a reusable buffer (always a copy, so callers may change it in place)."""
+    out = scratch.get(name, tuple(x.shape), _F64, x.device)
+    return out.copy_(x)
+
+
 class ClassStats:
     """Streaming class statistics. Feed ``update(features (B, D), labels (B,))`` batch by batch.
 
@@ -78,6 +103,7 @@ class ClassStats:
         self.traces = torch.zeros(self.num_classes, dtype=_F64, device=self.device) if traces else None
         self.means: torch.Tensor | None = None
         self.scatter: torch.Tensor | None = None
+        self._scratch = Scratch()  # per-batch work buffers (not part of the statistics)
         if dim is not None:
             self._alloc(int(dim))
 
@@ -127,8 +153,7 @@ class ClassStats:
             self._alloc(int(x.shape[1]))
         if x.shape[1] != self.dim:
             raise NclabError(f"features have dim {x.shape[1]} but this accumulator holds dim {self.dim}")
-        fresh = x.dtype != _F64  # then x below is our own copy and may be changed in place
-        x = x.to(_F64)
+        x = as_float64(x, self._scratch)  # our own copy: may be changed in place below
         k = self.num_classes
         nb = torch.bincount(y, minlength=k).to(_F64)
         sums = torch.zeros(k, self.dim, dtype=_F64, device=x.device).index_add_(0, y, x)
@@ -138,7 +163,7 @@ class ClassStats:
         mb = sums / nb.clamp_min(1).unsqueeze(1)
         tb = sb = None
         if self.keep_traces or self.keep_scatter:
-            xc = x.sub_(mb[y]) if fresh else x - mb[y]
+            xc = x.sub_(torch.index_select(mb, 0, y, out=self._scratch.get("g", tuple(x.shape), _F64, x.device)))
         if self.keep_traces:
             tb = torch.zeros(k, dtype=_F64, device=x.device).index_add_(0, y, (xc * xc).sum(1))
         if self.keep_scatter:
