@@ -25,7 +25,8 @@ def extract(model, batches: Iterable, *, tap: str | None = None, autocast=None, 
     ``tap``: a name from ``model.tap_names()`` to take instead of ``features()`` (flattened (N, ·)).
     ``autocast``: optional context-manager factory (the trainer's bf16 autocast). The model's train/eval
     mode is restored afterwards. ``flip``: flip test-time augmentation (images only): features are the mean
-    over each image and its mirror image, predictions the classifier's argmax on that mean. Returns ``(features (N, D) float32, pred (N,) int64)``.
+    over each image and its mirror image, predictions the classifier's argmax on that mean.
+    Returns ``(features (N, D) float32, pred (N,) int64)``.
     """
     if flip and tap is not None:
         raise NclabError("flip test-time augmentation applies to the penultimate features only; drop the tap "
