@@ -34,8 +34,6 @@ class SecondPass:
     in float64, so the decisions are those of float64 arithmetic at a fraction of the cost.
     """
 
-    float32_scores = True  # score float32 batches in float32 first (False: always float64; for benchmarks)
-
     def __init__(self, stats: ClassStats, W=None, b=None, *, project: bool | None = None):
         self.stats = stats
         idx, _, means = class_means(stats)
@@ -99,7 +97,7 @@ class SecondPass:
         if x.dim() != 2 or x.shape[1] != self.means.shape[1]:
             raise NclabError(f"features must have shape (batch, {self.means.shape[1]}), got {tuple(x.shape)}")
         # the float32 route's error bound assumes true float32 products (no TF32/bf16 matmul shortcuts)
-        f32_ok = self.float32_scores and torch.get_float32_matmul_precision() == "highest"
+        f32_ok = torch.get_float32_matmul_precision() == "highest"
         x32 = x.to(self.device) if x.dtype == torch.float32 and f32_ok else None
         x = as_float64(x.to(self.device), self._scratch)  # our own copy: changed in place below
         y = None
@@ -129,10 +127,14 @@ class SecondPass:
         self.n += int(x.shape[0])
         return self
 
+    def _exact_scores(self, r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Float64 classifier scores W h + b = W r + (W μ_y + b) from residuals r (B, D) and labels y (B,)."""
+        return r @ self.W.T + self._wmb.index_select(0, y)
+
     def _scores(self, r: torch.Tensor, y: torch.Tensor, x32: torch.Tensor | None) -> torch.Tensor:
         """argmax_k (W h + b)_k for the rows of the batch, with float64 decisions (see the class docstring)."""
         if x32 is None:
-            return torch.argmax(r @ self.W.T + self._wmb.index_select(0, y), dim=1)
+            return torch.argmax(self._exact_scores(r, y), dim=1)
         buf = self._scratch.get
         b, k = x32.shape[0], self._w32.shape[0]
         s = torch.mm(x32, self._w32.T, out=buf("s32", (b, k), x32.dtype, x32.device))
@@ -140,7 +142,7 @@ class SecondPass:
             s += self._b32
         best, pred = torch.max(s, dim=1)
         if not bool(torch.isfinite(best).all()):  # float32 overflow: score this batch in float64
-            return torch.argmax(r @ self.W.T + self._wmb.index_select(0, y), dim=1)
+            return torch.argmax(self._exact_scores(r, y), dim=1)
         if k > 1:
             # every float32 score is within `bound` of its float64 value; a rival within twice that of the
             # winner (compared in float32, whose rounding of best - tol the slack in _w_bound covers) is unsure
@@ -149,7 +151,7 @@ class SecondPass:
             unsure = torch.nonzero(second >= best - tol).flatten()
             self.rescored += int(unsure.numel())
             if unsure.numel():
-                exact = r.index_select(0, unsure) @ self.W.T + self._wmb.index_select(0, y.index_select(0, unsure))
+                exact = self._exact_scores(r.index_select(0, unsure), y.index_select(0, unsure))
                 pred[unsure] = torch.argmax(exact, dim=1)
         return pred
 

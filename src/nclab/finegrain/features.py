@@ -68,5 +68,5 @@ def trainer_features(trainer, split: str, *, tap: str | None = None, idx: np.nda
     loader = trainer.eval_loader(split)
     if idx is not None:
         loader = subset_loader(loader, idx)
-    flip = tap is None and getattr(trainer, "tta_flip", False)
+    flip = tap is None and trainer.tta_flip
     return extract(trainer.model, loader, tap=tap, autocast=trainer.autocast, flip=flip)

@@ -295,6 +295,12 @@ def _print_tables(results: dict) -> None:
             print(" | ".join("-" if v is None else str(v) for v in r))
 
 
+def _common_args(p) -> None:
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+
+
 def add_experiments(sub) -> None:
     p = sub.add_parser("dln-synthetic", help="deep linear UFM: GD vs closed form, K=4, M in {1,3,6,9}, MSE and CE")
     p.add_argument("--out", default="runs/dln-synthetic")
@@ -302,18 +308,14 @@ def add_experiments(sub) -> None:
     p.add_argument("--iters", type=int, default=None, help="GD steps (default 20000; quick 2000)")
     p.add_argument("--lambda", dest="lam", type=float, default=5e-4, help="λ_W = λ_H (default 5e-4)")
     p.add_argument("--width", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    _common_args(p)
     p.set_defaults(func=_cmd_dln)
 
     p = sub.add_parser("hierarchy-synthetic", help="paper A's synthetic hierarchy: coarse training vs fine structure")
     p.add_argument("--out", default="runs/hierarchy-synthetic")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--steps", type=int, default=None, help="GD steps (default 2000; quick 300)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    _common_args(p)
     p.set_defaults(func=_cmd_hier)
 
     p = sub.add_parser("dln-cifar10-imbalanced", help="MLP + M bias-free linear layers on imbalanced CIFAR-10 (MSE)")
@@ -327,9 +329,7 @@ def add_experiments(sub) -> None:
     p.add_argument("--lambda-h", type=float, default=5e-4, help="trainer normalisation: λ_H/2 · mean_i ‖h_i‖²")
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    _common_args(p)
     p.set_defaults(func=_cmd_cifar)
 
 

@@ -425,7 +425,8 @@ class Trainer:
                     cb.on_epoch_end(self, e + 1, logs)
                 dt = time.perf_counter() - t0
                 self._elapsed += dt
-                train_total = sum(r.get("train_time_s", 0.0) for r in self.metrics) + tr["train_time_s"]
+                prev = self.metrics[-1].get("train_time_total_s", 0.0) if self.metrics else 0.0
+                train_total = prev + tr["train_time_s"]
                 logs.update({"epoch_time_s": dt, "images_per_s": tr["images_per_s"], "time_s": self._elapsed,
                              "train_time_s": tr["train_time_s"], "train_time_total_s": train_total})
                 self.epoch = e + 1
