@@ -56,9 +56,11 @@ def _single_thread():
 
 
 def _finish(rd: RunDir, results: dict, t0: float) -> dict:
-    """Write results.json, then mark the run complete (in that order: 'complete' means the results exist)."""
+    """Stamp ``wall_time_s``, write results.json, then mark the run complete (in that order: 'complete' means the
+    results exist)."""
+    results["wall_time_s"] = time.time() - t0
     rd.write_results(_clean(results))
-    rd.write_status("complete", wall_time_s=time.time() - t0)
+    rd.write_status("complete", wall_time_s=results["wall_time_s"])
     return results
 
 
@@ -163,8 +165,7 @@ def run_dln_synthetic(out: str = "runs/dln-synthetic", quick: bool = False, iter
                          "of_error_means", "of_error_weights", "self_duality", "nc1 last layer input", "note"],
              "rows": ce_rows},
         ]
-        results = {"experiment": "dln-synthetic", "tables": tables, "subruns": subruns,
-                   "wall_time_s": time.time() - t0}
+        results = {"experiment": "dln-synthetic", "tables": tables, "subruns": subruns}
         return _finish(rd, results, t0)
     except BaseException as e:
         _mark_failed(rd, e)
@@ -277,8 +278,7 @@ def run_hierarchy_synthetic(out: str = "runs/hierarchy-synthetic", quick: bool =
                                "fine_within_coarse trained", "kept share of above-chance recovery",
                                "fine structure"],
                    "rows": rows}]
-        results = {"experiment": "hierarchy-synthetic", "tables": tables, "subruns": subruns,
-                   "wall_time_s": time.time() - t0}
+        results = {"experiment": "hierarchy-synthetic", "tables": tables, "subruns": subruns}
         return _finish(rd, results, t0)
     except BaseException as e:
         _mark_failed(rd, e)
@@ -448,8 +448,7 @@ def run_dln_cifar10_imbalanced(out: str = "runs/dln-cifar10-imbalanced", quick: 
                    "rows": rows}]
         results = {"experiment": "dln-cifar10-imbalanced", "tables": tables, "subruns": subruns,
                    "recipe_paper_scale": "nclab reproduce dln-cifar10-imbalanced --width 2048 --epochs 6000 "
-                                         "--device cuda (hyper-parameters as in Dang et al. 2023; not run here)",
-                   "wall_time_s": time.time() - t0}
+                                         "--device cuda (hyper-parameters as in Dang et al. 2023; not run here)"}
         return _finish(rd, results, t0)
     except BaseException as e:
         _mark_failed(rd, e)
