@@ -129,6 +129,23 @@ def test_default_chunked_projected_route_matches_naive_reference_with_offset():
     assert 0 < ref["ncc_mismatch"] < 1
 
 
+def test_second_pass_reads_features_without_changing_them_in_any_dtype():
+    # the labelled second pass forms float64 residuals straight from the input dtype (no float64 copy of the
+    # batch): the caller's array must stay untouched, and float16 / integer features must give the metrics of
+    # their exact float64 values
+    H, y = gaussian_data(seed=11, N=600, D=20, K=4, offset=3.0)
+    rng = np.random.default_rng(4)
+    W, b = rng.normal(size=(4, 20)), rng.normal(size=4)
+    for dtype in (np.float64, np.float16, np.int32):
+        Hd = (H * 4).astype(dtype)
+        before = Hd.copy()
+        ref = naive(Hd.astype(np.float64), y, 4, W, b)
+        got = metrics_from_arrays(torch.from_numpy(Hd), y, W, b, scatter=False, batch_size=128)
+        np.testing.assert_array_equal(Hd, before)
+        assert_close(got, ref)
+        assert got["ncc_mismatch"] == ref["ncc_mismatch"]
+
+
 def test_float32_classifier_scores_fall_back_to_float64_on_near_ties():
     # two classifier rows 1e-7 apart: float32 scores cannot order them, float64 can; the decisions (hence
     # classifier_acc and ncc_mismatch) must equal the float64 reference exactly
