@@ -43,6 +43,14 @@ def test_recover_arrays_json_matches_api(arrays, capsys):
     assert main(["recover", *args[:8], *args[10:], "--oracle", "--json"]) == 0
     orc = json.loads(capsys.readouterr().out)
     assert orc["test_acc"] == pytest.approx(ref["oracle_test_acc"])
+    # --probe adds the supervised probe, equal to the API's on the same arrays and routing
+    from nclab.finegrain.evaluate import as_hierarchy
+    from nclab.finegrain.probe import linear_probe
+
+    assert main(["recover", *args, "--json", "--probe"]) == 0
+    got = json.loads(capsys.readouterr().out)["probe"]
+    pref = linear_probe(xtr, f2c[ytr], ytr, xte, pred, yte, as_hierarchy(f2c))
+    assert got["test_acc"] == pytest.approx(pref["test_acc"]) and got["oracle_test_acc"] >= got["test_acc"]
 
 
 def test_recover_errors_are_one_line(arrays, tmp_path, capsys):

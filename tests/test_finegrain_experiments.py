@@ -38,6 +38,16 @@ def test_results_match_an_independent_recomputation(coarse5):
     assert disk["recovery"]["test_acc"] == pytest.approx(ref["test_acc"])
     assert disk["coarse_test_acc"] == pytest.approx(np.mean(f["test_coarse_pred"] == f["test_coarse"]))
     assert disk["recovery"]["oracle_test_acc"] >= disk["recovery"]["test_acc"]
+    # the supervised probe block: recomputed from the saved arrays, routed the same way
+    from nclab.data.hierarchy import Hierarchy
+    from nclab.finegrain.probe import linear_probe
+
+    h = Hierarchy.from_mapping(f2c, [str(i) for i in range(10)], spec="array")
+    pref = linear_probe(f["train_features"], f["train_coarse"], f["train_fine"], f["test_features"],
+                        f["test_coarse_pred"], f["test_fine"], h)
+    assert disk["probe"]["test_acc"] == pytest.approx(pref["test_acc"])
+    assert disk["probe"]["oracle_test_acc"] >= disk["probe"]["test_acc"]
+    assert any("linear probe" in r[0] for r in disk["tables"][0]["rows"])
     # the net's coarse accuracy equals the trainer's own last test_acc
     assert disk["coarse_test_acc"] == pytest.approx(run.read_metrics()[-1]["test_acc"])
     cents = np.load(out / "features" / "centroids.npz")
@@ -142,3 +152,7 @@ def test_recover_cli_on_a_run(coarse5, capsys):
     rep = json.loads(capsys.readouterr().out)
     assert rep["test_acc"] == pytest.approx(res["recovery"]["test_acc"])
     assert rep["coarse_test_acc"] == pytest.approx(res["coarse_test_acc"])
+    # --probe on a run gives the probe block reproduce wrote (same features, same routing)
+    assert main(["recover", "--run", str(out), "--json", "--probe"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["probe"]["test_acc"] == pytest.approx(res["probe"]["test_acc"])

@@ -237,3 +237,39 @@ def test_kmeans_restarts_help_and_edge_cases():
         kmeans(pts, 20)
     with pytest.raises(NclabError):
         kmeans(np.zeros(5), 2)
+
+
+# linear probe (supervised upper bound) ----------------------------------------------------------
+def nuisance_mixture(n=800, seed=0):
+    """2 superclasses x 2 fine classes. Inside a superclass the fine label sets x0 = ±1 (a low-variance
+    direction) while an unrelated coin flip sets x1 = ±10: 2-means splits along x1 (chance-level recovery),
+    a linear probe reads x0 (near perfect). Returns (x, fine, f2c)."""
+    rng = np.random.default_rng(seed)
+    f2c = np.array([0, 0, 1, 1])
+    fine = rng.integers(0, 4, n)
+    x = rng.normal(size=(n, 4)) * 0.15
+    x[:, 0] += np.where(fine % 2 == 0, -1.0, 1.0)
+    x[:, 1] += np.where(rng.random(n) < 0.5, -10.0, 10.0)
+    x[:, 2] += f2c[fine] * 50.0
+    return x.astype(np.float32), fine, f2c
+
+
+def test_probe_reads_a_fine_split_that_clustering_misses():
+    from nclab.finegrain.probe import linear_probe
+
+    x, y, f2c = nuisance_mixture()
+    xt, yt, _ = nuisance_mixture(seed=1)
+    h = Hierarchy.from_mapping(f2c, ["a", "b", "c", "d"], spec="array")
+    rec = evaluate_recovery(x, f2c[y], y, xt, f2c[yt], yt, h, normalize="none")
+    probe = linear_probe(x, f2c[y], y, xt, f2c[yt], yt, h)
+    assert rec["oracle_test_acc"] < 0.65  # k-means followed the nuisance coin flip
+    assert probe["oracle_test_acc"] > 0.99 and probe["train_acc"] > 0.99
+    assert [p["coarse"] for p in probe["per_superclass"]] == [0, 1]
+    # predicted routing: a wrong coarse prediction is an error for the probe too, oracle dominates
+    wrong = f2c[yt].copy()
+    wrong[:100] = 1 - wrong[:100]
+    p2 = linear_probe(x, f2c[y], y, xt, wrong, yt, h)
+    assert p2["test_acc"] == pytest.approx(p2["oracle_test_acc"] - 100 / len(yt) * p2["oracle_test_acc"], abs=0.02)
+    assert p2["test_acc"] < p2["oracle_test_acc"]
+    with pytest.raises(NclabError, match="C must be > 0"):
+        linear_probe(x, f2c[y], y, xt, None, yt, h, C=0)

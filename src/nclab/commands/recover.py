@@ -37,6 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-train", type=int, default=None, help="run mode: cluster at most this many train samples")
     p.add_argument("--save", action="store_true", help="run mode: write features/ and add 'recovery' to results.json")
     p.add_argument("--confusion", action="store_true", help="include the confusion matrix in --json output")
+    p.add_argument("--probe", action="store_true",
+                   help="also fit a supervised linear probe inside each superclass (an upper bound, not the protocol)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(func=run)
@@ -90,13 +92,19 @@ def run(args) -> int:
         print(f"fine-label recovery: test {rep['test_acc']:.4f} (true-coarse routing {rep['oracle_test_acc']:.4f}), "
               f"train clustering {rep['train_acc']:.4f}, coarse test {rep['coarse_test_acc']:.4f}, "
               f"ARI {rep['ari']:.3f}, NMI {rep['nmi']:.3f}")
+        probe = {q["coarse"]: q for q in rep.get("probe", {}).get("per_superclass", [])}
         for p in rep["per_superclass"]:
-            print(f"  {p['coarse']:>3} {p['name'][:30]:<30} train {p['train_acc']:.4f}  test {p['test_acc']:.4f}")
+            extra = f"  probe test {probe[p['coarse']]['test_acc']:.4f}" if p["coarse"] in probe else ""
+            print(f"  {p['coarse']:>3} {p['name'][:30]:<30} train {p['train_acc']:.4f}  test {p['test_acc']:.4f}{extra}")
+        if "probe" in rep:
+            print(f"linear probe (supervised): test {rep['probe']['test_acc']:.4f} "
+                  f"(true-coarse routing {rep['probe']['oracle_test_acc']:.4f})")
     return 0
 
 
 def _from_arrays(args, opts) -> dict:
-    from nclab.finegrain.evaluate import evaluate_recovery
+    from nclab.finegrain.evaluate import as_hierarchy, evaluate_recovery
+    from nclab.finegrain.probe import linear_probe
 
     a = {k: _load(getattr(args, k), k) for k in ARRAYS if getattr(args, k)}
     fine_all = np.concatenate([a["fine_train"].ravel(), a["fine_test"].ravel()])
@@ -104,8 +112,13 @@ def _from_arrays(args, opts) -> dict:
         raise NclabError("--fine-train/--fine-test must hold integer labels")
     h = _hierarchy(args.hierarchy, int(fine_all.max()) + 1)
     pred = None if args.oracle else a["coarse_pred"]
-    return evaluate_recovery(a["features_train"], a["coarse_train"], a["fine_train"], a["features_test"], pred,
-                             a["fine_test"], h, fit_on=args.fit_on, **opts)
+    rep = evaluate_recovery(a["features_train"], a["coarse_train"], a["fine_train"], a["features_test"], pred,
+                            a["fine_test"], h, fit_on=args.fit_on, **opts)
+    if args.probe:
+        h = as_hierarchy(h, a["fine_train"], a["coarse_train"])
+        rep["probe"] = linear_probe(a["features_train"], a["coarse_train"], a["fine_train"], a["features_test"],
+                                    pred, a["fine_test"], h)
+    return rep
 
 
 def _from_run(args, opts) -> dict:
@@ -122,11 +135,21 @@ def _from_run(args, opts) -> dict:
     cfg["callbacks"] = {}  # measuring only: no callbacks run
     tr = Trainer(cfg, run.path)
     tr.load_checkpoint()
-    rep = recover_trainer(tr, tap=args.tap, max_train=args.max_train, keep_arrays=args.save, **opts)
+    rep = recover_trainer(tr, tap=args.tap, max_train=args.max_train, keep_arrays=args.save or args.probe, **opts)
+    arrays = rep.pop("_arrays", None)
+    if args.probe:
+        from nclab.finegrain.pipeline import setup_for
+        from nclab.finegrain.probe import linear_probe
+
+        rep["probe"] = linear_probe(arrays["train_features"], arrays["train_coarse"], arrays["train_fine"],
+                                    arrays["test_features"], arrays["test_coarse_pred"], arrays["test_fine"],
+                                    setup_for(tr).hierarchy)
     if args.save:
-        save_arrays(run, rep.pop("_arrays"))
+        save_arrays(run, arrays)
         res = run.read_results()
-        res["recovery"] = {k: v for k, v in rep.items() if k not in ("coarse_test_acc", "net_test_acc")}
+        res["recovery"] = {k: v for k, v in rep.items() if k not in ("coarse_test_acc", "net_test_acc", "probe")}
         res["coarse_test_acc"] = rep["coarse_test_acc"]
+        if "probe" in rep:
+            res["probe"] = rep["probe"]
         run.write_results(res)
     return rep

@@ -81,6 +81,8 @@ def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--no-baseline", action="store_true", help="skip training the fine-label baseline sub-run")
     p.add_argument("--no-random-init", action="store_true", help="skip the random-init-network baseline")
+    p.add_argument("--no-probe", action="store_true",
+                   help="skip the supervised linear probe inside each superclass (nclab.finegrain.probe)")
     p.add_argument("--max-train", type=int, default=None,
                    help="cluster at most this many train samples in the final recovery (default: all)")
     p.add_argument("--out", default=None, help="experiment/run directory (default runs/<experiment>-<recipe>)")
@@ -95,7 +97,7 @@ def _cli(name: str, args) -> int:
     res = run_experiment(
         name, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy, overrides=args.overrides,
         epochs=args.epochs, device=args.device, baseline=not args.no_baseline,
-        random_init=not args.no_random_init, max_train=args.max_train, out=args.out, resume=args.resume,
+        random_init=not args.no_random_init, probe=not args.no_probe, max_train=args.max_train, out=args.out, resume=args.resume,
         force=args.force)
     if args.json:
         print(json.dumps(res))
@@ -177,6 +179,8 @@ def _table(res: dict) -> dict:
     rows = [["recovery (predicted coarse routing)", _pct(rec.get("test_acc"))],
             ["recovery (true coarse routing)", _pct(rec.get("oracle_test_acc"))],
             ["coarse test accuracy", _pct(res.get("coarse_test_acc"))]]
+    if res.get("probe"):
+        rows.append(["linear probe, predicted routing (supervised upper bound)", _pct(res["probe"].get("test_acc"))])
     for k, v in res.get("baselines", {}).items():
         rows.append([f"baseline: {k.replace('_', ' ')}", _pct(v.get("test_acc"))])
     if res.get("paper", {}).get("fine_test_acc") is not None:
@@ -196,12 +200,13 @@ def summary_text(res: dict) -> str:
 
 def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, hierarchy: str | None = None,
                    overrides: list[str] | None = None, epochs: int | None = None, device: str | None = None,
-                   baseline: bool = True, random_init: bool = True, raw_pixels: bool = True,
+                   baseline: bool = True, random_init: bool = True, raw_pixels: bool = True, probe: bool = True,
                    max_train: int | None = None, out: str | Path | None = None, resume: bool = False,
                    force: bool = False, recovery_options: dict | None = None) -> dict:
     """Train, measure and write ``results.json`` for experiment ``name``; returns the results dict."""
     from nclab.finegrain.pipeline import baselines as run_baselines
-    from nclab.finegrain.pipeline import recover_trainer, save_arrays
+    from nclab.finegrain.pipeline import recover_trainer, save_arrays, setup_for
+    from nclab.finegrain.probe import linear_probe
     from nclab.rundir import RunDir
 
     if name not in EXPERIMENTS:
@@ -234,6 +239,11 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
     results["train_time_s"] = last.get("train_time_total_s")  # optimisation steps only (no eval/callbacks)
     write()
     say(f"recovery: test {rep['test_acc']:.4f} (oracle {rep['oracle_test_acc']:.4f}), coarse {results['coarse_test_acc']:.4f}")
+    if probe:  # is the fine structure linearly present where clustering misses it? (supervised, not the protocol)
+        results["probe"] = linear_probe(arrays["train_features"], arrays["train_coarse"], arrays["train_fine"],
+                                        arrays["test_features"], arrays["test_coarse_pred"], arrays["test_fine"],
+                                        setup_for(tr).hierarchy)
+        write()
 
     which = tuple(k for k, on in (("raw_pixels", raw_pixels), ("random_init", random_init)) if on)
     if which:
