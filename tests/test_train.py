@@ -260,3 +260,29 @@ def test_flip_tta_logits_and_features_are_mirror_invariant_means(tmp_path):
     assert tr.evaluate("test")["acc"] == pytest.approx(float((got.argmax(1) == y).float().mean()))
     with pytest.raises(NclabError, match="tta"):
         load_config("tiny", ["train.tta=rotate"])
+
+
+def test_stem_bias_trains_then_freezes(tmp_path):
+    # optim.stem_bias_epochs=1: the whitening stem's bias moves in epoch 1 and not after (no update, no weight
+    # decay); the rest of the network keeps training
+    cfg = base_cfg(model={"name": "fastnet", "widths": [8, 8, 8]},
+                   optim={"epochs": 3, "batch_size": 8, "momentum": 0.9, "weight_decay": 0.01, "stem_bias_epochs": 1},
+                   train={"checkpoint_every": 1})
+    cfg["model"].pop("width"), cfg["model"].pop("depth")
+    tr = Trainer(cfg, tmp_path / "r", dataset=_tiny_images())
+    bias0 = tr.model.backbone.stem.bias.detach().clone()
+    snaps = []
+
+    class Snap(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            snaps.append((trainer.model.backbone.stem.bias.detach().clone(),
+                          trainer.model.classifier.weight.detach().clone()))
+
+    tr.callbacks.append(Snap())
+    tr.fit()
+    (b1, w1), (b2, w2), (b3, w3) = snaps
+    assert not torch.equal(b1, bias0)  # trained in epoch 1
+    assert torch.equal(b2, b1) and torch.equal(b3, b1)  # frozen afterwards
+    assert not torch.equal(w2, w1) and not torch.equal(w3, w2)
+    with pytest.raises(NclabError, match="stem_bias_epochs"):
+        Trainer(base_cfg(optim={"stem_bias_epochs": 2}), tmp_path / "m", dataset=_tiny_images())

@@ -1,7 +1,8 @@
 """Crash safety: a training subprocess killed with SIGKILL and resumed ends bit-identical to an uninterrupted run.
 
 Exercises the full image path: fastnet, bf16 autocast, channels_last, random crop + flip, nesterov SGD with
-a one-cycle schedule, checkpoints every 2 epochs (so the resumed run recomputes epochs after the checkpoint).
+a one-cycle schedule, the stem bias frozen after epoch 3, checkpoints every 2 epochs (so the resumed run
+recomputes epochs after the checkpoint).
 """
 
 import json
@@ -32,7 +33,8 @@ SCRIPT = textwrap.dedent("""
     ds = Dataset("toy", split(512), split(64), ["a", "b", "c", "d"], source="toy")
     cfg = {"name": "k", "seed": 5, "model": {"name": "fastnet", "widths": [8, 16, 16]},
            "data": {"augment": {"crop": 2, "flip": True}},
-           "optim": {"lr": 0.2, "momentum": 0.9, "nesterov": True, "batch_size": 32, "epochs": 7, "bias_lr_scale": 4.0},
+           "optim": {"lr": 0.2, "momentum": 0.9, "nesterov": True, "batch_size": 32, "epochs": 7, "bias_lr_scale": 4.0,
+                     "stem_bias_epochs": 3},
            "schedule": {"name": "onecycle", "warmup": 0.2},
            "loss": {"label_smoothing": 0.1},
            "train": {"device": "cpu", "bf16": True, "channels_last": True, "threads": 1, "checkpoint_every": 2}}

@@ -110,6 +110,10 @@ SCHEMA: dict[str, Any] = {
         "bias_lr_scale": Opt(1.0, NUM, minimum=0, help="lr multiplier (and 1/x weight decay) for BatchNorm parameters"),
         "batch_size": Opt(128, (int,), minimum=1),
         "epochs": Opt(10, (int,), minimum=1),
+        "stem_bias_epochs": Opt(None, (int,), nullable=True, minimum=0,
+                                help="fastnet: train the whitening stem's bias for this many epochs, then freeze it "
+                                     "(airbench's progressive freezing: the first conv then needs no input gradient); "
+                                     "null = never freeze"),
     },
     "schedule": {
         "name": Opt("multistep", (str,), choices=("multistep", "cosine", "onecycle", "constant")),

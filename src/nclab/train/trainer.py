@@ -88,6 +88,9 @@ class Trainer:
         self._targets: dict[str, torch.Tensor] = {}
         self.model = self._build_model()
         self.optimizer = self._build_optimizer()
+        if c["optim"]["stem_bias_epochs"] is not None and self._stem_bias() is None:
+            raise NclabError(f"optim.stem_bias_epochs applies to fastnet with its whitened stem (model.whiten), "
+                             f"not to model {c['model']['name']}; set it to null")
         self.callbacks = list(callbacks or []) + build_callbacks(c["callbacks"])
         self.train_loader = self._loader("train", train=True)
         self._eval_loaders: dict[str, BatchIterator] = {}
@@ -351,12 +354,25 @@ class Trainer:
                               wall_time_s=self._elapsed)
         raise NclabError(msg)
 
+    def _stem_bias(self) -> torch.nn.Parameter | None:
+        stem = getattr(getattr(self.model, "backbone", None), "stem", None)
+        return getattr(stem, "bias", None) if getattr(stem, "whiten", False) else None
+
+    def _freeze_stem_bias(self, e: int) -> None:
+        """optim.stem_bias_epochs: the whitening stem's bias trains in epochs 0..N-1 and is frozen from epoch N
+        on (a pure function of the epoch, so a resumed run freezes at the same step). Frozen, it gets no
+        gradient, hence no update or weight decay, and autograd skips the first conv's input gradient."""
+        n = self.cfg["optim"]["stem_bias_epochs"]
+        if n is not None:
+            self._stem_bias().requires_grad_(e < n)
+
     def _train_epoch(self, e: int) -> dict:
         c = self.cfg
         o, lcfg = c["optim"], c["loss"]
         loader = self.train_loader
         loader.set_epoch(e)
         self.model.train()
+        self._freeze_stem_bias(e)
         spe, epochs = self.steps_per_epoch, o["epochs"]
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
