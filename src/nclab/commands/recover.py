@@ -139,11 +139,9 @@ def _from_run(args, opts) -> dict:
     arrays = rep.pop("_arrays", None)
     if args.probe:
         from nclab.finegrain.pipeline import setup_for
-        from nclab.finegrain.probe import linear_probe
+        from nclab.finegrain.probe import probe_saved_arrays
 
-        rep["probe"] = linear_probe(arrays["train_features"], arrays["train_coarse"], arrays["train_fine"],
-                                    arrays["test_features"], arrays["test_coarse_pred"], arrays["test_fine"],
-                                    setup_for(tr).hierarchy)
+        rep["probe"] = probe_saved_arrays(arrays, setup_for(tr).hierarchy)
     if args.save:
         save_arrays(run, arrays)
         res = run.read_results()

@@ -206,7 +206,7 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
     """Train, measure and write ``results.json`` for experiment ``name``; returns the results dict."""
     from nclab.finegrain.pipeline import baselines as run_baselines
     from nclab.finegrain.pipeline import recover_trainer, save_arrays, setup_for
-    from nclab.finegrain.probe import linear_probe
+    from nclab.finegrain.probe import probe_saved_arrays
     from nclab.rundir import RunDir
 
     if name not in EXPERIMENTS:
@@ -240,9 +240,7 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
     write()
     say(f"recovery: test {rep['test_acc']:.4f} (oracle {rep['oracle_test_acc']:.4f}), coarse {results['coarse_test_acc']:.4f}")
     if probe:  # is the fine structure linearly present where clustering misses it? (supervised, not the protocol)
-        results["probe"] = linear_probe(arrays["train_features"], arrays["train_coarse"], arrays["train_fine"],
-                                        arrays["test_features"], arrays["test_coarse_pred"], arrays["test_fine"],
-                                        setup_for(tr).hierarchy)
+        results["probe"] = probe_saved_arrays(arrays, setup_for(tr).hierarchy)
         write()
 
     which = tuple(k for k, on in (("raw_pixels", raw_pixels), ("random_init", random_init)) if on)

@@ -18,11 +18,8 @@ import warnings
 import numpy as np
 
 from nclab.data.hierarchy import Hierarchy
+from nclab.finegrain.evaluate import _acc
 from nclab.utils.errors import NclabError
-
-
-def _acc(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean(a == b)) if len(a) else float("nan")
 
 
 def linear_probe(train_features: np.ndarray, train_coarse: np.ndarray, train_fine: np.ndarray,
@@ -92,3 +89,10 @@ def linear_probe(train_features: np.ndarray, train_coarse: np.ndarray, train_fin
         "per_superclass": per,
         "options": {"C": C, "standardize": True, "model": "logistic_regression"},
     }
+
+
+def probe_saved_arrays(arrays: dict, hierarchy: Hierarchy, **kwargs) -> dict:
+    """:func:`linear_probe` on the arrays a recovery run keeps (``recover_trainer(keep_arrays=True)``: train/test
+    features, fine and coarse labels, the predicted coarse routing)."""
+    return linear_probe(arrays["train_features"], arrays["train_coarse"], arrays["train_fine"], arrays["test_features"],
+                        arrays["test_coarse_pred"], arrays["test_fine"], hierarchy, **kwargs)
