@@ -1,8 +1,9 @@
 """Fine-label recovery from coarse-trained features (Yang, Steinhardt & Hu, ICML 2023).
 
-``FineLabelRecovery`` (fit/predict), ``evaluate_recovery`` (the results.json ``recovery`` block), ``linear_probe``
-(a supervised per-superclass upper bound, the ``probe`` block), ``kmeans`` (fast torch k-means), ``RecoveryCallback`` (in ``nclab.finegrain.callback``), experiments in
-``nclab.finegrain.experiments``. See docs/recovery.md.
+``FineLabelRecovery`` (fit/predict), ``evaluate_recovery`` (the results.json ``recovery`` block),
+``linear_probe`` (a supervised per-superclass upper bound, the ``probe`` block), ``kmeans`` (fast torch
+k-means), ``RecoveryCallback`` (in ``nclab.finegrain.callback``), experiments in ``nclab.finegrain.experiments``.
+See docs/recovery.md.
 """
 
 from nclab.finegrain.evaluate import evaluate_recovery
