@@ -101,8 +101,17 @@ def etf_means(K, D, seed=0, scale=2.5, offset=None):
 
 
 # ------------------------------------------------------------------------------------------------
+@pytest.fixture(params=["fused", "float32"])
+def classifier_route(request, monkeypatch):
+    """Run a test with W fused into the float64 residual product (small K) and on the float32 route."""
+    from nclab.collapse import second_pass
+
+    monkeypatch.setattr(second_pass, "FUSED_COLUMNS", 10_000 if request.param == "fused" else 0)
+    return request.param
+
+
 @pytest.mark.parametrize("K,D", [(7, 12), (10, 4)])  # D < K: Σ_B has rank D, not K-1
-def test_every_metric_matches_naive_reference(K, D):
+def test_every_metric_matches_naive_reference(K, D, classifier_route):
     H, y = gaussian_data(seed=K, D=D, K=K, offset=0.7)
     rng = np.random.default_rng(1)
     W, b = rng.normal(size=(K, D)), rng.normal(size=K)
@@ -114,7 +123,7 @@ def test_every_metric_matches_naive_reference(K, D):
         assert 0 < got["ncc_mismatch"] < 1 and got["nc1"] > 0
 
 
-def test_default_chunked_projected_route_matches_naive_reference_with_offset():
+def test_default_chunked_projected_route_matches_naive_reference_with_offset(classifier_route):
     # metrics_from_arrays' own choices (D > 2K: no D x D scatter, cache-sized chunks, residual-based second
     # pass) on float32 features far from the origin, as a network gives them
     H, y = gaussian_data(seed=4, N=5000, D=96, K=6, offset=50.0)
@@ -146,9 +155,14 @@ def test_second_pass_reads_features_without_changing_them_in_any_dtype():
         assert got["ncc_mismatch"] == ref["ncc_mismatch"]
 
 
-def test_float32_classifier_scores_fall_back_to_float64_on_near_ties():
+@pytest.mark.parametrize("fused", [False, True])
+def test_float32_classifier_scores_fall_back_to_float64_on_near_ties(fused, monkeypatch):
     # two classifier rows 1e-7 apart: float32 scores cannot order them, float64 can; the decisions (hence
-    # classifier_acc and ncc_mismatch) must equal the float64 reference exactly
+    # classifier_acc and ncc_mismatch) must equal the float64 reference exactly — both on the float32 route
+    # (large K) and with W fused into the float64 residual product (small K)
+    from nclab.collapse import second_pass
+
+    monkeypatch.setattr(second_pass, "FUSED_COLUMNS", 10_000 if fused else 0)
     H, y = gaussian_data(seed=6, N=3000, D=64, K=4, offset=5.0)
     H = H.astype(np.float32)
     rng = np.random.default_rng(3)
@@ -164,10 +178,34 @@ def test_float32_classifier_scores_fall_back_to_float64_on_near_ties():
     for i in range(0, len(y), 500):
         sp.update(H[i : i + 500], y[i : i + 500])
     got = compute_metrics(stats, W, b, second=sp)
-    assert sp.rescored > 100  # the near-tie rows really went through the float64 fallback
+    assert sp._fused_w == fused
+    assert sp.rescored == 0 if fused else sp.rescored > 100  # near-tie rows really went through the fallback
     assert got["ncc_mismatch"] == ref["ncc_mismatch"]
     assert got["classifier_acc"] == np.mean(ref_pred == y)
     assert np.sum(ref_pred == 1) > 0 and np.sum(ref_pred == 0) > 0  # both tied classes are really chosen
+
+
+@pytest.mark.parametrize("sep, screened", [(0.6, "some"), (40.0, "all")])
+def test_nearest_centre_screening_gives_the_exact_decisions(sep, screened):
+    # rows within half the distance to the nearest other mean skip the distance product; the decisions
+    # (ncc_acc, ncc_mismatch) must still equal the naive per-row argmin, for overlapping and separated classes
+    H, y = gaussian_data(seed=8, N=4000, D=40, K=9, offset=3.0, sep=sep)
+    W = np.random.default_rng(1).normal(size=(9, 40))
+    b = np.random.default_rng(2).normal(size=9)
+    mu = np.stack([H[y == k].mean(0) for k in range(9)])
+    ncc_ref = np.argmin(((H[:, None, :] - mu[None]) ** 2).sum(-1), 1)
+    pred_ref = np.argmax(H @ W.T + b, 1)
+    stats = ClassStats(9, scatter=False, traces=False).update(H, y)
+    sp = SecondPass(stats, W, b, project=True)
+    for i in range(0, len(y), 700):
+        sp.update(H[i : i + 700], y[i : i + 700])
+    got = sp.result()
+    assert got["ncc_acc"] == np.mean(ncc_ref == y)
+    assert got["ncc_mismatch"] == np.mean(ncc_ref != pred_ref)
+    if screened == "all":
+        assert sp.screened == len(y)
+    else:  # overlapping classes: the radius test settles some rows and leaves the rest to the exact route
+        assert 0 < sp.screened < len(y) and np.mean(ncc_ref == y) < 0.95
 
 
 def test_simplex_etf_with_zero_noise_is_exactly_collapsed():

@@ -306,11 +306,16 @@ def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None,
         int(W.shape[0]) if W is not None else int(yy.max()) + 1)
     if scatter is None:
         scatter = int(h.shape[1]) <= 2 * k
+    first_batch = batch_size
     if batch_size is None:  # cache-sized chunks on CPU (1024 x 512 float64 = 4 MB), large ones to fill a GPU
-        batch_size = 65536 if torch.device(device).type == "cuda" else max(256, 2**22 // (8 * max(int(h.shape[1]), 1)))
+        cuda = torch.device(device).type == "cuda"
+        batch_size = 65536 if cuda else max(256, 2**22 // (8 * max(int(h.shape[1]), 1)))
+        # the first pass only sums (no products): 4x larger chunks quarter the per-batch merges
+        # (measured 50,000 x 512, K = 100 on 2 CPU cores: 12.5 ms at 4096 rows vs 20 ms at 1024, 24 ms at 8192)
+        first_batch = batch_size if cuda or scatter else 4 * batch_size
     stats = ClassStats(k, int(h.shape[1]), device=device, scatter=scatter, traces=scatter)
-    for i in range(0, h.shape[0], batch_size):
-        stats.update(h[i : i + batch_size].to(device), yy[i : i + batch_size])
+    for i in range(0, h.shape[0], first_batch):
+        stats.update(h[i : i + first_batch].to(device), yy[i : i + first_batch])
     second = None
     if W is not None or not scatter:
         second = SecondPass(stats, W, b, project=not scatter)

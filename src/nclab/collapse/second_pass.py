@@ -17,6 +17,7 @@ from nclab.collapse.stats import ClassStats, Scratch, as_float64
 from nclab.utils.errors import NclabError
 
 _F64 = torch.float64
+FUSED_COLUMNS = 32  # see SecondPass.__init__: up to this many columns W joins the float64 product
 
 
 class SecondPass:
@@ -29,7 +30,9 @@ class SecondPass:
     needs) and the exact per-class traces t_k = Σ_{i: y_i=k} ‖h_i − μ_k‖² around the frozen means (labels
     required).
 
-    float32 features with W: the classifier scores come from one float32 product, and every row whose top-two
+    With few classes (the span directions plus the rows of W ≤ ``FUSED_COLUMNS``) the classifier scores
+    W h + b = W r + (W μ_y + b) come from the same float64 product as the projection, exactly. Otherwise, for
+    float32 features, they come from one float32 product, and every row whose top-two
     gap is within twice the rigorous float32 error bound ≈ (D + 6)·2⁻²⁴·(max_k‖w_k‖·‖h_i‖ + max|b|) is scored again
     in float64, so the decisions are those of float64 arithmetic at a fraction of the cost.
     """
@@ -67,6 +70,12 @@ class SecondPass:
             # NCC term r·μ_k = r·(μ_k − μ_G) + r·μ_G = z·(V(μ_k − μ_G)) + const (μ_k − μ_G lies in span V)
             self._ncc_t = centred_means(stats) @ self.span_v.T  # (Kp, r)
             rows = [self.span_v]
+            # screening radius per present class: half the distance from μ_k to its nearest other mean,
+            # shrunk by a relative 1e-9 so float64 rounding of the exact route can never disagree with it
+            # (see _nearest_centre)
+            far = self._d2 + torch.diag(torch.full((idx.numel(),), float("inf"), dtype=_F64, device=self.device))
+            self._radius2 = far.amin(1).mul_(0.25 * (1 - 1e-9)) if idx.numel() > 1 else torch.full(
+                (idx.numel(),), float("inf"), dtype=_F64, device=self.device)
         else:
             self._ncc_t = None
             rows = [self.means]
@@ -82,6 +91,12 @@ class SecondPass:
             u = 2.0 ** -24
             self._w_bound = (self.W.shape[1] + 6) * u * float(self.W.norm(dim=1).max())
             self._b_bound = 0.0 if self.b is None else 5 * u * float(self.b.abs().max())
+        # few classes: the classifier rows ride along in the float64 residual product (W r, exact) — for
+        # skinny products the extra columns cost less than a separate float32 product and its tie checks
+        self._nz = sum(t.shape[0] for t in rows)
+        self._fused_w = self.W is not None and self._nz + self.W.shape[0] <= FUSED_COLUMNS
+        if self._fused_w:
+            rows.append(self.W)
         self._rhs_res = torch.cat(rows)
         self.n = 0
         self.mismatch = 0
@@ -89,6 +104,7 @@ class SecondPass:
         self.ncc_correct = 0
         self.clf_correct = 0
         self.rescored = 0  # rows whose float32 classifier decision was too close to call (scored in float64)
+        self.screened = 0  # rows whose nearest centre was settled by the radius test (see _nearest_centre)
         self._scratch = Scratch()
 
     def update(self, features, labels=None) -> "SecondPass":
@@ -157,10 +173,11 @@ class SecondPass:
 
     def _update_labelled(self, x: torch.Tensor, y: torch.Tensor, x32: torch.Tensor | None = None) -> "SecondPass":
         """Everything from the residuals r = h − μ_y (exact differences, no cancellation) and one product
-        r Vᵀ: traces ‖r‖², projected residuals z = V r; classifier scores W h + b (float32 product checked by
-        its error bound, float64 W r + (W μ_y + b) where unsure),
-        and the nearest centre argmin_k ‖h − μ_k‖² = argmin_k (‖μ_y − μ_k‖² − 2 r·μ_k) (‖r‖² and r·μ_y
-        are the same for every k). Callers pass cache-sized batches (metrics_from_arrays: 1024 rows).
+        r Vᵀ: traces ‖r‖², projected residuals z = V r; classifier scores W h + b (with few classes float64
+        W r + (W μ_y + b) from the same product; else a float32 product checked by its error bound, float64
+        where unsure), and the nearest centre argmin_k ‖h − μ_k‖² = argmin_k (‖μ_y − μ_k‖² − 2 r·μ_k)
+        (‖r‖² and r·μ_y are the same for every k; rows within the screening radius skip it, see
+        ``_nearest_centre``). Callers pass cache-sized batches (metrics_from_arrays: 1024 rows).
         ``x``: a float64 copy of the batch that may be overwritten; ``x32``: the batch as float32 (when it came
         so) for the classifier scores. Work buffers are reused across batches (see ``Scratch``)."""
         pos = self._pos.index_select(0, y)
@@ -174,25 +191,50 @@ class SecondPass:
         if not bool(torch.isfinite(sq).all()):  # a NaN/inf anywhere in a row reaches its norm
             raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt")
         # z = V r (projected) or r μ_kᵀ (no projection)
-        prod = torch.mm(r, self._rhs_res.T, out=buf("prod", (b, self._rhs_res.shape[0]), _F64, dev))
-        kp = self.means.shape[0]
+        full = torch.mm(r, self._rhs_res.T, out=buf("prod", (b, self._rhs_res.shape[0]), _F64, dev))
+        prod = full[:, : self._nz]
+        zz = None
         if self._ncc_t is not None:
-            z, t = prod, torch.mm(prod, self._ncc_t.T, out=buf("t", (b, kp), _F64, dev))
+            zz = torch.mul(prod, prod, out=buf("zz", tuple(prod.shape), _F64, dev))
+            ncc = self._nearest_centre(prod, zz.sum(1), y, pos)
         else:
-            z, t = None, prod
-        dist = torch.index_select(self._d2, 0, pos, out=buf("dist", (b, kp), _F64, dev)).sub_(t, alpha=2)
-        ncc = self.present.index_select(0, torch.argmin(dist, dim=1))
-        if self.W is not None:
+            ncc = self._nearest(prod, pos)
+        if self._fused_w:  # W h + b = W r + (W μ_y + b), all float64
+            pred = torch.argmax(full[:, self._nz :] + self._wmb.index_select(0, y), dim=1)
+        elif self.W is not None:
             pred = self._scores(r, y, x32)
+        if self.W is not None:
             self.mismatch += int((pred != ncc).sum())
             self.clf_correct += int((pred == y).sum())
         self.n_labelled += int(x.shape[0])
         self.ncc_correct += int((ncc == y).sum())
         if self.proj_diag is not None:
             self.traces.index_add_(0, y, sq)
-            self.proj_diag += (z * z).sum(0)
+            self.proj_diag += zz.sum(0)
         self.n += int(x.shape[0])
         return self
+
+    def _nearest(self, t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """argmin_k ‖μ_y − μ_k‖² − 2 t_k over the present classes (t: (B, Kp) = r·μ_k up to a per-row
+        constant), as labels."""
+        buf = self._scratch.get
+        dist = torch.index_select(self._d2, 0, pos, out=buf("dist", tuple(t.shape), _F64, t.device)).sub_(t, alpha=2)
+        return self.present.index_select(0, torch.argmin(dist, dim=1))
+
+    def _nearest_centre(self, z: torch.Tensor, z2: torch.Tensor, y: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Nearest class centre from the projected residuals z = V r (B, r), z2 = ‖z‖² (B,).
+
+        ‖h − μ_k‖² − ‖h − μ_y‖² = ‖μ_y − μ_k‖² − 2 z·V(μ_k − μ_y) ≥ d_yk² − 2‖z‖ d_yk (Cauchy–Schwarz, V has
+        orthonormal rows), which is > 0 for every k ≠ y once ‖z‖ < min_k d_yk / 2. Rows inside that radius
+        (all of them in well-separated or collapsed data) are their own class's nearest centre without the
+        (B, r) x (r, Kp) product; only the others are scored exactly."""
+        ncc = y.clone()
+        unsure = torch.nonzero(z2 >= self._radius2.index_select(0, pos)).flatten()
+        self.screened += int(y.numel() - unsure.numel())
+        if unsure.numel():
+            zu = z.index_select(0, unsure)
+            ncc[unsure] = self._nearest(zu @ self._ncc_t.T, pos.index_select(0, unsure))
+        return ncc
 
     def result(self) -> dict[str, float]:
         """``ncc_mismatch`` (fraction of samples where classifier and nearest-centre decisions differ;
