@@ -297,6 +297,25 @@ def test_streaming_equals_all_at_once_and_merge_equals_single():
     np.testing.assert_allclose(one.traces.numpy(), np.bincount(y, (R * R).sum(1)), rtol=1e-11)
 
 
+def test_lean_first_pass_converts_large_batches_in_pieces_exactly():
+    # counts and means only: a float32 batch far larger than one cache-sized piece (D = 4096 -> 128 rows per
+    # piece) must give the means of the direct float64 formula and of a row-by-row accumulation
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 5, 1000)
+    H = (rng.normal(size=(1000, 4096)) + 30 * y[:, None]).astype(np.float32)
+    lean = ClassStats(5, scatter=False, traces=False).update(H, y)
+    mu = np.stack([H[y == k].astype(np.float64).mean(0) for k in range(5)])
+    np.testing.assert_allclose(lean.means.numpy(), mu, rtol=1e-13, atol=1e-14)
+    small = ClassStats(5, scatter=False, traces=False)
+    for i in range(0, 1000, 97):
+        small.update(H[i : i + 97], y[i : i + 97])
+    np.testing.assert_allclose(lean.means.numpy(), small.means.numpy(), rtol=1e-13, atol=1e-14)
+    assert torch.equal(lean.counts, torch.as_tensor(np.bincount(y, minlength=5), dtype=torch.float64))
+    H[700, 5] = np.nan  # a NaN in a later piece is still caught
+    with pytest.raises(NclabError, match="NaN"):
+        ClassStats(5, scatter=False, traces=False).update(H, y)
+
+
 def test_collapsed_regime_with_large_offset_stays_accurate_and_non_negative():
     # tiny within-class spread far from the origin: raw-moment formulas cancel catastrophically here
     H, y = gaussian_data(seed=3, N=400, D=6, K=5, noise=1e-6)

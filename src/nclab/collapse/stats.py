@@ -153,10 +153,19 @@ class ClassStats:
             self._alloc(int(x.shape[1]))
         if x.shape[1] != self.dim:
             raise NclabError(f"features have dim {x.shape[1]} but this accumulator holds dim {self.dim}")
-        x = as_float64(x, self._scratch)  # our own copy: may be changed in place below
         k = self.num_classes
         nb = torch.bincount(y, minlength=k).to(_F64)
-        sums = torch.zeros(k, self.dim, dtype=_F64, device=x.device).index_add_(0, y, x)
+        sums = torch.zeros(k, self.dim, dtype=_F64, device=x.device)
+        lean = not (self.keep_traces or self.keep_scatter)
+        if lean and x.device.type == "cpu" and x.dtype != _F64:
+            # sums only: convert cache-sized pieces (a float64 copy of a large batch would spill out of
+            # cache) and merge the whole batch once (2-core CPU, 50,000 x 512: ~8 vs 13-20 ms)
+            step = max(1, 2**22 // (8 * self.dim))
+            for j in range(0, x.shape[0], step):
+                sums.index_add_(0, y[j : j + step], as_float64(x[j : j + step], self._scratch))
+        else:
+            x = as_float64(x, self._scratch)  # our own copy: may be changed in place below
+            sums.index_add_(0, y, x)
         if not bool(torch.isfinite(sums).all()):  # a NaN/inf anywhere reaches its class sum
             raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt — "
                              "check the run (lower the learning rate) or clean the array")
