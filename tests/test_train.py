@@ -210,9 +210,11 @@ def _strip(rows):
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
 
 
-def test_resume_after_crash_equals_uninterrupted_in_process(tmp_path):
+@pytest.mark.parametrize("lookahead", [None, 4])
+def test_resume_after_crash_equals_uninterrupted_in_process(tmp_path, lookahead):
     ds = digits_dataset(20, 5)
-    cfg = base_cfg(optim={"epochs": 5}, train={"checkpoint_every": 2}, data={"augment": {"crop": 0, "flip": False}})
+    cfg = base_cfg(optim={"epochs": 5, "lookahead_every": lookahead}, train={"checkpoint_every": 2},
+                   data={"augment": {"crop": 0, "flip": False}})
     ref = Trainer(cfg, tmp_path / "ref", dataset=ds)
     ref.fit()
     crashed = Trainer(cfg, tmp_path / "b", callbacks=[_Crash(3)], dataset=ds)
@@ -226,6 +228,47 @@ def test_resume_after_crash_equals_uninterrupted_in_process(tmp_path):
     a = [json.loads(l) for l in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert _strip(a) == _strip(b) and len(b) == 5
+
+
+def test_lookahead_sync_follows_its_formula(tmp_path):
+    # every N steps: a <- d a + (1 - d) w, then w <- a, with d = decay (t / T)^3; nothing between syncs; a sync
+    # at the last step whatever N; float state only (BatchNorm's integer counter untouched)
+    cfg = base_cfg(model={"name": "mlp", "width": 8, "depth": 1, "batchnorm": True},
+                   optim={"epochs": 2, "lookahead_every": 5, "lookahead_decay": 0.6})
+    tr = Trainer(cfg, tmp_path / "la", dataset=digits_dataset(20, 5))
+    T = tr.steps_per_epoch * 2
+    assert T % 5 != 0  # so the last-step sync is exercised
+    floats = lambda: {k: v.clone() for k, v in tr.model.state_dict().items() if v.is_floating_point()}  # noqa: E731
+    w0 = floats()
+    tr.global_step = 5
+    tr._lookahead_sync()  # first sync: the average starts at the weights
+    assert all(torch.equal(v, w0[k]) for k, v in floats().items())
+    with torch.no_grad():
+        for v in tr.model.state_dict().values():
+            if v.is_floating_point():
+                v.add_(1.0)
+    w1 = floats()
+    tr.global_step = 7
+    tr._lookahead_sync()  # not a multiple of 5: no change
+    assert all(torch.equal(v, w1[k]) for k, v in floats().items())
+    # step 10: the average was w0 and the weights w0 + 1, so both become w0 + 1 - d
+    tr.global_step = 10
+    d10 = 0.6 * (10 / T) ** 3
+    assert d10 > 0.01
+    tr._lookahead_sync()
+    for k, v in floats().items():
+        torch.testing.assert_close(v, w0[k] + 1 - d10, rtol=1e-6, atol=1e-6)
+    # last step: the weights move on by +2 first, so w <- dT (w0 + 1 - d10) + (1 - dT)(w0 + 3 - d10)
+    with torch.no_grad():
+        for v in tr.model.state_dict().values():
+            if v.is_floating_point():
+                v.add_(2.0)
+    tr.global_step = T
+    tr._lookahead_sync()
+    for k, v in floats().items():
+        torch.testing.assert_close(v, w0[k] + 3 - d10 - 2 * 0.6, rtol=1e-6, atol=1e-6)
+    with pytest.raises(NclabError, match="lookahead_decay"):
+        Trainer(base_cfg(optim={"lookahead_every": 2, "lookahead_decay": 1.0}), tmp_path / "x", dataset=digits_dataset(20, 5))
 
 
 # flip test-time augmentation -------------------------------------------------------------------

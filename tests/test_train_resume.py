@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent("""
     cfg = {"name": "k", "seed": 5, "model": {"name": "fastnet", "widths": [8, 16, 16]},
            "data": {"augment": {"crop": 2, "flip": True}},
            "optim": {"lr": 0.2, "momentum": 0.9, "nesterov": True, "batch_size": 32, "epochs": 7, "bias_lr_scale": 4.0,
-                     "stem_bias_epochs": 3},
+                     "stem_bias_epochs": 3, "lookahead_every": 3},
            "schedule": {"name": "onecycle", "warmup": 0.2},
            "loss": {"label_smoothing": 0.1},
            "train": {"device": "cpu", "bf16": True, "channels_last": True, "threads": 1, "checkpoint_every": 2}}

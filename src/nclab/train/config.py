@@ -114,6 +114,12 @@ SCHEMA: dict[str, Any] = {
                                 help="fastnet: train the whitening stem's bias for this many epochs, then freeze it "
                                      "(airbench's progressive freezing: the first conv then needs no input gradient); "
                                      "null = never freeze"),
+        "lookahead_every": Opt(None, (int,), nullable=True, minimum=1,
+                               help="every N steps pull the weights towards an exponential moving average of "
+                                    "themselves and continue from it (airbench's lookahead); null = off"),
+        "lookahead_decay": Opt(0.95 ** 5, NUM, minimum=0,
+                               help="lookahead: the average's decay per sync at the end of training; it ramps "
+                                    "up as (step/total)^3 so early training follows the raw weights"),
     },
     "schedule": {
         "name": Opt("multistep", (str,), choices=("multistep", "cosine", "onecycle", "constant")),

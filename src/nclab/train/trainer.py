@@ -88,6 +88,10 @@ class Trainer:
         self._targets: dict[str, torch.Tensor] = {}
         self.model = self._build_model()
         self.optimizer = self._build_optimizer()
+        if c["optim"]["lookahead_decay"] >= 1:
+            raise NclabError(f"optim.lookahead_decay must be below 1 (got {c['optim']['lookahead_decay']}): "
+                             f"at 1 the weights would never move; airbench uses 0.95**5 = 0.774")
+        self._lookahead: list[torch.Tensor] | None = None  # the moving average (see _lookahead_sync)
         if c["optim"]["stem_bias_epochs"] is not None and self._stem_bias() is None:
             raise NclabError(f"optim.stem_bias_epochs applies to fastnet with its whitened stem (model.whiten), "
                              f"not to model {c['model']['name']}; set it to null")
@@ -265,7 +269,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(), "metrics": self.metrics, "elapsed_s": self._elapsed,
             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
-            "num_classes": self.num_classes,
+            "num_classes": self.num_classes, "lookahead": self._lookahead,
         }
         path = atomic_torch_save(self._ckpt_path(), state)
         if self.cfg["train"]["keep_checkpoints"]:
@@ -290,6 +294,8 @@ class Trainer:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.metrics = list(state["metrics"])
         self._elapsed = float(state["elapsed_s"])
+        la = state.get("lookahead")
+        self._lookahead = None if la is None else [t.to(self.device) for t in la]
         for cb, s in zip(self.callbacks, state.get("callbacks", [])):
             if s is not None and hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(s)
@@ -366,6 +372,26 @@ class Trainer:
         if n is not None:
             self._stem_bias().requires_grad_(e < n)
 
+    def _lookahead_sync(self) -> None:
+        """optim.lookahead_every: every N steps (and at the last step) the moving average a of every float
+        tensor of the model state (weights and BatchNorm statistics) takes a step a ← d·a + (1 − d)·w towards
+        the weights w, and the weights jump to it: w ← a. The decay ramps as d = decay·(t/T)³ over the T steps
+        of training (airbench94), so early training follows the raw weights and late training averages them.
+        Its state is checkpointed, so a resumed run continues the same average."""
+        every = self.cfg["optim"]["lookahead_every"]
+        total = self.steps_per_epoch * self.cfg["optim"]["epochs"]
+        t = self.global_step
+        if not every or (t % every and t != total):
+            return
+        live = [v for v in self.model.state_dict().values() if v.is_floating_point()]
+        with torch.no_grad():
+            if self._lookahead is None:
+                self._lookahead = [v.detach().clone() for v in live]
+            d = self.cfg["optim"]["lookahead_decay"] * (t / total) ** 3
+            for a, w in zip(self._lookahead, live):
+                a.lerp_(w, 1 - d)
+                w.copy_(a)
+
     def _train_epoch(self, e: int) -> dict:
         c = self.cfg
         o, lcfg = c["optim"], c["loss"]
@@ -407,6 +433,7 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.global_step = e * spe + step + 1
+            self._lookahead_sync()
             loss_sum += lv.double() * len(y)
             correct += (z.detach().argmax(1) == y).sum()
             seen += len(y)
