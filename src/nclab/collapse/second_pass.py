@@ -73,9 +73,9 @@ class SecondPass:
             # screening radius per present class: half the distance from μ_k to its nearest other mean,
             # shrunk by a relative 1e-9 so float64 rounding of the exact route can never disagree with it
             # (see _nearest_centre)
+            # (a lone class gets an infinite radius: it is every row's nearest centre)
             far = self._d2 + torch.diag(torch.full((idx.numel(),), float("inf"), dtype=_F64, device=self.device))
-            self._radius2 = far.amin(1).mul_(0.25 * (1 - 1e-9)) if idx.numel() > 1 else torch.full(
-                (idx.numel(),), float("inf"), dtype=_F64, device=self.device)
+            self._radius2 = far.amin(1).mul_(0.25 * (1 - 1e-9))
         else:
             self._ncc_t = None
             rows = [self.means]
