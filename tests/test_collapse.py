@@ -155,14 +155,11 @@ def test_second_pass_reads_features_without_changing_them_in_any_dtype():
         assert got["ncc_mismatch"] == ref["ncc_mismatch"]
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_float32_classifier_scores_fall_back_to_float64_on_near_ties(fused, monkeypatch):
+def test_float32_classifier_scores_fall_back_to_float64_on_near_ties(classifier_route):
     # two classifier rows 1e-7 apart: float32 scores cannot order them, float64 can; the decisions (hence
     # classifier_acc and ncc_mismatch) must equal the float64 reference exactly — both on the float32 route
     # (large K) and with W fused into the float64 residual product (small K)
-    from nclab.collapse import second_pass
-
-    monkeypatch.setattr(second_pass, "FUSED_COLUMNS", 10_000 if fused else 0)
+    fused = classifier_route == "fused"
     H, y = gaussian_data(seed=6, N=3000, D=64, K=4, offset=5.0)
     H = H.astype(np.float32)
     rng = np.random.default_rng(3)

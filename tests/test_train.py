@@ -103,6 +103,7 @@ def test_config_defaults_and_overrides():
     ({"schedule": {"name": "cosin"}}, [], r"did you mean cosine"),
     ({}, ["loss.name=hinge"], r"choose one of ce, mse"),
     ({}, ["optim.lr=-1"], r"too small"),
+    ({}, ["optim.lookahead_decay=1"], r"optim\.lookahead_decay=1\.0 is too large; it must be .* < 1"),
     ({}, ["optim.lr"], r"key=value"),
     ({"optim": 3}, [], r"section optim must be a mapping"),
 ])
@@ -239,14 +240,18 @@ def test_lookahead_sync_follows_its_formula(tmp_path):
     T = tr.steps_per_epoch * 2
     assert T % 5 != 0  # so the last-step sync is exercised
     floats = lambda: {k: v.clone() for k, v in tr.model.state_dict().items() if v.is_floating_point()}  # noqa: E731
+
+    def shift(c):  # move every float state tensor by c, as training would between syncs
+        with torch.no_grad():
+            for v in tr.model.state_dict().values():
+                if v.is_floating_point():
+                    v.add_(c)
+
     w0 = floats()
     tr.global_step = 5
     tr._lookahead_sync()  # first sync: the average starts at the weights
     assert all(torch.equal(v, w0[k]) for k, v in floats().items())
-    with torch.no_grad():
-        for v in tr.model.state_dict().values():
-            if v.is_floating_point():
-                v.add_(1.0)
+    shift(1.0)
     w1 = floats()
     tr.global_step = 7
     tr._lookahead_sync()  # not a multiple of 5: no change
@@ -259,10 +264,7 @@ def test_lookahead_sync_follows_its_formula(tmp_path):
     for k, v in floats().items():
         torch.testing.assert_close(v, w0[k] + 1 - d10, rtol=1e-6, atol=1e-6)
     # last step: the weights move on by +2 first, so w <- dT (w0 + 1 - d10) + (1 - dT)(w0 + 3 - d10)
-    with torch.no_grad():
-        for v in tr.model.state_dict().values():
-            if v.is_floating_point():
-                v.add_(2.0)
+    shift(2.0)
     tr.global_step = T
     tr._lookahead_sync()
     for k, v in floats().items():

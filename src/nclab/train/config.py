@@ -25,9 +25,9 @@ class Opt:
     """A config leaf: allowed types (tuple), optional allowed values, default, help."""
 
     def __init__(self, default: Any, types: tuple, choices: tuple | None = None, nullable: bool = False,
-                 minimum: float | None = None, help: str = ""):
+                 minimum: float | None = None, below: float | None = None, help: str = ""):
         self.default, self.types, self.choices, self.nullable = default, types, choices, nullable
-        self.minimum, self.help = minimum, help
+        self.minimum, self.below, self.help = minimum, below, help
 
     def describe(self) -> str:
         if self.choices:
@@ -36,6 +36,8 @@ class Opt:
             s = " or ".join(t.__name__ for t in self.types)
             if self.minimum is not None:
                 s += f" >= {self.minimum}"
+            if self.below is not None:
+                s += f" and < {self.below}"
         return s + (" or null" if self.nullable else "")
 
     def check(self, key: str, v: Any) -> Any:
@@ -62,6 +64,8 @@ class Opt:
             raise NclabError(f"config key {key}={v!r} is not allowed{hint}; choose {self.describe()}")
         if self.minimum is not None and isinstance(v, (int, float)) and v < self.minimum:
             raise NclabError(f"config key {key}={v!r} is too small; it must be {self.describe()}")
+        if self.below is not None and isinstance(v, (int, float)) and v >= self.below:
+            raise NclabError(f"config key {key}={v!r} is too large; it must be {self.describe()}")
         return v
 
 
@@ -117,9 +121,10 @@ SCHEMA: dict[str, Any] = {
         "lookahead_every": Opt(None, (int,), nullable=True, minimum=1,
                                help="every N steps pull the weights towards an exponential moving average of "
                                     "themselves and continue from it (airbench's lookahead); null = off"),
-        "lookahead_decay": Opt(0.95 ** 5, NUM, minimum=0,
+        "lookahead_decay": Opt(0.95 ** 5, NUM, minimum=0, below=1,
                                help="lookahead: the average's decay per sync at the end of training; it ramps "
-                                    "up as (step/total)^3 so early training follows the raw weights"),
+                                    "up as (step/total)^3 so early training follows the raw weights "
+                                    "(at 1 the weights would never move; airbench: 0.95**5 = 0.774)"),
     },
     "schedule": {
         "name": Opt("multistep", (str,), choices=("multistep", "cosine", "onecycle", "constant")),

@@ -88,9 +88,6 @@ class Trainer:
         self._targets: dict[str, torch.Tensor] = {}
         self.model = self._build_model()
         self.optimizer = self._build_optimizer()
-        if c["optim"]["lookahead_decay"] >= 1:
-            raise NclabError(f"optim.lookahead_decay must be below 1 (got {c['optim']['lookahead_decay']}): "
-                             f"at 1 the weights would never move; airbench uses 0.95**5 = 0.774")
         self._lookahead: list[torch.Tensor] | None = None  # the moving average (see _lookahead_sync)
         if c["optim"]["stem_bias_epochs"] is not None and self._stem_bias() is None:
             raise NclabError(f"optim.stem_bias_epochs applies to fastnet with its whitened stem (model.whiten), "
