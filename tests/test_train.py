@@ -91,6 +91,9 @@ def test_config_defaults_and_overrides():
     assert cfg["optim"]["lr"] == 1.0 and isinstance(cfg["optim"]["lr"], float)
     assert cfg["optim"]["momentum"] == 0.5 and cfg["data"]["augment"]["flip"] is True
     assert cfg["loss"]["name"] == "ce" and cfg["train"]["checkpoint_every"] == 1
+    assert cfg["train"]["compile"] is False
+    assert load_config({}, ["train.compile=true"])["train"]["compile"] is True
+    assert load_config({}, ["train.compile=reduce-overhead"])["train"]["compile"] == "reduce-overhead"
 
 
 @pytest.mark.parametrize("src,over,match", [
@@ -105,6 +108,7 @@ def test_config_defaults_and_overrides():
     ({}, ["optim.lr=-1"], r"too small"),
     ({}, ["optim.lookahead_decay=1"], r"optim\.lookahead_decay=1\.0 is too large; it must be .* < 1"),
     ({}, ["optim.lr"], r"key=value"),
+    ({}, ["train.compile=reduce_overhead"], r"did you mean reduce-overhead"),
     ({"optim": 3}, [], r"section optim must be a mapping"),
 ])
 def test_config_errors_name_the_problem(src, over, match):
@@ -175,6 +179,29 @@ def test_nan_stops_naming_epoch_step_and_checkpoint(tmp_path):
     status = json.loads((run / "status.json").read_text())
     assert status["status"] == "stopped_nan" and "epoch 3, step 1" in status["message"]
     assert [json.loads(l)["epoch"] for l in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.parametrize("check_every", [1, 4])
+def test_deferred_nonfinite_check_names_the_first_bad_step(tmp_path, check_every):
+    # On a GPU the losses are read back every few steps; the stop must still name the first bad step,
+    # come at the next check (not later), and keep nothing of that epoch.
+    ds = digits_dataset(30, 5)
+    tr = Trainer(base_cfg(optim={"epochs": 3}, train={"checkpoint_every": 1}), tmp_path / "r", dataset=ds)
+    tr.nonfinite_check_every = check_every
+    spe, bad = tr.steps_per_epoch, tr.steps_per_epoch + 2  # third step of epoch 2 (0-based call index)
+    assert spe > 6
+    calls = []
+
+    def fwd(x):
+        calls.extend([1] if tr.model.training else [])  # evaluation also runs the forward pass
+        z = tr.model(x)
+        return z * float("nan") if tr.model.training and len(calls) - 1 == bad else z
+
+    tr._fwd = fwd
+    with pytest.raises(NclabError, match=r"epoch 2, step 3; last good checkpoint: .*\(epoch 1\)"):
+        tr.fit()
+    assert len(calls) == spe + (3 if check_every == 1 else 4)  # stopped at the first check after the bad step
+    assert [json.loads(l)["epoch"] for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
 def test_nan_from_huge_lr_via_cli_exits_nonzero(tmp_path, capsys):

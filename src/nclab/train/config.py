@@ -70,6 +70,7 @@ class Opt:
 
 
 NUM = (int, float)
+COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MODEL_NAMES = ("resnet18", "fastnet", "vgg11", "vgg16", "mlp", "linear")
 
 SCHEMA: dict[str, Any] = {
@@ -144,7 +145,9 @@ SCHEMA: dict[str, Any] = {
         "device": Opt("auto", (str,), choices=("auto", "cpu", "cuda")),
         "bf16": Opt(True, (bool,), help="bf16 autocast (CPU with AVX-512 bf16, CUDA)"),
         "channels_last": Opt(True, (bool,)),
-        "compile": Opt(False, (bool,)),
+        "compile": Opt(False, (bool, str), choices=COMPILE_MODES,
+                       help="torch.compile the forward pass: false, true (= default), or a torch.compile mode "
+                            "(reduce-overhead adds CUDA graphs)"),
         "threads": Opt(None, (int,), nullable=True, minimum=1, help="torch CPU threads (null = torch default)"),
         "tta": Opt("none", (str,), choices=("none", "flip"),
                    help="test-time augmentation for evaluation and recovery features: flip = mean of the "
