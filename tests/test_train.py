@@ -96,6 +96,13 @@ def test_config_defaults_and_overrides():
     assert load_config({}, ["train.compile=reduce-overhead"])["train"]["compile"] == "reduce-overhead"
 
 
+def test_reduce_overhead_compile_keeps_the_eager_model_on_cpu(tmp_path):
+    # reduce-overhead = CUDA graphs; without a GPU the trainer runs the plain model (no inductor compile)
+    tr = Trainer(base_cfg(train={"compile": "reduce-overhead"}), tmp_path / "r", dataset=digits_dataset(5, 1))
+    assert tr._fwd is tr.model
+    assert load_config("paper_resnet18")["train"]["compile"] == "reduce-overhead"
+
+
 @pytest.mark.parametrize("src,over,match", [
     ({"optim": {"lrr": 0.1}}, [], r"unknown config key optim\.lrr; did you mean optim\.lr"),
     ({"optimm": {}}, [], r"unknown config key optimm; did you mean optim"),

@@ -102,7 +102,7 @@ class Trainer:
         self.metrics: list[dict] = []
         self._elapsed = 0.0
         self._last_ckpt: tuple[int, Path] | None = None
-        self._fwd = _compiled(self.model, c["train"]["compile"])
+        self._fwd = _compiled(self.model, c["train"]["compile"], self.device)
         # The non-finite-loss check reads the loss on the host. On CPU that is free; on a GPU it would
         # stall the launch queue every step (measured: ~2x slower ResNet-18 steps at batch 128), so there
         # the losses are kept on the device and checked every NONFINITE_CHECK_EVERY steps.
@@ -511,9 +511,13 @@ class Trainer:
                 "checkpoint": str(self._ckpt_path()), "run_dir": str(self.run.path)}
 
 
-def _compiled(model: torch.nn.Module, mode) -> torch.nn.Module:
-    """``train.compile``: False = the eager model; True/"default" = ``torch.compile``; else that mode."""
-    if mode is False:
+def _compiled(model: torch.nn.Module, mode, device: torch.device) -> torch.nn.Module:
+    """``train.compile``: False = the eager model; True/"default" = ``torch.compile``; else that mode.
+
+    ``reduce-overhead`` means CUDA graphs: on a CPU there are none, and inductor alone measured slower than
+    eager on our 2-core CPU (docs/training.md), so there it keeps the eager model.
+    """
+    if mode is False or (mode == "reduce-overhead" and device.type != "cuda"):
         return model
     return torch.compile(model, mode=None if mode in (True, "default") else mode)
 
