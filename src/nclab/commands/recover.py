@@ -14,6 +14,8 @@ import numpy as np
 
 from nclab.utils.errors import NclabError
 
+METHODS = ("kmeans", "pursuit", "gmm", "spectral", "agglomerative")  # no heavy import at parser build time
+
 ARRAYS = ("features_train", "coarse_train", "fine_train", "features_test", "coarse_pred", "fine_test")
 
 
@@ -26,7 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--hierarchy", default=None,
                    help="arrays mode: mod:K / adjacent:K / file:PATH / a .json Hierarchy dict; default: inferred "
                         "from the train (coarse, fine) pairs")
-    p.add_argument("--method", default="kmeans", choices=("kmeans", "gmm", "spectral", "agglomerative"))
+    p.add_argument("--method", default="kmeans", choices=METHODS,  # = nclab.finegrain.recovery.METHODS (a test checks)
+                   help="kmeans (paper A's protocol), pursuit (two-class superclasses: the most bimodal of the "
+                        "k-means split and minimum-kurtosis splits), gmm, spectral, agglomerative")
     p.add_argument("--normalize", default="whiten", choices=("none", "center", "l2", "center+l2", "whiten"))
     p.add_argument("--clustering", default="per_coarse", choices=("per_coarse", "global"))
     p.add_argument("--fit-on", default="train", choices=("train", "test"))

@@ -179,6 +179,9 @@ def _table(res: dict) -> dict:
     rows = [["recovery (predicted coarse routing)", _pct(rec.get("test_acc"))],
             ["recovery (true coarse routing)", _pct(rec.get("oracle_test_acc"))],
             ["coarse test accuracy", _pct(res.get("coarse_test_acc"))]]
+    if res.get("recovery_pursuit"):
+        rows.insert(2, ["recovery, projection-pursuit split (predicted coarse routing)",
+                        _pct(res["recovery_pursuit"].get("test_acc"))])
     if res.get("probe"):
         rows.append(["linear probe, predicted routing (supervised upper bound)", _pct(res["probe"].get("test_acc"))])
     for k, v in res.get("baselines", {}).items():
@@ -206,6 +209,7 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
     """Train, measure and write ``results.json`` for experiment ``name``; returns the results dict."""
     from nclab.finegrain.pipeline import baselines as run_baselines
     from nclab.finegrain.pipeline import recover_trainer, save_arrays, setup_for
+    from nclab.finegrain.evaluate import evaluate_recovery
     from nclab.finegrain.probe import probe_saved_arrays
     from nclab.rundir import RunDir
 
@@ -241,6 +245,14 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
     say(f"recovery: test {rep['test_acc']:.4f} (oracle {rep['oracle_test_acc']:.4f}), coarse {results['coarse_test_acc']:.4f}")
     if probe:  # is the fine structure linearly present where clustering misses it? (supervised, not the protocol)
         results["probe"] = probe_saved_arrays(arrays, setup_for(tr).hierarchy)
+        write()
+    if opts.get("method", "kmeans") == "kmeans" and opts.get("clustering", "per_coarse") == "per_coarse":
+        # the same protocol with the projection-pursuit split (unsupervised; see nclab.finegrain.pursuit)
+        pursuit = evaluate_recovery(arrays["train_features"], arrays["train_coarse"], arrays["train_fine"],
+                                    arrays["test_features"], arrays["test_coarse_pred"], arrays["test_fine"],
+                                    setup_for(tr).hierarchy, **{**opts, "method": "pursuit"})
+        results["recovery_pursuit"] = {k: pursuit[k] for k in ("test_acc", "oracle_test_acc", "train_acc", "ari",
+                                                                "nmi", "per_superclass", "options")}
         write()
 
     which = tuple(k for k, on in (("raw_pixels", raw_pixels), ("random_init", random_init)) if on)

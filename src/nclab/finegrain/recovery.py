@@ -25,9 +25,10 @@ from scipy.optimize import linear_sum_assignment
 
 from nclab.data.hierarchy import Hierarchy
 from nclab.finegrain.kmeans import kmeans
+from nclab.finegrain.pursuit import bimodal_split
 from nclab.utils.errors import NclabError
 
-METHODS = ("kmeans", "gmm", "spectral", "agglomerative")
+METHODS = ("kmeans", "pursuit", "gmm", "spectral", "agglomerative")
 NORMALIZATIONS = ("none", "center", "l2", "center+l2", "whiten")
 CLUSTERINGS = ("per_coarse", "global")
 
@@ -74,7 +75,9 @@ class FineLabelRecovery:
     ----------
     hierarchy : Hierarchy or array (num_fine,) fine->coarse, or None to infer ``k_c`` from the (coarse, fine)
         pairs seen in ``fit`` (then every fine class must appear under exactly one coarse label).
-    method : "kmeans" | "gmm" | "spectral" | "agglomerative". Spectral uses a kNN graph
+    method : "kmeans" | "pursuit" | "gmm" | "spectral" | "agglomerative". "pursuit": for a superclass with two
+        fine classes, the most bimodal of the k-means split and splits along minimum-kurtosis directions
+        (:mod:`nclab.finegrain.pursuit`); k-means for more than two. Spectral uses a kNN graph
         (``n_neighbors``); spectral and agglomerative cluster at most ``max_samples`` points per group and
         extend to the rest by nearest centroid.
     normalize : "none" | "center" (subtract the group's fit mean) | "l2" (unit rows) | "center+l2" |
@@ -202,6 +205,13 @@ class FineLabelRecovery:
         if k == 1:
             return np.zeros(len(z), np.int64), z.mean(0, keepdims=True), None
         if self.method == "kmeans":
+            r = kmeans(z, k, n_init=self.n_init, max_iter=self.max_iter, seed=seed, device=self.device)
+            return r.labels, r.centers, None
+        if self.method == "pursuit" and k == 2:
+            lab, centers, _ = bimodal_split(z, n_init=self.n_init, seed=seed, max_iter=self.max_iter,
+                                            device=self.device)
+            return lab, centers, None
+        if self.method == "pursuit":  # more than two fine classes: plain k-means
             r = kmeans(z, k, n_init=self.n_init, max_iter=self.max_iter, seed=seed, device=self.device)
             return r.labels, r.centers, None
         if self.method == "gmm":
