@@ -207,9 +207,9 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
                    max_train: int | None = None, out: str | Path | None = None, resume: bool = False,
                    force: bool = False, recovery_options: dict | None = None) -> dict:
     """Train, measure and write ``results.json`` for experiment ``name``; returns the results dict."""
+    from nclab.finegrain.evaluate import evaluate_recovery
     from nclab.finegrain.pipeline import baselines as run_baselines
     from nclab.finegrain.pipeline import recover_trainer, save_arrays, setup_for
-    from nclab.finegrain.evaluate import evaluate_recovery
     from nclab.finegrain.probe import probe_saved_arrays
     from nclab.rundir import RunDir
 
