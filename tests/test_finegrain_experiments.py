@@ -48,6 +48,13 @@ def test_results_match_an_independent_recomputation(coarse5):
     assert disk["probe"]["test_acc"] == pytest.approx(pref["test_acc"])
     assert disk["probe"]["oracle_test_acc"] >= disk["probe"]["test_acc"]
     assert any("linear probe" in r[0] for r in disk["tables"][0]["rows"])
+    # the pursuit variant: recomputed from the saved arrays; predicted routing can never beat the routing itself
+    pur = evaluate_recovery(f["train_features"], f["train_coarse"], f["train_fine"], f["test_features"],
+                            f["test_coarse_pred"], f["test_fine"], f2c, method="pursuit")
+    assert disk["recovery_pursuit"]["test_acc"] == pytest.approx(pur["test_acc"])
+    assert disk["recovery_pursuit"]["test_acc"] <= disk["coarse_test_acc"] + 1e-12
+    assert disk["recovery_pursuit"]["options"]["method"] == "pursuit"
+    assert any("projection-pursuit" in r[0] for r in disk["tables"][0]["rows"])
     # the net's coarse accuracy equals the trainer's own last test_acc
     assert disk["coarse_test_acc"] == pytest.approx(run.read_metrics()[-1]["test_acc"])
     cents = np.load(out / "features" / "centroids.npz")
