@@ -89,6 +89,24 @@ def test_resume_skips_complete_runs(coarse5):
     assert (before[0], before[1]) == ((out / "metrics.jsonl").read_text(), (out / "baseline" / "metrics.jsonl").read_text())
 
 
+def test_reproduce_in_time_slices_equals_one_go(coarse5, tmp_path, capsys):
+    # --time-limit 0: every call trains one epoch of whichever run is unfinished (coarse, then the baseline),
+    # exits 75; calls with --resume continue; the end result equals the uninterrupted fixture's
+    out, res = coarse5
+    args = ["reproduce", "cifar10-coarse5", "--recipe", "tiny", "--data", "digits", "--epochs", "3", "--quiet",
+            "--no-random-init", "--no-probe", "--out", str(tmp_path / "s"), "--time-limit", "0"]
+    codes = [main(args)]
+    while codes[-1] == 75 and len(codes) < 10:
+        codes.append(main(args + ["--resume"]))
+    # calls 1-2: a coarse epoch each; call 3: the last coarse epoch (a run never pauses once done), its recovery,
+    # then the baseline's first epoch; calls 4-5: the baseline's other epochs, the last call finishes
+    assert codes == [75] * 4 + [0]
+    assert "paused: " in capsys.readouterr().err
+    got = RunDir(tmp_path / "s").read_results()
+    assert got["recovery"]["test_acc"] == pytest.approx(res["recovery"]["test_acc"])
+    assert got["baselines"]["fine_trained"]["test_acc"] == pytest.approx(res["baselines"]["fine_trained"]["test_acc"])
+
+
 def test_recovery_callback_leaves_global_rng_and_logs_recovery(tmp_path):
     import random
 

@@ -15,7 +15,7 @@ from nclab.train import losses
 from nclab.train.config import configs_dir
 from nclab.train.schedules import lr_at
 from nclab.train.trainer import TIMING_KEYS
-from nclab.utils.errors import NclabError
+from nclab.utils.errors import NclabError, RunPaused
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -263,6 +263,49 @@ def test_resume_after_crash_equals_uninterrupted_in_process(tmp_path, lookahead)
     a = [json.loads(l) for l in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert _strip(a) == _strip(b) and len(b) == 5
+
+
+def test_time_limit_pauses_and_resumes_to_the_uninterrupted_result(tmp_path):
+    # a limit no epoch fits: every call trains one epoch, checkpoints, pauses; resuming call by call ends
+    # exactly where an uninterrupted run ends (same parameters, same metrics rows)
+    ds = digits_dataset(20, 5)
+    cfg = base_cfg(optim={"epochs": 4, "lookahead_every": 3}, train={"checkpoint_every": 3})
+    ref = Trainer(cfg, tmp_path / "ref", dataset=ds)
+    ref.fit()
+    limited = {**cfg, "train": {**cfg["train"], "time_limit_s": 1e-9}}
+    calls = 0
+    while True:
+        calls += 1
+        tr = Trainer(limited, tmp_path / "p", dataset=ds)
+        try:
+            tr.fit(resume=calls > 1)
+            break
+        except RunPaused as e:
+            st = json.loads((tmp_path / "p" / "status.json").read_text())
+            assert st["status"] == "paused" and f"after epoch {calls} of 4" in str(e) and "--resume" in str(e)
+            assert torch.load(tmp_path / "p" / "checkpoints" / "last.pt", weights_only=True)["epoch"] == calls
+    assert calls == 4  # one epoch per call, the last call completes without pausing
+    assert json.loads((tmp_path / "p" / "status.json").read_text())["status"] == "complete"
+    for k, v in ref.model.state_dict().items():
+        assert torch.equal(v, tr.model.state_dict()[k]), k
+    a = [json.loads(l) for l in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(l) for l in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()]
+    assert _strip(a) == _strip(b)
+    # a generous limit never pauses
+    roomy = {**cfg, "train": {**cfg["train"], "time_limit_s": 3600}}
+    assert Trainer(roomy, tmp_path / "r", dataset=ds).fit()["status"] == "complete"
+
+
+def test_time_limit_via_cli_exits_75_then_resume_completes(tmp_path, capsys):
+    from nclab.cli import main
+
+    args = ["train", "--config", "tiny", "--run-dir", str(tmp_path / "r"), "--quiet", "--epochs", "2"]
+    assert main(args + ["--time-limit", "0"]) == 75
+    err = capsys.readouterr().err
+    assert err.startswith("paused: ") and "after epoch 1 of 2" in err and "--resume" in err
+    assert "The run is paused" in (tmp_path / "r" / "report.html").read_text()  # the report says so
+    assert main(args + ["--resume"]) == 0
+    assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "complete"
 
 
 def test_lookahead_sync_follows_its_formula(tmp_path):

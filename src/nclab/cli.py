@@ -12,7 +12,8 @@ import importlib
 import sys
 
 from nclab import __version__
-from nclab.utils.errors import NclabError
+from nclab.utils import clock
+from nclab.utils.errors import EXIT_PAUSED, NclabError, RunPaused
 
 # Order here is the order in ``nclab --help``.
 COMMANDS = [
@@ -48,6 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    clock.mark_command_start()
+    try:
+        return _main(argv)
+    finally:
+        clock.clear_command_start()  # a Python caller's later Trainers count from their own construction
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -62,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     except NclabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunPaused as e:
+        print(f"paused: {e}", file=sys.stderr)
+        return EXIT_PAUSED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -30,7 +30,7 @@ import yaml
 from nclab.utils.errors import NclabError
 from nclab.utils.io import atomic_write_json, atomic_write_text, read_jsonl
 
-STATUSES = ("running", "complete", "stopped_nan", "interrupted", "failed")
+STATUSES = ("running", "complete", "paused", "stopped_nan", "interrupted", "failed")
 
 
 class RunDir:

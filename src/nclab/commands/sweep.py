@@ -78,7 +78,7 @@ def _nc1(d: Path):
 
 
 def run(args) -> int:
-    from nclab.finegrain.experiments import run_experiment
+    from nclab.finegrain.experiments import run_experiment, time_limit_override
     from nclab.rundir import RunDir
     from nclab.utils.progress import say
 
@@ -93,7 +93,7 @@ def run(args) -> int:
             say(f"[{i + 1}/{len(cells)}] {d.name}: complete, skipped")
         else:
             say(f"[{i + 1}/{len(cells)}] {d.name}")
-            ov = [f"{ALIASES.get(k, k)}={v}" for k, v in cell.items()] + list(args.overrides)
+            ov = [f"{ALIASES.get(k, k)}={v}" for k, v in cell.items()] + time_limit_override(args)
             run_experiment(args.experiment, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy,
                            overrides=ov, epochs=args.epochs, device=args.device, baseline=False,
                            random_init=False, raw_pixels=False, max_train=args.max_train, out=d,

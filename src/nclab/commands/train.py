@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
     p.add_argument("--run-dir", default=None, help="exact run directory (overrides --runs/--name)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="same as --set train.device=...")
     p.add_argument("--epochs", type=int, default=None, help="same as --set optim.epochs=N")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="same as --set train.time_limit_s=SECONDS: pause cleanly before passing SECONDS "
+                        "(checkpoint, exit code 75), continue with --resume")
     p.add_argument("--resume", action="store_true", help="continue from the run's checkpoints/last.pt")
     p.add_argument("--force", action="store_true", help="overwrite an existing run's metrics and checkpoints")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -36,6 +39,8 @@ def run(args) -> int:
         overrides.append(f"train.device={args.device}")
     if args.epochs is not None:
         overrides.append(f"optim.epochs={args.epochs}")
+    if args.time_limit is not None:
+        overrides.append(f"train.time_limit_s={args.time_limit}")
     if args.name:
         overrides.append(f"name={args.name}")
     config = args.config

@@ -78,6 +78,9 @@ def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set optim.epochs=20 (repeatable)")
     p.add_argument("--epochs", type=int, default=None, help="same as --set optim.epochs=N")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="same as --set train.time_limit_s=SECONDS: pause each training run cleanly before it would "
+                        "pass SECONDS (exit code 75), continue with --resume (for GPU time in slices)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
     p.add_argument("--no-baseline", action="store_true", help="skip training the fine-label baseline sub-run")
     p.add_argument("--no-random-init", action="store_true", help="skip the random-init-network baseline")
@@ -92,10 +95,16 @@ def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
     p.add_argument("--json", action="store_true", help="print results.json on stdout")
 
 
+def time_limit_override(args) -> list[str]:
+    """``args.overrides`` plus ``train.time_limit_s`` when ``--time-limit`` was given."""
+    extra = [] if args.time_limit is None else [f"train.time_limit_s={args.time_limit}"]
+    return list(args.overrides) + extra
+
+
 def _cli(name: str, args) -> int:
     args.run_dir = str(default_out(name, args.recipe, args.out))  # where the CLI writes the report
     res = run_experiment(
-        name, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy, overrides=args.overrides,
+        name, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy, overrides=time_limit_override(args),
         epochs=args.epochs, device=args.device, baseline=not args.no_baseline,
         random_init=not args.no_random_init, probe=not args.no_probe, max_train=args.max_train, out=args.out, resume=args.resume,
         force=args.force)

@@ -21,6 +21,7 @@ STATUS_TEXT = {
     "running": "running (or died without recording a status)",
     "stopped_nan": "stopped on NaN",
     "interrupted": "interrupted",
+    "paused": "paused at its time limit",
     "failed": "failed",
     "unknown": "unknown (no status.json)",
 }
@@ -157,6 +158,9 @@ def status_banner(run: RunData) -> str:
     elif st == "failed":
         head = "The run failed: it did not finish."
         body = f"{ck[0].upper() + ck[1:]}. Results after the last good checkpoint are not valid."
+    elif st == "paused":
+        return ('<div class="banner warn"><strong>The run is paused: it has not finished.</strong>It stopped cleanly '
+                f"at its time limit; {esc(ck)}. Continue it with --resume. Figures show what was logged so far.</div>")
     elif st == "running":
         return ('<div class="banner warn"><strong>The run has not finished.</strong>Its status is "running": it is in '
                 "progress, or it died without recording why. Figures show what was logged so far.</div>")

@@ -152,6 +152,11 @@ SCHEMA: dict[str, Any] = {
         "tta": Opt("none", (str,), choices=("none", "flip"),
                    help="test-time augmentation for evaluation and recovery features: flip = mean of the "
                         "penultimate features of x and its mirror image (logits follow, the classifier is linear)"),
+        "time_limit_s": Opt(None, NUM, nullable=True, minimum=0,
+                            help="pause cleanly (checkpoint, status 'paused', exit code 75) at the first epoch end "
+                                 "after which another epoch would pass this many seconds since the nclab command "
+                                 "started (Python API: since the Trainer was built); continue with --resume. At "
+                                 "least one epoch runs per call"),
         "checkpoint_every": Opt(1, (int,), minimum=1),
         "keep_checkpoints": Opt(False, (bool,), help="also keep checkpoints/epoch_XXXX.pt"),
         "eval_every": Opt(1, (int,), minimum=1),

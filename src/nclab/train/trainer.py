@@ -39,7 +39,8 @@ from nclab.train.callbacks import Callback, build_callbacks
 from nclab.train.checkpoint import rng_state, set_rng_state
 from nclab.train.config import load_config
 from nclab.train.schedules import lr_at
-from nclab.utils.errors import NclabError
+from nclab.utils import clock
+from nclab.utils.errors import NclabError, RunPaused
 from nclab.utils.io import atomic_torch_save, atomic_write_text, torch_load
 from nclab.utils.progress import progress, say
 from nclab.utils.seed import seed_everything
@@ -76,6 +77,8 @@ class Trainer:
 
     def __init__(self, cfg: dict | str | os.PathLike, run_dir: str | os.PathLike, callbacks: list[Callback] | None = None,
                  dataset: Dataset | None = None):
+        # train.time_limit_s counts from the CLI command's start, else from here (data loading included)
+        t_built = clock.command_start() or time.perf_counter()
         self.cfg = load_config(cfg)
         self.run = RunDir(run_dir)
         c = self.cfg
@@ -103,6 +106,7 @@ class Trainer:
         self._elapsed = 0.0
         self._last_ckpt: tuple[int, Path] | None = None
         self._fwd = _compiled(self.model, c["train"]["compile"], self.device)
+        self._t_built = t_built
         # The non-finite-loss check reads the loss on the host. On CPU that is free; on a GPU each read makes
         # the host wait for the device, so there the losses stay on the device and are checked every
         # NONFINITE_CHECK_EVERY steps (the stop still names the first bad step; nothing is checkpointed between
@@ -363,6 +367,25 @@ class Trainer:
                               wall_time_s=self._elapsed)
         raise NclabError(msg)
 
+    def _time_is_up(self, first_epoch: int) -> bool:
+        """``train.time_limit_s``: would one more epoch (at this call's mean epoch time) pass the limit?"""
+        limit = self.cfg["train"]["time_limit_s"]
+        if limit is None or self.epoch >= self.cfg["optim"]["epochs"]:
+            return False
+        now = time.perf_counter()
+        per_epoch = (now - self._t_fit) / max(1, self.epoch - first_epoch)
+        return now - self._t_built + per_epoch > limit
+
+    def _pause(self) -> None:
+        """Checkpoint (unless this epoch's is written), status ``paused``, raise :class:`RunPaused`."""
+        if not self._last_ckpt or self._last_ckpt[0] != self.epoch:
+            self.save_checkpoint()
+        spent = time.perf_counter() - self._t_built
+        msg = (f"{self.run.path}: time limit of {self.cfg['train']['time_limit_s']:g} s reached after epoch "
+               f"{self.epoch} of {self.cfg['optim']['epochs']} ({spent:.0f} s); continue with --resume")
+        self.run.write_status("paused", msg, epoch=self.epoch, wall_time_s=self._elapsed)
+        raise RunPaused(msg)
+
     def _check_finite(self, step_losses: torch.Tensor, start: int, stop: int, epoch: int, bar) -> None:
         """Stop at the first non-finite loss among steps ``start..stop-1`` of this epoch (one host sync)."""
         bad = ~torch.isfinite(step_losses[start:stop])
@@ -463,10 +486,14 @@ class Trainer:
                 "train_time_s": dt, "images_per_s": seen / max(dt, 1e-9)}
 
     def fit(self, resume: bool = False, force: bool = False) -> dict[str, Any]:
-        """Train to ``optim.epochs``; returns ``{"status", "epoch", "metrics" (last row), "checkpoint"}``."""
+        """Train to ``optim.epochs``; returns ``{"status", "epoch", "metrics" (last row), "checkpoint"}``.
+
+        With ``train.time_limit_s`` it may instead checkpoint, set status ``paused`` and raise
+        :class:`~nclab.utils.errors.RunPaused`; ``fit(resume=True)`` continues (same result as no pause)."""
         c = self.cfg
         epochs = c["optim"]["epochs"]
         self._start(resume, force)
+        first_epoch, self._t_fit = self.epoch, time.perf_counter()
         try:
             for cb in self.callbacks:
                 cb.on_train_start(self)
@@ -493,12 +520,16 @@ class Trainer:
                     self.save_checkpoint()
                 self.run.write_status("running", "", epoch=self.epoch, wall_time_s=self._elapsed)
                 say(_epoch_line(logs, epochs))
+                if self._time_is_up(first_epoch):
+                    self._pause()
             for cb in self.callbacks:
                 cb.on_train_end(self)
         except KeyboardInterrupt:
             last = self._last_ckpt[0] if self._last_ckpt else 0
             self.run.write_status("interrupted", f"interrupted; resume from epoch {last} with --resume",
                                   wall_time_s=self._elapsed)
+            raise
+        except RunPaused:
             raise
         except NclabError as err:
             if self.run.read_status().get("status") != "stopped_nan":
