@@ -26,6 +26,7 @@ from scipy.optimize import linear_sum_assignment
 from nclab.data.hierarchy import Hierarchy
 from nclab.finegrain.kmeans import kmeans
 from nclab.finegrain.pursuit import bimodal_split
+from nclab.finegrain.whiten import pca_whitener
 from nclab.utils.errors import NclabError
 
 METHODS = ("kmeans", "pursuit", "gmm", "spectral", "agglomerative")
@@ -183,35 +184,18 @@ class FineLabelRecovery:
         return z.astype(np.float32, copy=False)
 
     def _whitener(self, x: np.ndarray) -> np.ndarray:
-        """Projection (D, d): the top principal axes holding ``whiten_var`` of the variance, each scaled by
-        1/sqrt(eigenvalue), so the projected group has identity covariance."""
-        xc = x - x.mean(0)
-        n, d = xc.shape
-        if d <= n:  # covariance route: one float32 GEMM (fast for 10k x 3072 raw pixels), eigh in float64
-            var, vecs = np.linalg.eigh((xc.T @ xc).astype(np.float64) / max(1, n - 1))
-            var, vecs = var[::-1].clip(min=0), vecs[:, ::-1]
-        else:
-            _, sv, vt = np.linalg.svd(xc.astype(np.float64), full_matrices=False)
-            var, vecs = sv**2 / max(1, n - 1), vt.T
-        total = var.sum()
-        if total <= 0:
-            return np.zeros((d, 1), np.float32)
-        keep = int(np.searchsorted(np.cumsum(var) / total, self.whiten_var - 1e-12) + 1)
-        keep = max(1, min(keep, int((var > var[0] * 1e-10).sum())))
-        return (vecs[:, :keep] / np.sqrt(var[:keep])).astype(np.float32)
+        """:func:`pca_whitener` keeping ``whiten_var`` of the group's variance."""
+        return pca_whitener(x, self.whiten_var)
 
     def _cluster(self, z: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, object | None]:
         """Cluster z (n, d) into k groups -> (labels (n,), centres (k, d), fitted model or None)."""
         if k == 1:
             return np.zeros(len(z), np.int64), z.mean(0, keepdims=True), None
-        if self.method == "kmeans":
-            r = kmeans(z, k, n_init=self.n_init, max_iter=self.max_iter, seed=seed, device=self.device)
-            return r.labels, r.centers, None
         if self.method == "pursuit" and k == 2:
             lab, centers, _ = bimodal_split(z, n_init=self.n_init, seed=seed, max_iter=self.max_iter,
                                             device=self.device)
             return lab, centers, None
-        if self.method == "pursuit":  # more than two fine classes: plain k-means
+        if self.method in ("kmeans", "pursuit"):  # pursuit with more than two fine classes: plain k-means
             r = kmeans(z, k, n_init=self.n_init, max_iter=self.max_iter, seed=seed, device=self.device)
             return r.labels, r.centers, None
         if self.method == "gmm":
