@@ -216,6 +216,8 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
                    max_train: int | None = None, out: str | Path | None = None, resume: bool = False,
                    force: bool = False, recovery_options: dict | None = None) -> dict:
     """Train, measure and write ``results.json`` for experiment ``name``; returns the results dict."""
+    import numpy as np
+
     from nclab.finegrain.evaluate import evaluate_recovery
     from nclab.finegrain.pipeline import baselines as run_baselines
     from nclab.finegrain.pipeline import recover_trainer, save_arrays, setup_for
@@ -255,11 +257,13 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
     if probe:  # is the fine structure linearly present where clustering misses it? (supervised, not the protocol)
         results["probe"] = probe_saved_arrays(arrays, setup_for(tr).hierarchy)
         write()
-    if opts.get("method", "kmeans") == "kmeans" and opts.get("clustering", "per_coarse") == "per_coarse":
+    hier = setup_for(tr).hierarchy
+    two_way = bool((np.bincount(hier.fine_to_coarse) == 2).any())  # pursuit only changes two-class superclasses
+    if opts.get("method", "kmeans") == "kmeans" and opts.get("clustering", "per_coarse") == "per_coarse" and two_way:
         # the same protocol with the projection-pursuit split (unsupervised; see nclab.finegrain.pursuit)
         pursuit = evaluate_recovery(arrays["train_features"], arrays["train_coarse"], arrays["train_fine"],
                                     arrays["test_features"], arrays["test_coarse_pred"], arrays["test_fine"],
-                                    setup_for(tr).hierarchy, **{**opts, "method": "pursuit"})
+                                    hier, **{**opts, "method": "pursuit"})
         results["recovery_pursuit"] = {k: pursuit[k] for k in ("test_acc", "oracle_test_acc", "train_acc", "ari",
                                                                 "nmi", "per_superclass", "options")}
         write()
