@@ -254,10 +254,10 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
     results["train_time_s"] = last.get("train_time_total_s")  # optimisation steps only (no eval/callbacks)
     write()
     say(f"recovery: test {rep['test_acc']:.4f} (oracle {rep['oracle_test_acc']:.4f}), coarse {results['coarse_test_acc']:.4f}")
+    hier = setup_for(tr).hierarchy  # the hierarchy the recovery grouped by (probe and pursuit use it too)
     if probe:  # is the fine structure linearly present where clustering misses it? (supervised, not the protocol)
-        results["probe"] = probe_saved_arrays(arrays, setup_for(tr).hierarchy)
+        results["probe"] = probe_saved_arrays(arrays, hier)
         write()
-    hier = setup_for(tr).hierarchy
     two_way = bool((np.bincount(hier.fine_to_coarse) == 2).any())  # pursuit only changes two-class superclasses
     if opts.get("method", "kmeans") == "kmeans" and opts.get("clustering", "per_coarse") == "per_coarse" and two_way:
         # the same protocol with the projection-pursuit split (unsupervised; see nclab.finegrain.pursuit)
