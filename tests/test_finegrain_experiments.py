@@ -69,6 +69,19 @@ def test_results_match_an_independent_recomputation(coarse5):
     assert b["raw_pixels"]["test_acc"] == pytest.approx(raw["test_acc"])
     assert 0.1 < b["random_init"]["test_acc"] <= 1.0
     assert b["fine_trained"]["test_acc"] == pytest.approx(RunDir(out / "baseline").read_metrics()[-1]["test_acc"])
+    # its superclass accuracy, from the baseline checkpoint's own forward pass (TINY: no TTA) mapped with mod:5
+    from nclab.train import Trainer, load_config
+
+    btr = Trainer(load_config(str(out / "baseline" / "config.yaml")), out / "baseline")
+    btr.load_checkpoint()
+    btr.model.eval()
+    with torch.no_grad():
+        pred = torch.cat([btr.model(x).argmax(1) for x, _ in btr.eval_loader("test")]).numpy()
+    yb = btr.dataset.test.y.numpy()
+    assert np.mean(pred == yb) == pytest.approx(b["fine_trained"]["test_acc"])
+    assert b["fine_trained"]["coarse_test_acc"] == pytest.approx(np.mean(f2c[pred] == f2c[yb]))
+    assert b["fine_trained"]["coarse_test_acc"] >= b["fine_trained"]["test_acc"]  # a fine hit is a superclass hit
+    assert any("coarse accuracy of its predictions" in r[0] for r in disk["tables"][0]["rows"])
     assert disk["subruns"] == ["baseline"] and disk["tables"][0]["rows"]
 
 
