@@ -283,12 +283,12 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
         blast = btr.metrics[-1] if btr.metrics else {}
         fine_trained = {"test_acc": float(btr.evaluate("test")["acc"]), "run": "baseline",
                         "train_time_s": blast.get("train_time_total_s")}
-        if btr.hierarchy is not None:
-            # how often the fine-trained net is right about the superclass: the routing a coarse-trained net
-            # would need to match it (under mod:5 most CIFAR-10 confusions cross superclasses)
+        bst = setup_for(btr)
+        if bst.kind == "fine" and bst.net_hierarchy is not None:
+            # how often the fine-trained net is right about the superclass (the routing `nclab recover` gives it):
+            # what a coarse-trained net would need to match (under mod:5 most CIFAR-10 confusions cross superclasses)
             _, pred = trainer_features(btr, "test")
-            f2c = btr.hierarchy.fine_to_coarse
-            fine_trained["coarse_test_acc"] = float(np.mean(f2c[pred] == f2c[btr.dataset.test.y.numpy()]))
+            fine_trained["coarse_test_acc"] = float(np.mean(bst.route(pred) == bst.coarse["test"]))
         results.setdefault("baselines", {})["fine_trained"] = fine_trained
         results["subruns"] = ["baseline"]
         write()
