@@ -324,3 +324,29 @@ def test_sparse_metrics_are_drawn_as_joined_points():
     (line,) = fig.axes[0].lines
     assert list(line.get_xdata()) == [1, 4, 10] and np.allclose(line.get_ydata(), [1, 0.25, 0.1])
     assert fig.axes[0].get_yscale() == "log"
+
+
+def test_log_spaced_points_get_a_log_epoch_axis():
+    """NC metrics at log-spaced epochs (1 .. 350) are drawn on a log x axis; every-epoch curves of the same
+    run keep a linear one (the rule: ≥ 4 points spanning ≥ 30x with the median below a fifth of the max)."""
+    from nclab.report.figures import Line, Panel, log_spaced, plot_panels
+    from nclab.report.load import to_series
+
+    logged = (1, 2, 5, 12, 28, 66, 152, 350)
+    rows = [{"epoch": e, "train_loss": 1.0 / e} for e in range(1, 351)]
+    for r in rows:
+        if r["epoch"] in logged:
+            r["nc.train.coarse.nc1"] = 1.0 / r["epoch"]
+    s = to_series(rows)
+    fig = plot_panels([Panel("NC1", "nc1", [Line("nc.train.coarse.nc1", "train")]),
+                       Panel("loss", "loss", [Line("train_loss", "train")])], [("r", s)], "epoch")
+    nc_ax, loss_ax = fig.axes[:2]
+    assert nc_ax.get_xscale() == "log" and "log scale" in nc_ax.get_xlabel()
+    assert loss_ax.get_xscale() == "linear" and loss_ax.get_xlabel() == "epoch"
+    assert list(nc_ax.lines[0].get_xdata()) == list(logged)
+    # the rule itself, by hand: too few points, too narrow a range, evenly spaced, non-positive x
+    assert not log_spaced([np.array([1, 10, 350])])
+    assert not log_spaced([np.array([10, 20, 40, 80, 160])])  # 16x range
+    assert not log_spaced([np.arange(1, 351, 10)])  # median 171 > 350 / 5
+    assert not log_spaced([np.array([0, 1, 5, 12, 350])])
+    assert log_spaced([np.array([1, 5, 12]), np.array([28, 350])])  # pooled over the lines of a panel

@@ -139,6 +139,18 @@ def _log_axis(ax) -> None:
     ax.tick_params(axis="y", which="minor", labelsize=7)
 
 
+def log_spaced(xs: Sequence[np.ndarray]) -> bool:
+    """Whether points at these x (all positive) are crowded to the left the way log-spaced log points are
+    (Papyan et al.'s NC epochs, e.g. 1, 2, 5, 12, 28, 66, 152, 350): at least 4 distinct values spanning ≥ 30x,
+    with the median below a fifth of the maximum. Such panels get a log x axis; every-epoch curves (median ≈
+    half the maximum) keep a linear one."""
+    x = np.unique(np.concatenate([np.asarray(v, dtype=float).ravel() for v in xs])) if len(xs) else np.array([])
+    x = x[np.isfinite(x)]
+    if x.size < 4 or x.min() <= 0:
+        return False
+    return bool(x.max() >= 30 * x.min() and np.median(x) < x.max() / 5)
+
+
 def plot_panels(panels: Sequence[Panel], runs: Sequence[tuple[str, object]], xlabel: str, suptitle: str = ""):
     """Small multiples. ``runs`` = [(label, Series)]; one run: colour per line; several: colour per run,
     line style per key. Returns the figure, or None if nothing had data."""
@@ -156,6 +168,7 @@ def plot_panels(panels: Sequence[Panel], runs: Sequence[tuple[str, object]], xla
             vals = np.concatenate([s.values[ln.key] for _, s in runs for ln in panel.lines if ln.key in s.values])
             vals = vals[np.isfinite(vals)]
             logy = bool(vals.size and (vals > 0).all() and vals.max() > 20 * vals.min())
+        drawn: list[np.ndarray] = []
         for ri, (rlabel, s) in enumerate(runs):
             for li, ln in enumerate(panel.lines):
                 y = s.values.get(ln.key)
@@ -167,6 +180,7 @@ def plot_panels(panels: Sequence[Panel], runs: Sequence[tuple[str, object]], xla
                 if not keep.any():
                     continue
                 x, y = s.x[keep], y[keep]
+                drawn.append(x)
                 if multi:
                     color, style = run_color(ri), _STYLES[li % len(_STYLES)]
                     label = rlabel
@@ -183,7 +197,12 @@ def plot_panels(panels: Sequence[Panel], runs: Sequence[tuple[str, object]], xla
         if panel.percent:
             ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if log_spaced(drawn):  # metrics logged at log-spaced epochs: otherwise most points sit in the first tick
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(_LOG_LABELS)
+            ax.set_xlabel(f"{xlabel} (log scale)")
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if multi and len(panel.lines) > 1:  # legend: colour = run, line style = quantity
             present = [ln for ln in panel.lines if any(ln.key in s.values for _, s in runs)]
             handles = [Line2D([], [], color=run_color(i), lw=2, label=r) for i, (r, _) in enumerate(runs)]
