@@ -252,7 +252,7 @@ def superclass_figure(title: str, fine_ids: Sequence[int], fine_names: Sequence[
     ncols = len(scat) + (confusion is not None)
     if ncols == 0:
         return None
-    fig, axes = _grid(1, ncols, 3.5, 3.2, top=0.75, bottom=1.0, left=1.0, wgap=1.2)
+    fig, axes = _grid(1, ncols, 3.5, 3.2, top=0.75, bottom=1.25, left=1.0, wgap=1.2)
     axes = list(axes.flat)
     if scat:
         basis = scat[0][1][0]
@@ -278,7 +278,7 @@ def superclass_figure(title: str, fine_ids: Sequence[int], fine_names: Sequence[
         cm = np.asarray(confusion, dtype=float)
         rows = cm.sum(1, keepdims=True)
         frac = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-        ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
+        ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, aspect="auto")  # fill the panel (k x (k+1) is wide)
         rl = [str(fine_names[f]) if f < len(fine_names) else str(f) for f in fine_ids]
         cl = list(confusion_cols) if confusion_cols is not None else rl
         ax.set_xticks(range(cm.shape[1]), cl, rotation=45, ha="right", fontsize=8)
