@@ -350,3 +350,22 @@ def test_log_spaced_points_get_a_log_epoch_axis():
     assert not log_spaced([np.arange(1, 351, 10)])  # median 171 > 350 / 5
     assert not log_spaced([np.array([0, 1, 5, 12, 350])])
     assert log_spaced([np.array([1, 5, 12]), np.array([28, 350])])  # pooled over the lines of a panel
+
+
+def test_learning_rate_panel_is_log_only_for_decades_of_decay():
+    """A multistep schedule (0.1 -> 0.01 -> 0.001) gets a log lr axis, so its last phase is not drawn as zero;
+    a one-cycle schedule (0.2x -> 1x -> 0.07x: < 20x) and one that decays to 0 keep a linear axis."""
+    from nclab.report.curves import group_keys
+    from nclab.report.figures import plot_panels
+    from nclab.report.load import to_series
+
+    def lr_axis_scale(lrs):
+        s = to_series([{"epoch": e + 1, "train_loss": 1.0, "lr": v} for e, v in enumerate(lrs)])
+        (group,) = [g for g in group_keys(list(s.values)) if g.name == "training"]
+        (lr_panel,) = [p for p in group.panels if p.title == "learning rate"]
+        ax = plot_panels([lr_panel], [("r", s)], "epoch").axes[0]
+        return ax.get_yscale()
+
+    assert lr_axis_scale([0.1] * 4 + [0.01] * 4 + [0.001] * 4) == "log"
+    assert lr_axis_scale([0.2, 0.6, 1.0, 0.8, 0.5, 0.2, 0.07]) == "linear"
+    assert lr_axis_scale([0.1, 0.07, 0.03, 0.0]) == "linear"

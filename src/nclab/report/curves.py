@@ -112,7 +112,9 @@ def group_keys(keys: list[str], *, compact: bool = False) -> list[Group]:
             panels.append(_panel(title, title, lines))
             used.update(ln.key for ln in lines)
     if "lr" in keys:
-        panels.append(Panel("learning rate", "lr", [Line("lr", "lr", "#555555")], logy=False))
+        # logy=None: a log axis when the rate spans > 20x (multistep /10 /10: the last phase is not a flat zero),
+        # linear for one-cycle or cosine-to-zero schedules
+        panels.append(Panel("learning rate", "lr", [Line("lr", "lr", "#555555")], logy=None))
         used.add("lr")
     if panels:
         groups.append(Group("training", "Training: loss, accuracy (on the trained labels), learning rate", panels))
