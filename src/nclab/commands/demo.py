@@ -11,8 +11,9 @@ def add_parser(sub) -> None:
                                     "fine-label recovery, HTML report")
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo; overwritten)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 30)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and clustering (default 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+                   help="default cpu (the demo is small; auto picks CUDA when present)")
     p.add_argument("--no-baseline", action="store_true", help="skip the fine-label-trained baseline network")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print results.json (+ report path) as JSON only")

@@ -17,6 +17,15 @@ from nclab.utils.errors import NclabError
 METHODS = ("kmeans", "pursuit", "gmm", "spectral", "agglomerative")  # no heavy import at parser build time
 
 ARRAYS = ("features_train", "coarse_train", "fine_train", "features_test", "coarse_pred", "fine_test")
+ARRAY_HELP = {
+    "features_train": "arrays mode: train features, (N, D) float",
+    "coarse_train": "arrays mode: true coarse labels of the train rows, (N,) int",
+    "fine_train": "arrays mode: fine labels of the train rows, (N,) int (used only to name the clusters)",
+    "features_test": "arrays mode: test features, (M, D) float",
+    "coarse_pred": "arrays mode: the network's predicted coarse labels of the test rows, (M,) int (routing; "
+                   "not needed with --oracle)",
+    "fine_test": "arrays mode: true fine labels of the test rows, (M,) int (scoring)",
+}
 
 
 def add_parser(sub) -> None:
@@ -24,26 +33,31 @@ def add_parser(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--run", default=None, help="a run directory written by nclab train/reproduce")
     for a in ARRAYS:
-        p.add_argument("--" + a.replace("_", "-"), default=None, metavar="NPY")
+        p.add_argument("--" + a.replace("_", "-"), default=None, metavar="NPY", help=ARRAY_HELP[a])
     p.add_argument("--hierarchy", default=None,
                    help="arrays mode: mod:K / adjacent:K / file:PATH / a .json Hierarchy dict; default: inferred "
                         "from the train (coarse, fine) pairs")
     p.add_argument("--method", default="kmeans", choices=METHODS,  # = nclab.finegrain.recovery.METHODS (a test checks)
                    help="kmeans (paper A's protocol), pursuit (two-class superclasses: the most bimodal of the "
                         "k-means split and minimum-kurtosis splits), gmm, spectral, agglomerative")
-    p.add_argument("--normalize", default="whiten", choices=("none", "center", "l2", "center+l2", "whiten"))
-    p.add_argument("--clustering", default="per_coarse", choices=("per_coarse", "global"))
-    p.add_argument("--fit-on", default="train", choices=("train", "test"))
+    p.add_argument("--normalize", default="whiten", choices=("none", "center", "l2", "center+l2", "whiten"),
+                   help="feature normalisation inside each superclass before clustering (default whiten: PCA "
+                        "axes holding 95 %% of the variance, each scaled to unit variance; docs/recovery.md)")
+    p.add_argument("--clustering", default="per_coarse", choices=("per_coarse", "global"),
+                   help="per_coarse (paper A: k_c clusters inside each superclass, test rows routed by "
+                        "--coarse-pred) or global (one clustering into all fine classes, no routing)")
+    p.add_argument("--fit-on", default="train", choices=("train", "test"),
+                   help="split the clusters are fitted and named on (default train; test = transductive)")
     p.add_argument("--oracle", action="store_true", help="route test samples by their true coarse label")
     p.add_argument("--n-init", type=int, default=10, help="k-means restarts (default 10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the clustering restarts (default 0)")
     p.add_argument("--tap", default=None, help="run mode: cluster this tap instead of the penultimate features")
     p.add_argument("--max-train", type=int, default=None, help="run mode: cluster at most this many train samples")
     p.add_argument("--save", action="store_true", help="run mode: write features/ and add 'recovery' to results.json")
     p.add_argument("--confusion", action="store_true", help="include the confusion matrix in --json output")
     p.add_argument("--probe", action="store_true",
                    help="also fit a supervised linear probe inside each superclass (an upper bound, not the protocol)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(func=run)
 

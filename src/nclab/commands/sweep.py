@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("sweep", help="grid of runs of one experiment (e.g. the paper's lr x wd grid), resumable",
                        description=__doc__.split("\n\n")[0])
-    p.add_argument("experiment", choices=sorted(EXPERIMENTS))
+    p.add_argument("experiment", choices=sorted(EXPERIMENTS), help="the experiment each cell runs")
     p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2,...",
                    help="axes, e.g. lr=0.1,0.01,0.001 wd=5e-3,5e-4,5e-5")
     add_common_args(p, {"data": None, "hierarchy": None})

@@ -41,7 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lambda-w", default="5e-4", help="weight decay per layer: one value or a comma list of M values")
     p.add_argument("--lambda-h", type=float, default=5e-4, help="feature decay λ_H")
     p.add_argument("--bias", action="store_true", help="add an unregularised classifier bias")
-    p.add_argument("--loss", choices=["mse", "ce"], default="mse")
+    p.add_argument("--loss", choices=["mse", "ce"], default="mse",
+                   help="mse (default; the closed form exists for it) or ce (solve only: no closed form)")
     p.add_argument("--json", action="store_true", help="print only JSON on stdout")
 
 
@@ -53,15 +54,19 @@ def add_parser(sub) -> None:
     pp.set_defaults(func=_predict)
     ps = s.add_parser("solve", help="solve numerically and compare with the closed form")
     _common(ps)
-    ps.add_argument("--optimizer", choices=["gd", "lbfgs"], default="gd")
-    ps.add_argument("--iters", type=int, default=20000)
+    ps.add_argument("--optimizer", choices=["gd", "lbfgs"], default="gd",
+                    help="gd (full-batch gradient descent with momentum, the papers' setting; default) or lbfgs "
+                         "(strong-Wolfe line search: converges to many more digits)")
+    ps.add_argument("--iters", type=int, default=20000,
+                    help="iterations (default 20000; for lbfgs one iteration is several function evaluations)")
     ps.add_argument("--width", default=None, help="feature/hidden width: one value or d,d_1,…,d_{M-1} (default max(32,K))")
-    ps.add_argument("--lr", type=float, default=0.1)
-    ps.add_argument("--momentum", type=float, default=0.9)
-    ps.add_argument("--init-std", type=float, default=0.1)
-    ps.add_argument("--seed", type=int, default=0)
-    ps.add_argument("--device", default="cpu")
-    ps.add_argument("--quiet", action="store_true")
+    ps.add_argument("--lr", type=float, default=0.1, help="gd learning rate (default 0.1)")
+    ps.add_argument("--momentum", type=float, default=0.9, help="gd momentum (default 0.9)")
+    ps.add_argument("--init-std", type=float, default=0.1,
+                    help="standard deviation of the Gaussian initialisation of H and every W (default 0.1)")
+    ps.add_argument("--seed", type=int, default=0, help="seed of the initialisation (default 0)")
+    ps.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
+    ps.add_argument("--quiet", action="store_true", help="no progress output")
     ps.set_defaults(func=_solve)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 

@@ -81,7 +81,8 @@ def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="same as --set train.time_limit_s=SECONDS: pause each training run cleanly before it would "
                         "pass SECONDS (exit code 75), continue with --resume (for GPU time in slices)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                   help="same as --set train.device=...; default: the recipe's (auto = CUDA when present)")
     p.add_argument("--no-baseline", action="store_true", help="skip training the fine-label baseline sub-run")
     p.add_argument("--no-random-init", action="store_true", help="skip the random-init-network baseline")
     p.add_argument("--no-probe", action="store_true",
@@ -91,7 +92,7 @@ def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
     p.add_argument("--out", default=None, help="experiment/run directory (default runs/<experiment>-<recipe>)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
     p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print results.json on stdout")
 
 

@@ -296,39 +296,41 @@ def _print_tables(results: dict) -> None:
 
 
 def _common_args(p) -> None:
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of data and initialisation (default 0)")
+    p.add_argument("--json", action="store_true", help="print results.json on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
 def add_experiments(sub) -> None:
     p = sub.add_parser("dln-synthetic", help="deep linear UFM: GD vs closed form, K=4, M in {1,3,6,9}, MSE and CE")
-    p.add_argument("--out", default="runs/dln-synthetic")
+    p.add_argument("--out", default="runs/dln-synthetic", help="run directory (default runs/dln-synthetic)")
     p.add_argument("--quick", action="store_true", help="M in {1,3}, 2000 steps (seconds)")
     p.add_argument("--iters", type=int, default=None, help="GD steps (default 20000; quick 2000)")
     p.add_argument("--lambda", dest="lam", type=float, default=5e-4, help="λ_W = λ_H (default 5e-4)")
-    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--width", type=int, default=32, help="feature and hidden width d (default 32)")
     _common_args(p)
     p.set_defaults(func=_cmd_dln)
 
     p = sub.add_parser("hierarchy-synthetic", help="paper A's synthetic hierarchy: coarse training vs fine structure")
-    p.add_argument("--out", default="runs/hierarchy-synthetic")
-    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out", default="runs/hierarchy-synthetic", help="run directory (default runs/hierarchy-synthetic)")
+    p.add_argument("--quick", action="store_true",
+                   help="fine separations {1, 3}, noise 1, 300 steps (seconds) instead of the full grid")
     p.add_argument("--steps", type=int, default=None, help="GD steps (default 2000; quick 300)")
     _common_args(p)
     p.set_defaults(func=_cmd_hier)
 
     p = sub.add_parser("dln-cifar10-imbalanced", help="MLP + M bias-free linear layers on imbalanced CIFAR-10 (MSE)")
-    p.add_argument("--out", default="runs/dln-cifar10-imbalanced")
+    p.add_argument("--out", default="runs/dln-cifar10-imbalanced", help="run directory (default runs/dln-cifar10-imbalanced)")
     p.add_argument("--quick", action="store_true", help="M in {1,3}, width 64, 30 epochs")
     p.add_argument("--data", default=None, help="dataset spec (default imagefolder:../shared/datasets/cifar10-jpeg.tar.gz)")
     p.add_argument("--depths", default=None, help="comma list of M (default 1,3,6)")
     p.add_argument("--epochs", type=int, default=None, help="full-batch epochs (default 600; quick 30)")
     p.add_argument("--width", type=int, default=None, help="MLP and head width (default 256; quick 64)")
-    p.add_argument("--lambda-w", type=float, default=5e-4)
+    p.add_argument("--lambda-w", type=float, default=5e-4, help="weight decay λ_W of every layer (default 5e-4)")
     p.add_argument("--lambda-h", type=float, default=5e-4, help="trainer normalisation: λ_H/2 · mean_i ‖h_i‖²")
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="default auto (CUDA when present)")
     _common_args(p)
     p.set_defaults(func=_cmd_cifar)
 
