@@ -15,8 +15,11 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from nclab.report import write_report
+    from nclab.rundir import RunDir
     from nclab.utils.progress import progress
 
+    for d in args.run_dirs:  # every folder checked before any report is written (no bar, then an error)
+        RunDir(d).require()
     paths = [str(write_report(d)) for d in progress(args.run_dirs, desc="reports", unit="run")]
     if args.json:
         print(json.dumps({"reports": paths}))
