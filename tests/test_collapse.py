@@ -294,6 +294,54 @@ def test_streaming_equals_all_at_once_and_merge_equals_single():
     np.testing.assert_allclose(one.traces.numpy(), np.bincount(y, (R * R).sum(1)), rtol=1e-11)
 
 
+def test_state_dict_round_trip_through_a_weights_only_file_then_merge(tmp_path):
+    """A worker's accumulator saved with torch.save and read with weights_only=True (tensors only) restores
+    exactly, and merging restored partial accumulators equals one accumulator over all rows (the multi-process
+    recipe); with fine->coarse groups the per-superclass scatter comes back too."""
+    H, y = gaussian_data(seed=3, N=400, D=6, K=6, offset=3.0)
+    groups = np.array([0, 0, 1, 1, 2, 2])
+    one = ClassStats(6, groups=groups).update(H, y)
+    parts = []
+    for i, (a, b) in enumerate([(0, 123), (123, 400)]):
+        path = tmp_path / f"worker{i}.pt"
+        torch.save(ClassStats(6, groups=groups).update(H[a:b], y[a:b]).state_dict(), path)
+        parts.append(ClassStats.from_state_dict(torch.load(path, weights_only=True)))
+    merged = ClassStats(6, groups=groups).merge(parts[0]).merge(parts[1])
+    assert torch.equal(merged.counts, one.counts) and np.array_equal(merged.groups, groups)
+    for name in ("means", "traces", "scatter"):
+        np.testing.assert_allclose(getattr(merged, name).numpy(), getattr(one, name).numpy(), rtol=1e-11, atol=1e-11)
+    assert_close(compute_metrics(merged), compute_metrics(one), rtol=1e-10)
+    assert_close(fine_within_coarse(merged, Hierarchy(groups, [str(i) for i in range(6)], ["a", "b", "c"])),
+                 fine_within_coarse(one, Hierarchy(groups, [str(i) for i in range(6)], ["a", "b", "c"])), rtol=1e-10)
+    # an accumulator that has seen nothing yet (dim unknown) round-trips too, and still accepts data
+    empty = ClassStats.from_state_dict(ClassStats(6).state_dict())
+    assert empty.dim is None and empty.update(H, y).num_samples == 400
+
+
+def test_accumulator_misuse_raises_clear_errors():
+    H, y = gaussian_data(seed=1, N=40, D=4, K=3)
+    with pytest.raises(NclabError, match="num_classes must be >= 1"):
+        ClassStats(0)
+    with pytest.raises(NclabError, match="feature dimension must be >= 1"):
+        ClassStats(3, 0)
+    with pytest.raises(NclabError, match="groups must be a length-3"):
+        ClassStats(3, groups=[0, 1])
+    with pytest.raises(NclabError, match="2-D"):
+        ClassStats(3).update(H.reshape(40, 2, 2), y)
+    with pytest.raises(NclabError, match="labels must be integers"):
+        ClassStats(3).update(H, y + 0.5)
+    assert ClassStats(3).update(H, y.astype(np.float64)).num_samples == 40  # integral floats are fine
+    full = ClassStats(3).update(H, y)
+    with pytest.raises(NclabError, match="same num_classes"):
+        full.merge(ClassStats(4).update(H, y))
+    with pytest.raises(NclabError, match="same groups"):
+        ClassStats(3, groups=[0, 0, 1]).merge(ClassStats(3, groups=[0, 1, 1]))
+    with pytest.raises(NclabError, match="dims 4 and 2"):
+        ClassStats(3).update(H, y).merge(ClassStats(3).update(H[:, :2], y))
+    with pytest.raises(NclabError, match="coarse class for each of the 3"):
+        full.coarsen([0, 1])
+
+
 def test_lean_first_pass_converts_large_batches_in_pieces_exactly():
     # counts and means only: a float32 batch far larger than one cache-sized piece (D = 4096 -> 128 rows per
     # piece) must give the means of the direct float64 formula and of a row-by-row accumulation
