@@ -5,9 +5,11 @@ Every fixture file is built here in the official format (no internet, no large d
 import gzip
 import hashlib
 import io
+import os
 import pickle
 import struct
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -380,6 +382,35 @@ def test_cache_write_failure_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(cache_mod.np, "save", real)
     load_dataset(f"imagefolder:{root}", cache_dir=cache)
     assert len(calls) == 2 and len(list((cache / "datasets").iterdir())) == 1
+
+
+def test_corrupt_cache_entry_is_rebuilt_and_stale_temps_are_swept(tmp_path, capsys):
+    root = make_folder(tmp_path / "data")
+    cache = tmp_path / "cache"
+    a = load_dataset(f"imagefolder:{root}", cache_dir=cache)
+    (entry,) = (cache / "datasets").iterdir()
+    (entry / "train_x.npy").write_bytes(b"\x93NUMPY truncated")  # e.g. a disk filled up under another tool
+    stale = cache / "datasets" / ".tmp-killed-writer"  # left by a process killed mid-write, long ago
+    fresh = cache / "datasets" / ".tmp-live-writer"  # another process writing right now
+    for t in (stale, fresh):
+        t.mkdir()
+    os.utime(stale, (time.time() - 3 * 24 * 3600,) * 2)
+    misses = cache_mod.STATS["misses"]
+    b = load_dataset(f"imagefolder:{root}", cache_dir=cache)
+    assert cache_mod.STATS["misses"] == misses + 1 and "unreadable" in capsys.readouterr().err
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
+    assert not stale.exists() and fresh.exists()
+    c = load_dataset(f"imagefolder:{root}", cache_dir=cache)  # the rebuilt entry is a normal hit
+    assert cache_mod.STATS["misses"] == misses + 1 and torch.equal(a.train.x, c.train.x)
+
+
+def test_unwritable_cache_dir_still_loads_the_data(tmp_path, capsys):
+    root = make_folder(tmp_path / "data")
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    d = load_dataset(f"imagefolder:{root}", cache_dir=blocker)
+    check_folder_dataset(d)
+    assert "continuing without it" in capsys.readouterr().err and blocker.read_text().startswith("a file")
 
 
 def test_imagefolder_empty_class_folder(tmp_path):
