@@ -408,3 +408,40 @@ def test_stem_bias_trains_then_freezes(tmp_path):
     assert not torch.equal(w2, w1) and not torch.equal(w3, w2)
     with pytest.raises(NclabError, match="stem_bias_epochs"):
         Trainer(base_cfg(optim={"stem_bias_epochs": 2}), tmp_path / "m", dataset=_tiny_images())
+
+
+def test_callbacks_from_the_config_errors_and_user_dotted_paths(tmp_path, monkeypatch):
+    """Config-built callbacks: a typo is named with the closest registered name, a bad path or bad arguments
+    say so, ``false`` turns one off, and ``module:Class`` loads a user callback that logs into metrics.jsonl."""
+    from nclab.train.callbacks import build_callbacks, log_epochs
+
+    with pytest.raises(NclabError, match="unknown callback 'nc_metric' .*did you mean nc_metrics"):
+        build_callbacks({"nc_metric": {}})
+    with pytest.raises(NclabError, match="cannot be loaded"):
+        build_callbacks({"no_such_module_xyz:Thing": {}})
+    with pytest.raises(NclabError, match="must be a mapping"):
+        build_callbacks({"nc_metrics": 3})
+    with pytest.raises(NclabError, match="callbacks.nc_metrics: bad arguments"):
+        build_callbacks({"nc_metrics": {"bogus_option": 1}})
+    assert build_callbacks({"nc_metrics": False, "recovery": False}) == []
+
+    (tmp_path / "my_callbacks.py").write_text(
+        "from nclab.train import Callback\n"
+        "class LogNorm(Callback):\n"
+        "    def __init__(self, key='w_norm'):\n"
+        "        self.key = key\n"
+        "    def on_epoch_end(self, trainer, epoch, logs):\n"
+        "        logs[self.key] = float(sum(p.detach().norm() ** 2 for p in trainer.model.parameters()) ** 0.5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = load_config("tiny", ["optim.epochs=2", "callbacks={my_callbacks:LogNorm: {key: param_norm}}"])
+    tr = Trainer(cfg, tmp_path / "run")
+    tr.fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    final = float(sum(p.detach().norm() ** 2 for p in tr.model.parameters()) ** 0.5)
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["param_norm"] == pytest.approx(final, rel=1e-12)
+
+    assert log_epochs(0) == [] and log_epochs(1) == [1]
+    e = log_epochs(350, 8)
+    assert e[0] == 1 and e[-1] == 350 and e == sorted(set(e)) and len(e) <= 9
+    ratios = np.diff(np.log(e))
+    assert ratios.max() < 2 * ratios[1:].min() + 1e-9  # log-spaced: no gap much wider than the others
