@@ -183,6 +183,67 @@ def test_inferred_hierarchy_and_bad_input():
         rec.predict(xte, f2c[yte] + 5)
 
 
+def test_estimator_validation_names_each_problem():
+    xtr, ytr, xte, yte, f2c = split()
+    ctr = f2c[ytr]
+    for kw, match in [({"normalize": "zscore"}, "unknown normalisation"), ({"clustering": "tree"}, "unknown clustering"),
+                      ({"whiten_var": 0.0}, "whiten_var must be in"), ({"whiten_var": 1.5}, "whiten_var must be in")]:
+        with pytest.raises(NclabError, match=match):
+            FineLabelRecovery(f2c, **kw)
+    with pytest.raises(NclabError, match="needs a hierarchy or fine labels"):
+        FineLabelRecovery().fit(xtr, ctr)
+    with pytest.raises(NclabError, match="never appear in fit"):
+        FineLabelRecovery().fit(xtr[ytr != 1], ctr[ytr != 1], ytr[ytr != 1])  # fine class 1 missing, no hierarchy
+    with pytest.raises(NclabError, match="non-empty 2-D"):
+        FineLabelRecovery(f2c).fit(xtr[:, :, None], ctr, ytr)
+    with pytest.raises(NclabError, match="numeric"):
+        FineLabelRecovery(f2c).fit(np.full((len(ytr), 2), "a"), ctr, ytr)
+    with pytest.raises(NclabError, match="fine labels must be integers"):
+        FineLabelRecovery(f2c).fit(xtr, ctr, ytr + 0.5)
+    with pytest.raises(NclabError, match="coarse labels contain negative"):
+        FineLabelRecovery(f2c).fit(xtr, ctr - 1, ytr)
+    with pytest.raises(NclabError, match="fine label 9 outside"):
+        FineLabelRecovery(f2c).fit(xtr, ctr, np.where(ytr == 0, 9, ytr))
+    with pytest.raises(NclabError, match="coarse label 5 outside"):
+        FineLabelRecovery(f2c, clustering="global").fit(xtr, np.where(ctr == 0, 5, ctr), ytr)
+    with pytest.raises(NclabError, match="superclass 1 has 2 fit samples but 3 fine classes"):
+        keep = (ctr != 1) | (np.arange(len(ctr)) < np.flatnonzero(ctr == 1)[2])
+        FineLabelRecovery(f2c).fit(xtr[keep], ctr[keep], ytr[keep])
+    with pytest.raises(NclabError, match="predict called before fit"):
+        FineLabelRecovery(f2c).predict(xte, f2c[yte])
+    rec = FineLabelRecovery(f2c).fit(xtr, ctr.astype(np.float64), ytr)  # integral floats are accepted
+    with pytest.raises(NclabError, match="needs routing coarse labels in predict"):
+        rec.predict(xte)
+    assert rec.score(xte, f2c[yte], yte) == pytest.approx(np.mean(rec.predict(xte, f2c[yte]) == yte))
+
+
+def test_fit_without_coarse_or_without_fine_labels():
+    """per_coarse fit with only fine labels derives the superclasses from the hierarchy (same result); a fit
+    without fine labels keeps the cluster structure (labels_) under one-to-one placeholder names."""
+    xtr, ytr, xte, yte, f2c = split(seed=3)
+    with_coarse = FineLabelRecovery(f2c).fit(xtr, f2c[ytr], ytr)
+    from_fine = FineLabelRecovery(f2c).fit(xtr, None, ytr)
+    assert np.array_equal(with_coarse.fit_pred_, from_fine.fit_pred_)
+    assert np.array_equal(with_coarse.predict(xte, f2c[yte]), from_fine.predict(xte, f2c[yte]))
+    unnamed = FineLabelRecovery(f2c).fit(xtr, f2c[ytr])
+    assert np.array_equal(unnamed.labels_, with_coarse.labels_)  # same clusters, naming aside
+    # placeholder names are one-to-one within each superclass: the partition equals the named one
+    for c in range(f2c.max() + 1):
+        m = f2c[ytr] == c
+        pairs = set(zip(unnamed.fit_pred_[m].tolist(), with_coarse.fit_pred_[m].tolist()))
+        assert len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})
+    with pytest.raises(NclabError, match="needs coarse labels in fit"):
+        FineLabelRecovery(f2c).fit(xtr)
+
+
+def test_superclass_with_a_single_fine_class_predicts_it():
+    xtr, ytr, xte, yte, f2c = split(seed=4, fine_per=(2, 1, 3))
+    rec = FineLabelRecovery(f2c).fit(xtr, f2c[ytr], ytr)
+    only = int(np.flatnonzero(f2c == 1)[0])
+    assert np.all(rec.predict(xte, np.ones(len(yte), np.int64)) == only)  # everything routed to it gets it
+    assert np.mean(rec.predict(xte, f2c[yte]) == yte) >= 0.99
+
+
 def test_deterministic_and_leaves_global_rng_alone():
     xtr, ytr, xte, yte, f2c = split(noise=4.0, fine_sep=3.0)
     t0, n0 = torch.get_rng_state(), np.random.get_state()[1].copy()
