@@ -205,6 +205,28 @@ def test_nearest_centre_screening_gives_the_exact_decisions(sep, screened):
         assert 0 < sp.screened < len(y) and np.mean(ncc_ref == y) < 0.95
 
 
+def test_second_pass_on_unlabelled_rows_gives_the_naive_mismatch():
+    """NC4 needs no labels: rows fed without labels (e.g. an unlabelled pool) are compared classifier vs nearest
+    class mean of the first pass, with and without a bias; labelled-only outputs stay absent."""
+    H, y = gaussian_data(seed=9, N=1500, D=12, K=5, offset=2.0, sep=1.0)
+    pool = np.random.default_rng(5).normal(size=(800, 12)) * 2 + H.mean(0)  # other samples, no labels
+    W = np.random.default_rng(6).normal(size=(5, 12))
+    mu = np.stack([H[y == k].mean(0) for k in range(5)])
+    ncc = np.argmin(((pool[:, None, :] - mu[None]) ** 2).sum(-1), 1)
+    stats = ClassStats(5).update(H, y)
+    for b in (None, np.random.default_rng(7).normal(size=5) * 3):
+        pred = np.argmax(pool @ W.T + (0 if b is None else b), 1)
+        sp = SecondPass(stats, W, b, project=False)
+        for i in range(0, len(pool), 300):
+            sp.update(pool[i : i + 300])
+        got = sp.result()
+        assert got == {"ncc_mismatch": np.mean(pred != ncc)} and 0 < got["ncc_mismatch"] < 1
+    with pytest.raises(NclabError, match="projected scatter needs labels"):
+        SecondPass(stats, W, project=True).update(pool)
+    with pytest.raises(NclabError, match=r"shape \(batch, 12\)"):
+        SecondPass(stats, W).update(pool[:, :5])
+
+
 def test_simplex_etf_with_zero_noise_is_exactly_collapsed():
     K, D, n = 6, 9, 5
     offset = np.random.default_rng(3).normal(size=D) * 4
