@@ -450,6 +450,31 @@ def test_single_class_and_bad_inputs_raise_clear_errors():
         ClassStats(3).update(H, y).update(H[:, :2], y)
 
 
+def test_metric_functions_reject_mismatched_or_non_finite_inputs():
+    from nclab.collapse import nc1_quotient, self_duality
+
+    H, y = gaussian_data(seed=1, N=60, D=4, K=3)
+    W = np.random.default_rng(0).normal(size=(3, 4))
+    with pytest.raises(NclabError, match="two square matrices of one shape"):
+        frame_error(np.eye(3), np.eye(4))
+    with pytest.raises(NclabError, match="W has shape"):
+        self_duality(np.ones((3, 5)), np.ones((3, 4)))
+    Wn = W.copy()
+    Wn[1, 2] = np.inf
+    with pytest.raises(NclabError, match="W contains NaN or inf"):
+        metrics_from_arrays(H, y, Wn)
+    with pytest.raises(NclabError, match="b must have K=3 entries"):
+        metrics_from_arrays(H, y, W, np.zeros(4))
+    with pytest.raises(NclabError, match=r"need features \(N, D\) and labels \(N,\)"):
+        metrics_from_arrays(H[:, 0], y)
+    with pytest.raises(NclabError, match="no samples"):
+        metrics_from_arrays(H[:0], y[:0], num_classes=3)
+    with pytest.raises(NclabError, match="traces=False"):
+        nc1_quotient(ClassStats(3, scatter=False, traces=False).update(H, y))
+    assert math.isnan(etf_error(np.ones((1, 1))))  # one class: no simplex to compare with
+    assert math.isnan(frame_error(np.zeros((3, 3)), np.eye(3)))  # all-zero Gram: undefined, not 0
+
+
 # coarse / fine views ---------------------------------------------------------------------------
 def _hier():
     return Hierarchy([0, 0, 1, 1, 1, 2], [f"f{i}" for i in range(6)], ["a", "b", "c"])
