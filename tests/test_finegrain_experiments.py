@@ -194,3 +194,24 @@ def test_recover_cli_on_a_run(coarse5, capsys):
     assert main(["recover", "--run", str(out), "--json", "--probe"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["probe"]["test_acc"] == pytest.approx(res["probe"]["test_acc"])
+
+
+def test_sweep_with_a_seed_axis_reports_mean_and_std_over_seeds(tmp_path, capsys):
+    """lr x seed: the summary holds, per lr, the mean and sample std of the per-seed cells (recomputed here from
+    the cells), and the report's heatmap averages over seeds instead of showing whichever seed ran last."""
+    argv = ["sweep", "cifar10-coarse5", "--recipe", "tiny", "--data", "digits", "--epochs", "1",
+            "--grid", "lr=0.05,0.01", "seed=0,1,2", "--out", str(tmp_path / "sw"), "--json"]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    cells, summary = res["grid"]["cells"], res["grid"]["over_seeds"]
+    assert len(cells) == 6 and [s["lr"] for s in summary] == [0.05, 0.01]
+    for s in summary:
+        vals = [c["recovery_acc"] for c in cells if c["lr"] == s["lr"]]
+        assert s["n"] == 3 and s["recovery_acc_mean"] == pytest.approx(np.mean(vals))
+        assert s["recovery_acc_std"] == pytest.approx(np.std(vals, ddof=1))
+        assert RunDir(tmp_path / "sw" / cells[0]["run"]).read_config()["seed"] == 0
+    assert len({c["recovery_acc"] for c in cells}) > 2  # the seeds really differ
+    assert len(res["tables"]) == 2 and res["tables"][1]["columns"][:2] == ["lr", "n"]
+    html = (tmp_path / "sw" / "report.html").read_text()
+    mean_005 = next(s for s in summary if s["lr"] == 0.05)["recovery_acc_mean"]
+    assert "mean over seed" in html and f"{100 * mean_005:.2f}" in html

@@ -4,8 +4,9 @@ Cells run one after another into ``OUT/<key>=<v>_<key>=<v>/`` (each an ``nclab r
 fine-trained baseline); a cell whose results.json holds a recovery and whose run is complete is skipped, so
 rerunning the command resumes the sweep cell by cell. ``OUT/results.json`` gets ``grid`` (axes and one entry
 per finished cell: ``recovery_acc``, ``coarse_acc``, ``nc1`` = last logged ``nc.train.coarse.nc1``) and a table.
-Axis names: ``lr`` (optim.lr), ``wd`` (optim.weight_decay), ``epochs``, ``bs`` (optim.batch_size), or any
-dotted config key.
+Axis names: ``lr`` (optim.lr), ``wd`` (optim.weight_decay), ``epochs``, ``bs`` (optim.batch_size), ``seed``, or
+any dotted config key. With a ``seed`` axis of 2+ values, ``grid.over_seeds`` and a second table give the mean and
+standard deviation over seeds of each combination of the other axes (the report's heatmaps show those means).
 """
 
 from __future__ import annotations
@@ -109,11 +110,11 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(results))
     else:
-        t = results["tables"][0]
-        print(t["title"])
-        print("  " + "  ".join(f"{c:>12}" for c in t["columns"]))
-        for r in t["rows"]:
-            print("  " + "  ".join(f"{c:>12}" for c in r))
+        for t in results["tables"]:
+            print(t["title"])
+            print("  " + "  ".join(f"{c:>12}" for c in t["columns"]))
+            for r in t["rows"]:
+                print("  " + "  ".join(f"{c:>12}" for c in r))
     return 0
 
 
@@ -126,6 +127,39 @@ def _write(exp, args, axes: dict, rows: list[dict]) -> dict:
                "grid": {"axes": axes, "cells": rows}, "subruns": [r["run"] for r in rows],
                "tables": [{"title": f"{args.experiment} grid: final recovery (test) accuracy, coarse test accuracy, NC1",
                            "columns": cols, "rows": [[fmt(r.get(c)) for c in cols] for r in rows]}]}
+    summary = seed_summary(axes, rows)
+    if summary:
+        others = [a for a in axes if a != "seed"]
+        results["grid"]["over_seeds"] = summary
+        scols = others + ["n"] + [f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std")]
+        results["tables"].append({"title": f"mean and standard deviation over seeds {axes['seed']} (n = runs with a "
+                                           "value; std with ddof=1)", "columns": scols,
+                                  "rows": [[fmt(r.get(c)) for c in scols] for r in summary]})
     exp.path.mkdir(parents=True, exist_ok=True)
     exp.write_results(results)
     return results
+
+
+SUMMARY_METRICS = ("recovery_acc", "coarse_acc", "nc1")
+
+
+def seed_summary(axes: dict, rows: list[dict]) -> list[dict]:
+    """With a ``seed`` axis of 2+ values: one row per combination of the other axes (grid order) with ``n`` and
+    ``<metric>_mean`` / ``<metric>_std`` (sample std, ddof=1; None below 2 values) over the finished seeds."""
+    import math
+
+    if len(axes.get("seed", [])) < 2:
+        return []
+    others = [a for a in axes if a != "seed"]
+    out = []
+    for combo in itertools.product(*(axes[a] for a in others)):
+        key = dict(zip(others, combo))
+        group = [r for r in rows if all(r.get(a) == v for a, v in key.items())]
+        row: dict = {**key, "n": len(group)}
+        for m in SUMMARY_METRICS:
+            vals = [float(r[m]) for r in group if isinstance(r.get(m), (int, float)) and math.isfinite(r[m])]
+            mean = sum(vals) / len(vals) if vals else None
+            std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+            row[f"{m}_mean"], row[f"{m}_std"] = mean, std
+        out.append(row)
+    return out

@@ -429,19 +429,26 @@ def grid_section(run: RunData, sink: FigureSink, out_dir: Path) -> str:
         return ""
     axes = grid.get("axes") if isinstance(grid.get("axes"), dict) else {}
     cells = [c for c in grid["cells"] if isinstance(c, dict)]
-    names = list(axes)[:2] if axes else []
+    # two axes span the heatmap; any others (a seed axis first of all) are averaged over, never overwritten
+    names = [a for a in axes if a != "seed"][:2] or list(axes)[:1]
     if not names:
         return ""
+    averaged = [a for a in axes if a not in names]
     yname, xname = (names + [None])[:2] if len(names) == 2 else (None, names[0])
     xs = list(axes[xname])
     ys = list(axes[yname]) if yname else [None]
     metrics = [m for m in ("recovery_acc", "coarse_acc", "nc1") if any(m in c for c in cells)]
     metrics += sorted({k for c in cells for k, v in c.items()
                        if k not in metrics and k not in axes and k != "run" and scalar(v) is not None})
-    out = [f'<p class="note">{len(cells)} runs; each cell links to that run\'s report. Rows: {esc(yname or "")} '
-           f"columns: {esc(xname)}.</p>"]
+    note = f"{len(cells)} runs. Rows: {esc(yname or '')} columns: {esc(xname)}."
+    if averaged:
+        note += (f" Each cell is the mean over {esc(', '.join(averaged))} (± the standard deviation over those runs, "
+                 "n = runs with a value); the runs' own reports are linked under Sub-runs.")
+    else:
+        note += " Each cell links to that run's report."
+    out = [f'<p class="note">{note}</p>']
     for m in metrics:
-        vals = np.full((len(ys), len(xs)), np.nan)
+        per_cell: dict[tuple[int, int], list[float]] = {}
         links: dict[tuple[int, int], str] = {}
         for c in cells:
             try:
@@ -450,9 +457,20 @@ def grid_section(run: RunData, sink: FigureSink, out_dir: Path) -> str:
             except ValueError:
                 continue
             v = scalar(c.get(m))
-            vals[i, j] = np.nan if v is None else v
-            if c.get("run"):
+            per_cell.setdefault((i, j), [])
+            if v is not None and np.isfinite(v):
+                per_cell[(i, j)].append(v)
+            if c.get("run") and not averaged:
                 links[(i, j)] = report_link((run.path / str(c["run"])), out_dir)
+        vals = np.full((len(ys), len(xs)), np.nan)
+        spread: dict[tuple[int, int], str] = {}
+        for (i, j), vs in per_cell.items():
+            if vs:
+                vals[i, j] = float(np.mean(vs))
+                if averaged:
+                    sd = float(np.std(vs, ddof=1)) if len(vs) > 1 else float("nan")
+                    spread[(i, j)] = (f" ± {fmt_value(sd, percent=is_acc_key(m))} (n={len(vs)})" if len(vs) > 1
+                                      else " (n=1)")
         pct, log = is_acc_key(m), m.startswith("nc1")
         fin = vals[np.isfinite(vals)]
         lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
@@ -461,7 +479,8 @@ def grid_section(run: RunData, sink: FigureSink, out_dir: Path) -> str:
             tds = [f"<th>{esc(fmt_value(yv))}</th>" if yname else "<th></th>"]
             for j in range(len(xs)):
                 bg, fg = _cell_color(vals[i, j], lo, hi, log)
-                text = esc(fmt_value(None if np.isnan(vals[i, j]) else float(vals[i, j]), percent=pct))
+                text = esc(fmt_value(None if np.isnan(vals[i, j]) else float(vals[i, j]), percent=pct)
+                           + spread.get((i, j), ""))
                 if (i, j) in links:
                     text = f'<a href="{esc(links[(i, j)])}">{text}</a>'
                 tds.append(f'<td style="background:{bg};color:{fg}">{text}</td>')
@@ -469,7 +488,8 @@ def grid_section(run: RunData, sink: FigureSink, out_dir: Path) -> str:
         head = f"<tr><th>{esc(yname or '')} \\ {esc(xname)}</th>" + "".join(
             f"<th>{esc(fmt_value(x))}</th>" for x in xs) + "</tr>"
         out.append(f"<h3>{esc(m)}</h3><table class=\"heat\"><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>")
-        fig = heatmap_figure(m, vals, [fmt_value(x) for x in xs], [fmt_value(y) for y in ys] if yname else [""],
+        title = f"{m} (mean over {', '.join(averaged)})" if averaged else m
+        fig = heatmap_figure(title, vals, [fmt_value(x) for x in xs], [fmt_value(y) for y in ys] if yname else [""],
                              xname, yname or "", log=log, percent=pct)
         out.append(sink.add(fig, f"grid_{m}", alt=f"heatmap of {m}"))
     return "\n".join(out)
