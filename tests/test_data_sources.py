@@ -413,6 +413,50 @@ def test_unwritable_cache_dir_still_loads_the_data(tmp_path, capsys):
     assert "continuing without it" in capsys.readouterr().err and blocker.read_text().startswith("a file")
 
 
+def test_imagefolder_image_size_brings_mixed_sizes_to_one_square(tmp_path, monkeypatch):
+    """Mixed sizes fail without image_size (naming a file) and load with it: shorter side to S, centre crop. A
+    landscape image whose left third is black, middle white and right third black keeps a white centre and
+    black borders after the crop only where the crop reaches them; solid images keep their value."""
+    root = make_folder(tmp_path / "data", size=(6, 5))
+    Image.new("RGB", (40, 10), (5, 5, 5)).save(root / "train" / "a" / "wide.png")  # 4:1 landscape
+    Image.new("L", (9, 30), 77).save(root / "test" / "b" / "tall.png")  # grey portrait
+    stripes = np.zeros((16, 48, 3), np.uint8)
+    stripes[:, 16:32] = 255  # black | white | black, each 16 px wide
+    Image.fromarray(stripes).save(root / "train" / "c" / "stripes.png")
+    with pytest.raises(NclabError, match="is .* but .*resize all images to one size"):
+        load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache")
+    d = load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache", image_size=8)
+    assert d.train.x.shape == (11, 3, 8, 8) and d.test.x.shape == (7, 3, 8, 8)
+    # solid images (the original 6x5 ones, the wide one, the grey one) stay solid with their value
+    names = sorted(p.name for p in (root / "train" / "a").iterdir())
+    wide = d.train.x[names.index("wide.png")]  # class a is first; files sorted by name within it
+    assert bool((wide == 5).all())
+    tall = d.test.x[d.test.y.tolist().index(1) + sorted(p.name for p in (root / "test" / "b").iterdir()).index("tall.png")]
+    assert bool((tall == 77).all())
+    # stripes 16x48 -> 8x24 -> centre 8x8 = the middle third: the white band
+    c_names = sorted(p.name for p in (root / "train" / "c").iterdir())
+    st = d.train.x[d.train.y.tolist().index(2) + c_names.index("stripes.png")]
+    # (a squash to 8x8 or a left crop would show black; bicubic softens only the two boundary columns)
+    assert bool((st[:, :, 1:7] == 255).all()) and int(st.min()) > 200
+    # each size is its own cache entry; the same size again is a hit
+    misses = cache_mod.STATS["misses"]
+    load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache", image_size=8)
+    assert cache_mod.STATS["misses"] == misses
+    assert load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache", image_size=12).train.x.shape[2:] == (12, 12)
+    assert cache_mod.STATS["misses"] == misses + 1
+    with pytest.raises(NclabError, match="imagefolder sources only"):
+        load_dataset("digits", image_size=8)
+    # the config key reaches the loader: a run on the mixed-size folder trains on 8x8 inputs
+    from nclab.train import Trainer, load_config
+
+    monkeypatch.setenv("NCLAB_CACHE", str(tmp_path / "cache"))
+    cfg = load_config("tiny", [f"data.source=imagefolder:{root}", "data.image_size=8", "optim.epochs=1"])
+    tr = Trainer(cfg, tmp_path / "run")
+    assert tr.dataset.input_shape == (3, 8, 8) and torch.equal(tr.dataset.train.x, d.train.x)
+    with pytest.raises(NclabError, match="positive integer"):
+        load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache", image_size=0)
+
+
 def test_imagefolder_empty_class_folder(tmp_path):
     root = make_folder(tmp_path / "data")
     (root / "test" / "d").mkdir()

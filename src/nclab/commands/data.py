@@ -18,6 +18,8 @@ def add_parser(sub) -> None:
                                                         "file:PATH, split:2, identity (default: the dataset's own, if any)")
     info.add_argument("--subsample", default=None, help="per-class train counts 'c0,c1,...' or 'ratio=R' (imbalance)")
     info.add_argument("--seed", type=int, default=0, help="seed for --subsample (default 0)")
+    info.add_argument("--image-size", type=int, default=None, metavar="PX",
+                      help="imagefolder: resize each image's shorter side to PX and centre-crop PX x PX (mixed sizes)")
     info.add_argument("--cache-dir", default=None, help="decoded-data cache (default $NCLAB_CACHE or ~/.cache/nclab)")
     info.add_argument("--no-download", action="store_true", help="never download; fail if the files are missing")
     info.add_argument("--json", action="store_true", help="print only JSON on stdout")
@@ -82,7 +84,7 @@ def run_info(args) -> int:
     from nclab.data import build_hierarchy, load_dataset, subsample
     from nclab.utils.errors import NclabError
 
-    ds = load_dataset(args.source, cache_dir=args.cache_dir, download=not args.no_download)
+    ds = load_dataset(args.source, cache_dir=args.cache_dir, download=not args.no_download, image_size=args.image_size)
     if args.subsample:
         s = args.subsample.strip()
         if s.startswith("ratio="):

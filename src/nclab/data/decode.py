@@ -24,22 +24,41 @@ CHUNK = 500
 POOL_MIN_IMAGES = 2000  # decode the first images inline: a pool costs ~1-2 s to start
 
 
-def decode_one(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> uint8 (H, W, C) with C = 1 (grey) or 3 (RGB). Raises on undecodable input."""
+def decode_one(data: bytes, size: int | None = None) -> np.ndarray:
+    """Encoded image bytes -> uint8 (H, W, C) with C = 1 (grey) or 3 (RGB). Raises on undecodable input.
+
+    ``size``: resize so the shorter side is ``size`` (bicubic, antialiased when shrinking), then crop the
+    central ``size`` x ``size`` square (the usual ImageNet-style evaluation transform)."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
-        a = np.asarray(im if im.mode == mode else im.convert(mode), dtype=np.uint8)
+        im = im if im.mode == mode else im.convert(mode)
+        if size is not None:
+            im = square_resize(im, size)
+        a = np.asarray(im, dtype=np.uint8)
     return a[:, :, None] if a.ndim == 2 else a
 
 
-def _decode_chunk(items: Sequence[bytes]) -> list:
+def square_resize(im, size: int):
+    """PIL image -> ``size`` x ``size``: shorter side to ``size`` (aspect kept), then the centre crop."""
+    from PIL import Image
+
+    w, h = im.size
+    s = size / min(w, h)
+    nw, nh = max(size, round(w * s)), max(size, round(h * s))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
+def _decode_chunk(items: Sequence[bytes], size: int | None = None) -> list:
     out = []
     for b in items:
         try:
-            out.append(decode_one(b))
+            out.append(decode_one(b, size))
         except Exception as e:  # noqa: BLE001 - reported with the file name by the caller
             out.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}")
     return out
@@ -60,15 +79,17 @@ def num_workers() -> int:
 
 
 class Decoder:
-    """Decode chunks of images, in a pool of ``workers`` processes (started on the first full chunk) or inline.
+    """Decode chunks of images, in a pool of ``workers`` processes (started on the first full chunk) or inline;
+    with ``size`` every image is brought to ``size`` x ``size`` (see :func:`decode_one`).
 
     ``add(blob)`` queues one encoded image; ``results()`` returns every decoded (H, W, C) array, or an error
     string for an undecodable one, in the order they were added. Use as a context manager.
     """
 
-    def __init__(self, workers: int | None = None, bar=None):
+    def __init__(self, workers: int | None = None, bar=None, size: int | None = None):
         self.workers = num_workers() if workers is None else workers
         self.bar = bar
+        self.size = size  # see decode_one
         self._buf: list[bytes] = []
         self._jobs: list = []  # AsyncResult, or a finished list when decoded inline
         self._pool = None
@@ -96,9 +117,9 @@ class Decoder:
                     warnings.simplefilter("ignore", DeprecationWarning)
                     self._pool = mp.get_context("fork").Pool(self.workers)
             cb = (lambda res: self.bar.update(len(res))) if self.bar is not None else None
-            self._jobs.append(self._pool.apply_async(_decode_chunk, (chunk,), callback=cb))
+            self._jobs.append(self._pool.apply_async(_decode_chunk, (chunk, self.size), callback=cb))
         else:
-            self._jobs.append(_decode_chunk(chunk))
+            self._jobs.append(_decode_chunk(chunk, self.size))
             if self.bar is not None:
                 self.bar.update(len(chunk))
 

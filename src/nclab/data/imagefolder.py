@@ -144,7 +144,11 @@ def _resolve_root(path: Path) -> Path:
     return path
 
 
-def load_imagefolder(arg: str, cache_dir: Path) -> Dataset:
+def load_imagefolder(arg: str, cache_dir: Path, image_size: int | None = None) -> Dataset:
+    """``image_size``: bring every image to image_size x image_size at decode time (shorter side, then centre
+    crop; see :func:`nclab.data.decode.decode_one`), for folders of mixed sizes. Cached per size."""
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise NclabError(f"image_size must be a positive integer (pixels), got {image_size!r}")
     path = Path(arg).expanduser()
     if not path.exists():
         raise NclabError(f"image folder {path} not found; give imagefolder:PATH to a folder or .tar/.tar.gz archive")
@@ -160,7 +164,7 @@ def load_imagefolder(arg: str, cache_dir: Path) -> Dataset:
 
     def build():
         bar = progress(desc=f"decoding {path.name}", unit="img")
-        with Decoder(bar=bar) as dec:
+        with Decoder(bar=bar, size=image_size) as dec:
             if path.is_file():
                 layout = _read_archive(path, dec)
                 classes = layout.classes()
@@ -184,7 +188,8 @@ def load_imagefolder(arg: str, cache_dir: Path) -> Dataset:
                              f"{arrays['test_x'].shape[1:]} (C, H, W); use one size and colour mode")
         return arrays, {"class_names": classes}
 
-    arrays, meta = cached(cache_dir, "imagefolder", checksum, build)
+    kind = "imagefolder" if image_size is None else f"imagefolder-{image_size}px"
+    arrays, meta = cached(cache_dir, kind, checksum, build)
     return Dataset.from_arrays(path.name.split(".")[0] if path.is_file() else path.name, arrays, meta["class_names"],
                                source=f"imagefolder:{path}", checksum=checksum, path=path)
 

@@ -32,10 +32,15 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return name, arg.strip()
 
 
-def load_dataset(spec: str, *, cache_dir: str | os.PathLike | None = None, download: bool = True) -> Dataset:
+def load_dataset(spec: str, *, cache_dir: str | os.PathLike | None = None, download: bool = True,
+                 image_size: int | None = None) -> Dataset:
     """Load a dataset from a source spec (see docs/data.md). Decoded images are cached in ``cache_dir``
-    (default ``$NCLAB_CACHE`` or ``~/.cache/nclab``) keyed by the source's checksum."""
+    (default ``$NCLAB_CACHE`` or ``~/.cache/nclab``) keyed by the source's checksum. ``image_size``
+    (imagefolder only): resize every image's shorter side to it and centre-crop a square."""
     name, arg = parse_spec(spec)
+    if image_size is not None and name != "imagefolder":
+        raise NclabError(f"image_size resizes imagefolder sources only; {name} images have a fixed size "
+                         "(drop data.image_size / --image-size)")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if name == "synthetic":
         from nclab.data.synthetic import load_synthetic
@@ -56,7 +61,7 @@ def load_dataset(spec: str, *, cache_dir: str | os.PathLike | None = None, downl
             raise NclabError("imagefolder needs a path: imagefolder:PATH (a folder or a .tar/.tar.gz archive)")
         from nclab.data.imagefolder import load_imagefolder
 
-        return load_imagefolder(arg, cache)
+        return load_imagefolder(arg, cache, image_size)
     from nclab.data.idx import load_idx_dataset
 
     return load_idx_dataset(name, arg or None, cache)

@@ -85,6 +85,8 @@ SCHEMA: dict[str, Any] = {
         "limit_per_class": Opt(None, (int,), nullable=True, minimum=1,
                                help="keep the first n samples of each class in train AND test (tiny runs)"),
         "normalize": Opt(True, (bool,), help="standardise inputs with the train split's channel stats"),
+        "image_size": Opt(None, (int,), nullable=True, minimum=1,
+                          help="imagefolder sources: shorter side resized to this, then a centre square crop"),
         "augment": {
             "crop": Opt(0, (int,), minimum=0, help="random translate by up to this many pixels (reflect pad)"),
             "flip": Opt(False, (bool,)),

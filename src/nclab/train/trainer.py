@@ -121,7 +121,7 @@ class Trainer:
                 from nclab.data import load_dataset
             except ImportError:
                 raise NclabError("nclab.data.load_dataset is not available in this install; pass dataset= to Trainer")
-            ds = load_dataset(d["source"])
+            ds = load_dataset(d["source"], image_size=d["image_size"])
         if d["subsample"] is not None:
             from nclab.data import subsample
 
