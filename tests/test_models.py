@@ -89,3 +89,21 @@ def test_registry_errors():
         build_model("resnet18", 10, (20,))
     with pytest.raises(NclabError, match="head_depth"):
         build_model("mlp", 10, (20,), head_depth=0)
+    with pytest.raises(NclabError, match="at least 9x9 pixels, got 8x8"):
+        build_model("fastnet", 10, (3, 8, 8))
+
+
+@pytest.mark.parametrize("name", ["fastnet", "resnet18", "vgg11"])
+def test_image_models_take_other_input_sizes(name):
+    """Square images of other sizes (e.g. data.image_size: 64) and non-square ones give the same feature width;
+    fastnet's smallest legal input (9x9) works."""
+    sizes = [(9, 9), (24, 40), (64, 64)] if name == "fastnet" else [(8, 8), (24, 40), (64, 64)]
+    dims = set()
+    for hw in sizes:
+        m = build_model(name, 7, (3, *hw)).eval()
+        x = torch.randn(2, 3, *hw)
+        with torch.no_grad():
+            h = m.features(x)
+            assert torch.allclose(m.classifier(h), m(x), atol=1e-5)
+        dims.add(h.shape[1])
+    assert len(dims) == 1
