@@ -191,7 +191,13 @@ class SecondPass:
         if not bool(torch.isfinite(sq).all()):  # a NaN/inf anywhere in a row reaches its norm
             raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt")
         # z = V r (projected) or r μ_kᵀ (no projection)
-        full = torch.mm(r, self._rhs_res.T, out=buf("prod", (b, self._rhs_res.shape[0]), _F64, dev))
+        k = self._rhs_res.shape[0]
+        if self._fused_w and dev.type == "cpu":
+            # skinny products (<= FUSED_COLUMNS columns): MKL is ~30 % faster computing (k, b) than (b, k) on CPU
+            full = buf("prod", (b, k), _F64, dev).copy_(
+                torch.mm(self._rhs_res, r.T, out=buf("prodT", (k, b), _F64, dev)).T)
+        else:
+            full = torch.mm(r, self._rhs_res.T, out=buf("prod", (b, k), _F64, dev))
         prod = full[:, : self._nz]
         zz = None
         if self._ncc_t is not None:
