@@ -192,7 +192,7 @@ class SecondPass:
             raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt")
         # z = V r (projected) or r μ_kᵀ (no projection)
         k = self._rhs_res.shape[0]
-        if self._fused_w and dev.type == "cpu":
+        if k <= FUSED_COLUMNS and dev.type == "cpu":
             # skinny products (<= FUSED_COLUMNS columns): MKL is ~30 % faster computing (k, b) than (b, k) on CPU
             full = buf("prod", (b, k), _F64, dev).copy_(
                 torch.mm(self._rhs_res, r.T, out=buf("prodT", (k, b), _F64, dev)).T)
