@@ -8,7 +8,6 @@ random start should land on it. With stronger regularisation the small classes' 
 ("minority collapse").
 """
 
-import numpy as np
 
 from nclab.theory import compare_to_prediction, measured_geometry, predict_ufm, solve_ufm
 

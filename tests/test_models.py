@@ -74,7 +74,7 @@ def test_fastnet_whitening_stem_whitens_patches():
     out = torch.nn.functional.conv2d(x, conv.weight[:12])  # the 12 positive filters, no bias
     flat = out.permute(0, 2, 3, 1).reshape(-1, 12).double()
     cov = torch.cov(flat.T)
-    eps = 5e-4  # cov = diag(l / (l + eps)): identity up to the regulariser
+    # cov = diag(l / (l + eps)) with eps = 5e-4: identity up to the regulariser
     assert torch.allclose(cov, torch.diag(torch.diagonal(cov)), atol=1e-6)
     assert torch.diagonal(cov).min() > 0.5 and torch.diagonal(cov).max() < 1 + 1e-6
     torch.testing.assert_close(conv.weight[12:], -conv.weight[:12])

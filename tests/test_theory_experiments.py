@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from nclab.rundir import RunDir
 from nclab.theory.experiments import run_dln_synthetic, run_hierarchy_synthetic
