@@ -111,10 +111,11 @@ def run(args) -> int:
         print(json.dumps(results))
     else:
         for t in results["tables"]:
+            widths = [max(12, len(str(c))) for c in t["columns"]]
             print(t["title"])
-            print("  " + "  ".join(f"{c:>12}" for c in t["columns"]))
+            print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(t["columns"], widths)))
             for r in t["rows"]:
-                print("  " + "  ".join(f"{c:>12}" for c in r))
+                print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(r, widths)))
     return 0
 
 
