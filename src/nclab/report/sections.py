@@ -467,10 +467,10 @@ def grid_section(run: RunData, sink: FigureSink, out_dir: Path) -> str:
         for (i, j), vs in per_cell.items():
             if vs:
                 vals[i, j] = float(np.mean(vs))
-                if averaged:
-                    sd = float(np.std(vs, ddof=1)) if len(vs) > 1 else float("nan")
-                    spread[(i, j)] = (f" ± {fmt_value(sd, percent=is_acc_key(m))} (n={len(vs)})" if len(vs) > 1
-                                      else " (n=1)")
+                if averaged and len(vs) > 1:
+                    spread[(i, j)] = f" ± {fmt_value(float(np.std(vs, ddof=1)), percent=is_acc_key(m))} (n={len(vs)})"
+                elif averaged:
+                    spread[(i, j)] = " (n=1)"
         pct, log = is_acc_key(m), m.startswith("nc1")
         fin = vals[np.isfinite(vals)]
         lo, hi = (float(fin.min()), float(fin.max())) if fin.size else (0.0, 1.0)
