@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("experiment", choices=sorted(EXPERIMENTS), help="the experiment each cell runs")
     p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2,...",
-                   help="axes, e.g. lr=0.1,0.01,0.001 wd=5e-3,5e-4,5e-5")
+                   help="axes, e.g. lr=0.1,0.01,0.001 wd=5e-3,5e-4,5e-5 (lr, wd, epochs, bs, momentum, seed or any "
+                        "dotted config key); a seed=0,1,2 axis adds mean and std over seeds")
     add_common_args(p, {"data": None, "hierarchy": None})
     p.set_defaults(func=run, hierarchy=None)
 
