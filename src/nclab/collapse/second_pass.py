@@ -193,7 +193,8 @@ class SecondPass:
         # z = V r (projected) or r μ_kᵀ (no projection)
         k = self._rhs_res.shape[0]
         if k <= FUSED_COLUMNS and dev.type == "cpu":
-            # skinny products (<= FUSED_COLUMNS columns): MKL is ~30 % faster computing (k, b) than (b, k) on CPU
+            # skinny products (<= FUSED_COLUMNS columns): MKL is ~30 % faster computing (k, b) than (b, k) on CPU;
+            # copied back to (b, k) because the row-wise work below is slower on the strided transposed view
             full = buf("prod", (b, k), _F64, dev).copy_(
                 torch.mm(self._rhs_res, r.T, out=buf("prodT", (k, b), _F64, dev)).T)
         else:

@@ -16,8 +16,7 @@ from nclab.utils.errors import NclabError
 
 METHODS = ("kmeans", "pursuit", "gmm", "spectral", "agglomerative")  # no heavy import at parser build time
 
-ARRAYS = ("features_train", "coarse_train", "fine_train", "features_test", "coarse_pred", "fine_test")
-ARRAY_HELP = {
+ARRAY_HELP = {  # the six .npy inputs of arrays mode, in argument order
     "features_train": "arrays mode: train features, (N, D) float",
     "coarse_train": "arrays mode: true coarse labels of the train rows, (N,) int",
     "fine_train": "arrays mode: fine labels of the train rows, (N,) int (used only to name the clusters)",
@@ -26,6 +25,7 @@ ARRAY_HELP = {
                    "not needed with --oracle)",
     "fine_test": "arrays mode: true fine labels of the test rows, (M,) int (scoring)",
 }
+ARRAYS = tuple(ARRAY_HELP)
 
 
 def add_parser(sub) -> None:

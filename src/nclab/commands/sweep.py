@@ -124,18 +124,17 @@ def _write(exp, args, axes: dict, rows: list[dict]) -> dict:
     def fmt(v):
         return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
 
-    cols = list(axes) + ["recovery_acc", "coarse_acc", "nc1"]
+    cols = list(axes) + list(SUMMARY_METRICS)
     results = {"experiment": f"sweep:{args.experiment}", "recipe": args.recipe,
                "grid": {"axes": axes, "cells": rows}, "subruns": [r["run"] for r in rows],
                "tables": [{"title": f"{args.experiment} grid: final recovery (test) accuracy, coarse test accuracy, NC1",
                            "columns": cols, "rows": [[fmt(r.get(c)) for c in cols] for r in rows]}]}
     summary = seed_summary(axes, rows)
     if summary:
-        others = [a for a in axes if a != "seed"]
         results["grid"]["over_seeds"] = summary
-        scols = others + ["n"] + [f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std")]
-        results["tables"].append({"title": f"mean and standard deviation over seeds {axes['seed']} (n = runs with a "
-                                           "value; std with ddof=1)", "columns": scols,
+        scols = list(summary[0])  # the other axes, n, <metric>_mean, <metric>_std
+        results["tables"].append({"title": f"mean and standard deviation over seeds {axes['seed']} (n = finished "
+                                           "runs; sample std, ddof=1)", "columns": scols,
                                   "rows": [[fmt(r.get(c)) for c in scols] for r in summary]})
     exp.path.mkdir(parents=True, exist_ok=True)
     exp.write_results(results)
@@ -149,6 +148,7 @@ def seed_summary(axes: dict, rows: list[dict]) -> list[dict]:
     """With a ``seed`` axis of 2+ values: one row per combination of the other axes (grid order) with ``n`` and
     ``<metric>_mean`` / ``<metric>_std`` (sample std, ddof=1; None below 2 values) over the finished seeds."""
     import math
+    import statistics
 
     if len(axes.get("seed", [])) < 2:
         return []
@@ -160,8 +160,7 @@ def seed_summary(axes: dict, rows: list[dict]) -> list[dict]:
         row: dict = {**key, "n": len(group)}
         for m in SUMMARY_METRICS:
             vals = [float(r[m]) for r in group if isinstance(r.get(m), (int, float)) and math.isfinite(r[m])]
-            mean = sum(vals) / len(vals) if vals else None
-            std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
-            row[f"{m}_mean"], row[f"{m}_std"] = mean, std
+            row[f"{m}_mean"] = statistics.fmean(vals) if vals else None
+            row[f"{m}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
         out.append(row)
     return out
