@@ -471,6 +471,19 @@ def test_metric_functions_reject_mismatched_or_non_finite_inputs():
         metrics_from_arrays(H[:0], y[:0], num_classes=3)
     with pytest.raises(NclabError, match="traces=False"):
         nc1_quotient(ClassStats(3, scatter=False, traces=False).update(H, y))
+    bn = np.zeros(3)
+    bn[1] = np.nan
+    for scatter in (True, False):  # a diverged bias would silently turn every score into NaN
+        with pytest.raises(NclabError, match="b contains NaN or inf"):
+            metrics_from_arrays(H, y, W, bn, scatter=scatter)
+    with pytest.raises(NclabError, match="label -1 is negative; labels must be 0-based"):
+        metrics_from_arrays(H, np.where(y == 0, -1, y), W)
+    with pytest.raises(NclabError, match=r"label 3 outside 0\.\.2: this accumulator has 3 classes"):
+        metrics_from_arrays(H, np.where(y == 0, 3, y), W)
+    yh = y.copy()
+    yh[0] = 10**10  # would need 10**10 x D accumulators
+    with pytest.raises(NclabError, match="implies 10000000001 classes for 60 samples"):
+        metrics_from_arrays(H, yh)
     assert math.isnan(etf_error(np.ones((1, 1))))  # one class: no simplex to compare with
     assert math.isnan(frame_error(np.zeros((3, 3)), np.eye(3)))  # all-zero Gram: undefined, not 0
 
@@ -493,6 +506,8 @@ def test_coarse_view_equals_direct_coarse_accumulation():
     assert_close(res["coarse"], naive(H, h.coarse_of(y), 3, Wc, np.zeros(3)))
     assert_close(res["fine"], naive(H, y, 6))
     assert "self_duality" not in res["fine"]  # W has coarse rows: fine view has no weight metrics
+    with pytest.raises(NclabError, match="W has 4 rows but the hierarchy has 6 fine and 3 coarse classes"):
+        hierarchy_metrics_from_arrays(H, y, h, np.ones((4, 7)))
 
 
 def test_fine_within_coarse_is_nc1_inside_each_superclass():
@@ -529,3 +544,6 @@ def test_cli_arrays_json(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["nc1"] is None  # undefined -> null, valid JSON
     assert main(["metrics", "--features", str(tmp_path / "missing.npy"), "--labels", str(tmp_path / "y.npy")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    np.save(tmp_path / "Hc.npy", H.astype(np.complex64))  # numeric, but not features
+    assert main(["metrics", "--features", str(tmp_path / "Hc.npy"), "--labels", str(tmp_path / "y.npy")]) == 2
+    assert "must be a numeric (N, D) array" in capsys.readouterr().err

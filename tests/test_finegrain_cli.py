@@ -66,3 +66,50 @@ def test_recover_errors_are_one_line(arrays, tmp_path, capsys):
     assert main(["recover", "--run", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["recover"]) == 2
+
+
+def test_recover_rejects_bad_inputs_in_one_line(arrays, tmp_path, capsys):
+    args, (xtr, ytr, xte, yte, f2c, pred), hfile = arrays
+
+    def one_line_error(argv, needle):
+        assert main(["recover", *argv]) == 2
+        cap = capsys.readouterr()
+        assert cap.err.startswith("error: ") and cap.err.count("\n") == 1 and needle in cap.err, cap.err
+        assert cap.out == ""
+
+    (tmp_path / "list.json").write_text("[0, 0, 1]")
+    one_line_error([*args, "--hierarchy", str(tmp_path / "list.json")], "is not a hierarchy JSON")
+    one_line_error([*args, "--tap", "group2", "--max-train", "10"], "--tap, --max-train apply to --run mode only")
+    np.save(tmp_path / "empty.npy", np.zeros((0, xtr.shape[1]), np.float32))
+    bad = list(args)
+    bad[bad.index("--features-test") + 1] = str(tmp_path / "empty.npy")
+    one_line_error(bad, "is empty")
+    c = f2c[ytr].copy()
+    c[5] = (c[5] + 1) % 3
+    np.save(tmp_path / "c_bad.npy", c)
+    bad = list(args)
+    bad[bad.index("--coarse-train") + 1] = str(tmp_path / "c_bad.npy")
+    one_line_error([*bad, "--hierarchy", str(hfile)], "1 of")
+    z = yte.copy()
+    z[0] = -1
+    np.save(tmp_path / "z_neg.npy", z)
+    bad = list(args)
+    bad[bad.index("--fine-test") + 1] = str(tmp_path / "z_neg.npy")
+    one_line_error([*bad, "--hierarchy", str(hfile)], "test fine label -1")
+
+
+def test_recover_json_is_strict_when_a_superclass_has_no_test_rows(arrays, tmp_path, capsys):
+    args, (xtr, ytr, xte, yte, f2c, pred), hfile = arrays
+    keep = f2c[yte] != 2  # no test sample of superclass 2: its test accuracy is undefined
+    bad = list(args)
+    for name, v in (("features-test", xte[keep]), ("coarse-pred", np.minimum(pred[keep], 1)), ("fine-test", yte[keep])):
+        np.save(tmp_path / f"k_{name}.npy", v)
+        bad[bad.index(f"--{name}") + 1] = str(tmp_path / f"k_{name}.npy")
+    assert main(["recover", *bad, "--hierarchy", str(hfile), "--json"]) == 0
+
+    def no_constants(c):
+        raise AssertionError(f"non-standard JSON constant {c}")
+
+    out = json.loads(capsys.readouterr().out, parse_constant=no_constants)
+    per = {p["coarse"]: p for p in out["per_superclass"]}
+    assert per[2]["test_acc"] is None and per[2]["n_test"] == 0 and per[0]["test_acc"] is not None

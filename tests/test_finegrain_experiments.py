@@ -159,6 +159,21 @@ def test_finer_experiment_recovers_true_classes(tmp_path):
     last = RunDir(tmp_path / "finer").read_metrics()[-1]  # NC metrics on both labelings: pseudo (fine), true (coarse)
     assert "nc.train.fine.nc1" in last and "nc.train.coarse.nc1" in last
     assert RunDir(tmp_path / "finer").read_run_info()["num_classes"] == 20
+    # nothing is routed in a split run: no "coarse accuracy" (it would be a trivial 100 %); the table and the
+    # report name what was measured instead
+    assert "coarse_test_acc" not in res
+    table = {label: v for label, v in res["tables"][0]["rows"]}
+    assert not any("coarse" in label for label in table)
+    assert table["true classes recovered by clustering all features (one group, no routing)"] == f"{100 * rec['test_acc']:.2f}%"
+    assert table["pseudo-class accuracy of the net (the labels it was trained on)"] == f"{100 * res['net_test_acc']:.2f}%"
+    from nclab.report import load_run, results_rows
+
+    rows = {label: ours for label, ours, _ in results_rows(load_run(tmp_path / "finer"))}
+    assert rows["True-class accuracy of the network (pseudo-class predictions mapped to their classes)"] == \
+        pytest.approx(res["true_class_test_acc"])
+    assert rows["Pseudo classes recovered by clustering inside each true class (test)"] == \
+        pytest.approx(res["pseudo_recovery"]["oracle_test_acc"])
+    assert not any("oracle" in label or "Coarse" in label for label in rows)
 
 
 def test_sweep_runs_cells_and_resumes(tmp_path, capsys):

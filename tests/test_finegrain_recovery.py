@@ -192,7 +192,7 @@ def test_estimator_validation_names_each_problem():
             FineLabelRecovery(f2c, **kw)
     with pytest.raises(NclabError, match="needs a hierarchy or fine labels"):
         FineLabelRecovery().fit(xtr, ctr)
-    with pytest.raises(NclabError, match="never appear in fit"):
+    with pytest.raises(NclabError, match=r"1 of 0\.\.6 are missing \(1\)"):
         FineLabelRecovery().fit(xtr[ytr != 1], ctr[ytr != 1], ytr[ytr != 1])  # fine class 1 missing, no hierarchy
     with pytest.raises(NclabError, match="non-empty 2-D"):
         FineLabelRecovery(f2c).fit(xtr[:, :, None], ctr, ytr)
@@ -334,3 +334,50 @@ def test_probe_reads_a_fine_split_that_clustering_misses():
     assert p2["test_acc"] < p2["oracle_test_acc"]
     with pytest.raises(NclabError, match="C must be > 0"):
         linear_probe(x, f2c[y], y, xt, None, yt, h, C=0)
+
+
+def test_labels_must_agree_with_the_hierarchy_and_be_class_indices():
+    xtr, ytr, xte, yte, f2c = split()
+    ctr = f2c[ytr].copy()
+    ctr[[3, 8]] = (ctr[[3, 8]] + 1) % 3  # two rows labelled with the wrong superclass
+    with pytest.raises(NclabError, match=r"2 of \d+ fit rows have a coarse label .* \(row 3: fine \d+ belongs to coarse"):
+        FineLabelRecovery(f2c).fit(xtr, ctr, ytr)
+    # ids that are not 0..K-1: a short message (not every missing id) with the remedy
+    with pytest.raises(NclabError, match=r"99993 of 0\.\.99999 are missing \(2, 7, 8, 9, 10, \.\.\.\); remap") as e:
+        FineLabelRecovery().fit(xtr, f2c[ytr], np.where(ytr == 2, 99999, ytr))
+    assert len(str(e.value)) < 300
+    with pytest.raises(NclabError, match="coarse labels must be class indices"):
+        FineLabelRecovery().fit(xtr, f2c[ytr] * 3 + 3, ytr)  # coarse ids {3, 6, 9}
+    # test labels outside the hierarchy, or routing labels outside it: one clear error, not a wrap-around
+    for bad_fine, match in ((-1, r"test fine label -1 is outside 0\.\.6"), (7, r"test fine label 7 is outside")):
+        y = yte.copy()
+        y[0] = bad_fine
+        with pytest.raises(NclabError, match=match):
+            evaluate_recovery(xtr, f2c[ytr], ytr, xte, f2c[yte], y, f2c)
+    with pytest.raises(NclabError, match="predicted coarse label 3 is outside 0..2"):
+        evaluate_recovery(xtr, f2c[ytr], ytr, xte, np.full(len(yte), 3), yte, f2c)
+    # global clustering checks the feature width like the per-superclass route
+    rec = FineLabelRecovery(f2c, clustering="global").fit(xtr, f2c[ytr], ytr)
+    with pytest.raises(NclabError, match="columns"):
+        rec.predict(np.hstack([xte, xte]))
+
+
+def test_fit_on_test_groups_by_true_coarse_and_routes_by_prediction():
+    xtr, ytr, xte, yte, f2c = split(noise=2.0, fine_sep=4.0)
+    pred = f2c[yte].copy()
+    pred[pred == 2] = 0  # the network never predicts superclass 2
+    t = evaluate_recovery(xtr, f2c[ytr], ytr, xte, pred, yte, f2c, fit_on="test", normalize="none")
+    # hand computation: the same estimator fitted on the test rows grouped by their true superclass
+    rec = FineLabelRecovery(f2c, normalize="none").fit(xte, f2c[yte], yte)
+    for p in t["per_superclass"]:
+        rows = f2c[yte] == p["coarse"]
+        assert p["n_train"] == rows.sum()
+        assert p["train_acc"] == pytest.approx(np.mean(rec.fit_pred_[rows] == yte[rows]))
+    assert t["test_acc"] == pytest.approx(np.mean(rec.predict(xte, pred) == yte))
+    assert t["test_acc"] <= t["oracle_test_acc"] - np.mean(f2c[yte] == 2) + 1e-12  # superclass 2's rows all wrong
+
+
+def test_global_options_say_no_routing():
+    xtr, ytr, xte, yte, f2c = split()
+    g = evaluate_recovery(xtr, f2c[ytr], ytr, xte, f2c[yte], yte, f2c, clustering="global", whiten_var=0.9)
+    assert g["options"]["routing"] == "none" and g["options"]["whiten_var"] == 0.9

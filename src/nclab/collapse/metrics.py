@@ -242,6 +242,8 @@ def _check_wb(stats: ClassStats, W, b) -> tuple[torch.Tensor, torch.Tensor | Non
         bb = _t(b, stats.device).reshape(-1)
         if bb.shape[0] != stats.num_classes:
             raise NclabError(f"b must have K={stats.num_classes} entries, got {bb.shape[0]}")
+        if not bool(torch.isfinite(bb).all()):
+            raise NclabError("b contains NaN or inf; the classifier has diverged")
     return w, bb
 
 
@@ -302,6 +304,11 @@ def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None,
         raise NclabError(f"need features (N, D) and labels (N,), got {tuple(h.shape)} and {tuple(yy.shape)}")
     if h.shape[0] == 0:
         raise NclabError("no samples: the feature array is empty")
+    if num_classes is None and W is None and int(yy.max()) + 1 > h.shape[0] + 1000:
+        # K x D accumulators for labels like 10**10: say so instead of failing to allocate them
+        raise NclabError(f"label {int(yy.max())} implies {int(yy.max()) + 1} classes for {h.shape[0]} samples; "
+                         "labels must be 0-based class indices (remap them, e.g. numpy.unique(y, return_inverse=True)) "
+                         "or pass num_classes")
     k = int(num_classes) if num_classes is not None else (
         int(W.shape[0]) if W is not None else int(yy.max()) + 1)
     if scatter is None:

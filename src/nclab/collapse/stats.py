@@ -147,8 +147,12 @@ class ClassStats:
         y = y.to(torch.int64)
         lo, hi = int(y.min()), int(y.max())
         if lo < 0 or hi >= self.num_classes:
-            raise NclabError(f"label {lo if lo < 0 else hi} outside 0..{self.num_classes - 1}; "
-                             f"set num_classes to the number of classes")
+            if lo < 0:
+                raise NclabError(f"label {lo} is negative; labels must be 0-based class indices 0..K-1 "
+                                 "(remap them, e.g. numpy.unique(y, return_inverse=True))")
+            raise NclabError(f"label {hi} outside 0..{self.num_classes - 1}: this accumulator has "
+                             f"{self.num_classes} classes (num_classes, or the rows of W / the hierarchy that set it); "
+                             "make them agree with the labels")
         if self.dim is None:
             self._alloc(int(x.shape[1]))
         if x.shape[1] != self.dim:

@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from nclab.utils.io import json_clean
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("metrics", help="neural-collapse metrics (NC1-NC4, ETF/orthogonal-frame errors) for arrays or a run",
@@ -66,7 +68,7 @@ def from_arrays(args) -> dict:
         raise NclabError("--features needs --labels y.npy (one integer label per row)")
     H = _load_npy(args.features, "features")
     y = _load_npy(args.labels, "labels")
-    if H.ndim != 2 or not np.issubdtype(H.dtype, np.number):
+    if H.ndim != 2 or not np.issubdtype(H.dtype, np.number) or np.iscomplexobj(H):
         raise NclabError(f"features must be a numeric (N, D) array, got shape {H.shape} dtype {H.dtype}")
     if y.ndim != 1 or y.shape[0] != H.shape[0]:
         raise NclabError(f"labels must be (N,) = ({H.shape[0]},), got shape {y.shape}")
@@ -83,6 +85,9 @@ def from_arrays(args) -> dict:
     if W is not None and (W.ndim != 2 or W.shape[1] != H.shape[1]):
         raise NclabError(f"weights must be (K, D={H.shape[1]}), got shape {W.shape}")
     if args.hierarchy:
+        if args.num_classes is not None:
+            raise NclabError("--num-classes and --hierarchy both set the classes; the hierarchy's fine classes "
+                             "are used, drop --num-classes")
         try:
             hier = Hierarchy.from_dict(json.loads(Path(args.hierarchy).read_text()))
         except (OSError, ValueError, KeyError) as e:
@@ -136,7 +141,7 @@ def main(args) -> int:
         raise NclabError("give either --features F.npy --labels y.npy, or --run RUN_DIR")
     res = _clean(from_arrays(args) if args.features else from_run(args))
     if args.json:
-        print(json.dumps(res, indent=2))
+        print(json.dumps(json_clean(res), indent=2))  # strict JSON: NaN -> null
         return 0
     _print_table(res)
     return 0

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from nclab.utils.errors import NclabError
+from nclab.utils.io import json_clean
 
 METHODS = ("kmeans", "pursuit", "gmm", "spectral", "agglomerative")  # no heavy import at parser build time
 
@@ -80,8 +81,9 @@ def _hierarchy(spec: str | None, n_fine: int):
     if spec.endswith(".json") and Path(spec).is_file():
         try:
             return Hierarchy.from_dict(json.loads(Path(spec).read_text()))
-        except (KeyError, json.JSONDecodeError) as e:
-            raise NclabError(f"--hierarchy {spec} is not a hierarchy JSON ({e}); write Hierarchy.to_dict()")
+        except (KeyError, TypeError, AttributeError, ValueError) as e:  # JSONDecodeError is a ValueError
+            raise NclabError(f"--hierarchy {spec} is not a hierarchy JSON ({type(e).__name__}: {e}); write "
+                             "Hierarchy.to_dict() to it")
     from nclab.data import build_hierarchy
 
     return build_hierarchy(spec, [str(i) for i in range(n_fine)])
@@ -105,7 +107,7 @@ def run(args) -> int:
     if not args.confusion:
         rep.pop("confusion", None)
     if args.json:
-        print(json.dumps(rep))
+        print(json.dumps(json_clean(rep)))  # strict JSON: NaN (e.g. a superclass without test rows) -> null
     else:
         print(f"fine-label recovery: test {rep['test_acc']:.4f} (true-coarse routing {rep['oracle_test_acc']:.4f}), "
               f"train clustering {rep['train_acc']:.4f}, coarse test {rep['coarse_test_acc']:.4f}, "
@@ -124,9 +126,16 @@ def _from_arrays(args, opts) -> dict:
     from nclab.finegrain.evaluate import as_hierarchy, evaluate_recovery
     from nclab.finegrain.probe import linear_probe
 
+    ignored = [f"--{k.replace('_', '-')}" for k in ("tap", "max_train", "save") if getattr(args, k)]
+    if ignored:
+        raise NclabError(f"{', '.join(ignored)} apply to --run mode only; drop them in arrays mode")
     a = {k: _load(getattr(args, k), k) for k in ARRAYS if getattr(args, k)}
+    for k, v in a.items():
+        if v.size == 0:
+            raise NclabError(f"--{k.replace('_', '-')} {getattr(args, k)} is empty; pass the arrays of a non-empty split")
     fine_all = np.concatenate([a["fine_train"].ravel(), a["fine_test"].ravel()])
-    if not np.issubdtype(fine_all.dtype, np.integer):
+    if not np.issubdtype(fine_all.dtype, np.integer) and not (
+            np.issubdtype(fine_all.dtype, np.floating) and np.all(fine_all == np.round(fine_all))):
         raise NclabError("--fine-train/--fine-test must hold integer labels")
     h = _hierarchy(args.hierarchy, int(fine_all.max()) + 1)
     pred = None if args.oracle else a["coarse_pred"]
@@ -147,6 +156,9 @@ def _from_run(args, opts) -> dict:
     run = RunDir(args.run).require()
     if not run.config_path.exists() or not (run.checkpoints / "last.pt").exists():
         raise NclabError(f"{run.path} has no config.yaml or checkpoints/last.pt; pass a trained run directory")
+    if args.max_train is not None and args.max_train < 1:
+        raise NclabError(f"--max-train must be a positive number of train samples, got {args.max_train}; "
+                         "leave it out to cluster all of them")
     if args.fit_on != "train" or args.oracle:
         raise NclabError("--fit-on test / --oracle apply to arrays mode; a run report always has both routings")
     cfg = load_config(str(run.config_path))

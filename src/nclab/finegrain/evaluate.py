@@ -21,6 +21,20 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
     return m
 
 
+def _class_indices(y, n: int, what: str) -> np.ndarray:
+    """``y`` as int64 class indices, each in 0..n-1 (else one clear error)."""
+    a = np.asarray(y)
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        if not (np.issubdtype(a.dtype, np.floating) and np.all(a == np.round(a))):
+            raise NclabError(f"{what} labels must be integers, got dtype {a.dtype}")
+    a = a.astype(np.int64)
+    if a.size and (a.min() < 0 or a.max() >= n):
+        bad = int(a.min()) if a.min() < 0 else int(a.max())
+        raise NclabError(f"{what} label {bad} is outside 0..{n - 1} (the hierarchy has {n} classes at that level); "
+                         "pass labels made with the same hierarchy")
+    return a
+
+
 def _acc(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(a == b)) if len(a) else float("nan")
 
@@ -59,8 +73,9 @@ def evaluate_recovery(
     ``train_fine`` (N,) only for naming and the train accuracy; ``test_coarse_pred`` (M,) the network's
     predicted coarse labels used for routing (None = no predictor, routing falls back to the true coarse
     labels and ``test_acc`` equals ``oracle_test_acc``); ``test_fine`` (M,) true labels.
-    ``fit_on="test"`` clusters the test features instead (grouped by the routing labels, named with the test
-    fine labels); then ``train_acc`` reports the clustering accuracy on the test fit set.
+    ``fit_on="test"`` clusters the test features instead (grouped by their true coarse labels, as the train
+    features are, and named with the test fine labels; routing is unchanged); then ``train_acc`` and the
+    per-superclass ``train_acc`` report the clustering accuracy on the test fit set.
 
     Returns a dict with ``test_acc`` (predicted routing), ``oracle_test_acc`` (true-coarse routing),
     ``train_acc`` (named clusters vs true fine labels on the fit set), ``coarse_test_acc`` (accuracy of the
@@ -73,9 +88,10 @@ def evaluate_recovery(
     if fit_on not in ("train", "test"):
         raise NclabError(f"fit_on must be 'train' or 'test', got {fit_on!r}")
     h = as_hierarchy(hierarchy, train_fine, train_coarse)
-    test_fine = np.asarray(test_fine, dtype=np.int64)
+    test_fine = _class_indices(test_fine, h.num_fine, "test fine")
     test_true_coarse = h.coarse_of(test_fine)
-    routed = test_true_coarse if test_coarse_pred is None else np.asarray(test_coarse_pred, dtype=np.int64)
+    routed = test_true_coarse if test_coarse_pred is None else _class_indices(test_coarse_pred, h.num_coarse,
+                                                                                 "predicted coarse")
     if routed.shape != test_fine.shape:
         raise NclabError(f"predicted coarse labels have shape {routed.shape}, test fine labels {test_fine.shape}; pass matching arrays")
     rec = FineLabelRecovery(h, **options)
@@ -83,8 +99,8 @@ def evaluate_recovery(
         rec.fit(train_features, train_coarse, train_fine)
         fit_fine, fit_pred, fit_coarse = np.asarray(train_fine, dtype=np.int64), rec.fit_pred_, np.asarray(train_coarse)
     else:
-        rec.fit(test_features, routed, test_fine)
-        fit_fine, fit_pred, fit_coarse = test_fine, rec.fit_pred_, routed
+        rec.fit(test_features, test_true_coarse, test_fine)
+        fit_fine, fit_pred, fit_coarse = test_fine, rec.fit_pred_, test_true_coarse
     pred = rec.predict(test_features, routed)
     oracle = rec.predict(test_features, test_true_coarse)
     per = []
@@ -113,9 +129,11 @@ def evaluate_recovery(
         "per_superclass": per,
         "confusion": confusion(test_fine, pred, h.num_fine).tolist(),
         "fine_names": list(h.fine_names),
-        "options": {"fit_on": fit_on, "routing": "predicted" if test_coarse_pred is not None else "oracle",
+        "options": {"fit_on": fit_on,
+                    "routing": ("none" if rec.clustering == "global"
+                                else "predicted" if test_coarse_pred is not None else "oracle"),
                     "method": rec.method, "normalize": rec.normalize, "clustering": rec.clustering,
-                    "n_init": rec.n_init, "seed": rec.seed},
+                    "n_init": rec.n_init, "seed": rec.seed, "whiten_var": rec.whiten_var},
     }
     return (out, rec) if return_model else out
 

@@ -83,6 +83,7 @@ def recover_trainer(trainer, *, tap: str | None = None, max_train: int | None = 
     rep, rec = evaluate_recovery(ftr, ctr, ytr, fte, st.route(pte), st.fine["test"], st.hierarchy,
                                  return_model=True, **opts)
     rep["kind"] = st.kind
+    rep["options"]["max_train"] = max_train  # None = all train samples
     rep["net_test_acc"] = float(np.mean(pte == trainer.train_targets("test").numpy()))
     if st.kind == "split":
         # can clusters inside each true class recover the pseudo classes the net was trained on?

@@ -102,7 +102,8 @@ def bimodal_split(z: np.ndarray, *, n_init: int = 10, n_starts: int = N_STARTS, 
     scores = [fisher_kurtosis(w, lab) for _, lab in cands]
     best = int(np.argmin(scores))
     lab = cands[best][1]
-    centres = np.stack([z[lab == j].mean(0) for j in (0, 1)]).astype(np.float32)
+    # (a constant group can leave one side empty: keep k-means's centre there)
+    centres = np.stack([z[lab == j].mean(0) if (lab == j).any() else km.centers[j] for j in (0, 1)]).astype(np.float32)
     c64 = centres.astype(np.float64)
     labels = np.argmin((c64 * c64).sum(1)[None, :] - 2.0 * (z.astype(np.float64) @ c64.T), axis=1).astype(np.int64)
     # (the centres stay the candidate's cluster means: one assignment step, no Lloyd iterations, which would

@@ -83,8 +83,9 @@ class FineLabelRecovery:
         extend to the rest by nearest centroid.
     normalize : "none" | "center" (subtract the group's fit mean) | "l2" (unit rows) | "center+l2" |
         "whiten" (PCA whitening per group keeping ``whiten_var`` of the variance).
-        Note that k-means within one group is translation invariant, so "center" alone only changes the
-        global clustering and the non-k-means methods.
+        Every method is translation invariant (k-means, GMM, a kNN graph, Ward linkage), so "center" alone
+        changes nothing; it matters before "l2" ("center+l2": directions around the group's mean rather than
+        around the origin).
     clustering : "per_coarse" (the paper's protocol) or "global" (one clustering with K_fine clusters,
         Hungarian over all fine classes; routing labels are then ignored).
     n_init, max_iter, seed, device : k-means restarts, iterations, RNG seed, torch device.
@@ -134,14 +135,15 @@ class FineLabelRecovery:
             return np.asarray(h, dtype=np.int64)
         if coarse is None or fine is None:
             raise NclabError("FineLabelRecovery needs a hierarchy or fine labels in fit to know k per superclass")
-        nf = int(fine.max()) + 1
-        f2c = np.full(nf, -1, dtype=np.int64)
-        for f, c in set(zip(fine.tolist(), coarse.tolist())):
+        _check_contiguous(fine, "fine", "or pass a hierarchy")
+        _check_contiguous(coarse, "coarse", "")
+        f2c = np.full(int(fine.max()) + 1, -1, dtype=np.int64)
+        for f, c in sorted(set(zip(fine.tolist(), coarse.tolist()))):
             if f2c[f] not in (-1, c):
-                raise NclabError(f"fine class {f} appears under coarse labels {f2c[f]} and {c}; pass --hierarchy")
+                raise NclabError(f"fine class {f} appears under coarse labels {f2c[f]} and {c}, so the hierarchy "
+                                 "cannot be inferred; pass the hierarchy the labels were made with (and check the "
+                                 "coarse labels)")
             f2c[f] = c
-        if (f2c < 0).any():
-            raise NclabError(f"fine classes {np.flatnonzero(f2c < 0).tolist()} never appear in fit; pass a hierarchy")
         return f2c
 
     @staticmethod
@@ -251,6 +253,8 @@ class FineLabelRecovery:
             coarse = f2c[fine]
         if coarse is not None and coarse.max() >= f2c.max() + 1:
             raise NclabError(f"coarse label {int(coarse.max())} outside the hierarchy's {int(f2c.max()) + 1} superclasses")
+        if coarse is not None and fine is not None:
+            check_consistent(f2c, coarse, fine, "fit")
         if self.clustering == "global":
             plan = [(-1, list(range(len(f2c))), np.arange(len(x)))]
         else:
@@ -289,6 +293,9 @@ class FineLabelRecovery:
             raise NclabError("FineLabelRecovery.predict called before fit")
         x, lab = self._check(features, {"coarse": coarse})
         coarse = lab["coarse"]
+        dim = next(iter(self.groups_.values())).mean.shape[0]
+        if x.shape[1] != dim:
+            raise NclabError(f"features have {x.shape[1]} columns but the recovery was fitted on {dim}")
         if self.clustering == "global":
             g = self.groups_[-1]
             return g.names[self._assign(self._transform(x, g), g)]
@@ -296,9 +303,6 @@ class FineLabelRecovery:
             raise NclabError("per-superclass recovery needs routing coarse labels in predict")
         if coarse.max() >= len(self.groups_):
             raise NclabError(f"routing label {int(coarse.max())} outside the {len(self.groups_)} superclasses")
-        dim = next(iter(self.groups_.values())).mean.shape[0]
-        if x.shape[1] != dim:
-            raise NclabError(f"features have {x.shape[1]} columns but the recovery was fitted on {dim}")
         out = np.full(len(x), -1, dtype=np.int64)
         for c, g in self.groups_.items():
             idx = np.flatnonzero(coarse == c)
@@ -322,6 +326,29 @@ class FineLabelRecovery:
             out[f"c{c}"] = g.raw_centers
             out[f"c{c}_fine"] = g.names
         return out
+
+
+def _check_contiguous(y: np.ndarray, name: str, alternative: str) -> None:
+    """Labels must be class indices 0..K-1 with every index used (ids like {3, 7} or {0, 1, 100000} are not)."""
+    present = np.unique(y)
+    k = int(present[-1]) + 1
+    if len(present) != k:
+        missing = np.setdiff1d(np.arange(k), present)
+        shown = ", ".join(str(int(m)) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise NclabError(f"{name} labels must be class indices 0..K-1 with every class present; {len(missing)} of "
+                         f"0..{k - 1} are missing ({shown}); remap them, e.g. numpy.unique(y, return_inverse=True)"
+                         + (f", {alternative}" if alternative else ""))
+
+
+def check_consistent(f2c: np.ndarray, coarse: np.ndarray, fine: np.ndarray, what: str) -> None:
+    """Every row's coarse label must be the hierarchy's superclass of its fine label."""
+    bad = np.flatnonzero(f2c[fine] != coarse)
+    if len(bad):
+        i = int(bad[0])
+        raise NclabError(f"{len(bad)} of {len(coarse)} {what} rows have a coarse label that is not the superclass "
+                         f"of their fine label under the hierarchy (row {i}: fine {int(fine[i])} belongs to coarse "
+                         f"{int(f2c[fine[i]])}, labelled {int(coarse[i])}); pass the hierarchy the coarse labels "
+                         "were made with")
 
 
 def _nearest(z: np.ndarray, centers: np.ndarray) -> np.ndarray:
