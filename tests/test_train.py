@@ -10,12 +10,14 @@ import torch
 import yaml
 
 from nclab.data.types import Dataset, Split
+from nclab.rundir import RunDir
 from nclab.train import Callback, Trainer, load_config
 from nclab.train import losses
 from nclab.train.config import configs_dir
 from nclab.train.schedules import lr_at
 from nclab.train.trainer import TIMING_KEYS
 from nclab.utils.errors import NclabError, RunPaused
+from nclab.utils.io import torch_load
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,6 +119,14 @@ def test_reduce_overhead_compile_keeps_the_eager_model_on_cpu(tmp_path):
     ({}, ["optim.lr"], r"key=value"),
     ({}, ["train.compile=reduce_overhead"], r"did you mean reduce-overhead"),
     ({"optim": 3}, [], r"section optim must be a mapping"),
+    ({}, ["loss.label_smoothing=1.5"], r"loss\.label_smoothing=1\.5 is too large; it must be .* < 1"),
+    ({}, ["schedule.warmup=1"], r"schedule\.warmup=1\.0 is too large"),
+    ({}, ["optim.momentum=1.5"], r"optim\.momentum=1\.5 is too large"),
+    ({}, ["schedule.milestones=[abc]"], r"schedule\.milestones=\['abc'\] must be a list of fractions"),
+    ({}, ["schedule.milestones=[0.5, 2]"], r"schedule\.milestones=\[0\.5, 2\] must be a list of fractions"),
+    ({}, ["optim.betas=[0.9]"], r"optim\.betas=\[0\.9\] must be two numbers in \[0, 1\)"),
+    ({}, ["optim.betas=[2, 3]"], r"optim\.betas=\[2, 3\] must be two numbers"),
+    ({}, ["loss.name=mse", "loss.label_smoothing=0.1"], r"label_smoothing applies to loss\.name=ce only"),
 ])
 def test_config_errors_name_the_problem(src, over, match):
     with pytest.raises(NclabError, match=match):
@@ -209,6 +219,41 @@ def test_deferred_nonfinite_check_names_the_first_bad_step(tmp_path, check_every
         tr.fit()
     assert len(calls) == spe + (3 if check_every == 1 else 4)  # stopped at the first check after the bad step
     assert [json.loads(l)["epoch"] for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()] == [1]
+
+
+def test_divergence_in_an_epochs_last_update_never_reaches_a_checkpoint(tmp_path):
+    # the step losses are computed before each update, so the last update of an epoch (the only one with
+    # full-batch training) is checked at the epoch's end: parameters, then the test loss
+    ds = digits_dataset(10, 2)
+    tr = Trainer(base_cfg(optim={"epochs": 4}, train={"checkpoint_every": 1}), tmp_path / "p", dataset=ds)
+    step, spe = tr.optimizer.step, tr.steps_per_epoch
+
+    def poisoned_step(*a, **k):
+        out = step(*a, **k)
+        if tr.global_step == 2 * spe - 1:  # the update that ends epoch 2 (global_step counts the previous steps)
+            with torch.no_grad():
+                tr.model.classifier.weight[1, 1] = float("inf")
+        return out
+
+    tr.optimizer.step = poisoned_step
+    with pytest.raises(NclabError, match=r"a model parameter or buffer became non-finite at the end of epoch 2; "
+                                         r"last good checkpoint: .*\(epoch 1\)"):
+        tr.fit()
+    assert [json.loads(l)["epoch"] for l in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()] == [1]
+    saved = torch_load(tmp_path / "p" / "checkpoints" / "last.pt")["model"]
+    assert saved and all(torch.isfinite(v).all() for v in saved.values() if v.is_floating_point())
+
+    tr = Trainer(base_cfg(optim={"epochs": 3}, train={"checkpoint_every": 1}), tmp_path / "e", dataset=ds)
+    evaluate = tr.evaluate
+
+    def overflowing_eval(split):  # finite weights whose logits overflow in evaluation
+        ev = evaluate(split)
+        return {**ev, "loss": float("inf")} if tr.epoch == 1 else ev
+
+    tr.evaluate = overflowing_eval
+    with pytest.raises(NclabError, match=r"test loss became inf at the end of epoch 2; last good checkpoint"):
+        tr.fit()
+    assert json.loads((tmp_path / "e" / "status.json").read_text())["status"] == "stopped_nan"
 
 
 def test_nan_from_huge_lr_via_cli_exits_nonzero(tmp_path, capsys):
@@ -306,6 +351,24 @@ def test_time_limit_via_cli_exits_75_then_resume_completes(tmp_path, capsys):
     assert "The run is paused" in (tmp_path / "r" / "report.html").read_text()  # the report says so
     assert main(args + ["--resume"]) == 0
     assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "complete"
+
+
+def test_resume_notes_changed_keys_including_the_seed_and_keeps_the_first_command(tmp_path, capsys, monkeypatch):
+    import sys
+
+    ds = digits_dataset(10, 2)
+    cfg = base_cfg(optim={"epochs": 2}, train={"time_limit_s": 0})
+    monkeypatch.setattr(sys, "argv", ["nclab", "train", "first"])
+    with pytest.raises(RunPaused, match="each resume runs one more slice; add --set train.time_limit_s=null"):
+        Trainer(cfg, tmp_path / "r", dataset=ds).fit()
+    first = RunDir(tmp_path / "r").read_run_info()
+    monkeypatch.setattr(sys, "argv", ["nclab", "train", "--resume"])
+    capsys.readouterr()
+    Trainer({**cfg, "seed": cfg.get("seed", 0) + 5}, tmp_path / "r", dataset=ds).fit(resume=True)
+    assert "config keys changed from the run's config.yaml: seed" in capsys.readouterr().err
+    info = RunDir(tmp_path / "r").read_run_info()
+    assert info["argv"] == ["nclab", "train", "--resume"] and info["first_argv"] == ["nclab", "train", "first"]
+    assert info["first_started"] == first["started"] and info["resumed_from_epoch"] == 1
 
 
 def test_lookahead_sync_follows_its_formula(tmp_path):

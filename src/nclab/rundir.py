@@ -5,9 +5,9 @@ Layout of ``runs/<name>/`` (all writes atomic)::
     config.yaml        resolved config (every key, defaults filled in)
     run.json           what was run: command line, nclab/torch/python versions, device, git commit,
                        dataset source + checksum, hierarchy spec, start time
-    status.json        {"status": "running"|"complete"|"stopped_nan"|"interrupted"|"failed",
+    status.json        {"status": "running"|"complete"|"paused"|"stopped_nan"|"interrupted"|"failed",
                         "message": str, "epoch": int, "wall_time_s": float, "resumed": bool}
-    metrics.jsonl      one JSON object per epoch (see docs/run-format.md for the keys)
+    metrics.jsonl      one JSON object per epoch (keys: docs/architecture.md, "metrics.jsonl")
     checkpoints/       last.pt (+ epoch_XXXX.pt); loaded with weights_only=True
     results.json       final summary written by experiments (recovery accuracy, baselines, ...)
     features/          optional saved features (.npy) for plots
@@ -84,10 +84,16 @@ class RunDir:
     def write_config(self, config: dict) -> None:
         atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
 
-    def write_run_info(self, extra: dict | None = None) -> None:
+    def write_run_info(self, extra: dict | None = None, *, resumed: bool = False) -> None:
+        """Write run.json; on a resume the first call's command line and start time are kept as
+        ``first_argv`` / ``first_started`` (``argv`` / ``started`` describe the latest call)."""
         info = environment_info()
         info["argv"] = sys.argv
         info["started"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        old = self.read_run_info() if resumed else {}
+        if old:
+            info["first_argv"] = old.get("first_argv", old.get("argv"))
+            info["first_started"] = old.get("first_started", old.get("started"))
         if extra:
             info.update(extra)
         atomic_write_json(self.run_info_path, info)

@@ -110,10 +110,10 @@ SCHEMA: dict[str, Any] = {
     "optim": {
         "name": Opt("sgd", (str,), choices=("sgd", "adam", "adamw")),
         "lr": Opt(0.1, NUM, minimum=0),
-        "momentum": Opt(0.9, NUM, minimum=0),
+        "momentum": Opt(0.9, NUM, minimum=0, below=1),
         "nesterov": Opt(False, (bool,)),
         "weight_decay": Opt(5e-4, NUM, minimum=0),
-        "betas": Opt([0.9, 0.999], (list,)),
+        "betas": Opt([0.9, 0.999], (list,), help="adam/adamw: two numbers in [0, 1)"),
         "bias_lr_scale": Opt(1.0, NUM, minimum=0, help="lr multiplier (and 1/x weight decay) for BatchNorm parameters"),
         "batch_size": Opt(128, (int,), minimum=1),
         "epochs": Opt(10, (int,), minimum=1),
@@ -131,15 +131,15 @@ SCHEMA: dict[str, Any] = {
     },
     "schedule": {
         "name": Opt("multistep", (str,), choices=("multistep", "cosine", "onecycle", "constant")),
-        "milestones": Opt([1 / 3, 2 / 3], (list,), help="multistep: fractions of training (epochs)"),
+        "milestones": Opt([1 / 3, 2 / 3], (list,), help="multistep: fractions of training (epochs), numbers in [0, 1]"),
         "gamma": Opt(0.1, NUM, minimum=0),
-        "warmup": Opt(0.0, NUM, minimum=0, help="fraction of steps with linear warm-up (all schedules)"),
+        "warmup": Opt(0.0, NUM, minimum=0, below=1, help="fraction of steps with linear warm-up (all schedules)"),
         "start_factor": Opt(0.0, NUM, minimum=0, help="warm-up starts at lr * start_factor"),
         "final_factor": Opt(0.0, NUM, minimum=0, help="cosine/onecycle end at lr * final_factor"),
     },
     "loss": {
         "name": Opt("ce", (str,), choices=("ce", "mse")),
-        "label_smoothing": Opt(0.0, NUM, minimum=0),
+        "label_smoothing": Opt(0.0, NUM, minimum=0, below=1, help="ce only: targets (1 - e) onehot + e / K"),
         "lambda_w": Opt(0.0, NUM, minimum=0, help="explicit penalty lambda_w/2 * sum_l ||W_l||_F^2 on head weights"),
         "lambda_h": Opt(0.0, NUM, minimum=0, help="explicit penalty lambda_h/2 * mean_i ||h_i||^2 on head.0 features"),
     },
@@ -262,4 +262,22 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
         cur[keys[-1]] = value
         # free-form sections (callbacks, data.subsample) take nested overrides as-is
         cfg = _check(_merge(cfg, node), SCHEMA)
+    _cross_check(cfg)
     return cfg
+
+
+def _numbers(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _cross_check(cfg: dict) -> None:
+    """Checks a single key's schema cannot express (list contents, keys that depend on each other)."""
+    ms = cfg["schedule"]["milestones"]
+    if not all(_numbers(m) and 0 <= m <= 1 for m in ms):
+        raise NclabError(f"config key schedule.milestones={ms!r} must be a list of fractions of training in [0, 1], "
+                         "e.g. [0.333, 0.667]")
+    betas = cfg["optim"]["betas"]
+    if len(betas) != 2 or not all(_numbers(b) and 0 <= b < 1 for b in betas):
+        raise NclabError(f"config key optim.betas={betas!r} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+    if cfg["loss"]["name"] == "mse" and cfg["loss"]["label_smoothing"]:
+        raise NclabError("config key loss.label_smoothing applies to loss.name=ce only; set it to 0 with mse")

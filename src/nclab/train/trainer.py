@@ -21,6 +21,7 @@ metrics.jsonl (1-based ``epoch``): ``lr`` (at the epoch's last step), ``train_lo
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ from nclab.train.config import load_config
 from nclab.train.schedules import lr_at
 from nclab.utils import clock
 from nclab.utils.errors import NclabError, RunPaused
-from nclab.utils.io import atomic_torch_save, atomic_write_text, torch_load
+from nclab.utils.io import atomic_torch_save, atomic_write_text, json_clean, torch_load
 from nclab.utils.progress import progress, say
 from nclab.utils.seed import seed_everything
 
@@ -311,13 +312,14 @@ class Trainer:
     def _write_metrics(self) -> None:
         import json
 
-        atomic_write_text(self.run.metrics_path, "".join(json.dumps(r) + "\n" for r in self.metrics))
+        # strict JSON lines: a non-finite value (e.g. from a user callback) is written as null
+        atomic_write_text(self.run.metrics_path, "".join(json.dumps(json_clean(r)) + "\n" for r in self.metrics))
 
     def _append_metrics(self, row: dict) -> None:
         import json
 
         with open(self.run.metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(json_clean(row)) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -329,8 +331,9 @@ class Trainer:
             resume, force = False, True  # killed before the first checkpoint: nothing valid to keep
         if resume:
             old = run.read_config()
-            changed = sorted(f"{sec}.{k}" for sec, v in self.cfg.items() if isinstance(v, dict)
-                             for k in v if isinstance(old.get(sec), dict) and old[sec].get(k) != v[k])
+            changed = sorted([f"{sec}.{k}" for sec, v in self.cfg.items() if isinstance(v, dict)
+                              for k in v if isinstance(old.get(sec), dict) and old[sec].get(k) != v[k]]
+                             + [k for k, v in self.cfg.items() if not isinstance(v, dict) and k in old and old[k] != v])
             if changed:
                 say(f"note: resuming with config keys changed from the run's config.yaml: {', '.join(changed)}")
             self.load_checkpoint()
@@ -350,10 +353,10 @@ class Trainer:
             "hierarchy": self.hierarchy.to_dict() if self.hierarchy is not None else None,
             "labels": self.cfg["data"]["labels"], "n_train": len(self.dataset.train), "n_test": len(self.dataset.test),
             "resumed_from_epoch": self.epoch if resume else None,
-        })
+        }, resumed=resume)
         run.write_status("running", "", epoch=self.epoch, wall_time_s=self._elapsed, resumed=resume)
 
-    def _nan_stop(self, epoch: int, step: int, value: float) -> None:
+    def _nan_stop(self, epoch: int, step: int | None, value: float | str, what: str = "training loss") -> None:
         if self._last_ckpt:
             good = f"last good checkpoint: {self._last_ckpt[1]} (epoch {self._last_ckpt[0]})"
             self.metrics = [r for r in self.metrics if r["epoch"] <= self._last_ckpt[0]]
@@ -361,11 +364,18 @@ class Trainer:
             good = "no checkpoint was written yet"
             self.metrics = []
         self._write_metrics()  # nothing after the last good checkpoint stays presented as valid
-        msg = (f"training loss became {value} at epoch {epoch + 1}, step {step + 1}; {good}; "
-               f"lower optim.lr or check the data")
+        where = f"epoch {epoch + 1}, step {step + 1}" if step is not None else f"the end of epoch {epoch + 1}"
+        msg = f"{what} became {value} at {where}; {good}; lower optim.lr or check the data"
         self.run.write_status("stopped_nan", msg, epoch=self._last_ckpt[0] if self._last_ckpt else 0,
                               wall_time_s=self._elapsed)
         raise NclabError(msg)
+
+    def _check_state_finite(self, epoch: int) -> None:
+        """The step losses are checked before each update, so the epoch's last update is checked here: a
+        diverged model must not reach a checkpoint (one host sync)."""
+        vals = [torch.isfinite(v).all() for v in self.model.state_dict().values() if v.is_floating_point()]
+        if vals and not bool(torch.stack(vals).all()):
+            self._nan_stop(epoch, None, "non-finite", what="a model parameter or buffer")
 
     def _time_is_up(self, first_epoch: int) -> bool:
         """``train.time_limit_s``: would one more epoch (at this call's mean epoch time) pass the limit?"""
@@ -382,7 +392,9 @@ class Trainer:
             self.save_checkpoint()
         spent = time.perf_counter() - self._t_built
         msg = (f"{self.run.path}: time limit of {self.cfg['train']['time_limit_s']:g} s reached after epoch "
-               f"{self.epoch} of {self.cfg['optim']['epochs']} ({spent:.0f} s); continue with --resume")
+               f"{self.epoch} of {self.cfg['optim']['epochs']} ({spent:.0f} s); continue with --resume (the limit is "
+               "kept in the run's config: each resume runs one more slice; add --set train.time_limit_s=null to "
+               "run to the end)")
         self.run.write_status("paused", msg, epoch=self.epoch, wall_time_s=self._elapsed)
         raise RunPaused(msg)
 
@@ -500,10 +512,13 @@ class Trainer:
             for e in range(self.epoch, epochs):
                 t0 = time.perf_counter()
                 tr = self._train_epoch(e)
+                self._check_state_finite(e)
                 logs: dict[str, Any] = {"epoch": e + 1, "lr": tr["lr"], "train_loss": tr["train_loss"],
                                         "train_acc": tr["train_acc"]}
                 if (e + 1) % c["train"]["eval_every"] == 0 or e + 1 == epochs:
                     ev = self.evaluate("test")
+                    if not math.isfinite(ev["loss"]):  # finite weights can still overflow the logits
+                        self._nan_stop(e, None, ev["loss"], what="test loss")
                     logs["test_loss"], logs["test_acc"] = ev["loss"], ev["acc"]
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, e + 1, logs)
