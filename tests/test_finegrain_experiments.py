@@ -187,10 +187,29 @@ def test_sweep_runs_cells_and_resumes(tmp_path, capsys):
         cell = RunDir(tmp_path / "sw" / c["run"])
         assert c["recovery_acc"] == pytest.approx(cell.read_results()["recovery"]["test_acc"])
         assert cell.read_config()["optim"]["lr"] == c["lr"]
+    assert "probe" in cell.read_results()
     mtime = (tmp_path / "sw" / cells[0]["run"] / "metrics.jsonl").stat().st_mtime_ns
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["grid"]["cells"] == cells
     assert (tmp_path / "sw" / cells[0]["run"] / "metrics.jsonl").stat().st_mtime_ns == mtime
+    # the same --out with another config: the finished cells are not silently reused
+    other = [a if a != "1" else "2" for a in argv]  # --epochs 2
+    assert main(other) == 2
+    err = capsys.readouterr().err
+    assert "is complete but was trained with other values of optim.epochs" in err and "--force" in err
+    # --force retrains every cell; --no-probe is honoured
+    assert main(other + ["--force", "--no-probe"]) == 0
+    capsys.readouterr()
+    for c in cells:
+        cell = RunDir(tmp_path / "sw" / c["run"])
+        assert cell.read_config()["optim"]["epochs"] == 2 and len(cell.read_metrics()) == 2
+        assert "probe" not in cell.read_results()
+    # every cell is validated before any trains: a bad value in the last cell stops the sweep at once
+    bad = ["sweep", "cifar10-coarse5", "--recipe", "tiny", "--data", "digits", "--epochs", "1",
+           "--grid", "lr=0.05,-1", "--out", str(tmp_path / "bad")]
+    assert main(bad) == 2
+    assert "grid cell lr=-1: config key optim.lr=-1.0 is too small" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_cifar100_config_uses_official_superclasses():
@@ -230,3 +249,22 @@ def test_sweep_with_a_seed_axis_reports_mean_and_std_over_seeds(tmp_path, capsys
     html = (tmp_path / "sw" / "report.html").read_text()
     mean_005 = next(s for s in summary if s["lr"] == 0.05)["recovery_acc_mean"]
     assert "mean over seed" in html and f"{100 * mean_005:.2f}" in html
+
+
+def test_force_retrains_the_baseline_and_clears_the_old_runs_files(tmp_path, capsys):
+    argv = ["reproduce", "cifar10-coarse5", "--recipe", "tiny", "--data", "digits", "--epochs", "1",
+            "--no-random-init", "--no-probe", "--out", str(tmp_path / "r"), "--quiet"]
+    assert main(argv) == 0
+    assert len(RunDir(tmp_path / "r" / "baseline").read_metrics()) == 1
+    argv2 = [a if a != "1" else "2" for a in argv]
+    assert main(argv2) == 2  # an existing run needs --resume or --force
+    assert main(argv2 + ["--force"]) == 0
+    for d in (tmp_path / "r", tmp_path / "r" / "baseline"):  # --force retrained both, not only the main run
+        assert RunDir(d).read_config()["optim"]["epochs"] == 2 and len(RunDir(d).read_metrics()) == 2
+    # a plain train --force into that folder leaves nothing of the experiment behind
+    capsys.readouterr()
+    assert main(["train", "--config", "tiny", "--run-dir", str(tmp_path / "r"), "--force", "--quiet",
+                 "--epochs", "1"]) == 0
+    left = {p.name for p in (tmp_path / "r").iterdir()}
+    assert not left & {"results.json", "features", "baseline"}, left
+    assert RunDir(tmp_path / "r").read_results() == {}

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nclab.utils.errors import NclabError
 from nclab.report import load_run, results_rows, results_text, try_write_report, write_compare_report, write_report
 from nclab.report.figures import PNG_SIGNATURE, fine_color, pca_2d
 from nclab.report.html import fmt_value
@@ -147,10 +148,20 @@ def test_complete_run_has_no_banner(tmp_path):
 
 
 def test_missing_and_corrupt_files_never_kill_the_report(tmp_path):
+    # a folder that is not a run: refused, and nothing in it touched (the report would prune figures/*.png)
+    other = tmp_path / "paper"
+    (other / "figures").mkdir(parents=True)
+    (other / "figures" / "mine.png").write_bytes(b"png")
+    (other / "report.html").write_text("mine")
+    with pytest.raises(NclabError, match="is not a run directory"):
+        write_report(other, strict=True)
+    assert (other / "figures" / "mine.png").read_bytes() == b"png" and (other / "report.html").read_text() == "mine"
+    # a run that has written nothing but its status yet: a report with no sections
     empty = tmp_path / "empty"
     empty.mkdir()
+    (empty / "status.json").write_text('{"status": "running"}')
     text = write_report(empty, strict=True).read_text()
-    assert section_ids(text) == [] and "<h1>empty</h1>" in text and "unknown" in text
+    assert section_ids(text) == ["details"] and "<h1>empty</h1>" in text  # only the status it has
     broken = make_run(tmp_path / "broken", features=False)
     (broken / "results.json").write_text("{not json")
     (broken / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 0.5}\n{"epoch": 2, "train_lo')  # torn line
@@ -202,6 +213,16 @@ def test_compare_overlays_runs(tmp_path):
     assert '<a href="../a">a</a>' in text  # no report yet in a: link to the folder
     check_images(out)
     assert_self_contained(text)
+    # the comparison never lands in a run's own folder (its report.html and figures/ would be replaced)
+    before = (a / "figures").exists() and sorted(p.name for p in (a / "figures").iterdir())
+    with pytest.raises(NclabError, match="is a run directory; pass a new folder"):
+        write_compare_report([a, b], a)
+    assert ((a / "figures").exists() and sorted(p.name for p in (a / "figures").iterdir())) == before
+    with pytest.raises(NclabError, match="listed twice"):
+        write_compare_report([a, tmp_path / "a" / "."], tmp_path / "cmp2")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(NclabError, match="is not a run directory"):
+        write_compare_report([a, tmp_path / "plain"], tmp_path / "cmp3")
 
 
 def test_cli_report_and_compare(tmp_path, capsys):

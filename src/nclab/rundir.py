@@ -75,9 +75,18 @@ class RunDir:
     def exists(self) -> bool:
         return self.path.is_dir()
 
-    def require(self) -> "RunDir":
+    def is_run(self) -> bool:
+        """Whether the folder holds any file a run writes (config.yaml, status.json, metrics.jsonl, results.json)."""
+        return self.path.is_dir() and any(p.is_file() for p in (self.config_path, self.status_path,
+                                                                  self.metrics_path, self.results_path))
+
+    def require(self, *, run: bool = False) -> "RunDir":
+        """The folder must exist (``run=True``: and be a run directory, see :meth:`is_run`)."""
         if not self.path.is_dir():
             raise NclabError(f"run directory {self.path} does not exist; pass the folder a train/reproduce run wrote")
+        if run and not self.is_run():
+            raise NclabError(f"{self.path} is not a run directory (no config.yaml, status.json, metrics.jsonl or "
+                             "results.json); pass a folder that nclab train/reproduce/sweep wrote")
         return self
 
     # writers -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ def run(args) -> int:
     from nclab.utils.progress import progress
 
     for d in args.run_dirs:  # every folder checked before any report is written (no bar, then an error)
-        RunDir(d).require()
+        RunDir(d).require(run=True)
     paths = [str(write_report(d)) for d in progress(args.run_dirs, desc="reports", unit="run")]
     if args.json:
         print(json.dumps({"reports": paths}))

@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
     p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2,...",
                    help="axes, e.g. lr=0.1,0.01,0.001 wd=5e-3,5e-4,5e-5 (lr, wd, epochs, bs, momentum, seed or any "
                         "dotted config key); a seed=0,1,2 axis adds mean and std over seeds")
-    add_common_args(p, {"data": None, "hierarchy": None})
+    add_common_args(p, {"data": None, "hierarchy": None, "sweep": True})
     p.set_defaults(func=run, hierarchy=None)
 
 
@@ -72,6 +72,20 @@ def _cell_done(d: Path) -> bool:
     return r.read_status().get("status") == "complete" and "recovery" in r.read_results()
 
 
+def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        key = f"{prefix}{k}"
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_diff(a, b, key + ".")
+        elif a != b and key not in ("name", "train.time_limit_s"):  # the run's name and a time limit change
+            # nothing that was trained
+            out.append(key)
+    return out
+
+
 def _nc1(d: Path):
     from nclab.rundir import RunDir
 
@@ -80,26 +94,43 @@ def _nc1(d: Path):
 
 
 def run(args) -> int:
-    from nclab.finegrain.experiments import run_experiment, time_limit_override
+    from nclab.finegrain.experiments import build_config, check_max_train, run_experiment, time_limit_override
     from nclab.rundir import RunDir
     from nclab.utils.progress import say
 
     axes = parse_grid(args.grid)
+    check_max_train(args.max_train)
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{args.experiment}-{Path(str(args.recipe)).stem}"
     exp = RunDir(out)
     cells = [dict(zip(axes, vals)) for vals in itertools.product(*axes.values())]
+    # every cell's config is built (= validated) before any cell trains, and a finished cell must have been
+    # trained with the config asked for now (else its numbers would silently stand in for another sweep's)
+    overrides = {}
+    for cell in cells:
+        d = out / cell_name(cell)
+        ov = [f"{ALIASES.get(k, k)}={v}" for k, v in cell.items()] + time_limit_override(args)
+        try:
+            cfg = build_config(args.experiment, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy,
+                               overrides=ov, epochs=args.epochs, device=args.device, run_name=d.name)
+        except NclabError as e:
+            raise NclabError(f"grid cell {cell_name(cell)}: {e}") from None
+        if _cell_done(d) and not args.force:
+            diff = _config_diff(RunDir(d).read_config(), cfg)
+            if diff:
+                raise NclabError(f"{d} is complete but was trained with other values of {', '.join(diff[:5])}; "
+                                 "pass --force to retrain the cells, or another --out")
+        overrides[d] = ov
     rows = []
     for i, cell in enumerate(cells):
         d = out / cell_name(cell)
-        if _cell_done(d):
+        if _cell_done(d) and not args.force:
             say(f"[{i + 1}/{len(cells)}] {d.name}: complete, skipped")
         else:
             say(f"[{i + 1}/{len(cells)}] {d.name}")
-            ov = [f"{ALIASES.get(k, k)}={v}" for k, v in cell.items()] + time_limit_override(args)
             run_experiment(args.experiment, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy,
-                           overrides=ov, epochs=args.epochs, device=args.device, baseline=False,
-                           random_init=False, raw_pixels=False, max_train=args.max_train, out=d,
-                           resume=d.exists() and not args.force, force=args.force)
+                           overrides=overrides[d], epochs=args.epochs, device=args.device, baseline=False,
+                           random_init=False, raw_pixels=False, probe=not args.no_probe, max_train=args.max_train,
+                           out=d, resume=d.exists() and not args.force, force=args.force)
         res = RunDir(d).read_results()
         rows.append({**cell, "run": d.name, "recovery_acc": res.get("recovery", {}).get("test_acc"),
                      "coarse_acc": res.get("coarse_test_acc"), "nc1": _nc1(d)})

@@ -87,17 +87,32 @@ def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
                         "pass SECONDS (exit code 75), continue with --resume (for GPU time in slices)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                    help="same as --set train.device=...; default: the recipe's (auto = CUDA when present)")
-    p.add_argument("--no-baseline", action="store_true", help="skip training the fine-label baseline sub-run")
-    p.add_argument("--no-random-init", action="store_true", help="skip the random-init-network baseline")
+    sweep = spec.get("sweep", False)  # sweep cells never train the baselines and always resume
+    p.add_argument("--no-baseline", action="store_true",
+                   help="(sweep cells never train it; accepted for symmetry)" if sweep else
+                   "skip training the fine-label baseline sub-run")
+    p.add_argument("--no-random-init", action="store_true",
+                   help="(sweep cells never compute it; accepted for symmetry)" if sweep else
+                   "skip the random-init-network baseline")
     p.add_argument("--no-probe", action="store_true",
                    help="skip the supervised linear probe inside each superclass (nclab.finegrain.probe)")
     p.add_argument("--max-train", type=int, default=None,
                    help="cluster at most this many train samples in the final recovery (default: all)")
     p.add_argument("--out", default=None, help="experiment/run directory (default runs/<experiment>-<recipe>)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted experiment")
-    p.add_argument("--force", action="store_true", help="overwrite an existing run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="(a sweep always skips complete cells and continues interrupted ones)" if sweep else
+                   "continue an interrupted experiment")
+    p.add_argument("--force", action="store_true",
+                   help="retrain every cell, complete ones too" if sweep else "overwrite an existing run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print results.json on stdout")
+
+
+def check_max_train(max_train: int | None) -> None:
+    """``--max-train`` is checked before any training (it is used only after it)."""
+    if max_train is not None and int(max_train) < 1:
+        raise NclabError(f"--max-train must be a positive number of train samples, got {max_train}; leave it out "
+                         "to cluster all of them")
 
 
 def time_limit_override(args) -> list[str]:
@@ -243,6 +258,7 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
 
     if name not in EXPERIMENTS:
         raise NclabError(f"unknown experiment {name!r}; use one of {', '.join(EXPERIMENTS)}")
+    check_max_train(max_train)
     out = default_out(name, recipe, out)
     cfg = build_config(name, recipe=recipe, data=data, hierarchy=hierarchy, overrides=overrides, epochs=epochs,
                        device=device, run_name=out.name)
@@ -300,7 +316,9 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
     if baseline:
         bdir = out / "baseline"
         bcfg = _fine_baseline_cfg(cfg, name)
-        btr = _train(bcfg, bdir, resume or RunDir(bdir).read_status().get("status") == "complete", force)
+        # a complete baseline is reused unless --force retrains (then the main run was retrained too)
+        reuse = not force and RunDir(bdir).read_status().get("status") == "complete"
+        btr = _train(bcfg, bdir, resume or reuse, force)
         blast = btr.metrics[-1] if btr.metrics else {}
         fine_trained = {"run": "baseline", "train_time_s": blast.get("train_time_total_s")}
         bst = setup_for(btr)

@@ -13,6 +13,7 @@ from nclab.report.figures import FigureSink, plot_panels, run_color
 from nclab.report.html import RawHTML, esc, is_acc_key, link, num_cell, table
 from nclab.report.load import RunData, load_run
 from nclab.report.writer import _assemble, render_sections
+from nclab.rundir import RunDir
 from nclab.utils.errors import NclabError
 from nclab.utils.io import atomic_write_text
 
@@ -128,11 +129,15 @@ def write_compare_report(run_dirs: Sequence[str | os.PathLike], out_dir: str | o
     if not run_dirs:
         raise NclabError("nothing to compare; pass two or more run directories")
     for p in run_dirs:
-        if not Path(p).is_dir():
-            raise NclabError(f"run directory {p} does not exist; pass folders that train/reproduce runs wrote")
+        RunDir(p).require(run=True)
+    seen = [Path(p).resolve() for p in run_dirs]
+    if len(set(seen)) < len(seen):
+        raise NclabError("the same run directory is listed twice; pass each run once")
     out = Path(out_dir) if out_dir is not None else default_compare_dir(run_dirs)
     if out.exists() and not out.is_dir():
         raise NclabError(f"--out {out} is a file; pass a folder for the comparison report")
+    if RunDir(out).is_run():  # its report.html and figures/ belong to that run
+        raise NclabError(f"--out {out} is a run directory; pass a new folder for the comparison report")
     out.mkdir(parents=True, exist_ok=True)
     runs = [load_run(p) for p in run_dirs]
     labels = _labels(runs)

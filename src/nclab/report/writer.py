@@ -12,6 +12,7 @@ from nclab.report import sections as S
 from nclab.report.figures import FigureSink
 from nclab.report.html import esc, page
 from nclab.report.load import RunData, load_run
+from nclab.rundir import RunDir
 from nclab.utils.errors import NclabError
 from nclab.utils.io import atomic_write_text
 from nclab.utils.progress import say
@@ -88,8 +89,7 @@ def write_report(run_dir: str | os.PathLike, *, strict: bool = False, subreports
     Raises :class:`NclabError` only if ``run_dir`` is not a directory.
     """
     path = Path(run_dir)
-    if not path.is_dir():
-        raise NclabError(f"run directory {path} does not exist; pass the folder a train/reproduce run wrote")
+    RunDir(path).require(run=True)  # never write report.html / prune figures/ in a folder that is not a run
     run = load_run(path)
     if subreports:
         _write_missing_subreports(run, strict)

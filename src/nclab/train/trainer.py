@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -343,8 +344,13 @@ class Trainer:
                 if not force:
                     raise NclabError(f"run directory {run.path} already holds a run; pass --resume to continue it, "
                                      f"--force to overwrite, or choose another --name")
-                for p in [run.metrics_path, self._ckpt_path(), *run.checkpoints.glob("epoch_*.pt")]:
+                for p in [run.metrics_path, self._ckpt_path(), *run.checkpoints.glob("epoch_*.pt"),
+                          run.results_path, run.report_path]:
                     p.unlink(missing_ok=True)
+                # what experiments add to a run directory belongs to the old run too
+                for sub in ("features", "figures", "baseline"):
+                    if (run.path / sub).is_dir():
+                        shutil.rmtree(run.path / sub)
             run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(self.cfg)
         run.write_run_info({
