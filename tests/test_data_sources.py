@@ -319,6 +319,15 @@ def test_imagefolder_folder_sorted_classes(tmp_path):
     assert torch.equal(d2.train.x, d.train.x)
 
 
+def test_imagefolder_relative_path_same_data_and_cache_key(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "data")
+    d = load_dataset(f"imagefolder:{root}")
+    monkeypatch.chdir(tmp_path)  # "data" relative to the working directory (was joined twice: data/data/...)
+    rel = load_dataset("imagefolder:data")
+    check_folder_dataset(rel)
+    assert rel.checksum == d.checksum and torch.equal(rel.train.x, d.train.x)
+
+
 def test_imagefolder_grey_jpeg(tmp_path):
     root = make_folder(tmp_path / "g", mode="L", ext="jpg")
     d = load_dataset(f"imagefolder:{root}")

@@ -224,10 +224,32 @@ def test_invalid_arguments(kw, word):
 def test_cli_errors_are_one_line(capsys):
     for argv in (["ufm", "predict", "--counts", "10,0"], ["ufm", "predict", "--counts", "10,10", "--depth", "0"],
                  ["ufm", "predict", "--counts", "10,10", "--lambda-h", "-1"],
-                 ["ufm", "predict", "--counts", "10,10", "--loss", "ce"]):
+                 ["ufm", "predict", "--counts", "10,10", "--loss", "ce"],
+                 ["ufm", "predict", "--counts", "1e30,4"], ["ufm", "predict", "--counts", "inf,4"],
+                 ["ufm", "predict", "--counts", "3,4", "--lambda-w", "1e300", "--lambda-h", "1e300"],
+                 ["ufm", "predict", "--counts", "3,4", "--lambda-w", "1e-300", "--lambda-h", "1e-300"],
+                 ["reproduce", "dln-cifar10-imbalanced", "--depths", "a,b"],
+                 ["reproduce", "dln-cifar10-imbalanced", "--width", "0"],
+                 ["reproduce", "dln-cifar10-imbalanced", "--lambda-h", "0"],
+                 ["reproduce", "hierarchy-synthetic", "--seed", "-1"],
+                 ["reproduce", "dln-synthetic", "--width", "2"]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err
+
+
+def test_nc1_of_an_exact_optimum_with_collapsed_modes_is_zero(capsys):
+    # with the bias, two of the three modes of (12, 6, 3, 3) collapse: the class means span fewer than K-1
+    # directions, and the solver leaves ~1e-9 of residue in the others. nc1 must not divide that residue's
+    # within-class spread by its own size (it read 1.94 with matrix_rank's tolerance)
+    args = ["ufm", "solve", "--counts", "12,6,3,3", "--depth", "3", "--lambda-w", "0.045", "--lambda-h", "0.045",
+            "--bias", "--optimizer", "lbfgs", "--iters", "800", "--init-std", "1", "--width", "8", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["metrics"]["objective_rel_diff"] <= 1e-8  # the optimum
+    assert sum(m["collapses"] for m in out["prediction"]["modes"] if m["gamma"] > 0) == 2  # the regime in question
+    for j in range(3):
+        assert 0 <= out["metrics"][f"layer{j}.nc1"] <= 1e-8
 
 
 def test_cli_predict_and_solve_json(capsys):

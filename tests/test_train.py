@@ -127,6 +127,8 @@ def test_reduce_overhead_compile_keeps_the_eager_model_on_cpu(tmp_path):
     ({}, ["optim.betas=[0.9]"], r"optim\.betas=\[0\.9\] must be two numbers in \[0, 1\)"),
     ({}, ["optim.betas=[2, 3]"], r"optim\.betas=\[2, 3\] must be two numbers"),
     ({}, ["loss.name=mse", "loss.label_smoothing=0.1"], r"label_smoothing applies to loss\.name=ce only"),
+    ({}, ["optim.lr=.nan"], r"optim\.lr=nan must be a finite number"),
+    ({}, ["loss.lambda_w=.inf"], r"loss\.lambda_w=inf must be a finite number"),
 ])
 def test_config_errors_name_the_problem(src, over, match):
     with pytest.raises(NclabError, match=match):
@@ -369,6 +371,42 @@ def test_resume_notes_changed_keys_including_the_seed_and_keeps_the_first_comman
     info = RunDir(tmp_path / "r").read_run_info()
     assert info["argv"] == ["nclab", "train", "--resume"] and info["first_argv"] == ["nclab", "train", "first"]
     assert info["first_started"] == first["started"] and info["resumed_from_epoch"] == 1
+
+
+def test_resume_with_another_model_or_optimiser_is_refused_in_one_line(tmp_path, capsys):
+    from nclab.cli import main
+
+    args = ["train", "--config", "tiny", "--run-dir", str(tmp_path / "r"), "--quiet", "--epochs", "2"]
+    assert main(args[:-1] + ["1"]) == 0
+    before = (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes()
+    for change, needle in (("model.width=64", "holds another model than the config builds (size mismatch"),
+                           ("optim.name=adam", "holds the state of another optimiser than optim.name=adam")):
+        capsys.readouterr()
+        assert main(args + ["--resume", "--set", change]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: checkpoint ") and needle in err and err.count("\n") == 1, err
+    assert (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_cli_path_problems_are_one_line_errors(tmp_path, capsys):
+    from nclab.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00bad")
+    cases = [
+        (["--config", "tiny", "--runs", str(tmp_path / "afile"), "--name", "y"], "afile/y: Not a directory"),
+        (["--config", str(tmp_path / "folder")], "is a folder; pass a YAML file"),
+        (["--config", str(tmp_path / "bin.yaml")], "is not UTF-8 text"),
+        (["--config", "tiny", "--runs", str(tmp_path), "--name", "../escaped"], "must be one folder name"),
+        (["--config", "tiny", "--runs", str(tmp_path), "--set", "name="], "must be one folder name"),
+        (["--config", "tiny", "--runs", str(tmp_path), "--resume", "--force"], "pass one of them"),
+    ]
+    for argv, needle in cases:
+        assert main(["train", *argv, "--quiet"]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, (argv, err)
+    assert not (tmp_path / "escaped").exists()
 
 
 def test_lookahead_sync_follows_its_formula(tmp_path):

@@ -69,6 +69,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         rc = args.func(args)
     except NclabError as e:
+        progress.close_bars()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RunPaused as e:
@@ -82,6 +83,12 @@ def _main(argv: list[str] | None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # the file system refused (a path that is a file, no permission, disk full, ...)
+        progress.close_bars()
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error:{where}: {e.strerror or e}; check that the path is a writable folder (or a readable file) "
+              "and that the disk has space", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

@@ -52,14 +52,17 @@ def centred_means(stats: ClassStats) -> torch.Tensor:
     return m - (n.unsqueeze(1) * m).sum(0) / n.sum()
 
 
-def between_span(counts: torch.Tensor, mc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def between_span(counts: torch.Tensor, mc: torch.Tensor, rank_rtol: float | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Orthonormal basis V (r, D) of the range of Σ_B and the singular values s (r,) of M̃ on it.
 
     Σ_k n_k (μ_k − μ_G) = 0 exactly, so ``counts`` is a known left null vector of M̃. A Householder
     reflection maps it to e_1 and the remaining K−1 rows span the same space with that structural zero
     removed *exactly* (not left to a rounding-sensitive cutoff — the usual cause of huge or negative nc1).
     The rank is then decided on the singular values of those rows with numpy's matrix_rank tolerance
-    s > s_max · max(K−1, D) · eps. Then Σ_B = V diag(s²/K) Vᵀ and Σ_B† = V diag(K/s²) Vᵀ.
+    s > s_max · max(K−1, D) · eps, or s > s_max · ``rank_rtol`` when given (for means known only to some
+    precision, e.g. an optimiser's solution: directions below it are residue, not between-class spread).
+    Then Σ_B = V diag(s²/K) Vᵀ and Σ_B† = V diag(K/s²) Vᵀ.
     """
     k, d = mc.shape
     if k < 2:
@@ -72,7 +75,7 @@ def between_span(counts: torch.Tensor, mc: torch.Tensor) -> tuple[torch.Tensor, 
     if not bool(torch.any(rest != 0)):
         return mc.new_zeros(0, d), mc.new_zeros(0)
     _, s, vt = torch.linalg.svd(rest, full_matrices=False)
-    tol = s[0] * max(rest.shape) * torch.finfo(_F64).eps
+    tol = s[0] * (max(rest.shape) * torch.finfo(_F64).eps if rank_rtol is None else float(rank_rtol))
     r = int((s > tol).sum())
     return vt[:r], s[:r]
 
@@ -87,16 +90,17 @@ def nc1_from_projection(proj_sw: torch.Tensor, s: torch.Tensor) -> float:
     return max(_f(val), 0.0)
 
 
-def nc1(stats: ClassStats) -> float:
+def nc1(stats: ClassStats, rank_rtol: float | None = None) -> float:
     """NC1 (Papyan, Han & Donoho 2020): tr(Σ_W Σ_B†) / K.
 
     Computed in the span of the centred means: with Σ_B = V diag(s²/K) Vᵀ (see :func:`between_span`),
     nc1 = Σ_j v_jᵀ Σ_W v_j / s_j². Cost O(K²D + rD²) instead of a D x D pseudo-inverse; always ≥ 0.
     ``nan`` when Σ_B = 0 (all class means equal, or a single class). Needs ``scatter=True``.
+    ``rank_rtol``: see :func:`between_span` (default: numpy's matrix_rank tolerance).
     """
     _, n, _ = class_means(stats)
     mc = centred_means(stats)
-    v, s = between_span(n, mc)
+    v, s = between_span(n, mc, rank_rtol)
     if s.numel() == 0:
         return NAN
     sw = stats.within_scatter()
@@ -247,7 +251,8 @@ def _check_wb(stats: ClassStats, W, b) -> tuple[torch.Tensor, torch.Tensor | Non
     return w, bb
 
 
-def compute_metrics(stats: ClassStats, W=None, b=None, *, second: "SecondPass | None" = None) -> dict[str, float]:
+def compute_metrics(stats: ClassStats, W=None, b=None, *, second: "SecondPass | None" = None,
+                    rank_rtol: float | None = None) -> dict[str, float]:
     """Every NC metric for one set of statistics; returns ``{name: float}`` (``nan`` = undefined).
 
     Keys: ``n_samples, n_classes, trace_within, trace_between, nc1, nc1_quotient, cdnv, equinorm_means,
@@ -255,7 +260,8 @@ def compute_metrics(stats: ClassStats, W=None, b=None, *, second: "SecondPass | 
     ``equinorm_weights, equiangular_weights, maxangle_weights, etf_error_weights, of_error_weights,
     self_duality``. ``ncc_mismatch`` (and ``ncc_acc``/``classifier_acc``) come from a finished
     :class:`SecondPass` passed as ``second``; its projected scatter also supplies ``nc1`` when the
-    accumulator was built with ``scatter=False``. ``b`` is only used by the second pass.
+    accumulator was built with ``scatter=False``. ``b`` is only used by the second pass. ``rank_rtol``: the
+    rank cut of Σ_B for ``nc1`` (:func:`between_span`; a second pass takes it at its construction).
     """
     if stats.traces is None and second is not None and second.traces is not None:
         stats = stats.with_traces(second.traces)
@@ -265,7 +271,7 @@ def compute_metrics(stats: ClassStats, W=None, b=None, *, second: "SecondPass | 
     out["trace_within"] = trace_within(stats)
     out["trace_between"] = trace_between(stats)
     if stats.scatter is not None:
-        out["nc1"] = nc1(stats)
+        out["nc1"] = nc1(stats, rank_rtol)
     elif second is not None and second.proj_diag is not None:
         out["nc1"] = nc1_from_projection(second.proj_diag / stats.counts.sum(), second.span_s)
     out["nc1_quotient"] = nc1_quotient(stats)
@@ -289,7 +295,8 @@ def compute_metrics(stats: ClassStats, W=None, b=None, *, second: "SecondPass | 
 
 
 def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None, batch_size: int | None = None,
-                        device: str | torch.device = "cpu", scatter: bool | None = None) -> dict[str, float]:
+                        device: str | torch.device = "cpu", scatter: bool | None = None,
+                        rank_rtol: float | None = None) -> dict[str, float]:
     """Convenience: stream ``H`` (N, D) and ``y`` (N,) through a :class:`ClassStats` (and, with ``W``,
     a :class:`SecondPass` for ``ncc_mismatch``) and return :func:`compute_metrics`.
 
@@ -325,10 +332,10 @@ def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None,
         stats.update(h[i : i + first_batch].to(device), yy[i : i + first_batch])
     second = None
     if W is not None or not scatter:
-        second = SecondPass(stats, W, b, project=not scatter)
+        second = SecondPass(stats, W, b, project=not scatter, rank_rtol=rank_rtol)
         for i in range(0, h.shape[0], batch_size):
             second.update(h[i : i + batch_size].to(device), yy[i : i + batch_size])
-    return compute_metrics(stats, W, b, second=second)
+    return compute_metrics(stats, W, b, second=second, rank_rtol=rank_rtol)
 
 
 __all__ = [

@@ -37,7 +37,8 @@ class SecondPass:
     in float64, so the decisions are those of float64 arithmetic at a fraction of the cost.
     """
 
-    def __init__(self, stats: ClassStats, W=None, b=None, *, project: bool | None = None):
+    def __init__(self, stats: ClassStats, W=None, b=None, *, project: bool | None = None,
+                 rank_rtol: float | None = None):
         self.stats = stats
         idx, _, means = class_means(stats)
         self.device = stats.device
@@ -53,7 +54,7 @@ class SecondPass:
         self.traces: torch.Tensor | None = None
         self.span_v = self.span_s = None
         if project:
-            self.span_v, self.span_s = between_span(stats.counts[idx], centred_means(stats))
+            self.span_v, self.span_s = between_span(stats.counts[idx], centred_means(stats), rank_rtol)
             r = self.span_s.numel()
             self.proj_diag = torch.zeros(r, dtype=_F64, device=self.device)
             self.traces = torch.zeros(stats.num_classes, dtype=_F64, device=self.device)

@@ -32,6 +32,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from nclab.rundir import RunDir
     from nclab.train import Trainer, load_config
+    from nclab.train.config import check_run_name
     from nclab.utils.errors import NclabError
 
     overrides = list(args.overrides)
@@ -51,8 +52,10 @@ def run(args) -> int:
         config = str(RunDir(rd).config_path)
     if config is None:
         raise NclabError("no config given; pass --config tiny|fast|paper_resnet18 or a YAML path")
+    if args.resume and args.force:
+        raise NclabError("--resume continues the run and --force starts it over; pass one of them")
     cfg = load_config(config, overrides)
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / cfg["name"]
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / check_run_name(cfg["name"])
     from nclab.report import try_write_report
 
     try:

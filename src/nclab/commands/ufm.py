@@ -10,6 +10,7 @@ from nclab.utils.io import json_clean as _clean
 
 import argparse
 import json
+import math
 
 import numpy as np
 
@@ -30,6 +31,8 @@ def _floats(text: str, what: str) -> list[float]:
 
 def _counts(text: str) -> list[int]:
     vals = _floats(text, "--counts")
+    if not all(math.isfinite(v) and abs(v) <= 1e12 for v in vals):
+        raise NclabError(f"--counts must be finite sample counts (at most 1e12 per class), got {text!r}")
     if any(v != int(v) for v in vals):
         raise NclabError(f"--counts must be whole numbers (samples per class), got {text!r}")
     return [int(v) for v in vals]

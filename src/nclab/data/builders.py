@@ -135,7 +135,10 @@ def _fine_index(entry, names: list[str], where: str) -> int:
 def _from_file(path: Path, names: list[str], spec: str) -> Hierarchy:
     if not path.is_file():
         raise NclabError(f"hierarchy file {path} not found; give file:PATH to a YAML or JSON mapping")
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise NclabError(f"hierarchy file {path} is not UTF-8 text; give file:PATH to a YAML or JSON mapping") from None
     try:
         if path.suffix.lower() == ".json":
             data = json.loads(text)

@@ -160,7 +160,8 @@ def load_imagefolder(arg: str, cache_dir: Path, image_size: int | None = None) -
         path = _resolve_root(path)
         lay = _scan_folder(path)
         lay.classes()  # validate before hashing
-        checksum = listing_checksum(path, [p for *_, p in lay.items])
+        # paths relative to the root (a relative root would otherwise be joined twice)
+        checksum = listing_checksum(path, [Path(p).relative_to(path) for *_, p in lay.items])
 
     def build():
         bar = progress(desc=f"decoding {path.name}", unit="img")

@@ -57,9 +57,14 @@ def validate_ufm_args(counts: Sequence[int], depth: int, lambda_w: float | Seque
         raise NclabError(f"depth must be an integer >= 1, got {depth!r}") from None
     if depth_i < 1 or depth_i != depth:
         raise NclabError(f"depth must be an integer >= 1 (number of linear layers), got {depth}")
-    cnt = np.asarray(list(counts) if not isinstance(counts, np.ndarray) else counts)
+    try:
+        cnt = np.asarray(list(counts) if not isinstance(counts, np.ndarray) else counts)
+        if cnt.dtype == object:
+            raise OverflowError
+    except OverflowError:
+        raise NclabError(f"counts must be sample counts of at most 1e12 per class, got {list(counts)}") from None
     if cnt.ndim != 1 or cnt.size < 2:
-        raise NclabError(f"counts must list at least 2 class sizes (e.g. 200,100,50,50), got {list(cnt.ravel())}")
+        raise NclabError(f"counts must list at least 2 class sizes (e.g. 200,100,50,50), got {cnt.ravel().tolist()}")
     if not np.all(np.asarray(cnt, dtype=float) == np.round(np.asarray(cnt, dtype=float))):
         raise NclabError(f"counts must be whole numbers, got {list(cnt)}")
     cnt = cnt.astype(np.int64)
@@ -83,6 +88,10 @@ def b_M(N: int, lambda_w: Sequence[float], lambda_h: float) -> float:
     """``b_M = M·N·(N·λ_W1⋯λ_WM·λ_H)^{1/M}`` (M = len(lambda_w)); computed in logs to avoid underflow."""
     M = len(lambda_w)
     log_prod = math.log(N) + sum(math.log(v) for v in lambda_w) + math.log(lambda_h)
+    log_b = math.log(M * N) + log_prod / M
+    if not -700.0 < log_b < 700.0:  # exp would overflow float64 or underflow to 0
+        raise NclabError(f"b_M = M·N·(N·λ_W1⋯λ_WM·λ_H)^(1/M) = e^{log_b:.0f} is outside float64's range for these "
+                         "counts and lambdas; use lambda_w and lambda_h nearer the usual 1e-5 .. 1e-1")
     return M * N * math.exp(log_prod / M)
 
 

@@ -344,16 +344,38 @@ def _emit(results: dict, args) -> int:
     return 0
 
 
+def _check_seed(seed: int) -> None:
+    if seed < 0:
+        raise NclabError(f"--seed must be >= 0, got {seed}")
+
+
 def _cmd_dln(args) -> int:
-    if args.lam <= 0 or args.width < 4 or (args.iters is not None and args.iters < 1):
-        raise NclabError("need --lambda > 0, --width >= 4 and --iters >= 1")
+    if not (math.isfinite(args.lam) and args.lam > 0):
+        raise NclabError(f"--lambda must be a positive number (weight and feature decay), got {args.lam}")
+    if args.width < 4:
+        raise NclabError(f"--width must be >= 4 (the number of classes), got {args.width}")
+    if args.iters is not None and args.iters < 1:
+        raise NclabError(f"--iters must be >= 1, got {args.iters}")
+    _check_seed(args.seed)
+    predict_args = [([100] * 4, M, args.lam, args.lam) for M in (1, 3, 6, 9)]
+    _validate_predictions(predict_args)
     return _emit(run_dln_synthetic(args.out, quick=args.quick, iters=args.iters, lam=args.lam, width=args.width,
                                    seed=args.seed), args)
+
+
+def _validate_predictions(cases) -> None:
+    """The closed forms the experiment compares with, computed once up front: bad lambdas fail here, not after
+    minutes of training."""
+    from nclab.theory.closed_form import predict_ufm
+
+    for counts, M, lw, lh in cases:
+        predict_ufm(counts, M, lw, lh)
 
 
 def _cmd_hier(args) -> int:
     if args.steps is not None and args.steps < 1:
         raise NclabError("--steps must be >= 1")
+    _check_seed(args.seed)
     return _emit(run_hierarchy_synthetic(args.out, quick=args.quick, steps=args.steps, seed=args.seed), args)
 
 
@@ -383,7 +405,7 @@ def run_dln_cifar10_imbalanced(out: str = "runs/dln-cifar10-imbalanced", quick: 
 
     depths = depths or ([1, 3] if quick else [1, 3, 6])
     epochs = int(epochs or (30 if quick else 600))
-    width = int(width or (64 if quick else 256))
+    width = int(width if width is not None else (64 if quick else 256))
     source = source or _default_cifar_source()
     N = sum(CIFAR_COUNTS)
     cfg0 = {"experiment": "dln-cifar10-imbalanced", "source": source, "counts": CIFAR_COUNTS, "depths": depths,
@@ -407,7 +429,7 @@ def run_dln_cifar10_imbalanced(out: str = "runs/dln-cifar10-imbalanced", quick: 
                    "train": {"device": device, "bf16": False, "channels_last": False, "checkpoint_every": epochs,
                              "eval_every": max(1, epochs // 10)}}
             tr = Trainer(cfg, rd.path / name, dataset=ds)
-            tr.fit()
+            tr.fit(force=True)  # this experiment always starts over (its --out is rewritten as a whole)
             pred = predict_ufm(CIFAR_COUNTS, M, lambda_w, lambda_h / N)
             taps = [f"head.{j}" for j in range(M)]
             feats: dict[str, list] = {t: [] for t in taps}
@@ -460,9 +482,18 @@ def run_dln_cifar10_imbalanced(out: str = "runs/dln-cifar10-imbalanced", quick: 
 def _cmd_cifar(args) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise NclabError("--epochs must be >= 1")
-    depths = [int(v) for v in args.depths.split(",")] if args.depths else None
-    if depths and min(depths) < 1:
-        raise NclabError(f"--depths must be integers >= 1, got {args.depths}")
+    try:
+        depths = [int(v) for v in args.depths.split(",")] if args.depths else None
+    except ValueError:
+        depths = [0]
+    if depths is not None and (not depths or min(depths) < 1):
+        raise NclabError(f"--depths must be a comma list of integers >= 1 (e.g. 1,3,6), got {args.depths!r}")
+    if args.width is not None and args.width < len(CIFAR_COUNTS):
+        raise NclabError(f"--width must be >= {len(CIFAR_COUNTS)} (the number of classes: a narrower head cannot "
+                         f"reach the closed form), got {args.width}")
+    _check_seed(args.seed)
+    N = sum(CIFAR_COUNTS)
+    _validate_predictions([(CIFAR_COUNTS, M, args.lambda_w, args.lambda_h / N) for M in (depths or [1, 3, 6])])
     return _emit(run_dln_cifar10_imbalanced(args.out, quick=args.quick, source=args.data, depths=depths,
                                             epochs=args.epochs, width=args.width, lambda_w=args.lambda_w,
                                             lambda_h=args.lambda_h, lr=args.lr, device=args.device,

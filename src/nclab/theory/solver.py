@@ -336,6 +336,8 @@ def measured_geometry(sol: UFMSolution) -> dict:
                 "b": None if sol.b is None else sol.b.cpu().numpy(), "objective": sol.objective()}
 
 
+SOLUTION_RTOL = 1e-6  # rank cut of the class-mean span for nc1 of solver output (see measured_geometry)
+
 _LAYER_KEYS = ("nc1", "etf_error_means", "of_error_means", "etf_error_weights", "of_error_weights", "self_duality",
                "equinorm_means", "ncc_mismatch")
 
@@ -366,7 +368,9 @@ def ufm_metrics(sol: UFMSolution, prediction: UFMPrediction | None = None) -> di
         for j in range(sol.depth):
             if j > 0:
                 F = sol.Ws[j - 1] @ F
-            m = metrics_from_arrays(F.T, sol.y, Qs[j], num_classes=K, device=F.device)
+            # an optimiser's solution: class-mean directions below 1e-6 of the largest are residue of collapsed
+            # modes (exact zeros at the optimum), not between-class spread to divide by (nc1 would read O(1))
+            m = metrics_from_arrays(F.T, sol.y, Qs[j], num_classes=K, device=F.device, rank_rtol=SOLUTION_RTOL)
             p = f"layer{j}."
             for key in _LAYER_KEYS:
                 if key in m:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ class Opt:
                 pass
         if float in self.types and isinstance(v, int) and not isinstance(v, bool):
             v = float(v)
+        if isinstance(v, float) and not math.isfinite(v):  # nan passes every < / >= check below
+            raise NclabError(f"config key {key}={v!r} must be a finite number ({self.describe()})")
         if isinstance(v, bool) and bool not in self.types:
             raise NclabError(f"config key {key} must be {self.describe()}, got {v!r}")
         if not isinstance(v, self.types):
@@ -74,7 +77,7 @@ COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max
 MODEL_NAMES = ("resnet18", "fastnet", "vgg11", "vgg16", "mlp", "linear")
 
 SCHEMA: dict[str, Any] = {
-    "name": Opt("run", (str,), help="run name: the run directory is runs/<name>/"),
+    "name": Opt("run", (str,), help="run name: the run directory is runs/<name>/ (one folder name, no '/')"),
     "seed": Opt(0, (int,), minimum=0),
     "data": {
         "source": Opt("synthetic", (str,), help="dataset spec for nclab.data.load_dataset"),
@@ -210,6 +213,8 @@ def shipped_configs() -> list[str]:
 def resolve_config_path(spec: str | os.PathLike) -> Path:
     """A path, or a bare name of a shipped config (``fast`` -> nclab/configs/fast.yaml)."""
     p = Path(spec)
+    if p.is_dir():
+        raise NclabError(f"config {p} is a folder; pass a YAML file or a shipped config name")
     if p.exists():
         return p
     s = str(spec)
@@ -248,6 +253,8 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
         path = resolve_config_path(source)
         try:
             raw = yaml.safe_load(path.read_text()) or {}
+        except UnicodeDecodeError:
+            raise NclabError(f"{path} is not UTF-8 text; pass a YAML config file") from None
         except yaml.YAMLError as e:
             raise NclabError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file")
         if not isinstance(raw, dict):
@@ -264,6 +271,14 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
         cfg = _check(_merge(cfg, node), SCHEMA)
     _cross_check(cfg)
     return cfg
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one folder name under --runs (no path separators, not empty, not . or ..)."""
+    if not name or name in (".", "..") or "/" in name or os.sep in name:
+        raise NclabError(f"run name {name!r} must be one folder name (no '/', not empty, not '.' or '..'); use "
+                         "--run-dir PATH for an exact location")
+    return name
 
 
 def _numbers(v: Any) -> bool:

@@ -297,7 +297,18 @@ class Trainer:
         if state.get("num_classes") != self.num_classes:
             raise NclabError(f"checkpoint {path} is for {state.get('num_classes')} classes, the config gives "
                              f"{self.num_classes}; resume with the run's own config.yaml")
-        self.model.load_state_dict(state["model"])
+        fix = "resume with the run's own config.yaml (drop the --config/--set changes to model and optim)"
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:  # missing/unexpected keys, size mismatches: another architecture
+            first = str(e).strip().splitlines()[1:2] or [str(e)]
+            raise NclabError(f"checkpoint {path} holds another model than the config builds ({first[0].strip()}); "
+                             f"{fix}") from None
+        saved = state["optimizer"]["param_groups"]
+        now = self.optimizer.state_dict()["param_groups"]
+        if len(saved) != len(now) or any(set(a) != set(b) for a, b in zip(saved, now)):
+            raise NclabError(f"checkpoint {path} holds the state of another optimiser than optim.name="
+                             f"{self.cfg['optim']['name']}; {fix}")
         self.optimizer.load_state_dict(state["optimizer"])
         set_rng_state({**state["rng"], "torch": state["rng"]["torch"].cpu()})
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])

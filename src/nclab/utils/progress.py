@@ -34,3 +34,16 @@ def say(msg: str) -> None:
     """One status line on stderr unless quiet (stdout stays clean for --json)."""
     if not _QUIET:
         print(msg, file=sys.stderr, flush=True)
+
+
+def close_bars() -> None:
+    """Close every open bar (an error message must start on its own line, not after a half-drawn bar)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        try:
+            bar.close()
+        except Exception:  # pragma: no cover - closing is best effort
+            pass
