@@ -21,6 +21,7 @@ from nclab.data import build_hierarchy, load_dataset
 from nclab.data import cache as cache_mod
 from nclab.data import cifar_meta
 from nclab.utils.errors import NclabError
+from nclab.data.subsample import subsample
 
 
 def md5(p):
@@ -540,6 +541,44 @@ def test_imagefolder_truncated_archive(tmp_path):
         load_dataset(f"imagefolder:{arch}")
 
 
+@pytest.mark.parametrize("suffix, mode", [(".tar", "w"), (".tar.gz", "w:gz")])
+def test_imagefolder_archive_cut_anywhere_is_an_error_not_fewer_images(tmp_path, suffix, mode):
+    # tarfile ends quietly at a cut header and its gzip reader skips the trailer check: a cut archive used to
+    # load with images missing (and be cached that way)
+    root = make_folder(tmp_path / "data")
+    arch = tmp_path / f"x{suffix}"
+    with tarfile.open(arch, mode) as tf:
+        tf.add(root, arcname="imgs")
+    full = load_dataset(f"imagefolder:{arch}", cache_dir=tmp_path / "c")
+    data = arch.read_bytes()
+    # the end of the last member's data: after it a .tar holds only end-of-archive zero blocks
+    with tarfile.open(arch) as tf:
+        last = max(m.offset_data + m.size for m in tf.getmembers())
+    cut_file = tmp_path / f"cut{suffix}"
+    stop = len(data) if suffix == ".tar.gz" else last + 512
+    for cut in range(50, stop, max(1, stop // 40)):
+        cut_file.write_bytes(data[:cut])
+        try:
+            got = load_dataset(f"imagefolder:{cut_file}", cache_dir=tmp_path / f"c{cut}")
+        except NclabError as e:
+            assert "truncated" in str(e) or "corrupt" in str(e) or "no train" in str(e) or "holds no" in str(e), e
+            continue
+        raise AssertionError(f"cut at {cut} of {len(data)} bytes loaded {len(got.train)}/{len(got.test)} images "
+                             f"(full: {len(full.train)}/{len(full.test)})")
+
+
+def test_imagefolder_archive_links_to_images_are_refused(tmp_path):
+    root = make_folder(tmp_path / "data")
+    os.link(root / "train" / "a" / "000.png", root / "train" / "a" / "copy.png")  # tar stores it as a link member
+    arch = tmp_path / "x.tar"
+    with tarfile.open(arch, "w") as tf:
+        tf.add(root, arcname="imgs")
+    with tarfile.open(arch) as tf:
+        assert any(m.islnk() for m in tf.getmembers())
+    with pytest.raises(NclabError, match=r"stores 1 images as links \(e\.g\. imgs/train/a/copy\.png\)"):
+        load_dataset(f"imagefolder:{arch}")
+
+
 def test_archive_member_order_does_not_matter(tmp_path):
     root = make_folder(tmp_path / "data")
     files = sorted(p for p in root.rglob("*.png"))
@@ -572,3 +611,77 @@ def test_pool_decoding_equals_inline(tmp_path, monkeypatch):
     assert any(pools) and not all(pools)  # the first chunks inline, the rest in the pool
     assert torch.equal(inline.train.x, pooled.train.x) and torch.equal(inline.test.y, pooled.test.y)
     check_folder_dataset(pooled, classes=tuple("abcdefgh"), n=(6, 1))
+
+
+@pytest.mark.parametrize("damage", ["empty_npy", "meta_not_a_mapping", "meta_without_names", "lengths_differ"])
+def test_other_damaged_cache_entries_are_rebuilt(tmp_path, capsys, damage):
+    root = make_folder(tmp_path / "data")
+    cache = tmp_path / "cache"
+    a = load_dataset(f"imagefolder:{root}", cache_dir=cache)
+    (entry,) = (cache / "datasets").iterdir()
+    if damage == "empty_npy":
+        (entry / "test_x.npy").write_bytes(b"")
+    elif damage == "meta_not_a_mapping":
+        (entry / "meta.json").write_text("[1]")
+    elif damage == "meta_without_names":
+        (entry / "meta.json").write_text('{"class_names": 5}')
+    else:
+        np.save(entry / "train_y.npy", np.zeros(2, np.int64))
+    b = load_dataset(f"imagefolder:{root}", cache_dir=cache)
+    assert "unreadable" in capsys.readouterr().err
+    assert torch.equal(a.train.x, b.train.x) and b.class_names == a.class_names and torch.equal(a.train.y, b.train.y)
+
+
+def test_sixteen_bit_grey_png_is_scaled_not_clipped(tmp_path):
+    for s in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / "d" / s / c).mkdir(parents=True)
+            v = np.full((4, 5), 3000 if c == "a" else 65535, dtype=np.uint16)
+            Image.fromarray(v).save(tmp_path / "d" / s / c / "0.png")  # 16-bit greyscale PNG
+    d = load_dataset(f"imagefolder:{tmp_path / 'd'}")
+    assert d.train.x.shape == (2, 1, 4, 5)
+    assert d.train.x[:, 0, 0, 0].tolist() == [round(3000 / 257), 255]  # convert("L") gave 255 for both
+
+
+def test_data_specs_with_negative_seeds_or_impossible_values_are_one_line_errors(tmp_path):
+    from nclab.data.builders import split_labels
+
+    for spec, kw, match in [
+        ("digits", {"hierarchy": "random:-1"}, "SEED must be >= 0"),
+        ("digits", {"hierarchy": "split:2:-1"}, "SEED must be >= 0"),
+        ("digits", {"hierarchy": "split:5000"}, "between 1 and 1000"),
+        ("synthetic:seed=-1", {}, "seed must be >= 0"),
+        ("synthetic:n_test=0", {}, "n_test must be >= 1"),
+        ("synthetic:noise=inf", {}, "noise must be a finite number"),
+    ]:
+        with pytest.raises(NclabError, match=match):
+            ds = load_dataset(spec)
+            build_hierarchy(kw["hierarchy"], ds.class_names)
+    h = build_hierarchy("split:200", [str(i) for i in range(10)])
+    with pytest.raises(NclabError, match="has 5 samples, fewer than its 200 pseudo classes"):
+        split_labels(np.repeat(np.arange(10), 5), h)
+    with pytest.raises(NclabError, match="seed must be >= 0"):
+        subsample(load_dataset("digits"), ratio=10, seed=-1)
+    with pytest.raises(NclabError, match="whole numbers"):
+        subsample(load_dataset("digits"), counts=[1.9] * 10)
+    (tmp_path / "h.json").write_text('{"fine_to_coarse": [0, 0, 1, 1, 2, 2, 3, 3, 4, 4], "coarse_names": 5}')
+    with pytest.raises(NclabError, match="coarse_names must be a list"):
+        build_hierarchy(f"file:{tmp_path / 'h.json'}", [str(i) for i in range(10)])
+    (tmp_path / "h.yaml").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(NclabError, match="not UTF-8"):
+        build_hierarchy(f"file:{tmp_path / 'h.yaml'}", [str(i) for i in range(10)])
+
+
+def test_idx_splits_must_share_an_image_size(tmp_path):
+    write_idx(tmp_path / "m", False)
+    (tmp_path / "m" / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((3, 20, 20), np.int64)))
+    with pytest.raises(NclabError, match=r"train images are \(28, 28\) but test images \(20, 20\)"):
+        load_dataset(f"mnist:{tmp_path / 'm'}")
+
+
+def test_symlinked_class_folder_is_read(tmp_path):
+    root = make_folder(tmp_path / "data")
+    (tmp_path / "elsewhere").mkdir()
+    (root / "train" / "c").rename(tmp_path / "elsewhere" / "c")
+    (root / "train" / "c").symlink_to(tmp_path / "elsewhere" / "c", target_is_directory=True)
+    check_folder_dataset(load_dataset(f"imagefolder:{root}"))

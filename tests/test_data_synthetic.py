@@ -62,7 +62,7 @@ def test_synthetic_spec_train_independent_of_n_test():
     ("synthetic:dim=abc", "needs a number"),
     ("synthetic:dim", "not key=value"),
     ("synthetic:coarse=0", "coarse must be >= 1"),
-    ("synthetic:noise=-1", "noise must be >= 0"),
+    ("synthetic:noise=-1", "noise must be a finite number >= 0"),
 ])
 def test_synthetic_spec_errors(spec, msg):
     with pytest.raises(NclabError, match=msg):

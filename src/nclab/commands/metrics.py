@@ -125,6 +125,9 @@ def from_run(args) -> dict:
                          f"{trainer.num_classes}; was config.yaml edited?")
     trainer.model.load_state_dict(state["model"] if "model" in state else state)
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    bad = [s for s in splits if s not in ("train", "test")]
+    if bad or not splits:
+        raise NclabError(f"--splits must be a comma list of train and test, got {args.splits!r}")
     taps = None if args.taps is None else [t.strip() for t in args.taps.split(",") if t.strip()]
     cb = NCMetricsCallback(epochs="all", splits=splits, taps=taps)
     cb.on_train_start(trainer)

@@ -78,7 +78,9 @@ def _hierarchy(spec: str | None, n_fine: int):
         return None
     from nclab.data.hierarchy import Hierarchy
 
-    if spec.endswith(".json") and Path(spec).is_file():
+    if spec.endswith(".json") and not Path(spec).is_file():
+        raise NclabError(f"--hierarchy {spec} not found; pass a Hierarchy JSON file or a spec like mod:5")
+    if spec.endswith(".json"):
         try:
             return Hierarchy.from_dict(json.loads(Path(spec).read_text()))
         except (KeyError, TypeError, AttributeError, ValueError) as e:  # JSONDecodeError is a ValueError

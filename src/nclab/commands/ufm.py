@@ -114,6 +114,8 @@ def _solve(args) -> int:
 
     a = _args(args)
     width = None if args.width is None else [int(v) for v in _floats(args.width, "--width")]
+    if width is not None and min(width) < 1:
+        raise NclabError(f"--width must be >= 1 (feature and hidden widths), got {args.width}")
     pred = None
     if args.loss == "mse":
         pred = predict_ufm(**a)

@@ -64,7 +64,7 @@ def build_hierarchy(spec: str, class_names: Sequence[str], dataset=None) -> Hier
         parts = rest.split(":") if rest else []
         if not 1 <= len(parts) <= 2:
             raise NclabError(f"hierarchy '{spec}': use random:SEED or random:SEED:K")
-        seed = _int(parts[0], "SEED", spec)
+        seed = _seed(parts[0], spec)
         k = _int(parts[1], "K", spec) if len(parts) == 2 else max(1, n // 2)
         _check_k(k, n, spec)
         perm = np.random.default_rng(seed).permutation(n)
@@ -87,9 +87,9 @@ def build_hierarchy(spec: str, class_names: Sequence[str], dataset=None) -> Hier
         if not 1 <= len(parts) <= 2:
             raise NclabError(f"hierarchy '{spec}': use split:M or split:M:SEED")
         m = _int(parts[0], "M", spec)
-        seed = _int(parts[1], "SEED", spec) if len(parts) == 2 else 0
-        if m < 1:
-            raise NclabError(f"hierarchy '{spec}': M must be >= 1, got {m}")
+        seed = _seed(parts[1], spec) if len(parts) == 2 else 0
+        if not 1 <= m <= 1000:
+            raise NclabError(f"hierarchy '{spec}': M must be between 1 and 1000 pseudo classes per class, got {m}")
         fine = [f"{c}.{j}" for c in names for j in range(m)]
         h = Hierarchy(np.arange(n * m) // m, fine, names, spec=spec)
         h.meta.update({"split": m, "seed": seed})
@@ -159,6 +159,8 @@ def _from_file(path: Path, names: list[str], spec: str) -> Hierarchy:
             if not isinstance(c, int) or isinstance(c, bool) or c < 0:
                 raise NclabError(f"hierarchy file {path}: fine_to_coarse[{i}] = {c!r} is not a coarse index >= 0")
         coarse_names = data.get("coarse_names")
+        if coarse_names is not None and not isinstance(coarse_names, list):
+            raise NclabError(f"hierarchy file {path}: coarse_names must be a list of names, got {coarse_names!r}")
         groups = None
         mapping = np.asarray(f2c, dtype=np.int64)
     else:
@@ -192,6 +194,13 @@ def _from_file(path: Path, names: list[str], spec: str) -> Hierarchy:
     return Hierarchy.from_mapping(mapping, names, spec=spec)
 
 
+def _seed(text: str, spec: str) -> int:
+    seed = _int(text, "SEED", spec)
+    if seed < 0:
+        raise NclabError(f"hierarchy '{spec}': SEED must be >= 0, got {seed}")
+    return seed
+
+
 def split_labels(y, hierarchy: Hierarchy, seed: int | None = None):
     """Pseudo labels for a ``split:M`` hierarchy: the samples of true class c (in the order they appear in ``y``)
     are shuffled by ``seed`` and dealt round-robin to pseudo classes c*M .. c*M+M-1 (balanced: sizes differ by
@@ -212,6 +221,11 @@ def split_labels(y, hierarchy: Hierarchy, seed: int | None = None):
     if yn.size and (yn.min() < 0 or yn.max() >= hierarchy.num_coarse):
         raise NclabError(f"split_labels: labels must be in 0..{hierarchy.num_coarse - 1}, got {yn.min()}..{yn.max()}")
     out = np.empty_like(yn)
+    sizes = np.bincount(yn, minlength=hierarchy.num_coarse)
+    if yn.size and sizes[sizes > 0].min() < m:  # some pseudo classes would get no sample at all
+        c = int(np.flatnonzero((sizes > 0) & (sizes < m))[0])
+        raise NclabError(f"hierarchy '{hierarchy.spec}': class {hierarchy.coarse_names[c]} has {int(sizes[c])} "
+                         f"samples, fewer than its {m} pseudo classes; use a smaller M")
     for c in range(hierarchy.num_coarse):
         idx = np.flatnonzero(yn == c)
         rng = np.random.default_rng([seed, c])

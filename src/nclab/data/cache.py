@@ -62,7 +62,12 @@ def _load_entry(d: Path) -> tuple[dict[str, np.ndarray], dict] | None:
     try:
         meta = json.loads(meta_path.read_text())
         arrays = {k: np.load(d / f"{k}.npy", allow_pickle=False) for k in ARRAYS}
-    except (OSError, ValueError) as e:
+        if not isinstance(meta, dict) or not isinstance(meta.get("class_names", []), list):
+            raise ValueError("meta.json is not a mapping with a class_names list")
+        for split in ("train", "test"):
+            if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
+                raise ValueError(f"{split}_x and {split}_y differ in length")
+    except (OSError, ValueError, EOFError) as e:  # EOFError: an empty .npy
         say(f"cache entry {d} is unreadable ({e}); rebuilding it")
         shutil.rmtree(d, ignore_errors=True)
         return None
@@ -105,8 +110,14 @@ def cached(cache_dir: str | os.PathLike, kind: str, checksum: str,
         return arrays, meta
     try:
         for k in ARRAYS:
-            np.save(tmp / f"{k}.npy", np.ascontiguousarray(arrays[k]), allow_pickle=False)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            with open(tmp / f"{k}.npy", "wb") as f:
+                np.save(f, np.ascontiguousarray(arrays[k]), allow_pickle=False)
+                f.flush()
+                os.fsync(f.fileno())  # on disk before the rename publishes the entry
+        with open(tmp / "meta.json", "w") as f:
+            f.write(json.dumps(meta, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
         try:
             os.rename(tmp, d)  # atomic: the entry appears complete or not at all
         except OSError:

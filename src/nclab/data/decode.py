@@ -33,7 +33,10 @@ def decode_one(data: bytes, size: int | None = None) -> np.ndarray:
 
     with Image.open(io.BytesIO(data)) as im:
         im.load()
-        mode = "L" if im.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+        if im.mode.startswith("I;16") or im.mode == "I":
+            # 16-bit grey (PNG): scale 0..65535 to 0..255 (Pillow's convert("L") clips at 255 instead)
+            im = Image.fromarray((np.asarray(im, dtype=np.float64) / 257.0).round().clip(0, 255).astype(np.uint8))
+        mode = "L" if im.mode in ("1", "L", "LA", "F") else "RGB"
         im = im if im.mode == mode else im.convert(mode)
         if size is not None:
             im = square_resize(im, size)

@@ -80,6 +80,11 @@ def load_idx_dataset(name: str, arg: str | None, cache_dir: Path) -> Dataset:
                              f"expected (N, H, W) images and N labels")
         if y.size and y.max() >= 10:
             raise NclabError(f"{paths[f'{split}_y']} has label {int(y.max())}; {name} labels are 0..9")
+    if arrays["train_x"].shape[0] == 0:
+        raise NclabError(f"{paths['train_x']} holds no images; pass the full {name} IDX files")
+    if arrays["train_x"].shape[1:] != arrays["test_x"].shape[1:]:
+        raise NclabError(f"train images are {arrays['train_x'].shape[1:]} but test images {arrays['test_x'].shape[1:]} "
+                         f"({paths['test_x']}); both splits must have one image size")
     h = hashlib.sha256()
     for k in FILES:
         h.update(paths[k].read_bytes())

@@ -7,6 +7,7 @@ member straight from the tarfile (nothing is extracted); a member with an absolu
 
 from __future__ import annotations
 
+import gzip
 import os
 import tarfile
 import zlib
@@ -98,7 +99,7 @@ class _Layout:
 
 def _scan_folder(root: Path) -> _Layout:
     lay = _Layout(str(root))
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):  # symlinked class folders count too
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         rel = Path(dirpath).relative_to(root).parts
         for d in dirnames:
@@ -113,24 +114,41 @@ def _read_archive(path: Path, decoder: Decoder | None) -> _Layout:
     (payload = its position in submission order)."""
     lay = _Layout(str(path))
     n = 0
+    links = []
     try:
-        with tarfile.open(path, mode="r|*") as tf:  # streaming: one sequential pass, no seeks
-            for m in tf:
-                parts = safe_member_name(path, m.name).parts
-                if m.isdir():
-                    lay.add_dir(parts)
-                elif m.isfile() and lay.is_image(parts):
-                    f = tf.extractfile(m)
-                    if decoder is not None:
-                        decoder.add(f.read() if f is not None else b"")
-                    lay.add_file(parts, n)
-                    n += 1
-                # links and devices are ignored: nothing is ever extracted
+        with open(path, "rb") as raw:
+            # gzip through GzipFile: it checks the stream's CRC and length at the end (tarfile's own gzip reader
+            # does not, so a cut .tar.gz would load with images missing)
+            src = gzip.GzipFile(fileobj=raw) if raw.read(2) == b"\x1f\x8b" else raw
+            raw.seek(0)
+            with tarfile.open(fileobj=src, mode="r|*") as tf:  # streaming: one sequential pass, no seeks
+                for m in tf:
+                    parts = safe_member_name(path, m.name).parts
+                    if m.isdir():
+                        lay.add_dir(parts)
+                    elif m.isfile() and lay.is_image(parts):
+                        f = tf.extractfile(m)
+                        if decoder is not None:
+                            decoder.add(f.read() if f is not None else b"")
+                        lay.add_file(parts, n)
+                        n += 1
+                    elif (m.islnk() or m.issym()) and lay.is_image(parts):
+                        links.append(m.name)
+                    # other links and devices are ignored: nothing is ever extracted
+                # tarfile ends quietly at a cut header: a complete archive ends with zero blocks after the last
+                # member (the first was read as the end marker; at least one more follows)
+                rest = b"".join(iter(lambda: tf.fileobj.read(1 << 20), b""))
+        if not rest or rest.strip(b"\0"):
+            raise NclabError(f"archive {path} is truncated (no end-of-archive marker after {n} images); "
+                             "re-download or re-create it")
     except NclabError:
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
         raise NclabError(f"archive {path} is corrupt or truncated ({type(e).__name__}: {e}); "
                          f"re-download or re-create it") from None
+    if links:
+        raise NclabError(f"archive {path} stores {len(links)} images as links (e.g. {links[0]}), which are not "
+                         "read; re-create it without links (GNU tar: --hard-dereference, or copy the files)")
     return lay
 
 

@@ -29,6 +29,8 @@ def _parse_counts(counts, k: int) -> list[int]:
             raise NclabError(f"subsample counts must be comma-separated integers, got '{counts}'") from None
     if isinstance(counts, (int, np.integer)):
         counts = [int(counts)] * k
+    if any(isinstance(c, float) and c != int(c) for c in counts):
+        raise NclabError(f"subsample counts must be whole numbers, got {list(counts)}")
     counts = [int(c) for c in counts]
     if len(counts) != k:
         raise NclabError(f"subsample needs one count per class ({k}), got {len(counts)}")
@@ -48,6 +50,8 @@ def subsample(ds: Dataset, counts: Sequence[int] | int | str | None = None, rati
     """
     if (counts is None) == (ratio is None):
         raise NclabError("subsample needs exactly one of counts=... or ratio=...")
+    if int(seed) < 0:
+        raise NclabError(f"subsample seed must be >= 0, got {seed}")
     y = ds.train.y.cpu().numpy()
     k = ds.num_classes
     avail = np.bincount(y, minlength=k)

@@ -88,8 +88,8 @@ def _check(**kw) -> None:
         if int(kw[key]) < 1:
             raise NclabError(f"synthetic: {key} must be >= 1, got {kw[key]}")
     for key in ("coarse_sep", "fine_sep", "noise"):
-        if not float(kw[key]) >= 0:
-            raise NclabError(f"synthetic: {key} must be >= 0, got {kw[key]}")
+        if not 0 <= float(kw[key]) < float("inf"):
+            raise NclabError(f"synthetic: {key} must be a finite number >= 0, got {kw[key]}")
 
 
 def parse_synthetic_spec(arg: str) -> dict:
@@ -110,6 +110,11 @@ def parse_synthetic_spec(arg: str) -> dict:
 
 def load_synthetic(arg: str = "") -> Dataset:
     p = parse_synthetic_spec(arg)
+    for key in ("n_train", "n_test"):  # checked here under the names the user typed
+        if p[key] < 1:
+            raise NclabError(f"synthetic: {key} must be >= 1 (samples per fine class), got {p[key]}")
+    if p["seed"] < 0:
+        raise NclabError(f"synthetic: seed must be >= 0, got {p['seed']}")
     common = {k: p[k] for k in ("coarse", "fine_per_coarse", "dim", "coarse_sep", "fine_sep", "noise", "seed")}
     xtr, ytr, h = make_hierarchical_gaussian(n_per_class=p["n_train"], stream=1, **common)
     xte, yte, _ = make_hierarchical_gaussian(n_per_class=p["n_test"], stream=2, **common)

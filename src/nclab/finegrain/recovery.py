@@ -331,6 +331,8 @@ class FineLabelRecovery:
 def _check_contiguous(y: np.ndarray, name: str, alternative: str) -> None:
     """Labels must be class indices 0..K-1 with every index used (ids like {3, 7} or {0, 1, 100000} are not)."""
     present = np.unique(y)
+    if present[0] < 0:
+        raise NclabError(f"{name} labels contain {int(present[0])}; labels are 0-based class indices 0..K-1")
     k = int(present[-1]) + 1
     if len(present) != k:
         missing = np.setdiff1d(np.arange(k), present)

@@ -77,10 +77,10 @@ def validate_ufm_args(counts: Sequence[int], depth: int, lambda_w: float | Seque
         raise NclabError(f"lambda_w has {len(lw)} values but depth is {depth_i}; give one value or one per layer")
     for j, v in enumerate(lw):
         if not math.isfinite(v) or v <= 0:
-            raise NclabError(f"lambda_w for layer {j + 1} must be > 0 (weight decay), got {v}")
+            raise NclabError(f"lambda_w for layer {j + 1} must be a positive finite number (weight decay), got {v}")
     lh = float(lambda_h)
     if not math.isfinite(lh) or lh <= 0:
-        raise NclabError(f"lambda_h must be > 0 (feature decay), got {lh}")
+        raise NclabError(f"lambda_h must be a positive finite number (feature decay), got {lh}")
     return cnt, lw, lh
 
 
