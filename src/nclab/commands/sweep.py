@@ -73,9 +73,9 @@ def _cell_done(d: Path) -> bool:
 
 
 def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ."""
+    """Dotted keys present in both configs whose values differ."""
     out = []
-    for k in sorted(set(old) | set(new)):
+    for k in sorted(set(old) & set(new)):  # a key only one side has: a config key added or dropped by an upgrade
         key = f"{prefix}{k}"
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
