@@ -53,10 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=20000,
                    help="train images for the batch-throughput part (0 skips it)")
     args = p.parse_args(argv)
+    if args.repeats < 1 or args.batches < 0:
+        p.error("--repeats must be >= 1 and --batches >= 0")
     src = args.source.split(":", 1)[1] if ":" in args.source else ""
     if args.source.startswith("imagefolder:") and not Path(src).exists():
-        print(f"skip: {src} not found (see ../shared/datasets/README.md)")
-        return 0
+        print(f"error: {src} not found (see ../shared/datasets/README.md)", file=sys.stderr)
+        return 2
     from nclab.data.decode import num_workers
 
     cold, cached, ds = load_times(args.source, args.repeats)
@@ -67,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cached load (median of {args.repeats}):                                  {cached:8.2f} s  "
           f"({n / cached:,.0f} images/s)")
     print(f"ratio cold / cached: {cold / cached:.1f}x")
-    if args.batches:
+    if args.batches and tuple(ds.input_shape) != (3, 32, 32):
+        print(f"batch part skipped: the DataLoader baseline is written for 3x32x32 images, not {tuple(ds.input_shape)}")
+    elif args.batches:
         it_s, dl_s = batch_throughput(ds, args.batches)
         print(f"batches of 256, crop+flip+normalise, first {args.batches} train images:")
         print(f"  nclab BatchIterator:            {it_s:10,.0f} images/s")

@@ -188,6 +188,8 @@ def test_sweep_runs_cells_and_resumes(tmp_path, capsys):
         assert c["recovery_acc"] == pytest.approx(cell.read_results()["recovery"]["test_acc"])
         assert cell.read_config()["optim"]["lr"] == c["lr"]
     assert "probe" in cell.read_results()
+    sweep = RunDir(tmp_path / "sw")  # the sweep folder records itself like a run
+    assert sweep.read_status()["status"] == "complete" and sweep.read_run_info()["experiment"] == "sweep:cifar10-coarse5"
     mtime = (tmp_path / "sw" / cells[0]["run"] / "metrics.jsonl").stat().st_mtime_ns
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["grid"]["cells"] == cells

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from nclab.utils.errors import NclabError
 from nclab.report import load_run, results_rows, results_text, try_write_report, write_compare_report, write_report
 from nclab.report.figures import PNG_SIGNATURE, fine_color, pca_2d
 from nclab.report.html import fmt_value
+from nclab.utils.errors import NclabError
 from test_report_rundirs import make_run
 
 IMG_RE = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)" alt="[^"]*" data-file="([^"]+)">')
@@ -184,7 +185,7 @@ def test_results_rows_and_text_match_results_json(tmp_path):
     rows = {label: (ours, paper) for label, ours, paper in results_rows(run)}
     assert rows["Fine-label recovery, test — predicted coarse routing"] == (0.8, 0.93)
     assert rows["Coarse test accuracy (the labels the network was trained on)"] == (0.91, None)
-    assert rows["Baseline: recovery from raw inputs (fine test accuracy)"] == (0.4, None)
+    assert rows["Baseline: recovery from raw inputs (fine test accuracy) — predicted coarse routing"] == (0.4, None)
     text = results_text(run)
     assert re.search(r"predicted coarse routing\s+80\.00 %\s+93\.00 %", text)
     assert re.search(r"ARI \(test\)\s+0\.6\s", text)  # not a percentage
@@ -390,3 +391,44 @@ def test_learning_rate_panel_is_log_only_for_decades_of_decay():
     assert lr_axis_scale([0.1] * 4 + [0.01] * 4 + [0.001] * 4) == "log"
     assert lr_axis_scale([0.2, 0.6, 1.0, 0.8, 0.5, 0.2, 0.07]) == "linear"
     assert lr_axis_scale([0.1, 0.07, 0.03, 0.0]) == "linear"
+
+
+def test_report_labels_routings_and_says_where_things_are_missing(tmp_path):
+    run = make_run(tmp_path / "r", features=True)
+    res = json.loads((run / "results.json").read_text())
+    for c, p in enumerate(res["recovery"]["per_superclass"]):
+        p["test_acc_predicted_routing"] = 0.5 + 0.1 * c
+    res["baselines"]["raw_pixels"]["oracle_test_acc"] = 0.47
+    res["probe"] = {"test_acc": 0.83, "oracle_test_acc": 0.97}
+    res["subruns"] = ["gone"]  # listed but not in the folder (e.g. a committed example without its sub-runs)
+    (run / "results.json").write_text(json.dumps(res))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["callbacks"] = {"recovery": {"max_train": 10000, "whiten_var": 0.8, "normalize": "whiten"}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    rows[-1]["recovery.test_acc"] = 0.7  # the callback's (subset) number, below the final 0.8
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "features" / "centroids.npz").write_bytes(b"x")  # unreadable: must be listed, not silently dropped
+    text = write_report(run, strict=True).read_text()
+    flat = " ".join(re.sub(r"<[^>]+>", " ", text).split())
+    # per superclass: both routings, each named, the values from results.json
+    assert "test acc, true-coarse routing" in flat and "test acc, predicted routing" in flat
+    assert re.search(r"80\.00 %\s+50\.00 %", flat) and re.search(r"70\.00 %\s+60\.00 %", flat)
+    # baselines and probe with their routing
+    rows = {label: ours for label, ours, _ in results_rows(load_run(run))}
+    assert rows["Baseline: recovery from raw inputs — oracle (true) coarse routing"] == 0.47
+    assert rows["Supervised linear probe inside each superclass — oracle (true) coarse routing"] == 0.97
+    # the logged (callback) recovery and the final one are told apart
+    assert "a 10,000-sample train subset" in flat and "whitening at 0.8 of the variance" in flat
+    assert "features/centroids.npz" in text.split('<section id="problems">')[1]
+    assert "gone (folder missing)" in flat and "missing (not in this folder)" in flat
+
+
+def test_demo_refuses_to_overwrite_another_run(tmp_path, capsys):
+    from nclab.cli import main
+
+    other = make_run(tmp_path / "mine", features=False)
+    before = (other / "results.json").read_text()
+    assert main(["demo", "--out", str(other), "--quiet"]) == 2
+    assert "holds another run, not a demo" in capsys.readouterr().err
+    assert (other / "results.json").read_text() == before

@@ -82,6 +82,8 @@ class RunDir:
 
     def require(self, *, run: bool = False) -> "RunDir":
         """The folder must exist (``run=True``: and be a run directory, see :meth:`is_run`)."""
+        if self.path.is_file():
+            raise NclabError(f"{self.path} is a file; pass a run directory (the folder a train/reproduce run wrote)")
         if not self.path.is_dir():
             raise NclabError(f"run directory {self.path} does not exist; pass the folder a train/reproduce run wrote")
         if run and not self.is_run():

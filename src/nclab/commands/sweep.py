@@ -15,7 +15,7 @@ import itertools
 import json
 from pathlib import Path
 
-from nclab.utils.errors import NclabError
+from nclab.utils.errors import NclabError, RunPaused
 
 ALIASES = {"lr": "optim.lr", "wd": "optim.weight_decay", "epochs": "optim.epochs", "bs": "optim.batch_size",
            "momentum": "optim.momentum"}
@@ -121,21 +121,37 @@ def run(args) -> int:
                                  "pass --force to retrain the cells, or another --out")
         overrides[d] = ov
     rows = []
-    for i, cell in enumerate(cells):
-        d = out / cell_name(cell)
-        if _cell_done(d) and not args.force:
-            say(f"[{i + 1}/{len(cells)}] {d.name}: complete, skipped")
-        else:
-            say(f"[{i + 1}/{len(cells)}] {d.name}")
-            run_experiment(args.experiment, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy,
-                           overrides=overrides[d], epochs=args.epochs, device=args.device, baseline=False,
-                           random_init=False, raw_pixels=False, probe=not args.no_probe, max_train=args.max_train,
-                           out=d, resume=d.exists() and not args.force, force=args.force)
-        res = RunDir(d).read_results()
-        rows.append({**cell, "run": d.name, "recovery_acc": res.get("recovery", {}).get("test_acc"),
-                     "coarse_acc": res.get("coarse_test_acc"), "nc1": _nc1(d)})
-        _write(exp, args, axes, rows)
+    # the sweep folder is a run directory of its own: what was run (command, versions) and how it ended
+    exp.path.mkdir(parents=True, exist_ok=True)
+    exp.write_run_info({"experiment": f"sweep:{args.experiment}", "recipe": args.recipe, "grid": axes,
+                        "data": args.data, "hierarchy": args.hierarchy})
+    exp.write_status("running", f"{len(cells)} cells")
+    try:
+        for i, cell in enumerate(cells):
+            d = out / cell_name(cell)
+            if _cell_done(d) and not args.force:
+                say(f"[{i + 1}/{len(cells)}] {d.name}: complete, skipped")
+            else:
+                say(f"[{i + 1}/{len(cells)}] {d.name}")
+                run_experiment(args.experiment, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy,
+                               overrides=overrides[d], epochs=args.epochs, device=args.device, baseline=False,
+                               random_init=False, raw_pixels=False, probe=not args.no_probe, max_train=args.max_train,
+                               out=d, resume=d.exists() and not args.force, force=args.force)
+            res = RunDir(d).read_results()
+            rows.append({**cell, "run": d.name, "recovery_acc": res.get("recovery", {}).get("test_acc"),
+                         "coarse_acc": res.get("coarse_test_acc"), "nc1": _nc1(d)})
+            _write(exp, args, axes, rows)
+    except RunPaused as e:
+        exp.write_status("paused", f"cell {len(rows) + 1} of {len(cells)}: {e}")
+        raise
+    except KeyboardInterrupt:
+        exp.write_status("interrupted", f"after {len(rows)} of {len(cells)} cells; rerun the command to continue")
+        raise
+    except BaseException as e:
+        exp.write_status("failed", f"cell {len(rows) + 1} of {len(cells)}: {e}")
+        raise
     results = _write(exp, args, axes, rows)
+    exp.write_status("complete", f"{len(cells)} cells")
     from nclab.report import try_write_report
 
     try_write_report(out)  # heatmaps over the grid + one report per cell
@@ -152,21 +168,25 @@ def run(args) -> int:
 
 
 def _write(exp, args, axes: dict, rows: list[dict]) -> dict:
-    def fmt(v):
-        return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+    def fmt(v, col: str = ""):
+        if v is None:
+            return "-"
+        if isinstance(v, float) and "_acc" in col and col.split("_")[0] not in axes:  # accuracies as percent
+            return f"{100 * v:.2f} %"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
 
     cols = list(axes) + list(SUMMARY_METRICS)
     results = {"experiment": f"sweep:{args.experiment}", "recipe": args.recipe,
                "grid": {"axes": axes, "cells": rows}, "subruns": [r["run"] for r in rows],
                "tables": [{"title": f"{args.experiment} grid: final recovery (test) accuracy, coarse test accuracy, NC1",
-                           "columns": cols, "rows": [[fmt(r.get(c)) for c in cols] for r in rows]}]}
+                           "columns": cols, "rows": [[fmt(r.get(c), c) for c in cols] for r in rows]}]}
     summary = seed_summary(axes, rows)
     if summary:
         results["grid"]["over_seeds"] = summary
         scols = list(summary[0])  # the other axes, n, <metric>_mean, <metric>_std
         results["tables"].append({"title": f"mean and standard deviation over seeds {axes['seed']} (n = finished "
                                            "runs; sample std, ddof=1)", "columns": scols,
-                                  "rows": [[fmt(r.get(c)) for c in scols] for r in summary]})
+                                  "rows": [[fmt(r.get(c), c) for c in scols] for r in summary]})
     exp.path.mkdir(parents=True, exist_ok=True)
     exp.write_results(results)
     return results

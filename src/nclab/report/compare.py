@@ -97,7 +97,7 @@ def _curves(runs: list[RunData], labels: list[str], sink: FigureSink) -> str:
         return ""
     keys = list(dict.fromkeys(k for _, s in with_series for k in s.values))
     xkey = with_series[0][1].xkey
-    out = ['<p class="note">Colour = run; line style = quantity (solid train, dashed test).</p>']
+    out = ['<p class="note">Colour = run; line style = quantity within a panel (see each panel\'s legend).</p>']
     for g in group_keys(keys, compact=True):
         if g.name.startswith("layers_") and len(with_series) > 3:
             continue

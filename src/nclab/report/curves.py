@@ -31,7 +31,7 @@ NC_PANELS = [
     ("NC2: distance to a simplex ETF", "ETF error (relative Frobenius)", ["etf_error_means", "etf_error_weights"], False),
     ("NC2: equal norms", "std/mean of norms", ["equinorm_means", "equinorm_weights"], False),
     ("NC2: equal angles", "std of pairwise cosines", ["equiangular_means", "equiangular_weights"], False),
-    ("NC3: self-duality", "‖W/‖W‖ − M/‖M‖‖²", ["self_duality"], False),
+    ("NC3: self-duality", "‖W/‖W‖ − M̃/‖M̃‖‖² (M̃ centred means)", ["self_duality"], False),
     ("NC4: nearest-class-centre agreement", "fraction of disagreement", ["ncc_mismatch"], False),
 ]
 # Counts and bookkeeping, not curves.

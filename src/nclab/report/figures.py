@@ -36,7 +36,8 @@ _GOLDEN = 0.618033988749895
 
 
 def fine_color(f: int) -> str:
-    """Colour of fine label ``f``: tab20 order for 0..19, then golden-ratio hues at alternating lightness."""
+    """Colour of fine label ``f``: tab10 for 0..9, the light tab20 colours for 10..19, then golden-ratio hues at
+    alternating lightness."""
     f = int(f)
     if 0 <= f < len(_BASE):
         return _BASE[f]

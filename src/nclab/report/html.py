@@ -127,7 +127,10 @@ def kv_table(pairs: Sequence[tuple[str, Any]]) -> str:
     return f'<table class="kv"><tbody>{rows}</tbody></table>'
 
 
-def link(href: str, text: str) -> str:
+def link(href: str | None, text: str) -> str:
+    """A link, or (``href`` None: the target is missing) the text marked as such."""
+    if href is None:
+        return f'{esc(text)} <span class="note">(folder missing)</span>'
     return f'<a href="{esc(href)}">{esc(text)}</a>'
 
 

@@ -162,6 +162,12 @@ def load_run(path: str | Path) -> RunData:
                 if s is not None and len(s):
                     data.extra_series[f.stem] = s
     data.checkpoints = _try(p, "checkpoints/", lambda: _checkpoint_names(rd.checkpoints), [])
+    fdir = rd.path / "features"
+    if fdir.is_dir():  # the feature plots skip what they cannot read: say so here (headers only, cheap)
+        for f in sorted(fdir.glob("*.npy")):
+            _try(p, f"features/{f.name}", lambda f=f: np.load(f, mmap_mode="r", allow_pickle=False), None)
+        if (fdir / "centroids.npz").exists():
+            _try(p, "features/centroids.npz", lambda: np.load(fdir / "centroids.npz", allow_pickle=False).close(), None)
     return data
 
 

@@ -34,9 +34,24 @@ RESULT_ROWS = [
     ("recovery.train_acc", "Fine-label recovery, train", "fine_train_acc"),
     ("recovery.ari", "Recovery clustering ARI (test)", "ari"),
     ("recovery.nmi", "Recovery clustering NMI (test)", "nmi"),
+    ("recovery_pursuit.test_acc", "Projection-pursuit split, test — predicted coarse routing", "pursuit_test_acc"),
+    ("recovery_pursuit.oracle_test_acc", "Projection-pursuit split, test — oracle (true) coarse routing",
+     "pursuit_oracle_test_acc"),
+    ("probe.test_acc", "Supervised linear probe inside each superclass (upper bound, not recovery) — predicted "
+     "routing", "probe_test_acc"),
+    ("probe.oracle_test_acc", "Supervised linear probe inside each superclass — oracle (true) coarse routing",
+     "probe_oracle_test_acc"),
     ("baselines.fine_trained", "Baseline: same network trained on the fine labels (fine test accuracy)", "fine_trained"),
-    ("baselines.raw_pixels", "Baseline: recovery from raw inputs (fine test accuracy)", "raw_pixels"),
-    ("baselines.random_init", "Baseline: recovery from random-init network features", "random_init"),
+    ("baselines.fine_trained.coarse_test_acc", "Baseline: that network's predictions mapped to superclasses "
+     "(coarse test accuracy)", "fine_trained_coarse_test_acc"),
+    ("baselines.raw_pixels", "Baseline: recovery from raw inputs (fine test accuracy) — predicted coarse routing",
+     "raw_pixels"),
+    ("baselines.raw_pixels.oracle_test_acc", "Baseline: recovery from raw inputs — oracle (true) coarse routing",
+     "raw_pixels_oracle"),
+    ("baselines.random_init", "Baseline: recovery from random-init network features — predicted coarse routing",
+     "random_init"),
+    ("baselines.random_init.oracle_test_acc", "Baseline: recovery from random-init network features — oracle (true) "
+     "coarse routing", "random_init_oracle"),
 ]
 
 # cifar10-finer (labels finer than the data): nothing is routed; the questions are whether the features keep the
@@ -150,9 +165,11 @@ def _rel(target: Path, base: Path) -> str:
         return target.as_posix()
 
 
-def report_link(run_path: Path, from_dir: Path) -> str:
-    """Relative link to a run's report (its folder if it has no report)."""
+def report_link(run_path: Path, from_dir: Path) -> str | None:
+    """Relative link to a run's report (its folder if it has no report; None if the folder is missing)."""
     target = run_path / "report.html"
+    if not run_path.is_dir():
+        return None
     return _rel(target if target.exists() else run_path, from_dir)
 
 
@@ -211,7 +228,10 @@ def header(run: RunData, toc: list[tuple[str, str]]) -> str:
         ("device", device),
         ("git commit", ri.get("git_commit")),
         ("started", ri.get("started")),
-        ("wall time", _fmt_duration(wall_time(run)) if wall_time(run) is not None else None),
+        ("training wall time", _fmt_duration(wall_time(run)) if wall_time(run) is not None else None),
+        ("experiment wall time (training, evaluation, recovery, baselines)",
+         _fmt_duration(run.results["wall_time_s"]) if isinstance(run.results.get("wall_time_s"), (int, float))
+         else None),
         ("status", label),
     ]
     pairs = [(k, v) for k, v in pairs if v not in (None, "")]
@@ -309,14 +329,18 @@ def results_section(run: RunData) -> str:
             if not isinstance(s, dict):
                 continue
             fines = ", ".join(fine_names[f] if 0 <= int(f) < len(fine_names) else str(f) for f in s.get("fine") or [])
-            rows2.append([s.get("coarse", i), s.get("name", ""), fines, s.get("train_acc"), s.get("test_acc")])
+            rows2.append([s.get("coarse", i), s.get("name", ""), fines, s.get("train_acc"), s.get("test_acc"),
+                          s.get("test_acc_predicted_routing")])
         out.append("<h3>Recovery per superclass</h3>")
-        out.append(table(["coarse", "name", "fine labels", "recovery train acc", "recovery test acc"], rows2,
-                         percent_cols=(3, 4)))
+        out.append(table(["coarse", "name", "fine labels", "train clustering acc", "test acc, true-coarse routing",
+                          "test acc, predicted routing"], rows2, percent_cols=(3, 4, 5)))
+        out.append('<p class="note">Rows = samples whose true superclass is this one. With predicted routing a '
+                   "sample the network sends to another superclass counts as an error here.</p>")
     final = _final_metrics(run)
     if final:
         out.append("<h3>Final logged metrics</h3>")
         out.append(table(["metric", "last logged value"], final))
+        out.append(recovery_callback_note(run))
     return "\n".join(x for x in out if x)
 
 
@@ -341,8 +365,22 @@ FINAL_NC = ("nc1", "cdnv", "etf_error_means", "self_duality", "ncc_mismatch", "n
 # ---- curves, features, grid, tables, sub-runs ------------------------------------------------------------
 
 
+def recovery_callback_note(run: RunData) -> str:
+    """Why the logged recovery curve can end below the final recovery (different fits, both documented)."""
+    cb = lookup(run.config, "callbacks.recovery")
+    if not isinstance(cb, dict) or run.series is None or "recovery.test_acc" not in run.series.values:
+        return ""
+    sub = f"a {cb['max_train']:,}-sample train subset" if cb.get("max_train") else "all train samples"
+    var = cb.get("whiten_var", 0.95)
+    final = lookup(run.results, "recovery.test_acc")
+    tail = (f"; the results table's recovery ({fmt_value(final, percent=True)}) clusters all train samples "
+            "(whitening at 0.95 of the variance), so the two can differ") if isinstance(final, (int, float)) else ""
+    return (f'<p class="note">Logged recovery (curves, last logged values): the training callback clusters {sub} '
+            f"(normalize {cb.get('normalize', 'whiten')}, whitening at {var} of the variance){tail}.</p>")
+
+
 def curves_section(run: RunData, sink: FigureSink) -> str:
-    out = []
+    out = [recovery_callback_note(run)]
     series = [("", run.series)] if run.series is not None and len(run.series) else []
     series += [(name, s) for name, s in run.extra_series.items()]
     for sname, s in series:
@@ -479,7 +517,9 @@ def grid_section(run: RunData, sink: FigureSink, out_dir: Path) -> str:
             if v is not None and np.isfinite(v):
                 per_cell[(i, j)].append(v)
             if c.get("run") and not averaged:
-                links[(i, j)] = report_link((run.path / str(c["run"])), out_dir)
+                href = report_link((run.path / str(c["run"])), out_dir)
+                if href is not None:
+                    links[(i, j)] = href
         vals = np.full((len(ys), len(xs)), np.nan)
         spread: dict[tuple[int, int], str] = {}
         for (i, j), vs in per_cell.items():
@@ -551,7 +591,9 @@ def subruns_section(run: RunData, sink: FigureSink, out_dir: Path, max_overlay: 
         rr = {label: ours for label, ours, _ in results_rows(sr)}
         vals.append([f(sr, rr) for _, _, f in cols])
     keep = [j for j in range(len(cols)) if any(v[j] is not None for v in vals)]
-    rows = [[RawHTML(link(report_link(sr.path, out_dir), rel)), STATUS_TEXT.get(sr.status_name, sr.status_name), sr.title]
+    rows = [[RawHTML(link(report_link(sr.path, out_dir), rel)),
+             STATUS_TEXT.get(sr.status_name, sr.status_name) if sr.path.is_dir() else "missing (not in this folder)",
+             sr.title]
             + [v[j] for j in keep] for (rel, sr), v in zip(loaded, vals)]
     out = [table(["sub-run", "status", "experiment"] + [cols[j][0] for j in keep], rows,
                  percent_cols=[3 + i for i, j in enumerate(keep) if cols[j][1]])]

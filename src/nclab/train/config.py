@@ -107,8 +107,9 @@ SCHEMA: dict[str, Any] = {
         "widths": Opt(None, (list,), nullable=True, help="fastnet group widths, 3 ints"),
         "act": Opt(None, (str,), nullable=True, choices=("gelu", "relu")),
         "whiten": Opt(None, (bool,), nullable=True, help="fastnet: data-whitened frozen stem"),
-        "bn_momentum": Opt(None, (float,), nullable=True),
-        "scale": Opt(None, (float,), nullable=True, help="fastnet: feature scale before the classifier"),
+        "bn_momentum": Opt(None, (float,), nullable=True, minimum=0, below=1,
+                           help="fastnet: BatchNorm momentum (PyTorch's convention: weight of the new batch)"),
+        "scale": Opt(None, (float,), nullable=True, minimum=1e-12, help="fastnet: feature scale before the classifier"),
     },
     "optim": {
         "name": Opt("sgd", (str,), choices=("sgd", "adam", "adamw")),
