@@ -98,6 +98,16 @@ def test_recover_rejects_bad_inputs_in_one_line(arrays, tmp_path, capsys):
     one_line_error([*bad, "--hierarchy", str(hfile)], "test fine label -1")
 
 
+def test_recover_takes_a_file_spec_hierarchy_and_a_hierarchy_json(arrays, tmp_path, capsys):
+    args, (xtr, ytr, xte, yte, f2c, pred), hfile = arrays
+    (tmp_path / "map.json").write_text(json.dumps({"fine_to_coarse": f2c.tolist()}))
+    outs = []
+    for spec in (f"file:{tmp_path / 'map.json'}", str(hfile)):  # a builder spec ending in .json, a to_dict() file
+        assert main(["recover", *args, "--hierarchy", spec, "--json"]) == 0, capsys.readouterr().err
+        outs.append(json.loads(capsys.readouterr().out)["test_acc"])
+    assert outs[0] == outs[1] == pytest.approx(evaluate_recovery(xtr, f2c[ytr], ytr, xte, pred, yte, f2c)["test_acc"])
+
+
 def test_recover_json_is_strict_when_a_superclass_has_no_test_rows(arrays, tmp_path, capsys):
     args, (xtr, ytr, xte, yte, f2c, pred), hfile = arrays
     keep = f2c[yte] != 2  # no test sample of superclass 2: its test accuracy is undefined

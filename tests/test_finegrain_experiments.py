@@ -194,6 +194,9 @@ def test_sweep_runs_cells_and_resumes(tmp_path, capsys):
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["grid"]["cells"] == cells
     assert (tmp_path / "sw" / cells[0]["run"] / "metrics.jsonl").stat().st_mtime_ns == mtime
+    assert main(argv + ["--device", "auto"]) == 0  # another device is not another config: cells skipped
+    capsys.readouterr()
+    assert (tmp_path / "sw" / cells[0]["run"] / "metrics.jsonl").stat().st_mtime_ns == mtime
     # the same --out with another config: the finished cells are not silently reused
     other = [a if a != "1" else "2" for a in argv]  # --epochs 2
     assert main(other) == 2

@@ -400,6 +400,7 @@ def test_report_labels_routings_and_says_where_things_are_missing(tmp_path):
         p["test_acc_predicted_routing"] = 0.5 + 0.1 * c
     res["baselines"]["raw_pixels"]["oracle_test_acc"] = 0.47
     res["probe"] = {"test_acc": 0.83, "oracle_test_acc": 0.97}
+    res["recovery"]["options"] = {"max_train": 300, "normalize": "whiten", "whiten_var": 0.95}
     res["subruns"] = ["gone"]  # listed but not in the folder (e.g. a committed example without its sub-runs)
     (run / "results.json").write_text(json.dumps(res))
     cfg = yaml.safe_load((run / "config.yaml").read_text())
@@ -419,7 +420,8 @@ def test_report_labels_routings_and_says_where_things_are_missing(tmp_path):
     assert rows["Baseline: recovery from raw inputs — oracle (true) coarse routing"] == 0.47
     assert rows["Supervised linear probe inside each superclass — oracle (true) coarse routing"] == 0.97
     # the logged (callback) recovery and the final one are told apart
-    assert "a 10,000-sample train subset" in flat and "whitening at 0.8 of the variance" in flat
+    assert "a 10,000-sample train subset (normalize whiten, whitening at 0.8 of the variance)" in flat
+    assert "clusters a 300-sample train subset (normalize whiten, whitening at 0.95 of the variance)" in flat
     assert "features/centroids.npz" in text.split('<section id="problems">')[1]
     assert "gone (folder missing)" in flat and "missing (not in this folder)" in flat
 

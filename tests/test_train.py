@@ -388,6 +388,12 @@ def test_resume_with_another_model_or_optimiser_is_refused_in_one_line(tmp_path,
     assert (tmp_path / "r" / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_a_folder_named_like_a_shipped_config_does_not_shadow_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()
+    assert load_config("tiny") == load_config(configs_dir() / "tiny.yaml")
+
+
 def test_cli_path_problems_are_one_line_errors(tmp_path, capsys):
     from nclab.cli import main
 

@@ -78,9 +78,10 @@ def _hierarchy(spec: str | None, n_fine: int):
         return None
     from nclab.data.hierarchy import Hierarchy
 
-    if spec.endswith(".json") and not Path(spec).is_file():
+    bare_json = spec.endswith(".json") and ":" not in spec  # a Hierarchy.to_dict() file (file:PATH is a spec)
+    if bare_json and not Path(spec).is_file():
         raise NclabError(f"--hierarchy {spec} not found; pass a Hierarchy JSON file or a spec like mod:5")
-    if spec.endswith(".json"):
+    if bare_json:
         try:
             return Hierarchy.from_dict(json.loads(Path(spec).read_text()))
         except (KeyError, TypeError, AttributeError, ValueError) as e:  # JSONDecodeError is a ValueError

@@ -80,8 +80,8 @@ def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
             out += _config_diff(a, b, key + ".")
-        elif a != b and key not in ("name", "train.time_limit_s"):  # the run's name and a time limit change
-            # nothing that was trained
+        elif a != b and key not in ("name", "train.time_limit_s", "train.device"):
+            # the run's name, a time limit and the device change nothing that was trained
             out.append(key)
     return out
 

@@ -370,13 +370,25 @@ def recovery_callback_note(run: RunData) -> str:
     cb = lookup(run.config, "callbacks.recovery")
     if not isinstance(cb, dict) or run.series is None or "recovery.test_acc" not in run.series.values:
         return ""
-    sub = f"a {cb['max_train']:,}-sample train subset" if cb.get("max_train") else "all train samples"
-    var = cb.get("whiten_var", 0.95)
+    n_train = run.run_info.get("n_train")
+
+    def subset(m) -> str:
+        if not m or (isinstance(n_train, int) and m >= n_train):
+            return "all train samples"
+        return f"a {int(m):,}-sample train subset"
+
+    def how(normalize, var) -> str:
+        return f"normalize {normalize}" + (f", whitening at {var} of the variance" if normalize == "whiten" else "")
+
     final = lookup(run.results, "recovery.test_acc")
-    tail = (f"; the results table's recovery ({fmt_value(final, percent=True)}) clusters all train samples "
-            "(whitening at 0.95 of the variance), so the two can differ") if isinstance(final, (int, float)) else ""
-    return (f'<p class="note">Logged recovery (curves, last logged values): the training callback clusters {sub} '
-            f"(normalize {cb.get('normalize', 'whiten')}, whitening at {var} of the variance){tail}.</p>")
+    opts = lookup(run.results, "recovery.options") or {}
+    tail = ""
+    if isinstance(final, (int, float)):
+        tail = (f"; the results table's recovery ({fmt_value(final, percent=True)}) clusters "
+                f"{subset(opts.get('max_train'))} ({how(opts.get('normalize', 'whiten'), opts.get('whiten_var', 0.95))})"
+                ", so the two can differ")
+    return (f'<p class="note">Logged recovery (curves, last logged values): the training callback clusters '
+            f"{subset(cb.get('max_train'))} ({how(cb.get('normalize', 'whiten'), cb.get('whiten_var', 0.95))}){tail}.</p>")
 
 
 def curves_section(run: RunData, sink: FigureSink) -> str:

@@ -13,7 +13,6 @@ from nclab.report.figures import FigureSink
 from nclab.report.html import esc, page
 from nclab.report.load import RunData, load_run
 from nclab.rundir import RunDir
-from nclab.utils.errors import NclabError
 from nclab.utils.io import atomic_write_text
 from nclab.utils.progress import say
 
@@ -86,7 +85,7 @@ def write_report(run_dir: str | os.PathLike, *, strict: bool = False, subreports
     or a section that fails to draw is listed under "Problems" in the report (``strict=True`` raises
     instead — for tests). ``subreports``: first write the missing reports of the sub-runs listed in
     results.json (``subruns``, sweep cells), so the links in this report lead somewhere.
-    Raises :class:`NclabError` only if ``run_dir`` is not a directory.
+    Raises :class:`NclabError` only if ``run_dir`` is not a run directory (:meth:`RunDir.is_run`).
     """
     path = Path(run_dir)
     RunDir(path).require(run=True)  # never write report.html / prune figures/ in a folder that is not a run

@@ -214,12 +214,12 @@ def shipped_configs() -> list[str]:
 def resolve_config_path(spec: str | os.PathLike) -> Path:
     """A path, or a bare name of a shipped config (``fast`` -> nclab/configs/fast.yaml)."""
     p = Path(spec)
-    if p.is_dir():
-        raise NclabError(f"config {p} is a folder; pass a YAML file or a shipped config name")
-    if p.exists():
+    if p.is_file():
         return p
     s = str(spec)
-    if "/" not in s and os.sep not in s:
+    if p.is_dir() and ("/" in s or os.sep in s or not (configs_dir() / f"{s}.yaml").exists()):
+        raise NclabError(f"config {p} is a folder; pass a YAML file or a shipped config name")
+    if "/" not in s and os.sep not in s:  # a bare name: a shipped config (also when a folder here has that name)
         cand = configs_dir() / (s if s.endswith((".yaml", ".yml")) else s + ".yaml")
         if cand.exists():
             return cand
