@@ -45,6 +45,13 @@ def fine_within_coarse(fine_stats: ClassStats, hierarchy: Hierarchy) -> dict[str
     return out
 
 
+def _check_w_rows(W, hierarchy: Hierarchy) -> None:
+    """W is the classifier of the fine or of the coarse view (else it would silently join neither)."""
+    if W is not None and int(W.shape[0]) not in (hierarchy.num_fine, hierarchy.num_coarse):
+        raise NclabError(f"W has {int(W.shape[0])} rows but the hierarchy has {hierarchy.num_fine} fine and "
+                         f"{hierarchy.num_coarse} coarse classes; pass the classifier of one of the two views")
+
+
 def _w_for(k: int, W, b):
     if W is None or int(W.shape[0]) != k:
         return None, None
@@ -58,9 +65,7 @@ def hierarchy_metrics(fine_stats: ClassStats, hierarchy: Hierarchy, W=None, b=No
     if fine_stats.num_classes != hierarchy.num_fine:
         raise NclabError(f"the accumulator has {fine_stats.num_classes} classes but the hierarchy has "
                          f"{hierarchy.num_fine} fine classes; build it with num_classes=hierarchy.num_fine")
-    if W is not None and int(W.shape[0]) not in (hierarchy.num_fine, hierarchy.num_coarse):
-        raise NclabError(f"W has {int(W.shape[0])} rows but the hierarchy has {hierarchy.num_fine} fine and "
-                         f"{hierarchy.num_coarse} coarse classes; pass the classifier of one of the two views")
+    _check_w_rows(W, hierarchy)
     coarse_stats = fine_stats.coarsen(hierarchy.fine_to_coarse)
     out = {
         "fine": compute_metrics(fine_stats, *_w_for(hierarchy.num_fine, W, b), second=second_fine),
@@ -76,9 +81,7 @@ def hierarchy_metrics_from_arrays(H, y_fine, hierarchy: Hierarchy, W=None, b=Non
     """Convenience: both views and ``fine_within_coarse`` for in-memory features and fine labels."""
     h = H if isinstance(H, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(H))
     y = y_fine if isinstance(y_fine, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(y_fine))
-    if W is not None and int(W.shape[0]) not in (hierarchy.num_fine, hierarchy.num_coarse):
-        raise NclabError(f"W has {int(W.shape[0])} rows but the hierarchy has {hierarchy.num_fine} fine and "
-                         f"{hierarchy.num_coarse} coarse classes; pass the classifier of one of the two views")
+    _check_w_rows(W, hierarchy)
     stats = ClassStats(hierarchy.num_fine, int(h.shape[1]), groups=hierarchy.fine_to_coarse)
     for i in range(0, h.shape[0], batch_size):
         stats.update(h[i : i + batch_size], y[i : i + batch_size])

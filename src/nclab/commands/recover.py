@@ -152,6 +152,7 @@ def _from_arrays(args, opts) -> dict:
 
 
 def _from_run(args, opts) -> dict:
+    from nclab.finegrain.experiments import check_max_train
     from nclab.finegrain.pipeline import recover_trainer, save_arrays
     from nclab.rundir import RunDir
     from nclab.train import Trainer, load_config
@@ -159,9 +160,7 @@ def _from_run(args, opts) -> dict:
     run = RunDir(args.run).require()
     if not run.config_path.exists() or not (run.checkpoints / "last.pt").exists():
         raise NclabError(f"{run.path} has no config.yaml or checkpoints/last.pt; pass a trained run directory")
-    if args.max_train is not None and args.max_train < 1:
-        raise NclabError(f"--max-train must be a positive number of train samples, got {args.max_train}; "
-                         "leave it out to cluster all of them")
+    check_max_train(args.max_train)
     if args.fit_on != "train" or args.oracle:
         raise NclabError("--fit-on test / --oracle apply to arrays mode; a run report always has both routings")
     cfg = load_config(str(run.config_path))

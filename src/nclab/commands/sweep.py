@@ -72,18 +72,8 @@ def _cell_done(d: Path) -> bool:
     return r.read_status().get("status") == "complete" and "recovery" in r.read_results()
 
 
-def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys present in both configs whose values differ."""
-    out = []
-    for k in sorted(set(old) & set(new)):  # a key only one side has: a config key added or dropped by an upgrade
-        key = f"{prefix}{k}"
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_diff(a, b, key + ".")
-        elif a != b and key not in ("name", "train.time_limit_s", "train.device"):
-            # the run's name, a time limit and the device change nothing that was trained
-            out.append(key)
-    return out
+# config keys that change how a cell runs, not what it trains: a finished cell stays valid across them
+RUN_ONLY_KEYS = ("name", "train.time_limit_s", "train.device")
 
 
 def _nc1(d: Path):
@@ -96,6 +86,7 @@ def _nc1(d: Path):
 def run(args) -> int:
     from nclab.finegrain.experiments import build_config, check_max_train, run_experiment, time_limit_override
     from nclab.rundir import RunDir
+    from nclab.train.config import config_diff
     from nclab.utils.progress import say
 
     axes = parse_grid(args.grid)
@@ -105,7 +96,7 @@ def run(args) -> int:
     cells = [dict(zip(axes, vals)) for vals in itertools.product(*axes.values())]
     # every cell's config is built (= validated) before any cell trains, and a finished cell must have been
     # trained with the config asked for now (else its numbers would silently stand in for another sweep's)
-    overrides = {}
+    plan = []  # (cell, run dir, overrides, skip: complete and not --force)
     for cell in cells:
         d = out / cell_name(cell)
         ov = [f"{ALIASES.get(k, k)}={v}" for k, v in cell.items()] + time_limit_override(args)
@@ -114,12 +105,13 @@ def run(args) -> int:
                                overrides=ov, epochs=args.epochs, device=args.device, run_name=d.name)
         except NclabError as e:
             raise NclabError(f"grid cell {cell_name(cell)}: {e}") from None
-        if _cell_done(d) and not args.force:
-            diff = _config_diff(RunDir(d).read_config(), cfg)
+        skip = _cell_done(d) and not args.force
+        if skip:
+            diff = config_diff(RunDir(d).read_config(), cfg, ignore=RUN_ONLY_KEYS)
             if diff:
                 raise NclabError(f"{d} is complete but was trained with other values of {', '.join(diff[:5])}; "
                                  "pass --force to retrain the cells, or another --out")
-        overrides[d] = ov
+        plan.append((cell, d, ov, skip))
     rows = []
     # the sweep folder is a run directory of its own: what was run (command, versions) and how it ended
     exp.path.mkdir(parents=True, exist_ok=True)
@@ -127,14 +119,13 @@ def run(args) -> int:
                         "data": args.data, "hierarchy": args.hierarchy})
     exp.write_status("running", f"{len(cells)} cells")
     try:
-        for i, cell in enumerate(cells):
-            d = out / cell_name(cell)
-            if _cell_done(d) and not args.force:
+        for i, (cell, d, ov, skip) in enumerate(plan):
+            if skip:
                 say(f"[{i + 1}/{len(cells)}] {d.name}: complete, skipped")
             else:
                 say(f"[{i + 1}/{len(cells)}] {d.name}")
                 run_experiment(args.experiment, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy,
-                               overrides=overrides[d], epochs=args.epochs, device=args.device, baseline=False,
+                               overrides=ov, epochs=args.epochs, device=args.device, baseline=False,
                                random_init=False, raw_pixels=False, probe=not args.no_probe, max_train=args.max_train,
                                out=d, resume=d.exists() and not args.force, force=args.force)
             res = RunDir(d).read_results()
@@ -171,7 +162,7 @@ def _write(exp, args, axes: dict, rows: list[dict]) -> dict:
     def fmt(v, col: str = ""):
         if v is None:
             return "-"
-        if isinstance(v, float) and "_acc" in col and col.split("_")[0] not in axes:  # accuracies as percent
+        if isinstance(v, float) and col.startswith(ACC_METRICS):  # accuracies (and their mean / std) as percent
             return f"{100 * v:.2f} %"
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
@@ -193,6 +184,7 @@ def _write(exp, args, axes: dict, rows: list[dict]) -> dict:
 
 
 SUMMARY_METRICS = ("recovery_acc", "coarse_acc", "nc1")
+ACC_METRICS = tuple(m for m in SUMMARY_METRICS if m.endswith("_acc"))
 
 
 def seed_summary(axes: dict, rows: list[dict]) -> list[dict]:

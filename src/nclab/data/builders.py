@@ -25,6 +25,7 @@ import numpy as np
 
 from nclab.data.hierarchy import Hierarchy
 from nclab.utils.errors import NclabError
+from nclab.utils.seed import check_seed
 
 KINDS = ("identity", "mod:K", "adjacent:K", "random:SEED[:K]", "cifar100", "file:PATH", "split:M[:SEED]", "dataset")
 
@@ -195,10 +196,7 @@ def _from_file(path: Path, names: list[str], spec: str) -> Hierarchy:
 
 
 def _seed(text: str, spec: str) -> int:
-    seed = _int(text, "SEED", spec)
-    if seed < 0:
-        raise NclabError(f"hierarchy '{spec}': SEED must be >= 0, got {seed}")
-    return seed
+    return check_seed(_int(text, "SEED", spec), f"hierarchy '{spec}': SEED")
 
 
 def split_labels(y, hierarchy: Hierarchy, seed: int | None = None):

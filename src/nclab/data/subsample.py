@@ -10,6 +10,7 @@ import torch
 
 from nclab.data.types import Dataset, Split
 from nclab.utils.errors import NclabError
+from nclab.utils.seed import check_seed
 
 
 def geometric_counts(n_max: int, num_classes: int, ratio: float) -> list[int]:
@@ -50,8 +51,7 @@ def subsample(ds: Dataset, counts: Sequence[int] | int | str | None = None, rati
     """
     if (counts is None) == (ratio is None):
         raise NclabError("subsample needs exactly one of counts=... or ratio=...")
-    if int(seed) < 0:
-        raise NclabError(f"subsample seed must be >= 0, got {seed}")
+    check_seed(seed, "subsample seed")
     y = ds.train.y.cpu().numpy()
     k = ds.num_classes
     avail = np.bincount(y, minlength=k)

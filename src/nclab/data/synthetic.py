@@ -20,6 +20,7 @@ import torch
 from nclab.data.hierarchy import Hierarchy
 from nclab.data.types import Dataset, Split
 from nclab.utils.errors import NclabError
+from nclab.utils.seed import check_seed
 
 DEFAULTS: dict[str, float | int] = {
     "coarse": 4,
@@ -113,8 +114,7 @@ def load_synthetic(arg: str = "") -> Dataset:
     for key in ("n_train", "n_test"):  # checked here under the names the user typed
         if p[key] < 1:
             raise NclabError(f"synthetic: {key} must be >= 1 (samples per fine class), got {p[key]}")
-    if p["seed"] < 0:
-        raise NclabError(f"synthetic: seed must be >= 0, got {p['seed']}")
+    check_seed(p["seed"], "synthetic: seed")
     common = {k: p[k] for k in ("coarse", "fine_per_coarse", "dim", "coarse_sep", "fine_sep", "noise", "seed")}
     xtr, ytr, h = make_hierarchical_gaussian(n_per_class=p["n_train"], stream=1, **common)
     xte, yte, _ = make_hierarchical_gaussian(n_per_class=p["n_test"], stream=2, **common)

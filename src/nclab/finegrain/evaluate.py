@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from nclab.data.hierarchy import Hierarchy
-from nclab.finegrain.recovery import FineLabelRecovery
+from nclab.finegrain.recovery import FineLabelRecovery, class_indices
 from nclab.utils.errors import NclabError
 
 
@@ -19,20 +19,6 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
     m = np.zeros((n, n), dtype=np.int64)
     np.add.at(m, (np.asarray(y_true), np.asarray(y_pred)), 1)
     return m
-
-
-def _class_indices(y, n: int, what: str) -> np.ndarray:
-    """``y`` as int64 class indices, each in 0..n-1 (else one clear error)."""
-    a = np.asarray(y)
-    if a.size and not np.issubdtype(a.dtype, np.integer):
-        if not (np.issubdtype(a.dtype, np.floating) and np.all(a == np.round(a))):
-            raise NclabError(f"{what} labels must be integers, got dtype {a.dtype}")
-    a = a.astype(np.int64)
-    if a.size and (a.min() < 0 or a.max() >= n):
-        bad = int(a.min()) if a.min() < 0 else int(a.max())
-        raise NclabError(f"{what} label {bad} is outside 0..{n - 1} (the hierarchy has {n} classes at that level); "
-                         "pass labels made with the same hierarchy")
-    return a
 
 
 def _acc(a: np.ndarray, b: np.ndarray) -> float:
@@ -88,10 +74,10 @@ def evaluate_recovery(
     if fit_on not in ("train", "test"):
         raise NclabError(f"fit_on must be 'train' or 'test', got {fit_on!r}")
     h = as_hierarchy(hierarchy, train_fine, train_coarse)
-    test_fine = _class_indices(test_fine, h.num_fine, "test fine")
+    test_fine = class_indices(test_fine, "test fine", h.num_fine)
     test_true_coarse = h.coarse_of(test_fine)
-    routed = test_true_coarse if test_coarse_pred is None else _class_indices(test_coarse_pred, h.num_coarse,
-                                                                                 "predicted coarse")
+    routed = (test_true_coarse if test_coarse_pred is None
+              else class_indices(test_coarse_pred, "predicted coarse", h.num_coarse))
     if routed.shape != test_fine.shape:
         raise NclabError(f"predicted coarse labels have shape {routed.shape}, test fine labels {test_fine.shape}; pass matching arrays")
     rec = FineLabelRecovery(h, **options)

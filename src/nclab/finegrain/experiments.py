@@ -173,14 +173,15 @@ def _train(cfg: dict, run_dir: Path, resume: bool, force: bool):
     """Train (or resume, or skip when complete) one run; returns the Trainer with its final model loaded."""
     from nclab.rundir import RunDir
     from nclab.train import Trainer
+    from nclab.train.config import config_diff
 
     run = RunDir(run_dir)
     status = run.read_status().get("status")
     if resume and status == "complete":
-        old = run.read_config()
-        if old and old != cfg:
-            say(f"warning: {run_dir} was trained with a different config; using the trained run as it is "
-                "(pass --force without --resume to retrain)")
+        diff = config_diff(run.read_config(), cfg)
+        if diff:
+            say(f"warning: {run_dir} was trained with other values of {', '.join(diff[:5])}; using the trained run "
+                "as it is (pass --force without --resume to retrain)")
         tr = Trainer(cfg, run_dir)
         tr.load_checkpoint()
         say(f"{run_dir}: complete, not retrained")

@@ -164,14 +164,7 @@ class FineLabelRecovery:
             y = np.asarray(y)
             if y.shape != (x.shape[0],):
                 raise NclabError(f"{name} labels have shape {y.shape} but features have {x.shape[0]} rows; pass matching arrays")
-            if not np.issubdtype(y.dtype, np.integer):
-                if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
-                    y = y.astype(np.int64)
-                else:
-                    raise NclabError(f"{name} labels must be integers, got dtype {y.dtype}")
-            if y.size and y.min() < 0:
-                raise NclabError(f"{name} labels contain negative values; labels are 0-based class indices")
-            out[name] = y.astype(np.int64)
+            out[name] = class_indices(y, name)
         return x, out
 
     def _transform(self, x: np.ndarray, g: _Group) -> np.ndarray:
@@ -326,6 +319,25 @@ class FineLabelRecovery:
             out[f"c{c}"] = g.raw_centers
             out[f"c{c}_fine"] = g.names
         return out
+
+
+def class_indices(y, what: str, n: int | None = None) -> np.ndarray:
+    """``y`` as int64 class indices (integers, or floats holding whole numbers), each >= 0 and, with ``n``, below
+    ``n``; else one error naming ``what`` (e.g. "test fine")."""
+    a = np.asarray(y)
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        if not (np.issubdtype(a.dtype, np.floating) and np.all(a == np.round(a))):
+            raise NclabError(f"{what} labels must be integers, got dtype {a.dtype}")
+    a = a.astype(np.int64)
+    if not a.size:
+        return a
+    if n is not None and (a.min() < 0 or a.max() >= n):
+        bad = int(a.min()) if a.min() < 0 else int(a.max())
+        raise NclabError(f"{what} label {bad} is outside 0..{n - 1} (the hierarchy has {n} classes at that level); "
+                         "pass labels made with the same hierarchy")
+    if a.min() < 0:
+        raise NclabError(f"{what} labels contain negative values; labels are 0-based class indices")
+    return a
 
 
 def _check_contiguous(y: np.ndarray, name: str, alternative: str) -> None:

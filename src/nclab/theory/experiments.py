@@ -20,6 +20,7 @@ import torch
 
 from nclab.rundir import RunDir
 from nclab.utils.errors import NclabError
+from nclab.utils.seed import check_seed
 from nclab.utils.io import atomic_write_text
 from nclab.utils.progress import say
 
@@ -344,11 +345,6 @@ def _emit(results: dict, args) -> int:
     return 0
 
 
-def _check_seed(seed: int) -> None:
-    if seed < 0:
-        raise NclabError(f"--seed must be >= 0, got {seed}")
-
-
 def _cmd_dln(args) -> int:
     if not (math.isfinite(args.lam) and args.lam > 0):
         raise NclabError(f"--lambda must be a positive number (weight and feature decay), got {args.lam}")
@@ -356,9 +352,8 @@ def _cmd_dln(args) -> int:
         raise NclabError(f"--width must be >= 4 (the number of classes), got {args.width}")
     if args.iters is not None and args.iters < 1:
         raise NclabError(f"--iters must be >= 1, got {args.iters}")
-    _check_seed(args.seed)
-    predict_args = [([100] * 4, M, args.lam, args.lam) for M in (1, 3, 6, 9)]
-    _validate_predictions(predict_args)
+    check_seed(args.seed, "--seed")
+    _validate_predictions([([100] * 4, M, args.lam, args.lam) for M in (1, 3, 6, 9)])
     return _emit(run_dln_synthetic(args.out, quick=args.quick, iters=args.iters, lam=args.lam, width=args.width,
                                    seed=args.seed), args)
 
@@ -375,7 +370,7 @@ def _validate_predictions(cases) -> None:
 def _cmd_hier(args) -> int:
     if args.steps is not None and args.steps < 1:
         raise NclabError("--steps must be >= 1")
-    _check_seed(args.seed)
+    check_seed(args.seed, "--seed")
     return _emit(run_hierarchy_synthetic(args.out, quick=args.quick, steps=args.steps, seed=args.seed), args)
 
 
@@ -482,16 +477,19 @@ def run_dln_cifar10_imbalanced(out: str = "runs/dln-cifar10-imbalanced", quick: 
 def _cmd_cifar(args) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise NclabError("--epochs must be >= 1")
-    try:
-        depths = [int(v) for v in args.depths.split(",")] if args.depths else None
-    except ValueError:
-        depths = [0]
-    if depths is not None and (not depths or min(depths) < 1):
-        raise NclabError(f"--depths must be a comma list of integers >= 1 (e.g. 1,3,6), got {args.depths!r}")
+    depths = None
+    if args.depths:
+        bad = NclabError(f"--depths must be a comma list of integers >= 1 (e.g. 1,3,6), got {args.depths!r}")
+        try:
+            depths = [int(v) for v in args.depths.split(",")]
+        except ValueError:
+            raise bad from None
+        if min(depths) < 1:
+            raise bad
     if args.width is not None and args.width < len(CIFAR_COUNTS):
         raise NclabError(f"--width must be >= {len(CIFAR_COUNTS)} (the number of classes: a narrower head cannot "
                          f"reach the closed form), got {args.width}")
-    _check_seed(args.seed)
+    check_seed(args.seed, "--seed")
     N = sum(CIFAR_COUNTS)
     _validate_predictions([(CIFAR_COUNTS, M, args.lambda_w, args.lambda_h / N) for M in (depths or [1, 3, 6])])
     return _emit(run_dln_cifar10_imbalanced(args.out, quick=args.quick, source=args.data, depths=depths,

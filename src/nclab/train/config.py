@@ -274,6 +274,19 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
     return cfg
 
 
+def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
+    """Sorted dotted keys present in both configs whose values differ (nested sections recursed; ``ignore``:
+    dotted keys left out). A key only one side has (one added or dropped by an upgrade) is not a difference."""
+    out = []
+    for k in sorted(set(old) & set(new)):
+        key, a, b = f"{prefix}{k}", old[k], new[k]
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, ignore, key + ".")
+        elif a != b and key not in ignore:
+            out.append(key)
+    return out
+
+
 def check_run_name(name: str) -> str:
     """A run name is one folder name under --runs (no path separators, not empty, not . or ..)."""
     if not name or name in (".", "..") or "/" in name or os.sep in name:

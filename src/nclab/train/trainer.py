@@ -39,7 +39,7 @@ from nclab.rundir import RunDir
 from nclab.train import losses
 from nclab.train.callbacks import Callback, build_callbacks
 from nclab.train.checkpoint import rng_state, set_rng_state
-from nclab.train.config import load_config
+from nclab.train.config import config_diff, load_config
 from nclab.train.schedules import lr_at
 from nclab.utils import clock
 from nclab.utils.errors import NclabError, RunPaused
@@ -343,9 +343,7 @@ class Trainer:
             resume, force = False, True  # killed before the first checkpoint: nothing valid to keep
         if resume:
             old = run.read_config()
-            changed = sorted([f"{sec}.{k}" for sec, v in self.cfg.items() if isinstance(v, dict)
-                              for k in v if isinstance(old.get(sec), dict) and old[sec].get(k) != v[k]]
-                             + [k for k, v in self.cfg.items() if not isinstance(v, dict) and k in old and old[k] != v])
+            changed = config_diff(old, self.cfg)
             if changed:
                 say(f"note: resuming with config keys changed from the run's config.yaml: {', '.join(changed)}")
             self.load_checkpoint()
