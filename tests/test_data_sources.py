@@ -685,3 +685,41 @@ def test_symlinked_class_folder_is_read(tmp_path):
     (root / "train" / "c").rename(tmp_path / "elsewhere" / "c")
     (root / "train" / "c").symlink_to(tmp_path / "elsewhere" / "c", target_is_directory=True)
     check_folder_dataset(load_dataset(f"imagefolder:{root}"))
+
+
+@pytest.mark.parametrize("damage", ["zero_data", "flip_label_byte"])
+def test_cache_entry_damaged_after_writing_is_rebuilt(tmp_path, capsys, damage):
+    # the .npy header stays intact, so np.load reads the damaged arrays without complaint: only the
+    # checksums recorded at write time can tell (a zero-filled block is what a power cut can leave)
+    root = make_folder(tmp_path / "data")
+    cache = tmp_path / "cache"
+    a = load_dataset(f"imagefolder:{root}", cache_dir=cache)
+    (entry,) = (cache / "datasets").iterdir()
+    name = "train_x.npy" if damage == "zero_data" else "test_y.npy"
+    raw = bytearray((entry / name).read_bytes())
+    header = len(raw) - np.load(entry / name).nbytes
+    if damage == "zero_data":
+        raw[header:] = bytes(len(raw) - header)
+    else:
+        raw[header] ^= 1  # the first label 0 <-> 1: still a valid class index
+    (entry / name).write_bytes(bytes(raw))
+    misses = cache_mod.STATS["misses"]
+    b = load_dataset(f"imagefolder:{root}", cache_dir=cache)
+    assert cache_mod.STATS["misses"] == misses + 1
+    assert "does not match its checksum" in capsys.readouterr().err
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.test.y, b.test.y)
+    assert b.class_names == a.class_names
+
+
+def test_cache_entry_of_the_old_format_is_replaced(tmp_path):
+    root = make_folder(tmp_path / "data")
+    cache = tmp_path / "cache"
+    load_dataset(f"imagefolder:{root}", cache_dir=cache)
+    (entry,) = (cache / "datasets").iterdir()
+    assert entry.name.endswith(f"-v{cache_mod.FORMAT}")
+    old = entry.with_name(entry.name[: -len(str(cache_mod.FORMAT))] + "1")
+    entry.rename(old)  # as an nclab of format 1 left it (its meta.json lacks checksums either way)
+    misses = cache_mod.STATS["misses"]
+    load_dataset(f"imagefolder:{root}", cache_dir=cache)
+    assert cache_mod.STATS["misses"] == misses + 1
+    assert [p.name for p in (cache / "datasets").iterdir()] == [entry.name]

@@ -2,7 +2,9 @@
 
 Layout: ``<cache_dir>/datasets/<kind>-<checksum[:32]>-v<FORMAT>/`` holding ``{train,test}_{x,y}.npy`` and
 ``meta.json``. An entry is written into a hidden temp folder next to it and renamed into place in one step,
-so a crash never leaves a half-written entry that could be read back.
+so a crash never leaves a half-written entry that could be read back. ``meta.json`` also records the CRC-32 of
+each array's bytes, checked on every load (~50 ms for CIFAR-10's 150 MB), so an entry whose data was damaged
+after it was written (a zero-filled block after a power cut, a disk error, a stray write) is rebuilt, not served.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -21,7 +24,7 @@ import numpy as np
 from nclab.utils.errors import NclabError
 from nclab.utils.progress import say
 
-FORMAT = 1
+FORMAT = 2  # 2: meta.json records "crc32" of each array (entries of format 1 are rebuilt once)
 ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 STATS = {"hits": 0, "misses": 0}  # per process; tests use it to see hit/miss
 _CHUNK = 1 << 20
@@ -67,11 +70,22 @@ def _load_entry(d: Path) -> tuple[dict[str, np.ndarray], dict] | None:
         for split in ("train", "test"):
             if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
                 raise ValueError(f"{split}_x and {split}_y differ in length")
+        crcs = meta.get("crc32")
+        if not isinstance(crcs, dict):
+            raise ValueError("meta.json has no crc32 checksums")
+        for k in ARRAYS:
+            if crcs.get(k) != _crc32(arrays[k]):
+                raise ValueError(f"{k}.npy does not match its checksum (damaged on disk)")
+        meta = {k: v for k, v in meta.items() if k != "crc32"}  # the same meta a fresh build returns
     except (OSError, ValueError, EOFError) as e:  # EOFError: an empty .npy
         say(f"cache entry {d} is unreadable ({e}); rebuilding it")
         shutil.rmtree(d, ignore_errors=True)
         return None
     return arrays, meta
+
+
+def _crc32(a: np.ndarray) -> int:
+    return zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1))
 
 
 def _clean_stale_temps(parent: Path, max_age_s: float = 24 * 3600) -> None:
@@ -101,6 +115,9 @@ def cached(cache_dir: str | os.PathLike, kind: str, checksum: str,
     try:
         d.parent.mkdir(parents=True, exist_ok=True)
         _clean_stale_temps(d.parent)
+        for old in range(1, FORMAT):  # the same data in an older entry format is never read again
+            shutil.rmtree(entry_dir(cache_dir, kind, checksum).with_name(f"{kind}-{checksum[:32]}-v{old}"),
+                          ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{d.name}-", dir=d.parent))
         umask = os.umask(0)
         os.umask(umask)
@@ -108,6 +125,7 @@ def cached(cache_dir: str | os.PathLike, kind: str, checksum: str,
     except OSError as e:
         say(f"note: cannot write the data cache in {d.parent} ({e.strerror or e}); continuing without it")
         return arrays, meta
+    meta_on_disk = {**meta, "crc32": {k: _crc32(arrays[k]) for k in ARRAYS}}
     try:
         for k in ARRAYS:
             with open(tmp / f"{k}.npy", "wb") as f:
@@ -115,7 +133,7 @@ def cached(cache_dir: str | os.PathLike, kind: str, checksum: str,
                 f.flush()
                 os.fsync(f.fileno())  # on disk before the rename publishes the entry
         with open(tmp / "meta.json", "w") as f:
-            f.write(json.dumps(meta, indent=1))
+            f.write(json.dumps(meta_on_disk, indent=1))
             f.flush()
             os.fsync(f.fileno())
         try:
