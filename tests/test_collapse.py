@@ -547,3 +547,22 @@ def test_cli_arrays_json(tmp_path, capsys):
     np.save(tmp_path / "Hc.npy", H.astype(np.complex64))  # numeric, but not features
     assert main(["metrics", "--features", str(tmp_path / "Hc.npy"), "--labels", str(tmp_path / "y.npy")]) == 2
     assert "must be a numeric (N, D) array" in capsys.readouterr().err
+
+
+def test_cli_refuses_options_of_the_other_mode(tmp_path, capsys):
+    # --device/--epoch were silently ignored in arrays mode (exit 0 with --device cuda on a CPU-only machine)
+    from nclab.cli import main
+
+    H, y = gaussian_data(seed=4, N=60, D=5, K=3)
+    np.save(tmp_path / "H.npy", H)
+    np.save(tmp_path / "y.npy", y)
+    arrays = ["metrics", "--features", str(tmp_path / "H.npy"), "--labels", str(tmp_path / "y.npy")]
+    for extra, named in ((["--device", "cuda"], "--device"), (["--epoch", "3"], "--epoch"),
+                         (["--splits", "train,test"], "--splits"), (["--taps", "head.0"], "--taps")):
+        assert main(arrays + extra) == 2
+        err = capsys.readouterr().err
+        assert named in err and "only apply with --run" in err
+    assert main(["metrics", "--run", str(tmp_path), "--labels", str(tmp_path / "y.npy")]) == 2
+    assert "--labels only apply with --features" in capsys.readouterr().err
+    assert main(arrays + ["--json"]) == 0  # the plain arrays call still works
+    assert json.loads(capsys.readouterr().out)["nc1"] > 0

@@ -142,6 +142,17 @@ def main(args) -> int:
 
     if bool(args.features) == bool(args.run):
         raise NclabError("give either --features F.npy --labels y.npy, or --run RUN_DIR")
+    # options of the other mode would be ignored silently: say so instead
+    if args.features:
+        extra = [f"--{n}" for n, v in (("epoch", args.epoch), ("taps", args.taps), ("device", args.device)) if v is not None]
+        extra += ["--splits"] if args.splits != "train" else []
+    else:
+        extra = [f"--{n.replace('_', '-')}" for n in ("labels", "weights", "bias", "num_classes", "hierarchy")
+                 if getattr(args, n) is not None]
+    if extra:
+        mode, other = ("--features", "--run") if args.features else ("--run", "--features")
+        raise NclabError(f"{', '.join(extra)} only apply with {other}; drop {'it' if len(extra) == 1 else 'them'} "
+                         f"when using {mode}")
     res = _clean(from_arrays(args) if args.features else from_run(args))
     if args.json:
         print(json.dumps(json_clean(res), indent=2))  # strict JSON: NaN -> null

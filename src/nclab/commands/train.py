@@ -7,10 +7,10 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model from a YAML config (shipped: tiny, fast, paper_resnet18)",
+    p = sub.add_parser("train", help="train a model from a YAML config (shipped: tiny, fast, fast_coarse5, paper_resnet18)",
                        description="Train a model; writes runs/<name>/ (config.yaml, metrics.jsonl, checkpoints/).")
     p.add_argument("--config", "-c", default=None,
-                   help="YAML path or shipped config name (tiny, fast, paper_resnet18); "
+                   help="YAML path or shipped config name (tiny, fast, fast_coarse5, paper_resnet18); "
                         "with --resume defaults to the run's own config.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=0.05 (repeatable)")

@@ -76,8 +76,14 @@ def add_experiments(sub) -> None:
 def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
     p.add_argument("--recipe", default="fast",
                    help="paper (ResNet-18, 350 epochs, GPU), fast (the 2-core CPU recipe), or any config name/YAML path")
-    p.add_argument("--data", default=None, help=f"dataset source spec (default: {spec['data'] or 'the recipe' + chr(39) + 's'})")
-    p.add_argument("--hierarchy", default=spec["hierarchy"], help=f"hierarchy spec (default {spec['hierarchy']}; "
+    sweep = spec.get("sweep", False)  # sweep cells never train the baselines and always resume
+    own = {n: s["data"] or "the recipe's" for n, s in EXPERIMENTS.items()}
+    p.add_argument("--data", default=None, help="dataset source spec (default: " + (
+        "the experiment's: " + ", ".join(f"{v} for {n}" for n, v in own.items()) if sweep
+        else spec["data"] or "the recipe's") + ")")
+    default_h = ("the experiment's: " + ", ".join(f"{s['hierarchy']} for {n}" for n, s in EXPERIMENTS.items())
+                 if sweep else spec["hierarchy"])
+    p.add_argument("--hierarchy", default=spec["hierarchy"], help=f"hierarchy spec (default {default_h}; "
                    "mod:K, adjacent:K, random:SEED, file:PATH, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set optim.epochs=20 (repeatable)")
@@ -87,7 +93,6 @@ def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
                         "pass SECONDS (exit code 75), continue with --resume (for GPU time in slices)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                    help="same as --set train.device=...; default: the recipe's (auto = CUDA when present)")
-    sweep = spec.get("sweep", False)  # sweep cells never train the baselines and always resume
     p.add_argument("--no-baseline", action="store_true",
                    help="(sweep cells never train it; accepted for symmetry)" if sweep else
                    "skip training the fine-label baseline sub-run")

@@ -9,6 +9,7 @@ expansion keeps float32 precision. Randomness comes only from a private ``torch.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -187,3 +188,8 @@ def _kmeans(
         n_iter=int(n_iter[best]),
         inertias=inertias.numpy(),
     )
+
+
+# help(kmeans) and inspect show the real parameters, not (*args, **kwargs)
+kmeans.__signature__ = inspect.signature(_kmeans)
+kmeans.__doc__ = f"{_kmeans.__doc__}\n    Threads: {kmeans.__doc__.removeprefix('See :func:`_kmeans`. ')}"
