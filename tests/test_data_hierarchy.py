@@ -170,7 +170,11 @@ def test_split_hierarchy_and_pseudo_labels():
         sizes = np.bincount(p[y == c] - 3 * c, minlength=3)
         assert sizes.sum() == (y == c).sum() and sizes.max() - sizes.min() <= 1  # balanced
     assert np.array_equal(split_labels(y, h), p)  # deterministic
-    assert not np.array_equal(split_labels(y, h, seed=6), p)  # the seed matters
+    assert not np.array_equal(split_labels(y, build_hierarchy("split:3:6", ["a", "b"])), p)  # the seed matters
+    assert np.array_equal(split_labels(y, h, seed=6), p)  # the spec's SEED wins over a run's seed
+    plain = build_hierarchy("split:3", ["a", "b"])  # no SEED: the caller's seed, else 0
+    assert np.array_equal(split_labels(y, plain, seed=5), p)
+    assert np.array_equal(split_labels(y, plain), split_labels(y, build_hierarchy("split:3:0", ["a", "b"])))
     pt = split_labels(torch.from_numpy(y), h)
     assert isinstance(pt, torch.Tensor) and np.array_equal(pt.numpy(), p)
     with pytest.raises(NclabError, match="needs a split:M hierarchy"):

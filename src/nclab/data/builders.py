@@ -11,7 +11,8 @@ Specs (K = number of coarse classes, n = number of fine classes):
                          ``{fine_to_coarse: [...], coarse_names: [...]}``.
 - ``split:M[:SEED]``     finer-than-intrinsic labels: each true class c is split into M pseudo classes
                          c*M .. c*M+M-1 (hierarchy.fine = pseudo classes, hierarchy.coarse = the true classes);
-                         make the pseudo labels with :func:`split_labels`.
+                         make the pseudo labels with :func:`split_labels` (shuffled by SEED; without it, by the
+                         training run's seed).
 - ``dataset`` (or empty) the dataset's own hierarchy (CIFAR-100 superclasses, synthetic groups).
 """
 
@@ -88,7 +89,7 @@ def build_hierarchy(spec: str, class_names: Sequence[str], dataset=None) -> Hier
         if not 1 <= len(parts) <= 2:
             raise NclabError(f"hierarchy '{spec}': use split:M or split:M:SEED")
         m = _int(parts[0], "M", spec)
-        seed = _seed(parts[1], spec) if len(parts) == 2 else 0
+        seed = _seed(parts[1], spec) if len(parts) == 2 else None  # None: the caller's (a run's seed)
         if not 1 <= m <= 1000:
             raise NclabError(f"hierarchy '{spec}': M must be between 1 and 1000 pseudo classes per class, got {m}")
         fine = [f"{c}.{j}" for c in names for j in range(m)]
@@ -202,11 +203,13 @@ def _seed(text: str, spec: str) -> int:
 def split_labels(y, hierarchy: Hierarchy, seed: int | None = None):
     """Pseudo labels for a ``split:M`` hierarchy: the samples of true class c (in the order they appear in ``y``)
     are shuffled by ``seed`` and dealt round-robin to pseudo classes c*M .. c*M+M-1 (balanced: sizes differ by
-    at most one). ``y`` holds true labels (numpy or torch; same type back). ``seed`` defaults to the spec's."""
+    at most one). ``y`` holds true labels (numpy or torch; same type back). The spec's SEED (``split:M:SEED``)
+    wins; without one, ``seed`` (a training run passes its own seed), else 0."""
     m = hierarchy.meta.get("split")
     if not m:
         raise NclabError(f"split_labels needs a split:M hierarchy, got '{hierarchy.spec}'")
-    seed = int(hierarchy.meta.get("seed", 0) if seed is None else seed)
+    spec_seed = hierarchy.meta.get("seed")
+    seed = int(spec_seed if spec_seed is not None else (seed if seed is not None else 0))
     is_torch = False
     try:
         import torch

@@ -167,6 +167,7 @@ class Trainer:
             elif self._is_split():
                 from nclab.data import split_labels
 
+                # split:M:SEED shuffles by SEED; a plain split:M by the run seed
                 t = torch.as_tensor(split_labels(y, self.hierarchy, self.cfg["seed"]))
             else:
                 t = y
