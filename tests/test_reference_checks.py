@@ -202,3 +202,73 @@ def test_split_pseudo_labels_follow_the_spec_seed_else_the_run_seed(tmp_path):
         want = split_labels(y, build_hierarchy(f"split:2:{want_seed}", names))
         assert np.array_equal(targets(spec, seed), want), spec
     assert not np.array_equal(targets("split:2:7", 0), targets("split:2:9", 0))
+
+
+def test_adam_matches_the_update_written_out(tmp_path):
+    # betas and weight decay reach Adam: three full-batch steps against Kingma & Ba's update by hand
+    ds = digits_dataset(10, 2)
+    cfg = base_cfg(model={"name": "mlp", "width": 8, "depth": 1}, data={"normalize": False},
+                   optim={"name": "adam", "lr": 0.01, "betas": [0.5, 0.6], "weight_decay": 0.02, "batch_size": 100,
+                          "epochs": 3},
+                   schedule={"name": "constant"})
+    tr = Trainer(cfg, tmp_path / "r", dataset=ds)
+    ref = copy.deepcopy(tr.model)
+    tr.fit()
+    m1 = {id(p): torch.zeros_like(p) for p in ref.parameters()}
+    m2 = {id(p): torch.zeros_like(p) for p in ref.parameters()}
+    for t in range(1, 4):
+        ref.train()
+        loss = F.cross_entropy(ref(ds.train.x), ds.train.y)
+        ref.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in ref.parameters():
+                g = p.grad + 0.02 * p  # Adam's L2 weight decay enters the gradient
+                m1[id(p)] = 0.5 * m1[id(p)] + 0.5 * g
+                m2[id(p)] = 0.6 * m2[id(p)] + 0.4 * g * g
+                mh, vh = m1[id(p)] / (1 - 0.5 ** t), m2[id(p)] / (1 - 0.6 ** t)
+                p -= 0.01 * mh / (vh.sqrt() + 1e-8)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(tr.model.state_dict()[k], v, rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_subsample_picks_what_its_docstring_says(tmp_path):
+    # class c keeps default_rng([seed, c]).permutation(its indices)[:n], in original order; with ratio=... the
+    # profile starts from the smallest available class (unequal class sizes here, so max() would differ);
+    # a training run subsamples with its own seed
+    from nclab.data import subsample
+    from nclab.data.subsample import geometric_counts
+    from nclab.data.types import Dataset, Split
+    y = np.repeat(np.arange(3), [10, 6, 8])
+    x = torch.arange(y.size, dtype=torch.float32).view(-1, 1)
+    ds = Dataset("toy", Split(x, torch.from_numpy(y)), Split(x[:3], torch.arange(3)), ["a", "b", "c"], source="toy")
+
+    def want(counts, seed):
+        keep = [np.flatnonzero(y == c)[np.random.default_rng([seed, c]).permutation((y == c).sum())[:n]]
+                for c, n in enumerate(counts)]
+        return np.sort(np.concatenate(keep))
+
+    got = subsample(ds, ratio=2.0, seed=3)
+    counts = geometric_counts(6, 3, 2.0)
+    assert counts[0] == 6 and list(np.bincount(got.train.y.numpy(), minlength=3)) == list(counts)
+    assert np.array_equal(got.train.x[:, 0].numpy().astype(int), want(counts, 3))
+    tr = Trainer(base_cfg(seed=4, data={"subsample": [5, 2, 3], "normalize": False}), tmp_path / "r", dataset=ds)
+    assert np.array_equal(tr.dataset.train.x[:, 0].numpy().astype(int), want([5, 2, 3], 4))
+
+
+def test_synthetic_test_split_is_fresh_data():
+    from nclab.data import load_dataset
+    ds = load_dataset("synthetic:n_train=60,n_test=60")
+    train = {tuple(r) for r in ds.train.x.numpy().round(6)}
+    assert not any(tuple(r) in train for r in ds.test.x.numpy().round(6))
+
+
+def test_folder_checksum_sees_a_same_size_rewrite(tmp_path):
+    import os
+    from nclab.data.cache import listing_checksum
+    (tmp_path / "a.bin").write_bytes(b"1234")
+    before = listing_checksum(tmp_path, ["a.bin"])
+    (tmp_path / "a.bin").write_bytes(b"5678")  # same size: only the mtime tells
+    st = (tmp_path / "a.bin").stat()
+    os.utime(tmp_path / "a.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert listing_checksum(tmp_path, ["a.bin"]) != before
