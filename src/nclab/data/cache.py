@@ -116,8 +116,7 @@ def cached(cache_dir: str | os.PathLike, kind: str, checksum: str,
         d.parent.mkdir(parents=True, exist_ok=True)
         _clean_stale_temps(d.parent)
         for old in range(1, FORMAT):  # the same data in an older entry format is never read again
-            shutil.rmtree(entry_dir(cache_dir, kind, checksum).with_name(f"{kind}-{checksum[:32]}-v{old}"),
-                          ignore_errors=True)
+            shutil.rmtree(d.with_name(f"{kind}-{checksum[:32]}-v{old}"), ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{d.name}-", dir=d.parent))
         umask = os.umask(0)
         os.umask(umask)
