@@ -272,3 +272,16 @@ def test_folder_checksum_sees_a_same_size_rewrite(tmp_path):
     st = (tmp_path / "a.bin").stat()
     os.utime(tmp_path / "a.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     assert listing_checksum(tmp_path, ["a.bin"]) != before
+
+
+def test_random_hierarchy_is_a_seeded_balanced_grouping_numbered_by_smallest_fine_class():
+    # written from the builder's comments: perm = default_rng(SEED).permutation(n), fine class perm[i] joins
+    # group i mod K, and the groups are numbered by their smallest fine class
+    from nclab.data import build_hierarchy
+    n, k = 10, 3
+    names = [f"f{i}" for i in range(n)]
+    for seed in range(8):  # several seeds: for some the groups come out in order without renumbering
+        h = build_hierarchy(f"random:{seed}:{k}", names)
+        perm = np.random.default_rng(seed).permutation(n)
+        groups = sorted((sorted(int(f) for f in perm[i::k]) for i in range(k)), key=min)  # numbered in order
+        assert [h.fine_classes(c) for c in range(k)] == groups, seed
