@@ -208,8 +208,9 @@ def split_labels(y, hierarchy: Hierarchy, seed: int | None = None):
     m = hierarchy.meta.get("split")
     if not m:
         raise NclabError(f"split_labels needs a split:M hierarchy, got '{hierarchy.spec}'")
-    spec_seed = hierarchy.meta.get("seed")
-    seed = int(spec_seed if spec_seed is not None else (seed if seed is not None else 0))
+    if hierarchy.meta.get("seed") is not None:
+        seed = hierarchy.meta["seed"]
+    seed = int(seed or 0)
     is_torch = False
     try:
         import torch

@@ -77,13 +77,15 @@ def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
     p.add_argument("--recipe", default="fast",
                    help="paper (ResNet-18, 350 epochs, GPU), fast (the 2-core CPU recipe), or any config name/YAML path")
     sweep = spec.get("sweep", False)  # sweep cells never train the baselines and always resume
-    own = {n: s["data"] or "the recipe's" for n, s in EXPERIMENTS.items()}
-    p.add_argument("--data", default=None, help="dataset source spec (default: " + (
-        "the experiment's: " + ", ".join(f"{v} for {n}" for n, v in own.items()) if sweep
-        else spec["data"] or "the recipe's") + ")")
-    default_h = ("the experiment's: " + ", ".join(f"{s['hierarchy']} for {n}" for n, s in EXPERIMENTS.items())
-                 if sweep else spec["hierarchy"])
-    p.add_argument("--hierarchy", default=spec["hierarchy"], help=f"hierarchy spec (default {default_h}; "
+
+    def default(key: str) -> str:  # a sweep runs any experiment: name each one's default
+        if not sweep:
+            return spec[key] or "the recipe's"
+        return "the experiment's: " + ", ".join(f"{s[key] or 'the recipe' + chr(39) + 's'} for {n}"
+                                                for n, s in EXPERIMENTS.items())
+
+    p.add_argument("--data", default=None, help=f"dataset source spec (default: {default('data')})")
+    p.add_argument("--hierarchy", default=spec["hierarchy"], help=f"hierarchy spec (default {default('hierarchy')}; "
                    "mod:K, adjacent:K, random:SEED, file:PATH, ...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set optim.epochs=20 (repeatable)")

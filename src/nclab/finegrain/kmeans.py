@@ -9,7 +9,6 @@ expansion keeps float32 precision. Randomness comes only from a private ``torch.
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -94,25 +93,7 @@ def _kmeanspp(x: torch.Tensor, x2: torch.Tensor, k: int, r: int, gen: torch.Gene
     return centers
 
 
-def kmeans(*args, **kwargs) -> KMeansResult:
-    """See :func:`_kmeans`. Small problems (N·D·k·n_init < 2e7, e.g. the demo's and the tests') run on one
-    intra-op thread: per-op work of a few MFLOP gains nothing from threads, and on a busy shared CPU spinning
-    OpenMP workers made them ~50x slower. Larger ones use torch's threads: one CIFAR superclass (10,000 x 256,
-    k = 2, 10 restarts) took 0.11-0.15 s on two threads vs 0.18-0.20 s on one (x 512: 0.29-0.31 vs 0.54-0.58 s)
-    on the idle 2-core CPU; the cut was 2e8 before (2026-11-26), which kept those on one thread."""
-    x = args[0] if args else kwargs.get("x")
-    k = args[1] if len(args) > 1 else kwargs.get("k", 1)
-    size = int(np.prod(getattr(x, "shape", (0,)))) * int(k) * int(kwargs.get("n_init", 10))
-    old = torch.get_num_threads()
-    if size < 20_000_000 and old > 1:
-        torch.set_num_threads(1)
-    try:
-        return _kmeans(*args, **kwargs)
-    finally:
-        torch.set_num_threads(old)
-
-
-def _kmeans(
+def kmeans(
     x: np.ndarray | torch.Tensor,
     k: int,
     *,
@@ -127,7 +108,34 @@ def _kmeans(
     Stops a restart when no label changes or the squared centre shift falls below
     ``tol * mean per-feature variance`` (scikit-learn's criterion). Empty clusters are re-seeded with the
     point farthest from its centre. Deterministic for a given ``seed``; never touches the global RNG.
+
+    Threads: small problems (N·D·k·n_init < 2e7, e.g. the demo's and the tests') run on one
+    intra-op thread: per-op work of a few MFLOP gains nothing from threads, and on a busy shared CPU spinning
+    OpenMP workers made them ~50x slower. Larger ones use torch's threads: one CIFAR superclass (10,000 x 256,
+    k = 2, 10 restarts) took 0.11-0.15 s on two threads vs 0.18-0.20 s on one (x 512: 0.29-0.31 vs 0.54-0.58 s)
+    on the idle 2-core CPU; the cut was 2e8 before (2026-11-26), which kept those on one thread.
     """
+    size = int(np.prod(getattr(x, "shape", (0,)))) * int(k) * int(n_init)
+    old = torch.get_num_threads()
+    if size < 20_000_000 and old > 1:
+        torch.set_num_threads(1)
+    try:
+        return _kmeans(x, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, device=device)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _kmeans(
+    x: np.ndarray | torch.Tensor,
+    k: int,
+    *,
+    n_init: int = 10,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> KMeansResult:
+    """The algorithm behind :func:`kmeans`, which documents it and picks the thread count."""
     xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if xt.dim() != 2 or xt.shape[0] == 0:
         raise NclabError(f"k-means needs a non-empty 2-D array (N, D), got shape {tuple(xt.shape)}")
@@ -188,8 +196,3 @@ def _kmeans(
         n_iter=int(n_iter[best]),
         inertias=inertias.numpy(),
     )
-
-
-# help(kmeans) and inspect show the real parameters, not (*args, **kwargs)
-kmeans.__signature__ = inspect.signature(_kmeans)
-kmeans.__doc__ = f"{_kmeans.__doc__}\n    Threads: {kmeans.__doc__.removeprefix('See :func:`_kmeans`. ')}"
