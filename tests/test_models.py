@@ -89,6 +89,8 @@ def test_registry_errors():
         build_model("resnet18", 10, (20,))
     with pytest.raises(NclabError, match="head_depth"):
         build_model("mlp", 10, (20,), head_depth=0)
+    with pytest.raises(NclabError, match="head_width sets the hidden layers .* needs head_depth >= 2"):
+        build_model("mlp", 10, (20,), head_width=32)  # one layer: no hidden width to set
     with pytest.raises(NclabError, match="at least 9x9 pixels, got 8x8"):
         build_model("fastnet", 10, (3, 8, 8))
 

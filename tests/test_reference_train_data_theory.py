@@ -254,6 +254,11 @@ def test_subsample_picks_what_its_docstring_says(tmp_path):
     assert np.array_equal(got.train.x[:, 0].numpy().astype(int), want(counts, 3))
     tr = Trainer(base_cfg(seed=4, data={"subsample": [5, 2, 3], "normalize": False}), tmp_path / "r", dataset=ds)
     assert np.array_equal(tr.dataset.train.x[:, 0].numpy().astype(int), want([5, 2, 3], 4))
+    # a mapping without a seed takes the run's seed, and the resolved config keeps what the user wrote
+    tr = Trainer(base_cfg(seed=4, data={"subsample": {"counts": [5, 2, 3]}, "normalize": False}), tmp_path / "m",
+                 dataset=ds)
+    assert np.array_equal(tr.dataset.train.x[:, 0].numpy().astype(int), want([5, 2, 3], 4))
+    assert tr.cfg["data"]["subsample"] == {"counts": [5, 2, 3]}
 
 
 def test_synthetic_test_split_is_fresh_data():

@@ -236,6 +236,12 @@ def test_cli_errors_are_one_line(capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err
+    # a negative entry written with a space (not --counts=-3,4) reaches the command's own check, not argparse's
+    # "expected one argument"
+    for argv in (["ufm", "predict", "--counts", "-3,4"], ["ufm", "predict", "--counts", "3,4", "--lambda-h", "-.5"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and ("count" in err or "lambda_h" in err), err
 
 
 def test_nc1_of_an_exact_optimum_with_collapsed_modes_is_zero(capsys):

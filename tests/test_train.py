@@ -129,6 +129,7 @@ def test_reduce_overhead_compile_keeps_the_eager_model_on_cpu(tmp_path):
     ({}, ["loss.name=mse", "loss.label_smoothing=0.1"], r"label_smoothing applies to loss\.name=ce only"),
     ({}, ["optim.lr=.nan"], r"optim\.lr=nan must be a finite number"),
     ({}, ["loss.lambda_w=.inf"], r"loss\.lambda_w=inf must be a finite number"),
+    ({}, ["model.head_width=64"], r"model\.head_width .* needs model\.head_depth >= 2"),
 ])
 def test_config_errors_name_the_problem(src, over, match):
     with pytest.raises(NclabError, match=match):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from nclab import __version__
@@ -56,9 +57,35 @@ def main(argv: list[str] | None = None) -> int:
         clock.clear_command_start()  # a Python caller's later Trainers count from their own construction
 
 
+_NEGATIVE_VALUE = re.compile(r"-\.?\d[\d.,eE+-]*")
+
+
+def _join_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``--counts -3,4`` -> ``--counts=-3,4``. argparse reads a value that starts with '-' as an option unless it
+    is a plain number, so a negative entry in a comma list would end in "expected one argument" instead of the
+    command's own message about the value. Options that take no value are left alone."""
+    flags = set()
+    for act in parser._actions:  # the sub-commands' flags (store_true etc.): a following token is not their value
+        for sp in getattr(act, "choices", None) or {}:
+            if isinstance(act.choices, dict):
+                flags |= {o for a in act.choices[sp]._actions if a.nargs == 0 for o in a.option_strings}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        tok = argv[i]
+        if (tok.startswith("--") and "=" not in tok and tok not in flags and i + 1 < len(argv)
+                and _NEGATIVE_VALUE.fullmatch(argv[i + 1])):
+            out.append(f"{tok}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(tok)
+        i += 1
+    return out
+
+
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_negative_values(parser, list(sys.argv[1:] if argv is None else argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -115,27 +115,6 @@ def kmeans(
     k = 2, 10 restarts) took 0.11-0.15 s on two threads vs 0.18-0.20 s on one (x 512: 0.29-0.31 vs 0.54-0.58 s)
     on the idle 2-core CPU; the cut was 2e8 before (2026-11-26), which kept those on one thread.
     """
-    size = int(np.prod(getattr(x, "shape", (0,)))) * int(k) * int(n_init)
-    old = torch.get_num_threads()
-    if size < 20_000_000 and old > 1:
-        torch.set_num_threads(1)
-    try:
-        return _kmeans(x, k, n_init=n_init, max_iter=max_iter, tol=tol, seed=seed, device=device)
-    finally:
-        torch.set_num_threads(old)
-
-
-def _kmeans(
-    x: np.ndarray | torch.Tensor,
-    k: int,
-    *,
-    n_init: int = 10,
-    max_iter: int = 300,
-    tol: float = 1e-4,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> KMeansResult:
-    """The algorithm behind :func:`kmeans`, which documents it and picks the thread count."""
     xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if xt.dim() != 2 or xt.shape[0] == 0:
         raise NclabError(f"k-means needs a non-empty 2-D array (N, D), got shape {tuple(xt.shape)}")
@@ -144,14 +123,25 @@ def _kmeans(
         raise NclabError(f"k-means asked for k={k} clusters on {n} points; k must be between 1 and N")
     if n_init < 1 or max_iter < 1:
         raise NclabError("k-means needs n_init >= 1 and max_iter >= 1")
-    xt = xt.to(device=device, dtype=torch.float32)
+    old = torch.get_num_threads()
+    if xt.numel() * int(k) * int(n_init) < 20_000_000 and old > 1:
+        torch.set_num_threads(1)
+    try:
+        return _fit(xt.to(device=device, dtype=torch.float32), int(k), int(n_init), int(max_iter), tol, int(seed))
+    finally:
+        torch.set_num_threads(old)
+
+
+def _fit(xt: torch.Tensor, k: int, n_init: int, max_iter: int, tol: float, seed: int) -> KMeansResult:
+    """:func:`kmeans` on validated float32 data ``xt`` (N, D), with the thread count already chosen."""
+    n = xt.shape[0]
     if not torch.isfinite(xt).all():
         raise NclabError("k-means input contains NaN or inf; check the features")
     mean = xt.mean(0, keepdim=True)
     xc = xt - mean
     x2 = (xc * xc).sum(1)
     thresh = tol * float(xc.var(0, unbiased=False).mean())
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    gen = torch.Generator(device="cpu").manual_seed(seed)
 
     centers = _kmeanspp(xc, x2, k, n_init, gen)  # (R, k, D)
     active = torch.ones(n_init, dtype=torch.bool, device=xc.device)

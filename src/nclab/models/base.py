@@ -26,6 +26,9 @@ class NCModel(nn.Module):
             raise NclabError(f"model.head_depth must be an integer >= 1 (number of linear layers), got {head_depth!r}")
         if head_width is not None and (not isinstance(head_width, int) or head_width < 1):
             raise NclabError(f"model.head_width must be a positive integer or null, got {head_width!r}")
+        if head_width is not None and head_depth == 1:
+            raise NclabError("model.head_width sets the hidden layers of a deep-linear head and needs "
+                             "head_depth >= 2; set head_depth or drop head_width")
         self.backbone = nn.Sequential(stages)
         self.backbone_dim = int(feature_dim)
         width = int(head_width or feature_dim)

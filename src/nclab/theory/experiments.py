@@ -305,7 +305,7 @@ def _common_args(p) -> None:
 def add_experiments(sub) -> None:
     p = sub.add_parser("dln-synthetic", help="deep linear UFM: GD vs closed form, K=4, M in {1,3,6,9}, MSE and CE")
     p.add_argument("--out", default="runs/dln-synthetic", help="run directory (default runs/dln-synthetic)")
-    p.add_argument("--quick", action="store_true", help="M in {1,3}, 2000 steps (seconds)")
+    p.add_argument("--quick", action="store_true", help="M in {1,3}, 2000 steps (about half a minute on 2 CPU cores)")
     p.add_argument("--iters", type=int, default=None, help="GD steps (default 20000; quick 2000)")
     p.add_argument("--lambda", dest="lam", type=float, default=5e-4, help="λ_W = λ_H (default 5e-4)")
     p.add_argument("--width", type=int, default=32, help="feature and hidden width d (default 32)")
@@ -416,7 +416,8 @@ def run_dln_cifar10_imbalanced(out: str = "runs/dln-cifar10-imbalanced", quick: 
             cfg = {"name": name, "seed": seed,
                    "data": {"source": source, "subsample": CIFAR_COUNTS, "augment": {"crop": 0, "flip": False}},
                    "model": {"name": "mlp", "width": width, "depth": 3, "head_depth": M, "head_bias": False,
-                             "head_width": width},
+                             # a one-layer head has no hidden width
+                             "head_width": width if M > 1 else None},
                    "optim": {"name": "sgd", "lr": lr, "momentum": 0.9, "weight_decay": 0.0, "batch_size": N,
                              "epochs": epochs},
                    "schedule": {"name": "constant"},

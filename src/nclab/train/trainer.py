@@ -128,8 +128,8 @@ class Trainer:
             from nclab.data import subsample
 
             s = d["subsample"]
-            kw = s if isinstance(s, dict) else ({"counts": s} if isinstance(s, list) else {"ratio": s})
-            kw.setdefault("seed", self.cfg["seed"])
+            kw = dict(s) if isinstance(s, dict) else ({"counts": s} if isinstance(s, list) else {"ratio": s})
+            kw.setdefault("seed", self.cfg["seed"])  # on a copy: the resolved config keeps what the user wrote
             ds = subsample(ds, **kw)
         if d["limit_per_class"]:
             n = d["limit_per_class"]
