@@ -8,6 +8,12 @@ Both train the same architecture on the same CIFAR-shaped random data (32x32x3, 
 ``--rounds`` interleaved rounds of ``--chunk`` steps each (after ``--warmup`` untimed steps); prints the
 median images/s of each pipeline and their ratio.
 
+Then a roofline line per model: the arithmetic of one training image (forward + backward, counted by
+``torch.utils.flop_counter``; the same for both pipelines), the GFLOP/s each pipeline reached, and the fastest
+dense bf16 / fp32 kernels measured on this device in the same run (the best of a 1024² matmul and a 256→256 3x3
+convolution). ``ceiling`` = bf16 peak / the conventional loop's GFLOP/s: the largest ratio any pipeline could
+show at this arithmetic, even running every FLOP at the bf16 peak.
+
     python benchmarks/train_throughput.py                 # CPU, resnet18 + fastnet
     python benchmarks/train_throughput.py --device cuda   # on a GPU
 """
@@ -86,6 +92,42 @@ class _Runner:
         return seen / (time.perf_counter() - t0)
 
 
+def flops_per_image(name: str) -> float:
+    """FLOPs of one training step per image (forward + backward) of ``name`` on 32x32x3 inputs."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(name, 10, (3, 32, 32)).train()
+    x = torch.randn(8, 3, 32, 32)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        torch.nn.functional.cross_entropy(model(x), torch.zeros(8, dtype=torch.int64)).backward()
+    return counter.get_total_flops() / 8
+
+
+def dense_peak(device: torch.device, bf16: bool) -> float:
+    """GFLOP/s of the fastest of two large dense kernels (a matmul, a channels_last 3x3 convolution), best of 5."""
+    dt = torch.bfloat16 if bf16 else torch.float32
+    n = 4096 if device.type == "cuda" else 1024
+    a, b = torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt)
+    bs = 256 if device.type == "cuda" else 64
+    x = torch.randn(bs, 256, 16, 16, device=device).to(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device, memory_format=torch.channels_last)
+    cases = [(lambda: a @ b, 2 * n**3), (lambda: conv(x), 2 * bs * 16 * 16 * 256 * 256 * 9)]
+    best = 0.0
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for fn, flops in cases:
+            fn()
+            for _ in range(5):
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                fn()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                best = max(best, flops / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
 def _cycle(make):
     while True:
         yield from make()
@@ -158,10 +200,19 @@ def main() -> None:
         # the H100 numbers in the README were measured with 2,048 images (a restart every 4 steps), before this
         n = 50_000 if cuda else max(bs * 4, 2048)
         r = bench(name, device, bs, rounds, chunk, a.warmup, workers, n)
+        gf = flops_per_image(name) / 1e9
+        peak16, peak32 = dense_peak(device, True), dense_peak(device, False)
+        r.update(gflop_per_image=gf, nclab_gflops=r["nclab_images_per_s"] * gf,
+                 baseline_gflops=r["baseline_images_per_s"] * gf, bf16_peak_gflops=peak16, fp32_peak_gflops=peak32,
+                 ceiling_ratio=peak16 / (r["baseline_images_per_s"] * gf))
         rows.append(r)
         if not a.json:
             print(f"{name:9s} {a.device} batch {bs}: nclab {r['nclab_images_per_s']:8.0f} img/s   "
                   f"conventional {r['baseline_images_per_s']:8.0f} img/s   ratio {r['ratio']:.2f}x", flush=True)
+            print(f"          roofline: {gf:.3f} GFLOP per training image; nclab {r['nclab_gflops']:.0f} GFLOP/s "
+                  f"({100 * r['nclab_gflops'] / peak16:.0f} % of the bf16 peak {peak16:.0f}), conventional "
+                  f"{r['baseline_gflops']:.0f} GFLOP/s ({100 * r['baseline_gflops'] / peak32:.0f} % of the fp32 peak "
+                  f"{peak32:.0f}); ceiling {r['ceiling_ratio']:.2f}x", flush=True)
     if cuda and not a.json:
         print(f"GPU: {torch.cuda.get_device_name(0)}")
     if a.json:

@@ -353,7 +353,8 @@ class Trainer:
             if run.metrics_path.exists() or self._ckpt_path().exists():
                 if not force:
                     raise NclabError(f"run directory {run.path} already holds a run; pass --resume to continue it, "
-                                     f"--force to overwrite, or choose another --name")
+                                     f"--force to overwrite, or choose another run directory (train: --name or --run-dir; "
+                                     f"reproduce/sweep: --out)")
                 for p in [run.metrics_path, self._ckpt_path(), *run.checkpoints.glob("epoch_*.pt"),
                           run.results_path, run.report_path]:
                     p.unlink(missing_ok=True)
