@@ -143,9 +143,13 @@ def _read_json(path: Path) -> dict:
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
+        d = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise NclabError(f"{path} is not valid JSON ({e}); delete it or rerun the command that writes it")
+    if not isinstance(d, dict):
+        raise NclabError(f"{path} holds a JSON {type(d).__name__}, not an object; delete it or rerun the command "
+                         "that writes it")
+    return d
 
 
 def git_commit() -> str | None:

@@ -1,6 +1,6 @@
 """``nclab metrics``: neural-collapse metrics for feature arrays on disk or for a trained run.
 
-    nclab metrics --features F.npy --labels y.npy [--weights W.npy] [--bias b.npy] [--hierarchy H.json] --json
+    nclab metrics --features F.npy --labels y.npy [--weights W.npy] [--bias b.npy] [--hierarchy SPEC|H.json] --json
     nclab metrics --run runs/<name> [--epoch E] [--splits train,test] [--taps head.0] --json
 """
 
@@ -22,8 +22,9 @@ def add_parser(sub) -> None:
     src.add_argument("--weights", metavar="W.npy", help="(K, D) classifier weights (adds weight metrics, self_duality, ncc_mismatch)")
     src.add_argument("--bias", metavar="b.npy", help="(K,) classifier bias (used by ncc_mismatch)")
     src.add_argument("--num-classes", type=int, default=None, help="K (default: rows of W, else max label + 1)")
-    src.add_argument("--hierarchy", metavar="H.json", default=None,
-                     help="Hierarchy.to_dict() JSON: labels are fine; report coarse, fine and fine_within_coarse")
+    src.add_argument("--hierarchy", metavar="SPEC|H.json", default=None,
+                     help="labels are fine; report coarse, fine and fine_within_coarse views. A spec (mod:5, "
+                          "adjacent:5, file:PATH, ...) or a Hierarchy.to_dict() JSON file")
     run = p.add_argument_group("run")
     run.add_argument("--run", metavar="RUN_DIR", help="a run directory with checkpoints/")
     run.add_argument("--epoch", type=int, default=None, help="use checkpoints/epoch_XXXX.pt (default: last.pt)")
@@ -61,7 +62,7 @@ def from_arrays(args) -> dict:
     import numpy as np
 
     from nclab.collapse import hierarchy_metrics_from_arrays, metrics_from_arrays
-    from nclab.data.hierarchy import Hierarchy
+    from nclab.data.builders import hierarchy_from_arg
     from nclab.utils.errors import NclabError
 
     if not args.labels:
@@ -88,10 +89,7 @@ def from_arrays(args) -> dict:
         if args.num_classes is not None:
             raise NclabError("--num-classes and --hierarchy both set the classes; the hierarchy's fine classes "
                              "are used, drop --num-classes")
-        try:
-            hier = Hierarchy.from_dict(json.loads(Path(args.hierarchy).read_text()))
-        except (OSError, ValueError, KeyError) as e:
-            raise NclabError(f"cannot read hierarchy {args.hierarchy} ({e}); pass Hierarchy.to_dict() as JSON")
+        hier = hierarchy_from_arg(args.hierarchy, int(y.max()) + 1 if y.size else 1)
         return hierarchy_metrics_from_arrays(H.astype(np.float64, copy=False), y, hier, W, b)
     return metrics_from_arrays(H.astype(np.float64, copy=False), y, W, b, num_classes=args.num_classes)
 
@@ -123,7 +121,12 @@ def from_run(args) -> dict:
     if state.get("num_classes") not in (None, trainer.num_classes):
         raise NclabError(f"checkpoint {ckpt} is for {state.get('num_classes')} classes but the run config gives "
                          f"{trainer.num_classes}; was config.yaml edited?")
-    trainer.model.load_state_dict(state["model"] if "model" in state else state)
+    try:
+        trainer.model.load_state_dict(state["model"] if "model" in state else state)
+    except RuntimeError as e:  # missing/unexpected keys, size mismatches: config.yaml no longer builds this model
+        first = (str(e).strip().splitlines()[1:2] or [str(e)])[0].strip()
+        raise NclabError(f"checkpoint {ckpt} holds another model than {run.config_path} builds ({first}); "
+                         "restore the run's original config.yaml") from None
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     bad = [s for s in splits if s not in ("train", "test")]
     if bad or not splits:

@@ -69,27 +69,16 @@ def _load(path: str, what: str) -> np.ndarray:
         raise NclabError(f"--{what.replace('_', '-')} {p} does not exist; pass a .npy file")
     try:
         return np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError) as e:
         raise NclabError(f"--{what.replace('_', '-')} {p} is not a readable .npy array ({e}); save it with numpy.save")
 
 
 def _hierarchy(spec: str | None, n_fine: int):
     if spec is None:
         return None
-    from nclab.data.hierarchy import Hierarchy
+    from nclab.data.builders import hierarchy_from_arg
 
-    bare_json = spec.endswith(".json") and ":" not in spec  # a Hierarchy.to_dict() file (file:PATH is a spec)
-    if bare_json and not Path(spec).is_file():
-        raise NclabError(f"--hierarchy {spec} not found; pass a Hierarchy JSON file or a spec like mod:5")
-    if bare_json:
-        try:
-            return Hierarchy.from_dict(json.loads(Path(spec).read_text()))
-        except (KeyError, TypeError, AttributeError, ValueError) as e:  # JSONDecodeError is a ValueError
-            raise NclabError(f"--hierarchy {spec} is not a hierarchy JSON ({type(e).__name__}: {e}); write "
-                             "Hierarchy.to_dict() to it")
-    from nclab.data import build_hierarchy
-
-    return build_hierarchy(spec, [str(i) for i in range(n_fine)])
+    return hierarchy_from_arg(spec, n_fine)
 
 
 def run(args) -> int:

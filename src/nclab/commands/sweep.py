@@ -47,8 +47,11 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         if not k or not values:
             raise NclabError(f"--grid {it!r} has an empty key or no values; use e.g. lr=0.1,0.01")
         values = [float(v) if isinstance(v, str) and _is_float(v) else v for v in values]
-        if k in axes:
-            raise NclabError(f"--grid names axis {k!r} twice; give each axis once")
+        same = [a for a in axes if ALIASES.get(a, a) == ALIASES.get(k, k)]
+        if same:
+            raise NclabError(f"--grid names axis {ALIASES.get(k, k)} twice ({same[0]!r} and {k!r}); give each axis once")
+        if len({repr(v) for v in values}) != len(values):
+            raise NclabError(f"--grid {it!r} repeats a value; give each value once")
         axes[k] = values
     return axes
 

@@ -235,3 +235,19 @@ def split_labels(y, hierarchy: Hierarchy, seed: int | None = None):
     if is_torch:
         return torch.from_numpy(out).to(y.device)
     return out
+
+
+def hierarchy_from_arg(spec: str, n_fine: int) -> Hierarchy:
+    """The hierarchy a ``--hierarchy`` argument names over fine classes ``0..n_fine-1``: a
+    ``Hierarchy.to_dict()`` JSON file (a path ending in ``.json``) or any :func:`build_hierarchy` spec
+    (``mod:5``, ``adjacent:5``, ``file:PATH`` …)."""
+    bare_json = spec.endswith(".json") and ":" not in spec  # a Hierarchy.to_dict() file (file:PATH is a spec)
+    if bare_json and not Path(spec).is_file():
+        raise NclabError(f"--hierarchy {spec} not found; pass a Hierarchy JSON file or a spec like mod:5")
+    if bare_json:
+        try:
+            return Hierarchy.from_dict(json.loads(Path(spec).read_text()))
+        except (KeyError, TypeError, AttributeError, ValueError) as e:  # JSONDecodeError is a ValueError
+            raise NclabError(f"--hierarchy {spec} is not a hierarchy JSON ({type(e).__name__}: {e}); write "
+                             "Hierarchy.to_dict() to it")
+    return build_hierarchy(spec, [str(i) for i in range(n_fine)])

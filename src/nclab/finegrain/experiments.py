@@ -129,6 +129,8 @@ def time_limit_override(args) -> list[str]:
 
 
 def _cli(name: str, args) -> int:
+    if args.resume and args.force:
+        raise NclabError("--resume continues the experiment and --force retrains it; pass one of them")
     args.run_dir = str(default_out(name, args.recipe, args.out))  # where the CLI writes the report
     res = run_experiment(
         name, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy, overrides=time_limit_override(args),

@@ -135,6 +135,9 @@ class FineLabelRecovery:
             return np.asarray(h, dtype=np.int64)
         if coarse is None or fine is None:
             raise NclabError("FineLabelRecovery needs a hierarchy or fine labels in fit to know k per superclass")
+        if len(fine) != len(coarse):  # zip() below would pair the first rows and drop the rest
+            raise NclabError(f"fine labels have {len(fine)} rows but coarse labels have {len(coarse)}; pass the "
+                             "labels of the same samples")
         _check_contiguous(fine, "fine", "or pass a hierarchy")
         _check_contiguous(coarse, "coarse", "")
         f2c = np.full(int(fine.max()) + 1, -1, dtype=np.int64)

@@ -406,9 +406,9 @@ def run_dln_cifar10_imbalanced(out: str = "runs/dln-cifar10-imbalanced", quick: 
     cfg0 = {"experiment": "dln-cifar10-imbalanced", "source": source, "counts": CIFAR_COUNTS, "depths": depths,
             "epochs": epochs, "width": width, "lambda_w": lambda_w, "lambda_h": lambda_h,
             "lambda_h_ufm": lambda_h / N, "lr": lr, "seed": seed, "quick": quick}
+    ds = load_dataset(source)  # a bad --data fails before anything is written to --out
     rd = _start(out, cfg0)
     t0 = time.time()
-    ds = load_dataset(source)
     rows, subruns = [], []
     try:
         for M in depths:

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from nclab.utils.errors import NclabError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -90,19 +92,21 @@ def _json_default(o: Any) -> Any:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSON-lines file; a torn last line (crash mid-write) is ignored."""
+    """Read a JSON-lines file; a torn last line (crash mid-write) is ignored, a bad line with rows after it is
+    damage (not a crash) and raises :class:`NclabError` rather than silently dropping the later rows."""
     rows = []
     p = Path(path)
     if not p.exists():
         return rows
-    for line in p.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
+    lines = [(i, ln.strip()) for i, ln in enumerate(p.read_text().splitlines(), 1) if ln.strip()]
+    for j, (i, line) in enumerate(lines):
         try:
             rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
+        except json.JSONDecodeError as e:
+            if j == len(lines) - 1:  # torn last line: the writer died mid-line
+                break
+            raise NclabError(f"{p} line {i} is not valid JSON ({e}) and later lines follow: the file is damaged; "
+                             "restore it or rerun the run") from None
     return rows
 
 
