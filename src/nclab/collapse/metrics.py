@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from nclab.collapse.stats import ClassStats
+from nclab.collapse.stats import ClassStats, thread_scratch
 from nclab.utils.errors import NclabError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -328,11 +328,16 @@ def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None,
         # (50,000 x 512, K = 100, 2 CPU cores: 8 ms at 16,384 rows vs 20 ms at 1,024)
         first_batch = batch_size if cuda or scatter else 16 * batch_size
     stats = ClassStats(k, int(h.shape[1]), device=device, scatter=scatter, traces=scatter)
+    cpu = torch.device(device).type == "cpu"
+    if cpu:  # the passes run one after the other: one set of work buffers, kept for the next call
+        stats._scratch = thread_scratch()
     for i in range(0, h.shape[0], first_batch):
         stats.update(h[i : i + first_batch].to(device), yy[i : i + first_batch])
     second = None
     if W is not None or not scatter:
         second = SecondPass(stats, W, b, project=not scatter, rank_rtol=rank_rtol)
+        if cpu:
+            second._scratch = thread_scratch()
         for i in range(0, h.shape[0], batch_size):
             second.update(h[i : i + batch_size].to(device), yy[i : i + batch_size])
     return compute_metrics(stats, W, b, second=second, rank_rtol=rank_rtol)

@@ -115,8 +115,8 @@ class SecondPass:
             raise NclabError(f"features must have shape (batch, {self.means.shape[1]}), got {tuple(x.shape)}")
         # the float32 route's error bound assumes true float32 products (no TF32/bf16 matmul shortcuts)
         f32_ok = torch.get_float32_matmul_precision() == "highest"
-        x32 = x.to(self.device) if x.dtype == torch.float32 and f32_ok else None
-        x = as_float64(x.to(self.device), self._scratch)  # our own copy: changed in place below
+        x = x.to(self.device)
+        x32 = x if x.dtype == torch.float32 and f32_ok else None
         y = None
         if labels is not None:
             y = torch.as_tensor(labels if not isinstance(labels, np.ndarray) else torch.from_numpy(labels))
@@ -129,7 +129,7 @@ class SecondPass:
             return self._update_labelled(x, y, x32)
         if self.proj_diag is not None:
             raise NclabError("the projected scatter needs labels; pass labels to update()")
-        prod = x @ self._rhs.T
+        prod = as_float64(x, self._scratch) @ self._rhs.T
         if not bool(torch.isfinite(prod).all()):  # a NaN/inf in a row reaches its products
             raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt")
         kp = self.means.shape[0]
@@ -179,15 +179,18 @@ class SecondPass:
         where unsure), and the nearest centre argmin_k ‖h − μ_k‖² = argmin_k (‖μ_y − μ_k‖² − 2 r·μ_k)
         (‖r‖² and r·μ_y are the same for every k; rows within the screening radius skip it, see
         ``_nearest_centre``). Callers pass cache-sized batches (metrics_from_arrays: 1024 rows).
-        ``x``: a float64 copy of the batch that may be overwritten; ``x32``: the batch as float32 (when it came
-        so) for the classifier scores. Work buffers are reused across batches (see ``Scratch``)."""
+        ``x``: the batch on this pass's device, any real dtype (never changed); ``x32``: the batch as float32
+        (when it came so) for the classifier scores. Work buffers are reused across batches (see ``Scratch``)."""
         pos = self._pos.index_select(0, y)
         if bool((pos < 0).any()):
             raise NclabError("labels of the second pass include a class the first pass never saw; "
                              "feed both passes the same samples")
         buf = self._scratch.get
         b, dev = x.shape[0], x.device
-        r = x.sub_(torch.index_select(self._all_means, 0, y, out=buf("mu_y", tuple(x.shape), _F64, dev)))
+        mu_y = torch.index_select(self._all_means, 0, y, out=buf("mu_y", tuple(x.shape), _F64, dev))
+        # r = h − μ_y in float64 straight from the batch's dtype (exact widening, then one float64 subtraction:
+        # the same numbers as a float64 copy minus μ_y, without writing and re-reading that copy)
+        r = torch.sub(x, mu_y, out=mu_y) if x.is_floating_point() else mu_y.neg_().add_(x)
         sq = torch.linalg.vector_norm(r, dim=1).square_()
         if not bool(torch.isfinite(sq).all()):  # a NaN/inf anywhere in a row reaches its norm
             raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt")

@@ -20,6 +20,7 @@ tiny compared with the class means (exactly the collapsed regime). Two accumulat
 from __future__ import annotations
 
 import copy
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -55,6 +56,20 @@ class Scratch:
             t = torch.empty(max(n, 1), dtype=dtype, device=device)
             self._t[name] = t
         return t[:n].view(shape)
+
+
+_THREAD_SCRATCH = threading.local()
+
+
+def thread_scratch() -> Scratch:
+    """This thread's long-lived :class:`Scratch`, for one-shot helpers such as ``metrics_from_arrays`` that build
+    fresh accumulators on every call: their multi-MB buffers then stay mapped between calls instead of being
+    faulted in again (~3,000 page faults, ~5 ms of a 55 ms 50,000 x 512 call on the 2-core CPU). Per thread, so
+    concurrent callers never share a buffer."""
+    s = getattr(_THREAD_SCRATCH, "scratch", None)
+    if s is None:
+        s = _THREAD_SCRATCH.scratch = Scratch()
+    return s
 
 
 def as_float64(x: torch.Tensor, scratch: Scratch, name: str = "x") -> torch.Tensor:
