@@ -30,7 +30,7 @@ NAN = float("nan")
 def _t(x, device=None) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(np.ascontiguousarray(x))
-    x = torch.as_tensor(x)
+    x = torch.as_tensor(x).detach()
     return x.to(device=device, dtype=_F64)
 
 
@@ -294,6 +294,7 @@ def compute_metrics(stats: ClassStats, W=None, b=None, *, second: "SecondPass | 
     return out
 
 
+@torch.no_grad()
 def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None, batch_size: int | None = None,
                         device: str | torch.device = "cpu", scatter: bool | None = None,
                         rank_rtol: float | None = None) -> dict[str, float]:

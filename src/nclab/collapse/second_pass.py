@@ -108,9 +108,10 @@ class SecondPass:
         self.screened = 0  # rows whose nearest centre was settled by the radius test (see _nearest_centre)
         self._scratch = Scratch()
 
+    @torch.no_grad()  # statistics of features, never part of a training graph
     def update(self, features, labels=None) -> "SecondPass":
         """Add a batch: ``features`` (B, D), ``labels`` (B,) int (required when projecting)."""
-        x = features if isinstance(features, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(features))
+        x = features.detach() if isinstance(features, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(features))
         if x.dim() != 2 or x.shape[1] != self.means.shape[1]:
             raise NclabError(f"features must have shape (batch, {self.means.shape[1]}), got {tuple(x.shape)}")
         # the float32 route's error bound assumes true float32 products (no TF32/bf16 matmul shortcuts)
@@ -120,7 +121,13 @@ class SecondPass:
         y = None
         if labels is not None:
             y = torch.as_tensor(labels if not isinstance(labels, np.ndarray) else torch.from_numpy(labels))
+            if y.is_floating_point() and not torch.equal(y, y.round()):
+                raise NclabError("labels must be integers; pass class indices 0..K-1")
             y = y.to(device=self.device, dtype=torch.int64).reshape(-1)
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.stats.num_classes):
+                bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+                raise NclabError(f"label {bad} outside 0..{self.stats.num_classes - 1}: labels are the class indices "
+                                 "the first pass (ClassStats) was fed")
             if y.shape[0] != x.shape[0]:
                 raise NclabError(f"features have {x.shape[0]} rows but labels have {y.shape[0]}")
         if x.shape[0] == 0:

@@ -36,6 +36,7 @@ def _as_tensor(x, device, dtype=None) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(x))
     elif not isinstance(x, torch.Tensor):
         x = torch.as_tensor(x)
+    x = x.detach()  # statistics never track gradients (a grad-tracking input broke the out= buffers)
     return x.to(device=device, dtype=dtype) if dtype is not None else x.to(device=device)
 
 
@@ -75,7 +76,7 @@ def thread_scratch() -> Scratch:
 def as_float64(x: torch.Tensor, scratch: Scratch, name: str = "x") -> torch.Tensor:
     """``x`` as float64 in a reusable buffer (always a copy, so callers may change it in place)."""
     out = scratch.get(name, tuple(x.shape), _F64, x.device)
-    return out.copy_(x)
+    return out.copy_(x.detach())
 
 
 class ClassStats:
@@ -146,9 +147,10 @@ class ClassStats:
         return torch.as_tensor(self.groups, device=device)
 
     # ---------------------------------------------------------------------------------------------
+    @torch.no_grad()  # statistics of features, never part of a training graph
     def update(self, features, labels) -> "ClassStats":
         """Add a batch: ``features`` (B, D) float (numpy or torch, any device), ``labels`` (B,) int."""
-        x = features if isinstance(features, torch.Tensor) else _as_tensor(features, "cpu")
+        x = features.detach() if isinstance(features, torch.Tensor) else _as_tensor(features, "cpu")
         if x.dim() != 2:
             raise NclabError(f"features must be 2-D (batch, dim), got shape {tuple(x.shape)}; flatten them first")
         y = _as_tensor(labels, x.device).reshape(-1)

@@ -53,15 +53,29 @@ class Hierarchy:
         return len(self.coarse_names)
 
     def coarse_of(self, y):
-        """Coarse labels for fine labels ``y`` (numpy array or torch tensor; same type back)."""
+        """Coarse labels (same shape) for fine labels ``y`` (any shape; numpy array or torch tensor; same type
+        back). Fine labels must be integer class indices ``0..num_fine-1`` (a -1 would silently wrap to the last
+        class)."""
+        n = len(self.fine_to_coarse)
         try:
             import torch
 
             if isinstance(y, torch.Tensor):
+                if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+                    raise NclabError(f"fine labels must be integer class indices, got dtype {y.dtype}")
+                if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n):
+                    raise NclabError(f"fine label {int(y.min()) if int(y.min()) < 0 else int(y.max())} is outside "
+                                     f"0..{n - 1} ({n} fine classes in this hierarchy)")
                 return torch.as_tensor(self.fine_to_coarse, device=y.device)[y]
         except ImportError:  # pragma: no cover
             pass
-        return self.fine_to_coarse[np.asarray(y)]
+        a = np.asarray(y)
+        if a.size and not np.issubdtype(a.dtype, np.integer):
+            raise NclabError(f"fine labels must be integer class indices, got dtype {a.dtype}")
+        if a.size and (a.min() < 0 or a.max() >= n):
+            raise NclabError(f"fine label {int(a.min()) if a.min() < 0 else int(a.max())} is outside 0..{n - 1} "
+                             f"({n} fine classes in this hierarchy)")
+        return self.fine_to_coarse[a]
 
     def fine_classes(self, c: int) -> list[int]:
         """Fine classes under coarse class ``c``, in increasing order."""

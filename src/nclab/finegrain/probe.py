@@ -18,18 +18,19 @@ import warnings
 import numpy as np
 
 from nclab.data.hierarchy import Hierarchy
-from nclab.finegrain.evaluate import _acc
+from nclab.finegrain.evaluate import _acc, as_hierarchy
+from nclab.finegrain.recovery import class_indices
 from nclab.utils.errors import NclabError
 
 
 def linear_probe(train_features: np.ndarray, train_coarse: np.ndarray, train_fine: np.ndarray,
                  test_features: np.ndarray, test_coarse_pred: np.ndarray | None, test_fine: np.ndarray,
-                 hierarchy: Hierarchy, *, C: float = 0.1, max_iter: int = 1000) -> dict:
+                 hierarchy: Hierarchy | np.ndarray | None, *, C: float = 0.1, max_iter: int = 1000) -> dict:
     """Per-superclass logistic-regression probe (see module docstring).
 
     Inputs as :func:`nclab.finegrain.evaluate_recovery`: features (N, D) / (M, D), ``train_coarse`` (N,) true
     coarse labels, ``train_fine`` (N,), ``test_coarse_pred`` (M,) routing labels (None: true coarse labels),
-    ``test_fine`` (M,). ``C``: inverse L2 strength of scikit-learn's ``LogisticRegression`` on features
+    ``test_fine`` (M,); ``hierarchy`` a Hierarchy, a fine->coarse array or None (inferred from the train labels). ``C``: inverse L2 strength of scikit-learn's ``LogisticRegression`` on features
     standardised with the superclass's train mean and std.
 
     Returns ``test_acc`` (predicted routing), ``oracle_test_acc``, ``train_acc``, ``per_superclass``
@@ -42,15 +43,22 @@ def linear_probe(train_features: np.ndarray, train_coarse: np.ndarray, train_fin
         raise NclabError(f"probe C must be > 0, got {C}")
     xtr = np.asarray(train_features, dtype=np.float64)
     xte = np.asarray(test_features, dtype=np.float64)
-    ctr = np.asarray(train_coarse, dtype=np.int64)
-    ytr = np.asarray(train_fine, dtype=np.int64)
-    yte = np.asarray(test_fine, dtype=np.int64)
     if xtr.ndim != 2 or xte.ndim != 2 or xtr.shape[1] != xte.shape[1]:
         raise NclabError(f"probe needs 2-D train/test features of one width, got {xtr.shape} and {xte.shape}")
-    if not (len(ctr) == len(ytr) == len(xtr)) or len(yte) != len(xte):
+    # the same label checks as evaluate_recovery: integer class indices of this hierarchy, one per row
+    hierarchy = as_hierarchy(hierarchy, train_fine, train_coarse)
+    ctr = class_indices(np.ravel(train_coarse), "train coarse", hierarchy.num_coarse)
+    ytr = class_indices(np.ravel(train_fine), "train fine", hierarchy.num_fine)
+    yte = class_indices(np.ravel(test_fine), "test fine", hierarchy.num_fine)
+    if not (len(ctr) == len(ytr) == len(xtr)) or len(yte) != len(xte) or (
+            test_coarse_pred is not None and np.size(test_coarse_pred) != len(xte)):
         raise NclabError("probe: features and labels have different numbers of rows; pass matching arrays")
+    if np.any(hierarchy.fine_to_coarse[ytr] != ctr):
+        raise NclabError("probe: train coarse labels disagree with the hierarchy's superclass of the fine labels; "
+                         "pass the hierarchy the labels were made with")
     true_c = hierarchy.coarse_of(yte)
-    routed = true_c if test_coarse_pred is None else np.asarray(test_coarse_pred, dtype=np.int64)
+    routed = true_c if test_coarse_pred is None else class_indices(
+        np.ravel(test_coarse_pred), "predicted coarse", hierarchy.num_coarse)
     pred_routed = np.full(len(yte), -1, dtype=np.int64)
     pred_oracle = np.full(len(yte), -1, dtype=np.int64)
     pred_train = np.full(len(ytr), -1, dtype=np.int64)

@@ -311,8 +311,15 @@ class FineLabelRecovery:
         return self.fit(features, coarse, fine).fit_pred_
 
     def score(self, features, coarse, fine) -> float:
-        """Accuracy (fraction in [0, 1]) of ``predict(features, coarse)`` against ``fine``."""
-        return float(np.mean(self.predict(features, coarse) == np.asarray(fine)))
+        """Accuracy (fraction in [0, 1]) of ``predict(features, coarse)`` against ``fine`` (N,): features (N, D),
+        coarse (N,) the routing labels. ``fine`` is checked like ``fit``'s labels (shape, integer class
+        indices of the fitted hierarchy), so a label column (N, 1) cannot broadcast into a wrong score."""
+        pred = self.predict(features, coarse)
+        f = np.asarray(fine)
+        if f.shape != pred.shape:
+            raise NclabError(f"fine labels have shape {f.shape} but features have {pred.shape[0]} rows; pass one "
+                             "label per row, shape (N,)")
+        return float(np.mean(pred == class_indices(f, "fine", len(self.fine_to_coarse_))))
 
     def centroids(self) -> dict[str, np.ndarray]:
         """Arrays for ``centroids.npz``: ``c<k>`` (k_c, D) raw-space cluster means, ``c<k>_fine`` (k_c,) names

@@ -185,6 +185,8 @@ def solve_ufm(counts: Sequence[int], depth: int = 1, lambda_w: float | Sequence[
         Ws = [(torch.randn(dims[j + 1], dims[j], generator=g, dtype=dt) * init_std).to(dev) for j in range(M)]
         b = torch.zeros(K, dtype=dt, device=dev) if bias else None
     sol = UFMSolution(H=H, Ws=Ws, b=b, y=y, counts=cnt, lambda_w=lw, lambda_h=lh, loss=loss, optimizer=optimizer)
+    if prediction is not None:
+        _check_prediction_matches(prediction, cnt, M, lw, lh, bool(bias))
     iters = int(iters)
     evals = _eval_schedule(iters, eval_steps) if isinstance(eval_steps, int) else sorted({int(s) for s in eval_steps})
     evals = [s for s in evals if 0 <= s <= iters]
@@ -340,6 +342,18 @@ SOLUTION_RTOL = 1e-6  # rank cut of the class-mean span for nc1 of solver output
 
 _LAYER_KEYS = ("nc1", "etf_error_means", "of_error_means", "etf_error_weights", "of_error_weights", "self_duality",
                "equinorm_means", "ncc_mismatch")
+
+
+def _check_prediction_matches(pred: UFMPrediction, counts, depth: int, lambda_w, lambda_h: float, bias: bool) -> None:
+    """The closed form compared against must be for the same problem (else its errors mean nothing)."""
+    same = (list(np.asarray(pred.counts).tolist()) == list(np.asarray(counts).tolist()) and int(pred.depth) == depth
+            and np.allclose(pred.lambda_w, lambda_w, rtol=1e-12, atol=0) and np.isclose(pred.lambda_h, lambda_h, rtol=1e-12, atol=0)
+            and bool(pred.bias) == bias)
+    if not same:
+        raise NclabError(f"prediction is for counts {list(np.asarray(pred.counts).tolist())}, depth {pred.depth}, "
+                         f"lambda_w {list(pred.lambda_w)}, lambda_h {pred.lambda_h}, bias {pred.bias}; the solve is for "
+                         f"counts {list(np.asarray(counts).tolist())}, depth {depth}, lambda_w {list(lambda_w)}, "
+                         f"lambda_h {lambda_h}, bias {bias}: pass predict_ufm() of the same problem")
 
 
 def ufm_metrics(sol: UFMSolution, prediction: UFMPrediction | None = None) -> dict:

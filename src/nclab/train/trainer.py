@@ -69,6 +69,27 @@ def limit_per_class(split: Split, n: int) -> Split:
     return Split(split.x[idx], split.y[idx])
 
 
+def check_dataset(ds: Dataset) -> None:
+    """A :class:`Dataset` built by hand: each split a tensor ``x`` (N, ...) with a matching 1-D integer tensor
+    ``y`` (N,) of class indices ``0..len(class_names)-1``; else one :class:`NclabError` naming the problem."""
+    k = len(ds.class_names)
+    for name, sp in (("train", ds.train), ("test", ds.test)):
+        x, y = sp.x, sp.y
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise NclabError(f"dataset {ds.name!r}: the {name} split's x and y must be torch tensors, got "
+                             f"{type(x).__name__} and {type(y).__name__}; wrap arrays with torch.from_numpy")
+        if y.dim() != 1 or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+            raise NclabError(f"dataset {ds.name!r}: {name} labels must be a 1-D integer tensor (N,), got "
+                             f"shape {tuple(y.shape)} dtype {y.dtype}")
+        if x.dim() < 2 or x.shape[0] != y.shape[0]:
+            raise NclabError(f"dataset {ds.name!r}: {name} x must be (N, ...) with one row per label, got x "
+                             f"{tuple(x.shape)} and {y.shape[0]} labels")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise NclabError(f"dataset {ds.name!r}: {name} label {bad} is outside 0..{k - 1} ({k} class_names); "
+                             "labels are 0-based indices into class_names")
+
+
 class Trainer:
     """Train one model on one dataset; see the module docstring for the guarantees.
 
@@ -124,6 +145,8 @@ class Trainer:
             except ImportError:
                 raise NclabError("nclab.data.load_dataset is not available in this install; pass dataset= to Trainer")
             ds = load_dataset(d["source"], image_size=d["image_size"])
+        else:
+            check_dataset(ds)  # a caller's own arrays: fail here with a plain message, not deep inside a step
         if d["subsample"] is not None:
             from nclab.data import subsample
 
@@ -135,6 +158,9 @@ class Trainer:
             n = d["limit_per_class"]
             ds = Dataset(ds.name, limit_per_class(ds.train, n), limit_per_class(ds.test, n), ds.class_names,
                          ds.source, ds.checksum, ds.hierarchy, dict(ds.meta))
+        if len(ds.train.y) == 0:
+            raise NclabError(f"the train split of {ds.name} is empty (after data.subsample/limit_per_class); "
+                             "nothing to train on")
         return ds
 
     def _build_hierarchy(self):

@@ -1,0 +1,221 @@
+"""Bad input found by audits of the command line and the Python API (session 11): each case ended in a traceback,
+a silently wrong number, a poisoned session or a half-written folder before; now one clear error (CLI: one ``error:`` line,
+exit 2, nothing written)."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from nclab.cli import main
+from nclab.commands.sweep import parse_grid
+from nclab.rundir import RunDir
+from nclab.utils.errors import NclabError
+from nclab.utils.io import read_jsonl
+
+
+def one_line_error(capsys, argv, needle):
+    assert main(argv) == 2
+    cap = capsys.readouterr()
+    assert cap.err.startswith("error: ") and cap.err.count("\n") == 1 and needle in cap.err, cap.err
+    return cap.err
+
+
+def test_a_damaged_middle_line_of_metrics_jsonl_is_an_error_not_a_shorter_history(tmp_path):
+    # reading stopped at the first bad line: a report then showed epoch 1's accuracy as the final one
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"epoch": 1}\n{"epoch": 2, "tes\n{"epoch": 3}\n')
+    with pytest.raises(NclabError, match=r"line 2 is not valid JSON .* later lines follow"):
+        read_jsonl(p)
+    p.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "tes')  # a torn last line is a crash mid-write
+    assert read_jsonl(p) == [{"epoch": 1}, {"epoch": 2}]
+
+
+@pytest.mark.parametrize("content", ["[1]", "null", "3"])
+def test_run_json_files_must_hold_objects(tmp_path, content):
+    rd = RunDir(tmp_path)
+    rd.path.mkdir(exist_ok=True)
+    rd.status_path.write_text(content)
+    with pytest.raises(NclabError, match="not an object"):
+        rd.read_status()
+
+
+def test_sweep_grid_names_each_axis_and_value_once():
+    assert parse_grid(["lr=0.1,0.01", "wd=5e-4"]) == {"lr": [0.1, 0.01], "wd": [5e-4]}
+    with pytest.raises(NclabError, match=r"names axis optim\.lr twice \('optim\.lr' and 'lr'\)"):
+        parse_grid(["optim.lr=0.1", "lr=0.2"])  # the table showed both; the cell trained with one of them
+    with pytest.raises(NclabError, match="repeats a value"):
+        parse_grid(["lr=0.1,0.1"])
+
+
+def test_reproduce_refuses_resume_with_force(tmp_path, capsys):
+    one_line_error(capsys, ["reproduce", "cifar10-coarse5", "--recipe", "tiny", "--data", "digits", "--resume",
+                            "--force", "--out", str(tmp_path / "rp")], "pass one of them")
+    assert not (tmp_path / "rp").exists()
+
+
+def test_recover_names_an_empty_npy_file(tmp_path, capsys):
+    (tmp_path / "empty0.npy").write_bytes(b"")
+    x = str(tmp_path / "empty0.npy")
+    one_line_error(capsys, ["recover", "--features-train", x, "--coarse-train", x, "--fine-train", x,
+                            "--features-test", x, "--coarse-pred", x, "--fine-test", x], "is not a readable .npy")
+
+
+def test_metrics_names_a_hierarchy_file_of_the_wrong_shape(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "H.npy", rng.normal(size=(40, 5)).astype(np.float32))
+    np.save(tmp_path / "y.npy", np.arange(40) % 4)
+    (tmp_path / "h.json").write_text("[0, 0, 1, 1]")
+    arrays = ["metrics", "--features", str(tmp_path / "H.npy"), "--labels", str(tmp_path / "y.npy")]
+    one_line_error(capsys, arrays + ["--hierarchy", str(tmp_path / "h.json")], "is not a hierarchy JSON")
+    one_line_error(capsys, arrays + ["--hierarchy", str(tmp_path / "gone.json")], "not found")
+    # a spec works as in nclab recover, and gives what the same hierarchy as a JSON file gives
+    from nclab.data import build_hierarchy
+
+    (tmp_path / "m2.json").write_text(json.dumps(build_hierarchy("mod:2", [str(i) for i in range(4)]).to_dict()))
+    outs = []
+    for spec in ("mod:2", str(tmp_path / "m2.json")):
+        assert main(arrays + ["--hierarchy", spec, "--json"]) == 0
+        outs.append(json.loads(capsys.readouterr().out))
+    assert outs[0] == outs[1] and "coarse" in json.dumps(outs[0])
+
+
+def test_metrics_on_a_run_whose_config_no_longer_builds_its_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", "tiny", "--run-dir", str(run), "--set", "optim.epochs=1", "--quiet"]) == 0
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"]["width"] = 2 * cfg["model"]["width"]  # edited after training
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    one_line_error(capsys, ["metrics", "--run", str(run), "--json"], "holds another model than")
+
+
+def test_dln_cifar_experiment_with_a_bad_data_source_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "dln"
+    assert main(["reproduce", "dln-cifar10-imbalanced", "--quick", "--data", f"imagefolder:{tmp_path}/none.tar.gz",
+                 "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not out.exists()  # it left config.yaml and status "running" behind
+
+
+def test_recover_names_train_label_arrays_of_different_lengths(tmp_path, capsys):
+    # without --hierarchy the hierarchy is inferred from (fine, coarse) pairs: the error blamed the hierarchy
+    rng = np.random.default_rng(0)
+    fine = np.arange(200) % 4
+    files = {"features-train": rng.normal(size=(200, 6)).astype(np.float32), "coarse-train": fine // 2,
+             "fine-train": fine[:160], "features-test": rng.normal(size=(40, 6)).astype(np.float32),
+             "coarse-pred": (np.arange(40) % 4) // 2, "fine-test": np.arange(40) % 4}
+    argv = ["recover"]
+    for k, v in files.items():
+        np.save(tmp_path / f"{k}.npy", v)
+        argv += [f"--{k}", str(tmp_path / f"{k}.npy")]
+    one_line_error(capsys, argv, "fine labels have 160 rows but coarse labels have 200")
+
+
+def test_metrics_take_gradient_tracking_tensors_and_stay_usable():
+    # features straight from a model and W = model.classifier.weight (an nn.Parameter) crashed in the out=
+    # work buffers, and the per-thread buffer then failed every later call in the session
+    import torch
+
+    from nclab.collapse import metrics_from_arrays
+    from nclab.models import build_model
+
+    torch.manual_seed(0)
+    m = build_model("mlp", 3, (4,), width=8, depth=1)
+    x, y = torch.randn(60, 4), torch.arange(60) % 3
+    want = metrics_from_arrays(m.features(x).detach(), y, m.classifier.weight.detach(), num_classes=3)
+    got = metrics_from_arrays(m.features(x), y, m.classifier.weight, num_classes=3)
+    assert got == pytest.approx(want, rel=1e-12, nan_ok=True)
+    H = np.random.default_rng(1).normal(size=(90, 50))  # D > 2K: the projected route and its buffers
+    yy = np.arange(90) % 3
+    a = metrics_from_arrays(torch.from_numpy(H).requires_grad_(), yy)
+    assert metrics_from_arrays(H, yy) == pytest.approx(a, rel=1e-12, nan_ok=True)
+
+
+def test_recovery_score_checks_the_fine_labels():
+    # a (N, 1) column or a length-1 array broadcast against the predictions into a wrong accuracy
+    from nclab.data.synthetic import make_hierarchical_gaussian
+    from nclab.finegrain import FineLabelRecovery
+
+    x, y, h = make_hierarchical_gaussian(2, 2, 8, n_per_class=20, fine_sep=4)
+    c = h.coarse_of(y)
+    r = FineLabelRecovery(h).fit(x, c, y)
+    assert r.score(x, c, y) == np.mean(r.predict(x, c) == y)
+    for bad, msg in ((y.reshape(-1, 1), "shape"), (y[:1], "shape"), (y + 4, "outside 0..3"), (y - 1, "outside")):
+        with pytest.raises(NclabError, match=msg):
+            r.score(x, c, bad)
+
+
+def test_trainer_checks_a_hand_built_dataset(tmp_path):
+    # out-of-range labels ended in torch's "Target 3 is out of bounds"; an empty train split "completed"
+    import torch
+
+    from nclab.data.types import Dataset, Split
+    from nclab.train import Trainer, load_config
+
+    cfg = load_config("tiny", ["optim.epochs=1", "data.source=synthetic"])
+    x, y = torch.randn(12, 4), torch.arange(12) % 3
+    cases = [(Split(x, y + 1), "train label 3 is outside 0..2"), (Split(x, y - 1), "train label -1 is outside"),
+             (Split(x, y.view(-1, 1)), "1-D integer tensor"), (Split(x, y.float()), "1-D integer tensor"),
+             (Split(x[:, 0], y), r"x must be \(N, ...\)"), (Split(x[:5], y), "one row per label"),
+             (Split(x.numpy(), y), "must be torch tensors"), (Split(x[:0], y[:0]), "train split of m is empty")]
+    for split, msg in cases:
+        with pytest.raises(NclabError, match=msg):
+            Trainer(cfg, tmp_path / "r", dataset=Dataset("m", split, Split(x, y), list("abc"))).fit()
+    assert not (tmp_path / "r").exists()
+    Trainer(cfg, tmp_path / "ok", dataset=Dataset("m", Split(x, y), Split(x, y), list("abc"))).fit()  # valid: trains
+
+
+def test_coarse_of_refuses_labels_outside_the_hierarchy():
+    import torch
+
+    from nclab.data import build_hierarchy
+
+    h = build_hierarchy("mod:2", list("abcd"))
+    assert list(h.coarse_of(np.array([0, 1, 2, 3]))) == [0, 1, 0, 1]
+    assert h.coarse_of(torch.tensor([[3, 2]])).tolist() == [[1, 0]]
+    for bad, msg in ((np.array([-1, 0]), "fine label -1 is outside 0..3"), (np.array([4]), "fine label 4"),
+                     (np.array([0.0, 1.0]), "integer"), (torch.tensor([-1]), "fine label -1"),
+                     (torch.tensor([1.0]), "integer")):
+        with pytest.raises(NclabError, match=msg):
+            h.coarse_of(bad)
+
+
+def test_linear_probe_checks_labels_like_the_recovery():
+    from nclab.data.synthetic import make_hierarchical_gaussian
+    from nclab.finegrain.probe import linear_probe
+
+    x, y, h = make_hierarchical_gaussian(2, 2, 8, n_per_class=20, fine_sep=4)
+    c = h.coarse_of(y)
+    base = linear_probe(x, c, y, x, c, y, h)["test_acc"]
+    assert linear_probe(x, c, y, x, c, y, h.fine_to_coarse)["test_acc"] == base  # an array hierarchy works
+    for args, msg in (((x, c, y + 0.5, x, c, y, h), "integers"), ((x, c, y, x, c[:-1], y, h), "rows"),
+                      ((x, c, y, x, c + 2, y, h), "predicted coarse label"), ((x, 1 - c, y, x, c, y, h), "disagree")):
+        with pytest.raises(NclabError, match=msg):
+            linear_probe(*args)
+
+
+def test_second_pass_checks_labels_like_the_first():
+    from nclab.collapse import ClassStats
+    from nclab.collapse.second_pass import SecondPass
+
+    rng = np.random.default_rng(0)
+    H, y = rng.normal(size=(30, 4)), np.arange(30) % 3
+    sp = SecondPass(ClassStats(3).update(H, y), rng.normal(size=(3, 4)))
+    for bad, msg in ((y + 5, "label 7 outside 0..2"), (y - 1, "label -1 outside"), (y + 0.5, "must be integers")):
+        with pytest.raises(NclabError, match=msg):
+            sp.update(H, bad)
+    sp.update(H, y.astype(np.float64))  # whole-number floats are labels, as in ClassStats
+    assert sp.n == 30
+
+
+def test_solve_ufm_refuses_a_prediction_for_another_problem():
+    # it ran and reported objective_rel_diff 34 against the optimum of a different problem
+    from nclab.theory import predict_ufm, solve_ufm
+
+    sol = solve_ufm([4, 2], iters=5, prediction=predict_ufm([4, 2], 1, 5e-4, 5e-4))
+    assert "objective_rel_diff" in sol.history[-1]
+    for pred in (predict_ufm([4, 3], 1, 5e-4, 5e-4), predict_ufm([4, 2], 2, 5e-4, 5e-4),
+                 predict_ufm([4, 2], 1, 1e-3, 5e-4), predict_ufm([4, 2], 1, 5e-4, 5e-4, bias=True)):
+        with pytest.raises(NclabError, match="pass predict_ufm\\(\\) of the same problem"):
+            solve_ufm([4, 2], iters=5, prediction=pred)
