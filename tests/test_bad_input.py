@@ -219,3 +219,25 @@ def test_solve_ufm_refuses_a_prediction_for_another_problem():
                  predict_ufm([4, 2], 1, 1e-3, 5e-4), predict_ufm([4, 2], 1, 5e-4, 5e-4, bias=True)):
         with pytest.raises(NclabError, match="pass predict_ufm\\(\\) of the same problem"):
             solve_ufm([4, 2], iters=5, prediction=pred)
+
+
+def test_small_api_argument_checks():
+    import torch
+
+    from nclab.collapse import etf_target, metrics_from_arrays
+    from nclab.models import build_model
+
+    for args, msg in ((("mlp", 0, (4,)), "num_classes must be a positive integer"),
+                      (("mlp", 3.0, (4,)), "num_classes must be a positive integer"),
+                      (("mlp", 3, 4), "input_shape must be a tuple"), (("mlp", 3, (0,)), "input_shape")):
+        with pytest.raises(NclabError, match=msg):
+            build_model(*args)
+    assert build_model("mlp", np.int64(3), (4,))(torch.zeros(2, 4)).shape == (2, 3)
+    with pytest.raises(NclabError, match="K >= 1"):
+        etf_target(0)
+    rng = np.random.default_rng(0)
+    H, y, W = rng.normal(size=(40, 5)), np.arange(40) % 4, rng.normal(size=(4, 5))
+    assert metrics_from_arrays(H, y, W.tolist()) == pytest.approx(metrics_from_arrays(H, y, W), nan_ok=True)
+    for bs in (0, -5, 2.5):
+        with pytest.raises(NclabError, match="batch_size must be a positive integer"):
+            metrics_from_arrays(H, y, batch_size=bs)

@@ -201,7 +201,9 @@ def frame_error(gram, target) -> float:
 
 
 def etf_target(k: int) -> torch.Tensor:
-    """The simplex-ETF Gram I − 11ᵀ/K (Frobenius norm √(K−1))."""
+    """The simplex-ETF Gram I − 11ᵀ/K (Frobenius norm √(K−1)), (K, K)."""
+    if int(k) < 1:
+        raise NclabError(f"etf_target needs K >= 1 classes, got {k}")
     return torch.eye(k, dtype=_F64) - 1.0 / k
 
 
@@ -317,10 +319,14 @@ def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None,
         raise NclabError(f"label {int(yy.max())} implies {int(yy.max()) + 1} classes for {h.shape[0]} samples; "
                          "labels must be 0-based class indices (remap them, e.g. numpy.unique(y, return_inverse=True)) "
                          "or pass num_classes")
+    if W is not None and not isinstance(W, (torch.Tensor, np.ndarray)):
+        W = np.asarray(W, dtype=np.float64)  # a nested list, as b already may be
     k = int(num_classes) if num_classes is not None else (
         int(W.shape[0]) if W is not None else int(yy.max()) + 1)
     if scatter is None:
         scatter = int(h.shape[1]) <= 2 * k
+    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
+        raise NclabError(f"batch_size must be a positive integer (rows per chunk) or None, got {batch_size!r}")
     first_batch = batch_size
     if batch_size is None:  # cache-sized chunks on CPU (1024 x 512 float64 = 4 MB), large ones to fill a GPU
         cuda = torch.device(device).type == "cuda"

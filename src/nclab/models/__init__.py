@@ -12,6 +12,7 @@ import difflib
 import inspect
 from functools import partial
 
+import numpy as np
 
 from nclab.models.base import NCModel, flip_mean_features
 from nclab.models.fastnet import fastnet_data_init, fastnet_stages
@@ -82,6 +83,12 @@ def build_model(name: str, num_classes: int, input_shape: tuple, **kw) -> NCMode
         close = difflib.get_close_matches(str(name), MODEL_NAMES, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise NclabError(f"unknown model {name!r}{hint}; choose one of {', '.join(MODEL_NAMES)}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+        raise NclabError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if isinstance(input_shape, (int, np.integer)) or not all(isinstance(d, (int, np.integer)) and d > 0
+                                                             for d in tuple(input_shape)):
+        raise NclabError(f"input_shape must be a tuple of positive ints per sample, e.g. (3, 32, 32) or (20,), "
+                         f"got {input_shape!r}")
     head = {k: kw.pop(k) for k in HEAD_KWARGS if k in kw}
     allowed = model_kwargs(name)
     bad = [k for k in kw if k not in allowed]
