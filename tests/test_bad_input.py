@@ -241,3 +241,84 @@ def test_small_api_argument_checks():
     for bs in (0, -5, 2.5):
         with pytest.raises(NclabError, match="batch_size must be a positive integer"):
             metrics_from_arrays(H, y, batch_size=bs)
+
+
+# --- found by the crash-safety audit (SIGKILL at chosen calls, then --resume) --------------------------------
+
+def test_a_sweep_cell_with_a_partial_results_json_is_not_complete(tmp_path):
+    # killed after the first of run_experiment's results writes, the cell was skipped forever (probe and
+    # pursuit results lost)
+    from nclab.commands.sweep import _cell_done
+
+    rd = RunDir(tmp_path / "cell")
+    rd.path.mkdir()
+    rd.write_status("complete")
+    rd.write_results({"recovery": {"test_acc": 0.5}})
+    assert not _cell_done(rd.path)
+    rd.write_results({"recovery": {"test_acc": 0.5}, "wall_time_s": 3.0})
+    assert _cell_done(rd.path)
+
+
+def test_numbered_checkpoint_is_written_before_last_pt(tmp_path, monkeypatch):
+    # last.pt first: a kill between the two writes lost that epoch's numbered checkpoint for good
+    import nclab.train.trainer as trainer_mod
+    from nclab.train import Trainer, load_config
+
+    order = []
+    real = trainer_mod.atomic_torch_save
+    monkeypatch.setattr(trainer_mod, "atomic_torch_save", lambda p, o: order.append(p.name) or real(p, o))
+    cfg = load_config("tiny", ["optim.epochs=2", "data.source=synthetic", "train.keep_checkpoints=true"])
+    Trainer(cfg, tmp_path / "r").fit()
+    assert order == ["epoch_0001.pt", "last.pt", "epoch_0002.pt", "last.pt"]
+
+
+def test_resume_removes_temp_files_of_a_killed_write(tmp_path):
+    from nclab.train import Trainer, load_config
+    from nclab.utils.io import remove_stale_temps
+
+    cfg = load_config("tiny", ["optim.epochs=1", "data.source=synthetic"])
+    Trainer(cfg, tmp_path / "r").fit()
+    stale = [tmp_path / "r" / "checkpoints" / ".last.pt.0ldm5g7t.tmp", tmp_path / "r" / ".results.json.zh4bapfw.tmp"]
+    keep = [tmp_path / "r" / "notes.tmp", tmp_path / "r" / ".hidden.tmp"]  # not an atomic write's name
+    for p in stale + keep:
+        p.write_bytes(b"x")
+    Trainer(load_config("tiny", ["optim.epochs=2", "data.source=synthetic"]), tmp_path / "r").fit(resume=True)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+    assert remove_stale_temps(tmp_path / "r") == 0
+
+
+def test_reproduce_resume_keeps_the_paused_runs_time_limit(tmp_path, monkeypatch):
+    # the pause message promises "each resume runs one more slice", but reproduce/sweep rebuilt the config from
+    # the command line: a plain --resume ran to the end (and could overrun a GPU slice)
+    import nclab.finegrain.experiments as ex
+
+    rd = RunDir(tmp_path / "rp")
+    rd.path.mkdir()
+    rd.write_config({"train": {"time_limit_s": 7.5}})
+    seen = []
+
+    def stop(*a, overrides=None, **k):
+        seen.append(list(overrides))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(ex, "build_config", stop)
+    for resume, given in ((True, []), (True, ["train.time_limit_s=null"]), (True, ["train.time_limit_s=3"]),
+                          (False, [])):
+        with pytest.raises(RuntimeError, match="stop here"):
+            ex.run_experiment("cifar10-coarse5", recipe="tiny", overrides=given, out=rd.path, resume=resume)
+    assert seen == [["train.time_limit_s=7.5"], ["train.time_limit_s=null"], ["train.time_limit_s=3"], []]
+
+
+def test_sweep_rerun_keeps_a_paused_cells_time_limit(tmp_path):
+    from argparse import Namespace
+
+    from nclab.commands.sweep import _inherited_time_limit
+
+    cells = [tmp_path / "lr=0.1", tmp_path / "lr=0.01"]
+    assert _inherited_time_limit(Namespace(time_limit=None, overrides=[]), cells) == []
+    rd = RunDir(cells[1])
+    rd.path.mkdir()
+    rd.write_config({"train": {"time_limit_s": 60}})
+    assert _inherited_time_limit(Namespace(time_limit=None, overrides=[]), cells) == ["train.time_limit_s=60"]
+    assert _inherited_time_limit(Namespace(time_limit=5.0, overrides=[]), cells) == []
+    assert _inherited_time_limit(Namespace(time_limit=None, overrides=["train.time_limit_s=null"]), cells) == []

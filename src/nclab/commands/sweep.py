@@ -72,7 +72,8 @@ def _cell_done(d: Path) -> bool:
     from nclab.rundir import RunDir
 
     r = RunDir(d)
-    return r.read_status().get("status") == "complete" and "recovery" in r.read_results()
+    res = r.read_results()  # wall_time_s comes with run_experiment's last results write only: every stage done
+    return r.read_status().get("status") == "complete" and "recovery" in res and "wall_time_s" in res
 
 
 # config keys that change how a cell runs, not what it trains: a finished cell stays valid across them
@@ -86,6 +87,22 @@ def _nc1(d: Path):
     return vals[-1] if vals else None
 
 
+def _inherited_time_limit(args, cell_dirs: list[Path]) -> list[str]:
+    """A sweep paused by ``--time-limit`` and rerun without one keeps its slice length for every cell (the pause
+    message promises each rerun is one more slice); an explicit ``--time-limit`` or ``--set
+    train.time_limit_s=...`` wins."""
+    from nclab.rundir import RunDir
+
+    if args.time_limit is not None or any(o.split("=", 1)[0].strip() == "train.time_limit_s" for o in args.overrides):
+        return []
+    for d in cell_dirs:
+        r = RunDir(d)
+        old = r.read_config().get("train", {}).get("time_limit_s") if r.config_path.exists() else None
+        if old is not None:
+            return [f"train.time_limit_s={old}"]
+    return []
+
+
 def run(args) -> int:
     from nclab.finegrain.experiments import build_config, check_max_train, run_experiment, time_limit_override
     from nclab.rundir import RunDir
@@ -97,12 +114,13 @@ def run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{args.experiment}-{Path(str(args.recipe)).stem}"
     exp = RunDir(out)
     cells = [dict(zip(axes, vals)) for vals in itertools.product(*axes.values())]
+    limit = _inherited_time_limit(args, [out / cell_name(c) for c in cells])
     # every cell's config is built (= validated) before any cell trains, and a finished cell must have been
     # trained with the config asked for now (else its numbers would silently stand in for another sweep's)
     plan = []  # (cell, run dir, overrides, skip: complete and not --force)
     for cell in cells:
         d = out / cell_name(cell)
-        ov = [f"{ALIASES.get(k, k)}={v}" for k, v in cell.items()] + time_limit_override(args)
+        ov = [f"{ALIASES.get(k, k)}={v}" for k, v in cell.items()] + time_limit_override(args) + limit
         try:
             cfg = build_config(args.experiment, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy,
                                overrides=ov, epochs=args.epochs, device=args.device, run_name=d.name)

@@ -270,6 +270,13 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
         raise NclabError(f"unknown experiment {name!r}; use one of {', '.join(EXPERIMENTS)}")
     check_max_train(max_train)
     out = default_out(name, recipe, out)
+    overrides = list(overrides or [])
+    if resume and not any(o.split("=", 1)[0].strip() == "train.time_limit_s" for o in overrides):
+        # a paused run keeps its slice length: each --resume runs one more slice, as the pause message says
+        # (an explicit --time-limit or --set train.time_limit_s=null wins)
+        old = RunDir(out).read_config().get("train", {}).get("time_limit_s") if RunDir(out).config_path.exists() else None
+        if old is not None:
+            overrides.append(f"train.time_limit_s={old}")
     cfg = build_config(name, recipe=recipe, data=data, hierarchy=hierarchy, overrides=overrides, epochs=epochs,
                        device=device, run_name=out.name)
     run = RunDir(out)

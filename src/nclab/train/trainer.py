@@ -43,7 +43,7 @@ from nclab.train.config import config_diff, load_config
 from nclab.train.schedules import lr_at
 from nclab.utils import clock
 from nclab.utils.errors import NclabError, RunPaused
-from nclab.utils.io import atomic_torch_save, atomic_write_text, json_clean, torch_load
+from nclab.utils.io import atomic_torch_save, atomic_write_text, json_clean, remove_stale_temps, torch_load
 from nclab.utils.progress import progress, say
 from nclab.utils.seed import seed_everything
 
@@ -307,9 +307,11 @@ class Trainer:
             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
             "num_classes": self.num_classes, "lookahead": self._lookahead,
         }
-        path = atomic_torch_save(self._ckpt_path(), state)
+        # the numbered copy first: a kill between the two writes then leaves last.pt one epoch behind (that epoch
+        # is retrained and both are written again), never an epoch that is neither kept nor retrained
         if self.cfg["train"]["keep_checkpoints"]:
             atomic_torch_save(self._ckpt_path(f"epoch_{self.epoch:04d}.pt"), state)
+        path = atomic_torch_save(self._ckpt_path(), state)
         self._last_ckpt = (self.epoch, path)
         return path
 
@@ -365,6 +367,8 @@ class Trainer:
     # training ------------------------------------------------------------------------------
     def _start(self, resume: bool, force: bool) -> None:
         run = self.run
+        if (resume or force) and run.path.is_dir():
+            remove_stale_temps(run.path)  # left by a kill mid-write: never read, only take space
         if resume and not self._ckpt_path().exists():
             say(f"no checkpoint in {run.checkpoints} yet: starting {run.path} from scratch")
             resume, force = False, True  # killed before the first checkpoint: nothing valid to keep

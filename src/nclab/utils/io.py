@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +40,24 @@ def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) ->
             pass
         raise
     return path
+
+
+_TEMP_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # what _atomic's mkstemp names look like
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete the temp files that atomic writes under ``folder`` (recursively) left when their process was
+    killed mid-write; they are never read and a checkpoint's can be ~100 MB. Only for folders no other process
+    is writing to (a run being resumed or overwritten). Returns how many were removed."""
+    n = 0
+    for p in Path(folder).rglob(".*.tmp"):
+        if p.is_file() and _TEMP_NAME.fullmatch(p.name):
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+    return n
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
