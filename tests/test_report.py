@@ -142,6 +142,21 @@ def test_unfinished_run_gets_a_banner(tmp_path, status, needle):
     check_images(run / "report.html")
 
 
+def test_an_experiment_whose_later_stages_are_missing_is_not_called_complete(tmp_path):
+    # status.json says the *training* is complete before recovery and the baselines run: after a kill, or
+    # while the fine-label baseline is paused, the report read "complete" with the baselines silently missing
+    run = make_run(tmp_path / "exp", features=False)
+    res = json.loads((run / "results.json").read_text())
+    del res["wall_time_s"]
+    (run / "results.json").write_text(json.dumps(res))
+    (run / "baseline").mkdir()
+    (run / "baseline" / "status.json").write_text(json.dumps({"status": "paused"}))
+    text = write_report(run, strict=True).read_text()
+    banner = re.search(r'<div class="banner warn">(.*?)</div>', text, re.S)
+    assert banner and "The experiment has not finished" in banner.group(1) and '"paused"' in banner.group(1)
+    assert "training complete, experiment unfinished" in text
+
+
 def test_complete_run_has_no_banner(tmp_path):
     text = write_report(make_run(tmp_path / "ok", features=False), strict=True).read_text()
     assert 'class="banner' not in text

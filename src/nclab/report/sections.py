@@ -176,6 +176,22 @@ def report_link(run_path: Path, from_dir: Path) -> str | None:
 # ---- header -------------------------------------------------------------------------------------------
 
 
+def experiment_unfinished(run: RunData) -> bool:
+    """A paper experiment run (``nclab reproduce cifar10-*``: results.json carries ``paper``) whose final results
+    write, the one that adds ``wall_time_s``, has not happened."""
+    return "paper" in run.results and "wall_time_s" not in run.results
+
+
+def _read_status_quietly(path) -> str | None:
+    import json
+
+    try:
+        d = json.loads(path.read_text())
+        return str(d.get("status")) if isinstance(d, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
 def status_banner(run: RunData) -> str:
     st, msg = run.status_name, str(run.status.get("message") or "")
     epoch = run.status.get("epoch")
@@ -198,6 +214,14 @@ def status_banner(run: RunData) -> str:
     elif st == "running":
         return ('<div class="banner warn"><strong>The run has not finished.</strong>Its status is "running": it is in '
                 "progress, or it died without recording why. Figures show what was logged so far.</div>")
+    elif st == "complete" and experiment_unfinished(run):
+        # status.json describes the training run; an experiment's later stages (recovery, baselines, the
+        # fine-label baseline run) add wall_time_s to results.json with their last write only
+        sub = _read_status_quietly(run.path / "baseline" / "status.json")
+        extra = f' Its fine-label baseline run is "{esc(sub)}".' if sub and sub != "complete" else ""
+        return ('<div class="banner warn"><strong>The experiment has not finished.</strong>Training is complete, '
+                "but the later stages (recovery, baselines) have not all been written: it is in progress, paused or "
+                f"was killed.{extra} Continue it with --resume; tables show what was measured so far.</div>")
     else:
         return ""
     detail = f"<br>Message: {esc(msg)}" if msg else ""
@@ -207,6 +231,8 @@ def status_banner(run: RunData) -> str:
 def header(run: RunData, toc: list[tuple[str, str]]) -> str:
     st = run.status_name
     label = STATUS_TEXT.get(st, st)
+    if st == "complete" and experiment_unfinished(run):
+        label = "training complete, experiment unfinished"
     if run.status.get("resumed"):
         label += " (resumed from a checkpoint)"
     ds = dataset_info(run)
