@@ -322,3 +322,58 @@ def test_sweep_rerun_keeps_a_paused_cells_time_limit(tmp_path):
     assert _inherited_time_limit(Namespace(time_limit=None, overrides=[]), cells) == ["train.time_limit_s=60"]
     assert _inherited_time_limit(Namespace(time_limit=5.0, overrides=[]), cells) == []
     assert _inherited_time_limit(Namespace(time_limit=None, overrides=["train.time_limit_s=null"]), cells) == []
+
+
+# --- found by the review of this session's changes ----------------------------------------------------------
+
+def test_a_saved_run_with_head_width_and_a_one_layer_head_still_loads(tmp_path):
+    # runs saved before the head_width rule (dln-cifar10-imbalanced's M = 1 sub-runs) must resume and measure;
+    # a new config with the same keys is still an error
+    from nclab.train import load_config
+
+    run = tmp_path / "old"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "mlp", "head_depth": 1, "head_width": 16}}))
+    assert load_config(str(run / "config.yaml"))["model"]["head_width"] is None
+    (tmp_path / "new.yaml").write_text((run / "config.yaml").read_text())
+    with pytest.raises(NclabError, match="head_width"):
+        load_config(str(tmp_path / "new.yaml"))
+
+
+def test_end_of_options_marker_is_left_alone(tmp_path, capsys):
+    # `nclab report -- -1` (a folder named -1) became "--=-1": an ambiguous-option error
+    one_line_error(capsys, ["report", "--", "-1"], "-1")
+
+
+def test_whole_float_batch_size_and_trimmed_buffers():
+    from nclab.collapse import metrics_from_arrays
+    from nclab.collapse.stats import thread_scratch
+
+    rng = np.random.default_rng(0)
+    H, y = rng.normal(size=(3000, 8)), np.arange(3000) % 3
+    a = metrics_from_arrays(H, y, batch_size=np.float64(512))
+    assert metrics_from_arrays(H, y, batch_size=512) == pytest.approx(a, nan_ok=True)
+    H = rng.normal(size=(40_000, 300))  # 40,000 x 300 float64 buffers (96 MB each) must not stay pinned
+    metrics_from_arrays(H, np.arange(40_000) % 3, batch_size=40_000)
+    assert max((t.numel() * t.element_size() for t in thread_scratch()._t.values()), default=0) <= 64 << 20
+
+
+def test_force_does_not_clean_a_folder_that_holds_no_run(tmp_path):
+    from nclab.train import Trainer, load_config
+
+    other = tmp_path / "project" / ".data.12345678.tmp"  # a user's file with a temp-like name
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"x")
+    Trainer(load_config("tiny", ["optim.epochs=1", "data.source=synthetic"]), tmp_path).fit(force=True)
+    assert other.exists()
+
+
+def test_sweep_force_does_not_inherit_a_time_limit(tmp_path):
+    from argparse import Namespace
+
+    from nclab.commands.sweep import _inherited_time_limit
+
+    rd = RunDir(tmp_path / "lr=0.1")
+    rd.path.mkdir()
+    rd.write_config({"train": {"time_limit_s": 60}})
+    assert _inherited_time_limit(Namespace(time_limit=None, overrides=[], force=True), [rd.path]) == []

@@ -73,6 +73,9 @@ def _join_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> l
     i = 0
     while i < len(argv):
         tok = argv[i]
+        if tok == "--":  # end of options: everything after it is a positional, as typed
+            out += argv[i:]
+            break
         if (tok.startswith("--") and "=" not in tok and tok not in flags and i + 1 < len(argv)
                 and _NEGATIVE_VALUE.fullmatch(argv[i + 1])):
             out.append(f"{tok}={argv[i + 1]}")

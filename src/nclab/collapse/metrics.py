@@ -327,6 +327,8 @@ def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None,
         scatter = int(h.shape[1]) <= 2 * k
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
         raise NclabError(f"batch_size must be a positive integer (rows per chunk) or None, got {batch_size!r}")
+    if batch_size is not None:
+        batch_size = int(batch_size)
     first_batch = batch_size
     if batch_size is None:  # cache-sized chunks on CPU (1024 x 512 float64 = 4 MB), large ones to fill a GPU
         cuda = torch.device(device).type == "cuda"
@@ -338,15 +340,19 @@ def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None,
     cpu = torch.device(device).type == "cpu"
     if cpu:  # the passes run one after the other: one set of work buffers, kept for the next call
         stats._scratch = thread_scratch()
-    for i in range(0, h.shape[0], first_batch):
-        stats.update(h[i : i + first_batch].to(device), yy[i : i + first_batch])
-    second = None
-    if W is not None or not scatter:
-        second = SecondPass(stats, W, b, project=not scatter, rank_rtol=rank_rtol)
-        if cpu:
-            second._scratch = thread_scratch()
-        for i in range(0, h.shape[0], batch_size):
-            second.update(h[i : i + batch_size].to(device), yy[i : i + batch_size])
+    try:
+        for i in range(0, h.shape[0], first_batch):
+            stats.update(h[i : i + first_batch].to(device), yy[i : i + first_batch])
+        second = None
+        if W is not None or not scatter:
+            second = SecondPass(stats, W, b, project=not scatter, rank_rtol=rank_rtol)
+            if cpu:
+                second._scratch = thread_scratch()
+            for i in range(0, h.shape[0], batch_size):
+                second.update(h[i : i + batch_size].to(device), yy[i : i + batch_size])
+    finally:
+        if cpu:  # keep cache-sized buffers only: a caller's huge batch_size must not pin its buffers for good
+            thread_scratch().trim(64 << 20)
     return compute_metrics(stats, W, b, second=second, rank_rtol=rank_rtol)
 
 

@@ -58,6 +58,10 @@ class Scratch:
             self._t[name] = t
         return t[:n].view(shape)
 
+    def trim(self, max_bytes: int) -> None:
+        """Drop buffers larger than ``max_bytes`` (a long-lived scratch keeps only cache-sized ones)."""
+        self._t = {k: t for k, t in self._t.items() if t.numel() * t.element_size() <= max_bytes}
+
 
 _THREAD_SCRATCH = threading.local()
 

@@ -93,8 +93,9 @@ def _inherited_time_limit(args, cell_dirs: list[Path]) -> list[str]:
     train.time_limit_s=...`` wins."""
     from nclab.rundir import RunDir
 
-    if args.time_limit is not None or any(o.split("=", 1)[0].strip() == "train.time_limit_s" for o in args.overrides):
-        return []
+    if (getattr(args, "force", False) or args.time_limit is not None
+            or any(o.split("=", 1)[0].strip() == "train.time_limit_s" for o in args.overrides)):
+        return []  # --force retrains from scratch, like reproduce --force
     for d in cell_dirs:
         r = RunDir(d)
         old = r.read_config().get("train", {}).get("time_limit_s") if r.config_path.exists() else None

@@ -220,8 +220,9 @@ def status_banner(run: RunData) -> str:
         sub = _read_status_quietly(run.path / "baseline" / "status.json")
         extra = f' Its fine-label baseline run is "{esc(sub)}".' if sub and sub != "complete" else ""
         return ('<div class="banner warn"><strong>The experiment has not finished.</strong>Training is complete, '
-                "but the later stages (recovery, baselines) have not all been written: it is in progress, paused or "
-                f"was killed.{extra} Continue it with --resume; tables show what was measured so far.</div>")
+                "but the later stages (recovery, baselines) have not all been written: it is in progress, paused, "
+                f"was killed or failed (see the command's error).{extra} Continue it with --resume; tables show what "
+                "was measured so far.</div>")
     else:
         return ""
     detail = f"<br>Message: {esc(msg)}" if msg else ""

@@ -244,6 +244,15 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
+def _saved_run_fixups(raw: dict) -> None:
+    """A run's saved config.yaml may predate a rule; keep such runs resumable and measurable when the rule changed
+    nothing they computed. Session 11: model.head_width with head_depth 1 is now an error, but a one-layer head
+    always ignored it (dln-cifar10-imbalanced saved it for its M = 1 sub-runs)."""
+    m = raw.get("model")
+    if isinstance(m, dict) and m.get("head_width") is not None and m.get("head_depth", 1) == 1:
+        m["head_width"] = None
+
+
 def load_config(source: str | os.PathLike | dict | None = None, overrides: list[str] | None = None) -> dict:
     """Load (YAML path, shipped name, or dict), apply ``key=value`` overrides, validate, fill defaults."""
     if source is None:
@@ -260,6 +269,8 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
             raise NclabError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file")
         if not isinstance(raw, dict):
             raise NclabError(f"{path} must hold a mapping of config sections, got {type(raw).__name__}")
+        if (path.parent / "checkpoints").is_dir():
+            _saved_run_fixups(raw)
     cfg = _check(raw, SCHEMA)  # validate the file first: its errors name its own keys
     for item in overrides or []:
         keys, value = parse_override(item)

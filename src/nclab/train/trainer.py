@@ -367,7 +367,7 @@ class Trainer:
     # training ------------------------------------------------------------------------------
     def _start(self, resume: bool, force: bool) -> None:
         run = self.run
-        if (resume or force) and run.path.is_dir():
+        if (resume or force) and (run.metrics_path.exists() or self._ckpt_path().exists()):  # a run's folder only
             remove_stale_temps(run.path)  # left by a kill mid-write: never read, only take space
         if resume and not self._ckpt_path().exists():
             say(f"no checkpoint in {run.checkpoints} yet: starting {run.path} from scratch")
