@@ -377,3 +377,30 @@ def test_sweep_force_does_not_inherit_a_time_limit(tmp_path):
     rd.path.mkdir()
     rd.write_config({"train": {"time_limit_s": 60}})
     assert _inherited_time_limit(Namespace(time_limit=None, overrides=[], force=True), [rd.path]) == []
+
+
+def test_more_api_argument_checks(tmp_path, capsys):
+    from nclab.collapse import equiangular, equinorm, maxangle
+    from nclab.finegrain import FineLabelRecovery, kmeans
+    from nclab.train import load_config
+
+    rng = np.random.default_rng(0)
+    for fn in (equinorm, equiangular, maxangle):
+        with pytest.raises(NclabError, match=r"needs a \(K, D\) matrix"):
+            fn(rng.normal(size=5))
+    x = rng.normal(size=(20, 3))
+    for k in (2.5, "2", True):
+        with pytest.raises(NclabError, match="integer number of clusters"):
+            kmeans(x, k)
+    assert kmeans(x, np.int64(2)).labels.shape == (20,)
+    y = np.arange(20) % 4
+    for h, msg in (([0, 0, 2, 2], "without fine classes"), ("mod:2", "is a spec"), ([[0, 1]], "1-D"),
+                   ([0, -1, 1, 1], "1-D non-negative")):
+        with pytest.raises(NclabError, match=msg):
+            FineLabelRecovery(h).fit(x, np.asarray([0, 0, 1, 1])[y], y)
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    with pytest.raises(NclabError, match="is empty"):
+        load_config(str(tmp_path / "empty.yaml"))
+    for group in ("data", "ufm", "reproduce"):  # a group without its sub-command: usage, exit 2
+        assert main([group]) == 2
+        assert "usage:" in capsys.readouterr().err

@@ -160,28 +160,40 @@ def _pair_cosines(vectors: torch.Tensor) -> torch.Tensor:
     return g[iu[0], iu[1]] / (norms[iu[0]] * norms[iu[1]])
 
 
+def _rows(vectors, what: str) -> torch.Tensor:
+    """``vectors`` as a float64 (K, D) matrix, one vector per row; else one clear error."""
+    v = _t(vectors)
+    if v.dim() != 2:
+        raise NclabError(f"{what} needs a (K, D) matrix, one vector per row (class means or classifier rows), "
+                         f"got shape {tuple(v.shape)}")
+    return v
+
+
 def equinorm(vectors) -> float:
     """std/mean of the row norms ‖v_k‖ (population std, ddof=0; Papyan et al. 2020 NC2 equinorm).
 
-    Use rows μ_k − μ_G for ``equinorm_means`` and w_k for ``equinorm_weights``. ``nan`` if all norms are 0.
+    Use rows μ_k − μ_G for ``equinorm_means`` and w_k for ``equinorm_weights``: ``vectors`` (K, D). ``nan`` if all
+    norms are 0.
     """
-    v = _t(vectors)
+    v = _rows(vectors, "equinorm")
     norms = v.norm(dim=1)
     mean = norms.mean()
     return _f(norms.std(correction=0) / mean) if mean > 0 else NAN
 
 
 def equiangular(vectors) -> float:
-    """std over pairs k < l of cos(v_k, v_l) (population std; Papyan et al. 2020 NC2). ``nan`` for K < 2."""
-    v = _t(vectors)
+    """std over pairs k < l of cos(v_k, v_l) (population std; Papyan et al. 2020 NC2), ``vectors`` (K, D).
+    ``nan`` for K < 2."""
+    v = _rows(vectors, "equiangular")
     if v.shape[0] < 2:
         return NAN
     return _f(_pair_cosines(v).std(correction=0))
 
 
 def maxangle(vectors) -> float:
-    """mean over pairs k < l of |cos(v_k, v_l) + 1/(K−1)| (Papyan et al. 2020 NC2). ``nan`` for K < 2."""
-    v = _t(vectors)
+    """mean over pairs k < l of |cos(v_k, v_l) + 1/(K−1)| (Papyan et al. 2020 NC2), ``vectors`` (K, D).
+    ``nan`` for K < 2."""
+    v = _rows(vectors, "maxangle")
     k = v.shape[0]
     if k < 2:
         return NAN

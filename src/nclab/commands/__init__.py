@@ -1,1 +1,10 @@
 """CLI subcommands: one module each, with ``add_parser(subparsers)``. See nclab.cli."""
+
+
+def missing_subcommand(parser) -> int:
+    """A command group run without its sub-command: the usage on stderr and exit 2, as argparse does for a
+    missing argument (exit 0 would tell a script that something ran)."""
+    import sys
+
+    parser.print_help(sys.stderr)
+    return 2

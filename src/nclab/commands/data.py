@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 
+from nclab.commands import missing_subcommand
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="inspect data sources (see `nclab data info --help`)")
@@ -25,7 +27,7 @@ def add_parser(sub) -> None:
     info.add_argument("--json", action="store_true", help="print only JSON on stdout")
     info.add_argument("--quiet", action="store_true", help="no progress bars")
     info.set_defaults(func=run_info)
-    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+    p.set_defaults(func=lambda args: missing_subcommand(p))
 
 
 def dataset_info(ds, hierarchy=None) -> dict:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import os
 
+from nclab.commands import missing_subcommand
+
 EXPERIMENT_MODULES = [
     "nclab.finegrain.experiments",  # cifar10-coarse5, cifar100-coarse20, cifar10-finer
     "nclab.theory.experiments",  # dln-synthetic, dln-cifar10-imbalanced, hierarchy-synthetic
@@ -28,7 +30,7 @@ def add_parser(sub) -> None:
         mod.add_experiments(exp)
     for choice in exp.choices.values():  # every experiment ends with its HTML report
         choice.set_defaults(func=_with_report(choice.get_default("func")))
-    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+    p.set_defaults(func=lambda args: missing_subcommand(p))
 
 
 def _with_report(func):

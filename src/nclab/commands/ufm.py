@@ -6,15 +6,15 @@
 
 from __future__ import annotations
 
-from nclab.utils.io import json_clean as _clean
-
 import argparse
 import json
 import math
 
 import numpy as np
 
+from nclab.commands import missing_subcommand
 from nclab.utils.errors import NclabError
+from nclab.utils.io import json_clean as _clean
 
 _COLS = ("x", "sigma2", "w_norm2", "h_norm2", "w_dot_h")
 
@@ -71,7 +71,7 @@ def add_parser(sub) -> None:
     ps.add_argument("--device", default="cpu", help="torch device (default cpu; e.g. cuda)")
     ps.add_argument("--quiet", action="store_true", help="no progress output")
     ps.set_defaults(func=_solve)
-    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+    p.set_defaults(func=lambda args: missing_subcommand(p))
 
 
 def _args(args) -> dict:

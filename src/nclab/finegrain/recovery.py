@@ -131,8 +131,19 @@ class FineLabelRecovery:
         h = self.hierarchy
         if isinstance(h, Hierarchy):
             return h.fine_to_coarse
+        if isinstance(h, str):
+            raise NclabError(f"hierarchy {h!r} is a spec; build it with nclab.data.build_hierarchy(spec, class_names) "
+                             "or pass a fine->coarse array")
         if h is not None:
-            return np.asarray(h, dtype=np.int64)
+            a = np.asarray(h)
+            if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer) or a.min() < 0:
+                raise NclabError(f"a hierarchy array must be 1-D non-negative integers (fine class -> coarse class), "
+                                 f"got shape {a.shape} dtype {a.dtype}")
+            missing = sorted(set(range(int(a.max()) + 1)) - set(a.tolist()))
+            if missing:
+                raise NclabError(f"hierarchy array leaves coarse classes {missing[:5]} without fine classes; coarse "
+                                 "classes must be numbered 0..C-1")
+            return a.astype(np.int64)
         if coarse is None or fine is None:
             raise NclabError("FineLabelRecovery needs a hierarchy or fine labels in fit to know k per superclass")
         if len(fine) != len(coarse):  # zip() below would pair the first rows and drop the rest

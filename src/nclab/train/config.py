@@ -262,11 +262,14 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
     else:
         path = resolve_config_path(source)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text())
         except UnicodeDecodeError:
             raise NclabError(f"{path} is not UTF-8 text; pass a YAML config file") from None
         except yaml.YAMLError as e:
             raise NclabError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file")
+        if raw is None:  # an empty file is a mistake more often than a wish for every default
+            raise NclabError(f"{path} is empty; write the config sections (see configs/tiny.yaml), or pass no "
+                             "config to use the defaults")
         if not isinstance(raw, dict):
             raise NclabError(f"{path} must hold a mapping of config sections, got {type(raw).__name__}")
         if (path.parent / "checkpoints").is_dir():
