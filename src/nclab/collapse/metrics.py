@@ -169,7 +169,7 @@ def _rows(vectors, what: str) -> torch.Tensor:
     return v
 
 
-def equinorm(vectors) -> float:
+def equinorm(vectors: np.ndarray | torch.Tensor) -> float:
     """std/mean of the row norms ‖v_k‖ (population std, ddof=0; Papyan et al. 2020 NC2 equinorm).
 
     Use rows μ_k − μ_G for ``equinorm_means`` and w_k for ``equinorm_weights``: ``vectors`` (K, D). ``nan`` if all
@@ -181,7 +181,7 @@ def equinorm(vectors) -> float:
     return _f(norms.std(correction=0) / mean) if mean > 0 else NAN
 
 
-def equiangular(vectors) -> float:
+def equiangular(vectors: np.ndarray | torch.Tensor) -> float:
     """std over pairs k < l of cos(v_k, v_l) (population std; Papyan et al. 2020 NC2), ``vectors`` (K, D).
     ``nan`` for K < 2."""
     v = _rows(vectors, "equiangular")
@@ -190,7 +190,7 @@ def equiangular(vectors) -> float:
     return _f(_pair_cosines(v).std(correction=0))
 
 
-def maxangle(vectors) -> float:
+def maxangle(vectors: np.ndarray | torch.Tensor) -> float:
     """mean over pairs k < l of |cos(v_k, v_l) + 1/(K−1)| (Papyan et al. 2020 NC2), ``vectors`` (K, D).
     ``nan`` for K < 2."""
     v = _rows(vectors, "maxangle")
@@ -200,7 +200,7 @@ def maxangle(vectors) -> float:
     return _f((_pair_cosines(v) + 1.0 / (k - 1)).abs().mean())
 
 
-def frame_error(gram, target) -> float:
+def frame_error(gram: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> float:
     """‖G/‖G‖_F − T/‖T‖_F‖_F for a K x K Gram matrix G and any target Gram T (e.g. a closed-form
     prediction of the deep-linear theory). ``nan`` if either is zero."""
     g, t = _t(gram), _t(target)
@@ -219,7 +219,7 @@ def etf_target(k: int) -> torch.Tensor:
     return torch.eye(k, dtype=_F64) - 1.0 / k
 
 
-def etf_error(gram) -> float:
+def etf_error(gram: np.ndarray | torch.Tensor) -> float:
     """‖G/‖G‖_F − (I − 11ᵀ/K)/√(K−1)‖_F with G = M̃M̃ᵀ (means) or WWᵀ (weights) (Papyan et al. 2020
     NC2 in matrix form). ``nan`` for K < 2 or G = 0."""
     g = _t(gram)
@@ -229,15 +229,16 @@ def etf_error(gram) -> float:
     return frame_error(g, etf_target(k).to(g.device))
 
 
-def of_error(gram) -> float:
+def of_error(gram: np.ndarray | torch.Tensor) -> float:
     """‖G/‖G‖_F − I/√K‖_F: distance to an orthogonal frame, with G the *uncentred* Gram MMᵀ or WWᵀ
     (bias-free collapse geometry, Dang et al. 2023; Tirer & Bruna 2022)."""
     g = _t(gram)
     return frame_error(g, torch.eye(g.shape[0], dtype=_F64, device=g.device))
 
 
-def self_duality(weights, centred) -> float:
-    """NC3 (Papyan et al. 2020): ‖W/‖W‖_F − M̃/‖M̃‖_F‖²_F (squared Frobenius). ``nan`` if either is 0."""
+def self_duality(weights: np.ndarray | torch.Tensor, centred: np.ndarray | torch.Tensor) -> float:
+    """NC3 (Papyan et al. 2020): ‖W/‖W‖_F − M̃/‖M̃‖_F‖²_F (squared Frobenius), ``weights`` W and ``centred``
+    M̃ both (K, D). ``nan`` if either is 0."""
     w, m = _t(weights), _t(centred)
     if w.shape != m.shape:
         raise NclabError(f"W has shape {tuple(w.shape)} but the centred means have {tuple(m.shape)}; "
@@ -265,7 +266,7 @@ def _check_wb(stats: ClassStats, W, b) -> tuple[torch.Tensor, torch.Tensor | Non
     return w, bb
 
 
-def compute_metrics(stats: ClassStats, W=None, b=None, *, second: "SecondPass | None" = None,
+def compute_metrics(stats: ClassStats, W: np.ndarray | torch.Tensor | None = None, b: np.ndarray | torch.Tensor | None = None, *, second: "SecondPass | None" = None,
                     rank_rtol: float | None = None) -> dict[str, float]:
     """Every NC metric for one set of statistics; returns ``{name: float}`` (``nan`` = undefined).
 
@@ -309,7 +310,7 @@ def compute_metrics(stats: ClassStats, W=None, b=None, *, second: "SecondPass | 
 
 
 @torch.no_grad()
-def metrics_from_arrays(H, y, W=None, b=None, *, num_classes: int | None = None, batch_size: int | None = None,
+def metrics_from_arrays(H: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, W: np.ndarray | torch.Tensor | None = None, b: np.ndarray | torch.Tensor | None = None, *, num_classes: int | None = None, batch_size: int | None = None,
                         device: str | torch.device = "cpu", scatter: bool | None = None,
                         rank_rtol: float | None = None) -> dict[str, float]:
     """Convenience: stream ``H`` (N, D) and ``y`` (N,) through a :class:`ClassStats` (and, with ``W``,

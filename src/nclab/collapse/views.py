@@ -58,7 +58,8 @@ def _w_for(k: int, W, b):
     return W, b
 
 
-def hierarchy_metrics(fine_stats: ClassStats, hierarchy: Hierarchy, W=None, b=None, *,
+def hierarchy_metrics(fine_stats: ClassStats, hierarchy: Hierarchy, W: np.ndarray | torch.Tensor | None = None,
+                      b: np.ndarray | torch.Tensor | None = None, *,
                       second_fine: SecondPass | None = None,
                       second_coarse: SecondPass | None = None) -> dict[str, dict[str, float]]:
     """``{"fine": {...}, "coarse": {...}, "fine_within_coarse": {...}}`` (see module docstring)."""
@@ -76,9 +77,12 @@ def hierarchy_metrics(fine_stats: ClassStats, hierarchy: Hierarchy, W=None, b=No
     return out
 
 
-def hierarchy_metrics_from_arrays(H, y_fine, hierarchy: Hierarchy, W=None, b=None, *,
+def hierarchy_metrics_from_arrays(H: np.ndarray | torch.Tensor, y_fine: np.ndarray | torch.Tensor, hierarchy: Hierarchy,
+                                  W: np.ndarray | torch.Tensor | None = None,
+                                  b: np.ndarray | torch.Tensor | None = None, *,
                                   batch_size: int = 65536) -> dict[str, dict[str, float]]:
-    """Convenience: both views and ``fine_within_coarse`` for in-memory features and fine labels."""
+    """Convenience: both views and ``fine_within_coarse`` for in-memory features ``H`` (N, D) and fine labels
+    ``y_fine`` (N,); ``W`` (K_fine, D) / ``b`` (K_fine,) the fine classifier, or (K_coarse, ...) the coarse one."""
     h = H if isinstance(H, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(H))
     y = y_fine if isinstance(y_fine, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(y_fine))
     _check_w_rows(W, hierarchy)

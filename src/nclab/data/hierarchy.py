@@ -82,6 +82,7 @@ class Hierarchy:
         return [int(f) for f in np.flatnonzero(self.fine_to_coarse == c)]
 
     def to_dict(self) -> dict:
+        """JSON-ready form (``Hierarchy.from_dict`` reads it back; ``--hierarchy H.json`` takes it)."""
         return {
             "spec": self.spec,
             "fine_to_coarse": self.fine_to_coarse.tolist(),

@@ -18,7 +18,7 @@ prediction) and as raw-feature means (``raw_centroids_``, for plots).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -28,6 +28,9 @@ from nclab.finegrain.kmeans import kmeans
 from nclab.finegrain.pursuit import bimodal_split
 from nclab.finegrain.whiten import pca_whitener
 from nclab.utils.errors import NclabError
+
+if TYPE_CHECKING:  # annotations only: the estimator works on numpy arrays (tensors are converted)
+    import torch
 
 METHODS = ("kmeans", "pursuit", "gmm", "spectral", "agglomerative")
 NORMALIZATIONS = ("none", "center", "l2", "center+l2", "whiten")
@@ -240,7 +243,7 @@ class FineLabelRecovery:
         return _nearest(z, g.centers)
 
     # ----------------------------------------------------------------------------- API
-    def fit(self, features, coarse=None, fine=None) -> "FineLabelRecovery":
+    def fit(self, features: np.ndarray | torch.Tensor, coarse: np.ndarray | None = None, fine: np.ndarray | None = None) -> "FineLabelRecovery":
         """Cluster ``features`` (N, D) grouped by ``coarse`` (N,) and name clusters with ``fine`` (N,).
 
         ``coarse`` may be omitted for ``clustering="global"`` (and is then taken from the hierarchy and
@@ -293,7 +296,7 @@ class FineLabelRecovery:
             offset += len(classes)
         return self
 
-    def predict(self, features, coarse=None) -> np.ndarray:
+    def predict(self, features: np.ndarray | torch.Tensor, coarse: np.ndarray | None = None) -> np.ndarray:
         """Fine labels (N,) for ``features`` (N, D), routed by ``coarse`` (N,) (predicted or true superclass)
         to that superclass's nearest centroid. ``coarse`` is ignored for ``clustering="global"``."""
         if not hasattr(self, "groups_"):
@@ -317,11 +320,12 @@ class FineLabelRecovery:
                 out[idx] = g.names[self._assign(self._transform(x[idx], g), g)]
         return out
 
-    def fit_predict(self, features, coarse=None, fine=None) -> np.ndarray:
+    def fit_predict(self, features: np.ndarray | torch.Tensor, coarse: np.ndarray | None = None,
+                    fine: np.ndarray | None = None) -> np.ndarray:
         """``fit`` then the named predictions of the fit samples (N,)."""
         return self.fit(features, coarse, fine).fit_pred_
 
-    def score(self, features, coarse, fine) -> float:
+    def score(self, features: np.ndarray | torch.Tensor, coarse: np.ndarray, fine: np.ndarray) -> float:
         """Accuracy (fraction in [0, 1]) of ``predict(features, coarse)`` against ``fine`` (N,): features (N, D),
         coarse (N,) the routing labels. ``fine`` is checked like ``fit``'s labels (shape, integer class
         indices of the fitted hierarchy), so a label column (N, 1) cannot broadcast into a wrong score."""

@@ -59,9 +59,11 @@ class NCModel(nn.Module):
         return h
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes) = ``classifier(features(x))`` for inputs x (N, *input_shape)."""
         return self.classifier(self.features(x))
 
     def tap_names(self) -> list[str]:
+        """Names ``forward_taps`` accepts: the backbone stages in order, then ``head.j`` = input of head layer j."""
         return list(self.backbone._modules.keys()) + [f"head.{i}" for i in range(len(self.head))]
 
     def forward_taps(self, x: torch.Tensor, names: list[str] | tuple[str, ...]) -> dict[str, torch.Tensor]:

@@ -264,7 +264,8 @@ class Trainer:
             self._eval_loaders[split] = self._loader(split, train=False)
         return self._eval_loaders[split]
 
-    def autocast(self):
+    def autocast(self) -> torch.autocast:
+        """The bf16 autocast context of this run (disabled unless ``train.bf16``), for forward passes outside fit."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg["train"]["bf16"])
 
     # evaluation ----------------------------------------------------------------------------
@@ -300,6 +301,8 @@ class Trainer:
         return self.run.checkpoints / name
 
     def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/last.pt`` atomically (and ``epoch_XXXX.pt`` with ``train.keep_checkpoints``): model,
+        optimiser, every RNG state, metrics and callback states, so a resume equals an uninterrupted run."""
         state = {
             "epoch": self.epoch, "global_step": self.global_step,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -316,6 +319,8 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: str | os.PathLike | None = None) -> None:
+        """Restore everything ``save_checkpoint`` wrote (default ``checkpoints/last.pt``; loaded with
+        ``weights_only=True``)."""
         path = Path(path) if path else self._ckpt_path()
         if not path.exists():
             raise NclabError(f"no checkpoint at {path}; start the run without --resume")
