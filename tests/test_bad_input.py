@@ -404,3 +404,23 @@ def test_more_api_argument_checks(tmp_path, capsys):
     for group in ("data", "ufm", "reproduce"):  # a group without its sub-command: usage, exit 2
         assert main([group]) == 2
         assert "usage:" in capsys.readouterr().err
+
+
+def test_hungarian_names_and_hierarchy_metrics_check_their_inputs():
+    from nclab.collapse import hierarchy_metrics_from_arrays
+    from nclab.data import build_hierarchy
+    from nclab.finegrain.recovery import hungarian_names
+
+    assert list(hungarian_names([0, 0, 1, 1], [5, 5, 7, 7], 2, [5, 7])) == [5, 7]  # lists work
+    for cl, fi, msg in (([0, 1, 1], [5, 7], "3 cluster ids but 2"), ([0, 2], [5, 7], "0..1"),
+                        ([0.0, 1.0], [5, 7], "integers")):
+        with pytest.raises(NclabError, match=msg):
+            hungarian_names(cl, fi, 2, [5, 7])
+    h = build_hierarchy("mod:2", list("abcd"))
+    rng = np.random.default_rng(0)
+    H, y = rng.normal(size=(40, 3)), np.arange(40) % 4
+    assert "coarse" in hierarchy_metrics_from_arrays(H, y, h)
+    with pytest.raises(NclabError, match=r"need features \(N, D\)"):
+        hierarchy_metrics_from_arrays(H[:, 0], y, h)
+    with pytest.raises(NclabError, match="must be a nclab Hierarchy"):
+        hierarchy_metrics_from_arrays(H, y, h.fine_to_coarse)

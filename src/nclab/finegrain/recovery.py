@@ -44,6 +44,13 @@ def hungarian_names(clusters: np.ndarray, fine: np.ndarray, n_clusters: int, cla
     table). With more clusters than classes the unmatched clusters take their majority class; with fewer,
     some classes get no cluster. Returns ``names`` (n_clusters,) int64.
     """
+    clusters, fine = np.asarray(clusters).reshape(-1), np.asarray(fine).reshape(-1)
+    if clusters.shape != fine.shape:
+        raise NclabError(f"hungarian_names: {clusters.size} cluster ids but {fine.size} fine labels; pass one of each "
+                         "per sample")
+    if clusters.size and (not np.issubdtype(clusters.dtype, np.integer) or clusters.min() < 0
+                          or clusters.max() >= n_clusters):
+        raise NclabError(f"hungarian_names: cluster ids must be integers in 0..{n_clusters - 1}")
     classes = np.asarray(list(classes), dtype=np.int64)
     pos = {int(c): i for i, c in enumerate(classes)}
     table = np.zeros((n_clusters, len(classes)), dtype=np.int64)
