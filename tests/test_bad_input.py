@@ -424,3 +424,18 @@ def test_hungarian_names_and_hierarchy_metrics_check_their_inputs():
         hierarchy_metrics_from_arrays(H[:, 0], y, h)
     with pytest.raises(NclabError, match="must be a nclab Hierarchy"):
         hierarchy_metrics_from_arrays(H, y, h.fine_to_coarse)
+
+
+def test_recovery_options_and_eval_split_are_checked(tmp_path):
+    from nclab.finegrain import FineLabelRecovery
+    from nclab.train import Trainer, load_config
+
+    for kw, msg in (({"n_init": "ten"}, "n_init must be a positive integer"), ({"n_init": 0}, "n_init"),
+                    ({"max_samples": 2.5}, "max_samples"), ({"seed": -1}, "seed must be a non-negative"),
+                    ({"whiten_var": "0.9"}, "whiten_var must be a number")):
+        with pytest.raises(NclabError, match=msg):
+            FineLabelRecovery(**kw)
+    FineLabelRecovery(n_init=np.int64(3), whiten_var=1)  # numpy ints and an int variance share are fine
+    tr = Trainer(load_config("tiny", ["optim.epochs=1", "data.source=synthetic"]), tmp_path / "r")
+    with pytest.raises(NclabError, match="split must be 'train' or 'test'"):
+        tr.evaluate("val")

@@ -187,7 +187,8 @@ def test_estimator_validation_names_each_problem():
     xtr, ytr, xte, yte, f2c = split()
     ctr = f2c[ytr]
     for kw, match in [({"normalize": "zscore"}, "unknown normalisation"), ({"clustering": "tree"}, "unknown clustering"),
-                      ({"whiten_var": 0.0}, "whiten_var must be in"), ({"whiten_var": 1.5}, "whiten_var must be in")]:
+                      ({"whiten_var": 0.0}, r"whiten_var must be a number in \(0, 1\]"),
+                      ({"whiten_var": 1.5}, r"whiten_var must be a number in \(0, 1\]")]:
         with pytest.raises(NclabError, match=match):
             FineLabelRecovery(f2c, **kw)
     with pytest.raises(NclabError, match="needs a hierarchy or fine labels"):

@@ -122,8 +122,15 @@ class FineLabelRecovery:
             raise NclabError(f"unknown normalisation {normalize!r}; use one of {', '.join(NORMALIZATIONS)}")
         if clustering not in CLUSTERINGS:
             raise NclabError(f"unknown clustering {clustering!r}; use one of {', '.join(CLUSTERINGS)}")
-        if not 0.0 < whiten_var <= 1.0:
-            raise NclabError(f"whiten_var must be in (0, 1], got {whiten_var}")
+        for name, v in (("n_init", n_init), ("max_iter", max_iter), ("n_neighbors", n_neighbors),
+                        ("max_samples", max_samples), ("seed", seed)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if name == "seed" else 1):
+                raise NclabError(f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} integer, "
+                                 f"got {v!r}")
+        if isinstance(whiten_var, (bool, str)) or not isinstance(whiten_var, (int, float, np.floating)) or not (
+                0.0 < whiten_var <= 1.0):
+            raise NclabError(f"whiten_var must be a number in (0, 1] (share of variance the whitening keeps), "
+                             f"got {whiten_var!r}")
         self.hierarchy = hierarchy
         self.method = method
         self.normalize = normalize

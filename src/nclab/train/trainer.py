@@ -260,6 +260,8 @@ class Trainer:
 
     def eval_loader(self, split: str) -> BatchIterator:
         """Batches of ``split`` in storage order, no augmentation; ``y`` = :meth:`train_targets`."""
+        if split not in ("train", "test"):
+            raise NclabError(f"split must be 'train' or 'test', got {split!r}")
         if split not in self._eval_loaders:
             self._eval_loaders[split] = self._loader(split, train=False)
         return self._eval_loaders[split]
