@@ -64,11 +64,10 @@ def _join_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> l
     """``--counts -3,4`` -> ``--counts=-3,4``. argparse reads a value that starts with '-' as an option unless it
     is a plain number, so a negative entry in a comma list would end in "expected one argument" instead of the
     command's own message about the value. Options that take no value are left alone."""
-    flags = set()
-    for act in parser._actions:  # the sub-commands' flags (store_true etc.): a following token is not their value
-        for sp in getattr(act, "choices", None) or {}:
-            if isinstance(act.choices, dict):
-                flags |= {o for a in act.choices[sp]._actions if a.nargs == 0 for o in a.option_strings}
+    # the sub-commands' flags (store_true etc.): a token after one of them is not its value
+    commands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    flags = {o for group in commands for sub in group.choices.values() for a in sub._actions if a.nargs == 0
+             for o in a.option_strings}
     out: list[str] = []
     i = 0
     while i < len(argv):

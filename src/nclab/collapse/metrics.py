@@ -338,9 +338,9 @@ def metrics_from_arrays(H: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tens
         int(W.shape[0]) if W is not None else int(yy.max()) + 1)
     if scatter is None:
         scatter = int(h.shape[1]) <= 2 * k
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1):
-        raise NclabError(f"batch_size must be a positive integer (rows per chunk) or None, got {batch_size!r}")
     if batch_size is not None:
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise NclabError(f"batch_size must be a positive integer (rows per chunk) or None, got {batch_size!r}")
         batch_size = int(batch_size)
     first_batch = batch_size
     if batch_size is None:  # cache-sized chunks on CPU (1024 x 512 float64 = 4 MB), large ones to fill a GPU
@@ -349,23 +349,20 @@ def metrics_from_arrays(H: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tens
         # the first pass only sums (ClassStats converts cache-sized pieces itself): larger chunks, fewer merges
         # (50,000 x 512, K = 100, 2 CPU cores: 8 ms at 16,384 rows vs 20 ms at 1,024)
         first_batch = batch_size if cuda or scatter else 16 * batch_size
-    stats = ClassStats(k, int(h.shape[1]), device=device, scatter=scatter, traces=scatter)
-    cpu = torch.device(device).type == "cpu"
-    if cpu:  # the passes run one after the other: one set of work buffers, kept for the next call
-        stats._scratch = thread_scratch()
+    # CPU: the passes run one after the other on one set of work buffers, kept for the next call
+    scratch = thread_scratch() if torch.device(device).type == "cpu" else None
+    stats = ClassStats(k, int(h.shape[1]), device=device, scatter=scatter, traces=scatter, scratch=scratch)
     try:
         for i in range(0, h.shape[0], first_batch):
             stats.update(h[i : i + first_batch].to(device), yy[i : i + first_batch])
         second = None
         if W is not None or not scatter:
-            second = SecondPass(stats, W, b, project=not scatter, rank_rtol=rank_rtol)
-            if cpu:
-                second._scratch = thread_scratch()
+            second = SecondPass(stats, W, b, project=not scatter, rank_rtol=rank_rtol, scratch=scratch)
             for i in range(0, h.shape[0], batch_size):
                 second.update(h[i : i + batch_size].to(device), yy[i : i + batch_size])
     finally:
-        if cpu:  # keep cache-sized buffers only: a caller's huge batch_size must not pin its buffers for good
-            thread_scratch().trim(64 << 20)
+        if scratch is not None:  # keep cache-sized buffers only: a caller's huge batch_size must not pin them
+            scratch.trim(64 << 20)
     return compute_metrics(stats, W, b, second=second, rank_rtol=rank_rtol)
 
 

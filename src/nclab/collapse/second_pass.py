@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from nclab.collapse.metrics import _check_wb, between_span, centred_means, class_means
-from nclab.collapse.stats import ClassStats, Scratch, as_float64
+from nclab.collapse.stats import ClassStats, Scratch, as_float64, integer_labels
 from nclab.utils.errors import NclabError
 
 _F64 = torch.float64
@@ -38,7 +38,7 @@ class SecondPass:
     """
 
     def __init__(self, stats: ClassStats, W=None, b=None, *, project: bool | None = None,
-                 rank_rtol: float | None = None):
+                 rank_rtol: float | None = None, scratch: Scratch | None = None):
         self.stats = stats
         idx, _, means = class_means(stats)
         self.device = stats.device
@@ -106,7 +106,7 @@ class SecondPass:
         self.clf_correct = 0
         self.rescored = 0  # rows whose float32 classifier decision was too close to call (scored in float64)
         self.screened = 0  # rows whose nearest centre was settled by the radius test (see _nearest_centre)
-        self._scratch = Scratch()
+        self._scratch = scratch or Scratch()  # work buffers (e.g. thread_scratch(), shared with the first pass)
 
     @torch.no_grad()  # statistics of features, never part of a training graph
     def update(self, features, labels=None) -> "SecondPass":
@@ -121,11 +121,12 @@ class SecondPass:
         y = None
         if labels is not None:
             y = torch.as_tensor(labels if not isinstance(labels, np.ndarray) else torch.from_numpy(labels))
-            if y.is_floating_point() and not torch.equal(y, y.round()):
-                raise NclabError("labels must be integers; pass class indices 0..K-1")
-            y = y.to(device=self.device, dtype=torch.int64).reshape(-1)
-            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.stats.num_classes):
-                bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            y = y.to(device=self.device).reshape(-1)
+            lo, hi = 0, 0
+            if y.numel():
+                y, lo, hi = integer_labels(y)
+            if lo < 0 or hi >= self.stats.num_classes:
+                bad = lo if lo < 0 else hi
                 raise NclabError(f"label {bad} outside 0..{self.stats.num_classes - 1}: labels are the class indices "
                                  "the first pass (ClassStats) was fed")
             if y.shape[0] != x.shape[0]:

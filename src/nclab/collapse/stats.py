@@ -77,6 +77,15 @@ def thread_scratch() -> Scratch:
     return s
 
 
+def integer_labels(y: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """``y`` as int64 class indices (whole-number floats accepted) and its (min, max), from one reduction."""
+    if y.is_floating_point() and not torch.equal(y, y.round()):
+        raise NclabError("labels must be integers; pass class indices 0..K-1")
+    y = y.to(torch.int64)
+    lo, hi = torch.aminmax(y)
+    return y, int(lo), int(hi)
+
+
 def as_float64(x: torch.Tensor, scratch: Scratch, name: str = "x") -> torch.Tensor:
     """``x`` as float64 in a reusable buffer (always a copy, so callers may change it in place)."""
     out = scratch.get(name, tuple(x.shape), _F64, x.device)
@@ -97,11 +106,12 @@ class ClassStats:
     groups: optional (K,) int array mapping each class to a group (e.g. ``hierarchy.fine_to_coarse``);
         one scatter matrix is kept per group.
     device: where the float64 statistics live (the device of the features is used for the batch maths).
+    scratch: work buffers to reuse (e.g. :func:`thread_scratch`); default a private set.
     """
 
     def __init__(self, num_classes: int, dim: int | None = None, *, scatter: bool = True,
                  groups: Sequence[int] | np.ndarray | None = None, device: str | torch.device = "cpu",
-                 traces: bool = True):
+                 traces: bool = True, scratch: Scratch | None = None):
         if int(num_classes) < 1:
             raise NclabError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
@@ -123,7 +133,7 @@ class ClassStats:
         self.traces = torch.zeros(self.num_classes, dtype=_F64, device=self.device) if traces else None
         self.means: torch.Tensor | None = None
         self.scatter: torch.Tensor | None = None
-        self._scratch = Scratch()  # per-batch work buffers (not part of the statistics)
+        self._scratch = scratch or Scratch()  # per-batch work buffers (not part of the statistics)
         if dim is not None:
             self._alloc(int(dim))
 
@@ -162,11 +172,7 @@ class ClassStats:
             raise NclabError(f"features have {x.shape[0]} rows but labels have {y.shape[0]}; pass matching arrays")
         if x.shape[0] == 0:
             return self
-        if y.is_floating_point():
-            if not torch.equal(y, y.round()):
-                raise NclabError("labels must be integers; pass class indices 0..K-1")
-        y = y.to(torch.int64)
-        lo, hi = int(y.min()), int(y.max())
+        y, lo, hi = integer_labels(y)
         if lo < 0 or hi >= self.num_classes:
             if lo < 0:
                 raise NclabError(f"label {lo} is negative; labels must be 0-based class indices 0..K-1 "

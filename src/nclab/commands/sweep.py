@@ -88,20 +88,12 @@ def _nc1(d: Path):
 
 
 def _inherited_time_limit(args, cell_dirs: list[Path]) -> list[str]:
-    """A sweep paused by ``--time-limit`` and rerun without one keeps its slice length for every cell (the pause
-    message promises each rerun is one more slice); an explicit ``--time-limit`` or ``--set
-    train.time_limit_s=...`` wins."""
-    from nclab.rundir import RunDir
+    """A sweep paused by ``--time-limit`` and rerun without one keeps its slice length for every cell
+    (:func:`~nclab.finegrain.experiments.inherited_time_limit`); ``--force`` retrains from scratch and inherits
+    nothing, like ``reproduce --force``."""
+    from nclab.finegrain.experiments import inherited_time_limit, time_limit_override
 
-    if (getattr(args, "force", False) or args.time_limit is not None
-            or any(o.split("=", 1)[0].strip() == "train.time_limit_s" for o in args.overrides)):
-        return []  # --force retrains from scratch, like reproduce --force
-    for d in cell_dirs:
-        r = RunDir(d)
-        old = r.read_config().get("train", {}).get("time_limit_s") if r.config_path.exists() else None
-        if old is not None:
-            return [f"train.time_limit_s={old}"]
-    return []
+    return [] if getattr(args, "force", False) else inherited_time_limit(time_limit_override(args), cell_dirs)
 
 
 def run(args) -> int:

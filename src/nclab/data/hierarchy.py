@@ -59,23 +59,22 @@ class Hierarchy:
         n = len(self.fine_to_coarse)
         try:
             import torch
-
-            if isinstance(y, torch.Tensor):
-                if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-                    raise NclabError(f"fine labels must be integer class indices, got dtype {y.dtype}")
-                if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n):
-                    raise NclabError(f"fine label {int(y.min()) if int(y.min()) < 0 else int(y.max())} is outside "
-                                     f"0..{n - 1} ({n} fine classes in this hierarchy)")
-                return torch.as_tensor(self.fine_to_coarse, device=y.device)[y]
         except ImportError:  # pragma: no cover
-            pass
-        a = np.asarray(y)
-        if a.size and not np.issubdtype(a.dtype, np.integer):
-            raise NclabError(f"fine labels must be integer class indices, got dtype {a.dtype}")
-        if a.size and (a.min() < 0 or a.max() >= n):
-            raise NclabError(f"fine label {int(a.min()) if a.min() < 0 else int(a.max())} is outside 0..{n - 1} "
-                             f"({n} fine classes in this hierarchy)")
-        return self.fine_to_coarse[a]
+            torch = None
+        tensor = torch is not None and isinstance(y, torch.Tensor)
+        if tensor:
+            integer, size = not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool), y.numel()
+        else:
+            y = np.asarray(y)
+            integer, size = np.issubdtype(y.dtype, np.integer), y.size
+        if size:
+            if not integer:
+                raise NclabError(f"fine labels must be integer class indices, got dtype {y.dtype}")
+            lo, hi = int(y.min()), int(y.max())
+            if lo < 0 or hi >= n:
+                raise NclabError(f"fine label {lo if lo < 0 else hi} is outside 0..{n - 1} ({n} fine classes in this "
+                                 "hierarchy)")
+        return torch.as_tensor(self.fine_to_coarse, device=y.device)[y] if tensor else self.fine_to_coarse[y]
 
     def fine_classes(self, c: int) -> list[int]:
         """Fine classes under coarse class ``c``, in increasing order."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 
+from nclab.rundir import RunDir
 from nclab.utils.errors import NclabError
 from nclab.utils.progress import say
 
@@ -128,6 +129,20 @@ def time_limit_override(args) -> list[str]:
     return list(args.overrides) + extra
 
 
+def inherited_time_limit(overrides: list[str], run_dirs: list[Path]) -> list[str]:
+    """``["train.time_limit_s=S"]`` from the first of ``run_dirs`` whose saved config has a limit, unless
+    ``overrides`` set one (an explicit ``--time-limit`` or ``--set train.time_limit_s=null`` wins): a paused run
+    rerun with a plain ``--resume`` keeps its slice length, as the pause message promises."""
+    if any(o.split("=", 1)[0].strip() == "train.time_limit_s" for o in overrides):
+        return []
+    for d in run_dirs:
+        r = RunDir(d)
+        old = r.read_config().get("train", {}).get("time_limit_s") if r.config_path.exists() else None
+        if old is not None:
+            return [f"train.time_limit_s={old}"]
+    return []
+
+
 def _cli(name: str, args) -> int:
     if args.resume and args.force:
         raise NclabError("--resume continues the experiment and --force retrains it; pass one of them")
@@ -180,7 +195,6 @@ def build_config(name: str, *, recipe: str = "fast", data: str | None = None, hi
 
 def _train(cfg: dict, run_dir: Path, resume: bool, force: bool):
     """Train (or resume, or skip when complete) one run; returns the Trainer with its final model loaded."""
-    from nclab.rundir import RunDir
     from nclab.train import Trainer
     from nclab.train.config import config_diff
 
@@ -264,19 +278,14 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
     from nclab.finegrain.pipeline import baselines as run_baselines
     from nclab.finegrain.pipeline import recover_trainer, save_arrays, setup_for
     from nclab.finegrain.probe import probe_saved_arrays
-    from nclab.rundir import RunDir
 
     if name not in EXPERIMENTS:
         raise NclabError(f"unknown experiment {name!r}; use one of {', '.join(EXPERIMENTS)}")
     check_max_train(max_train)
     out = default_out(name, recipe, out)
     overrides = list(overrides or [])
-    if resume and not any(o.split("=", 1)[0].strip() == "train.time_limit_s" for o in overrides):
-        # a paused run keeps its slice length: each --resume runs one more slice, as the pause message says
-        # (an explicit --time-limit or --set train.time_limit_s=null wins)
-        old = RunDir(out).read_config().get("train", {}).get("time_limit_s") if RunDir(out).config_path.exists() else None
-        if old is not None:
-            overrides.append(f"train.time_limit_s={old}")
+    if resume:
+        overrides += inherited_time_limit(overrides, [out])
     cfg = build_config(name, recipe=recipe, data=data, hierarchy=hierarchy, overrides=overrides, epochs=epochs,
                        device=device, run_name=out.name)
     run = RunDir(out)

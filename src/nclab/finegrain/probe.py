@@ -19,7 +19,7 @@ import numpy as np
 
 from nclab.data.hierarchy import Hierarchy
 from nclab.finegrain.evaluate import _acc, as_hierarchy
-from nclab.finegrain.recovery import class_indices
+from nclab.finegrain.recovery import check_consistent, class_indices
 from nclab.utils.errors import NclabError
 
 
@@ -53,9 +53,10 @@ def linear_probe(train_features: np.ndarray, train_coarse: np.ndarray, train_fin
     if not (len(ctr) == len(ytr) == len(xtr)) or len(yte) != len(xte) or (
             test_coarse_pred is not None and np.size(test_coarse_pred) != len(xte)):
         raise NclabError("probe: features and labels have different numbers of rows; pass matching arrays")
-    if np.any(hierarchy.fine_to_coarse[ytr] != ctr):
-        raise NclabError("probe: train coarse labels disagree with the hierarchy's superclass of the fine labels; "
-                         "pass the hierarchy the labels were made with")
+    try:
+        check_consistent(hierarchy.fine_to_coarse, ctr, ytr, "train")
+    except NclabError as e:
+        raise NclabError(f"probe: train coarse labels disagree with the hierarchy: {e}") from None
     true_c = hierarchy.coarse_of(yte)
     routed = true_c if test_coarse_pred is None else class_indices(
         np.ravel(test_coarse_pred), "predicted coarse", hierarchy.num_coarse)

@@ -15,6 +15,8 @@ from nclab.report.curves import FWC, group_keys
 from nclab.report.figures import FigureSink, heatmap_figure, plot_panels, superclass_figure
 from nclab.report.html import RawHTML, esc, fmt_value, is_acc_key, kv_table, link, num_cell, table
 from nclab.report.load import RunData, last_good_checkpoint, load_run, lookup, scalar
+from nclab.rundir import RunDir
+from nclab.utils.errors import NclabError
 
 STATUS_TEXT = {
     "complete": "complete",
@@ -182,16 +184,6 @@ def experiment_unfinished(run: RunData) -> bool:
     return "paper" in run.results and "wall_time_s" not in run.results
 
 
-def _read_status_quietly(path) -> str | None:
-    import json
-
-    try:
-        d = json.loads(path.read_text())
-        return str(d.get("status")) if isinstance(d, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
 def status_banner(run: RunData) -> str:
     st, msg = run.status_name, str(run.status.get("message") or "")
     epoch = run.status.get("epoch")
@@ -217,7 +209,10 @@ def status_banner(run: RunData) -> str:
     elif st == "complete" and experiment_unfinished(run):
         # status.json describes the training run; an experiment's later stages (recovery, baselines, the
         # fine-label baseline run) add wall_time_s to results.json with their last write only
-        sub = _read_status_quietly(run.path / "baseline" / "status.json")
+        try:
+            sub = RunDir(run.path / "baseline").read_status().get("status")
+        except NclabError:  # a damaged sub-run status: the banner stands without it
+            sub = None
         extra = f' Its fine-label baseline run is "{esc(sub)}".' if sub and sub != "complete" else ""
         return ('<div class="banner warn"><strong>The experiment has not finished.</strong>Training is complete, '
                 "but the later stages (recovery, baselines) have not all been written: it is in progress, paused, "

@@ -346,14 +346,13 @@ _LAYER_KEYS = ("nc1", "etf_error_means", "of_error_means", "etf_error_weights", 
 
 def _check_prediction_matches(pred: UFMPrediction, counts, depth: int, lambda_w, lambda_h: float, bias: bool) -> None:
     """The closed form compared against must be for the same problem (else its errors mean nothing)."""
-    same = (list(np.asarray(pred.counts).tolist()) == list(np.asarray(counts).tolist()) and int(pred.depth) == depth
-            and np.allclose(pred.lambda_w, lambda_w, rtol=1e-12, atol=0) and np.isclose(pred.lambda_h, lambda_h, rtol=1e-12, atol=0)
-            and bool(pred.bias) == bias)
-    if not same:
-        raise NclabError(f"prediction is for counts {list(np.asarray(pred.counts).tolist())}, depth {pred.depth}, "
-                         f"lambda_w {list(pred.lambda_w)}, lambda_h {pred.lambda_h}, bias {pred.bias}; the solve is for "
-                         f"counts {list(np.asarray(counts).tolist())}, depth {depth}, lambda_w {list(lambda_w)}, "
-                         f"lambda_h {lambda_h}, bias {bias}: pass predict_ufm() of the same problem")
+    theirs = (np.asarray(pred.counts).tolist(), int(pred.depth), list(pred.lambda_w), pred.lambda_h, bool(pred.bias))
+    ours = (np.asarray(counts).tolist(), depth, list(lambda_w), lambda_h, bias)
+    if theirs != ours:  # lambdas compared exactly: predict_ufm and solve_ufm validate them the same way
+        names = ("counts", "depth", "lambda_w", "lambda_h", "bias")
+        raise NclabError(f"prediction is for {', '.join(f'{k} {v}' for k, v in zip(names, theirs))}; the solve is "
+                         f"for {', '.join(f'{k} {v}' for k, v in zip(names, ours))}: pass predict_ufm() of the "
+                         "same problem")
 
 
 def ufm_metrics(sol: UFMSolution, prediction: UFMPrediction | None = None) -> dict:

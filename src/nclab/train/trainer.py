@@ -374,7 +374,8 @@ class Trainer:
     # training ------------------------------------------------------------------------------
     def _start(self, resume: bool, force: bool) -> None:
         run = self.run
-        if (resume or force) and (run.metrics_path.exists() or self._ckpt_path().exists()):  # a run's folder only
+        holds_run = run.metrics_path.exists() or self._ckpt_path().exists()
+        if (resume or force) and holds_run:  # a run's own folder only (never a user's folder of other files)
             remove_stale_temps(run.path)  # left by a kill mid-write: never read, only take space
         if resume and not self._ckpt_path().exists():
             say(f"no checkpoint in {run.checkpoints} yet: starting {run.path} from scratch")
@@ -387,7 +388,7 @@ class Trainer:
             self.load_checkpoint()
             self._write_metrics()  # drop rows written after the checkpoint (the rerun rewrites them)
         else:
-            if run.metrics_path.exists() or self._ckpt_path().exists():
+            if holds_run:
                 if not force:
                     raise NclabError(f"run directory {run.path} already holds a run; pass --resume to continue it, "
                                      f"--force to overwrite, or choose another run directory (train: --name or --run-dir; "
