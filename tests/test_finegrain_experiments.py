@@ -102,6 +102,41 @@ def test_resume_skips_complete_runs(coarse5):
     assert (before[0], before[1]) == ((out / "metrics.jsonl").read_text(), (out / "baseline" / "metrics.jsonl").read_text())
 
 
+def test_resume_reuses_the_analysis_of_the_same_checkpoint_only(coarse5, tmp_path, monkeypatch):
+    # a --resume slice after the trained run was analysed (GPU time in slices: only the baseline is left) must
+    # not redo recovery, probe, pursuit and the raw/random baselines; other settings or another checkpoint must
+    import json
+    import shutil
+
+    import nclab.finegrain.experiments as ex
+
+    src, res = coarse5
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    calls = []
+    real = ex._analyse
+    monkeypatch.setattr(ex, "_analyse", lambda *a, **k: (calls.append(k["max_train"]), real(*a, **k))[1])
+    # the fixture's settings (analysed here unless the copied results.json already holds them: other tests resume
+    # the fixture with other settings), then again: taken from results.json
+    run_experiment("cifar10-coarse5", out=out, resume=True, **TINY)
+    calls.clear()
+    again = run_experiment("cifar10-coarse5", out=out, resume=True, **TINY)
+    assert calls == []
+    for k in ("coarse_test_acc", "recovery", "probe", "recovery_pursuit", "final_metrics"):
+        assert again[k] == json.loads(json.dumps(res[k]))
+    assert again["baselines"] == json.loads(json.dumps(res["baselines"]))  # fine_trained re-read from its run
+    assert RunDir(out).read_results()["analysis_of"]["trained"]["status"] == "complete"
+    # other analysis settings: analysed again
+    run_experiment("cifar10-coarse5", out=out, resume=True, max_train=500, **TINY)
+    assert calls == [500]
+    # the same settings but a checkpoint from another training (its completion record differs): analysed again
+    status = json.loads((out / "status.json").read_text())
+    status["wall_time_s"] += 1.0
+    (out / "status.json").write_text(json.dumps(status))
+    run_experiment("cifar10-coarse5", out=out, resume=True, max_train=500, **TINY)
+    assert calls == [500, 500]
+
+
 def test_reproduce_in_time_slices_equals_one_go(coarse5, tmp_path, capsys):
     # --time-limit 0: every call trains one epoch of whichever run is unfinished (coarse, then the baseline),
     # exits 75; calls with --resume continue; the end result equals the uninterrupted fixture's

@@ -265,40 +265,31 @@ def summary_text(res: dict) -> str:
     return "\n".join([t["title"]] + [f"  {r[0]:<{w}}  {r[1]}" for r in t["rows"]] + [f"  results: {res.get('results_path')}"])
 
 
-def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, hierarchy: str | None = None,
-                   overrides: list[str] | None = None, epochs: int | None = None, device: str | None = None,
-                   baseline: bool = True, random_init: bool = True, raw_pixels: bool = True, probe: bool = True,
-                   max_train: int | None = None, out: str | Path | None = None, resume: bool = False,
-                   force: bool = False, recovery_options: dict | None = None) -> dict:
-    """Train, measure and write ``results.json`` for experiment ``name``; returns the results dict."""
+# what a finished analysis of the trained run wrote (reused by a later --resume slice; see _analysis_key)
+_ANALYSIS_KEYS = ("coarse_test_acc", "net_test_acc", "pseudo_recovery", "true_class_test_acc", "recovery",
+                  "final_metrics", "train_time_s", "probe", "recovery_pursuit")
+
+
+def _analysis_key(run: RunDir, **settings) -> dict:
+    """What the analysis of a trained run depends on: the checkpoint (its completion record: final epoch and
+    training wall time, unique to one training) and the analysis settings. JSON-normalised, as results.json
+    stores it."""
+    st = run.read_status()
+    trained = {"status": st.get("status"), "epoch": st.get("epoch"), "wall_time_s": st.get("wall_time_s")}
+    return json.loads(json.dumps({"trained": trained, **settings}))
+
+
+def _analyse(tr, results: dict, write, *, opts: dict, max_train: int | None, probe: bool, which: tuple) -> None:
+    """Recovery from the trained run's features, the supervised probe, the pursuit split and the raw-pixel /
+    random-init baselines, into ``results`` (``write()`` after each stage: a run cut short keeps what it measured)."""
     import numpy as np
 
     from nclab.finegrain.evaluate import evaluate_recovery
-    from nclab.finegrain.features import trainer_features
     from nclab.finegrain.pipeline import baselines as run_baselines
     from nclab.finegrain.pipeline import recover_trainer, save_arrays, setup_for
     from nclab.finegrain.probe import probe_saved_arrays
 
-    if name not in EXPERIMENTS:
-        raise NclabError(f"unknown experiment {name!r}; use one of {', '.join(EXPERIMENTS)}")
-    check_max_train(max_train)
-    out = default_out(name, recipe, out)
-    overrides = list(overrides or [])
-    if resume:
-        overrides += inherited_time_limit(overrides, [out])
-    cfg = build_config(name, recipe=recipe, data=data, hierarchy=hierarchy, overrides=overrides, epochs=epochs,
-                       device=device, run_name=out.name)
-    run = RunDir(out)
-    t0 = time.perf_counter()
-    results: dict[str, Any] = {"experiment": name, "paper": EXPERIMENTS[name]["paper"], "recipe": recipe,
-                               "hierarchy": cfg["data"]["hierarchy"], "source": cfg["data"]["source"]}
-
-    def write() -> None:
-        results["tables"] = [_table(results)]
-        run.write_results(results)
-
-    tr = _train(cfg, out, resume, force)
-    opts = dict(recovery_options or {})
+    run = tr.run
     rep = recover_trainer(tr, max_train=max_train, keep_arrays=True, **opts)
     arrays = rep.pop("_arrays")
     save_arrays(run, arrays)
@@ -334,10 +325,57 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
                                                                 "nmi", "per_superclass", "options")}
         write()
 
-    which = tuple(k for k, on in (("raw_pixels", raw_pixels), ("random_init", random_init)) if on)
     if which:
         results["baselines"] = run_baselines(tr, arrays["test_coarse_pred"], max_train=max_train, which=which, **opts)
         write()
+
+
+def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, hierarchy: str | None = None,
+                   overrides: list[str] | None = None, epochs: int | None = None, device: str | None = None,
+                   baseline: bool = True, random_init: bool = True, raw_pixels: bool = True, probe: bool = True,
+                   max_train: int | None = None, out: str | Path | None = None, resume: bool = False,
+                   force: bool = False, recovery_options: dict | None = None) -> dict:
+    """Train, measure and write ``results.json`` for experiment ``name``; returns the results dict."""
+    import numpy as np
+
+    from nclab.finegrain.features import trainer_features
+    from nclab.finegrain.pipeline import setup_for
+
+    if name not in EXPERIMENTS:
+        raise NclabError(f"unknown experiment {name!r}; use one of {', '.join(EXPERIMENTS)}")
+    check_max_train(max_train)
+    out = default_out(name, recipe, out)
+    overrides = list(overrides or [])
+    if resume:
+        overrides += inherited_time_limit(overrides, [out])
+    cfg = build_config(name, recipe=recipe, data=data, hierarchy=hierarchy, overrides=overrides, epochs=epochs,
+                       device=device, run_name=out.name)
+    run = RunDir(out)
+    t0 = time.perf_counter()
+    results: dict[str, Any] = {"experiment": name, "paper": EXPERIMENTS[name]["paper"], "recipe": recipe,
+                               "hierarchy": cfg["data"]["hierarchy"], "source": cfg["data"]["source"]}
+
+    def write() -> None:
+        results["tables"] = [_table(results)]
+        run.write_results(results)
+
+    tr = _train(cfg, out, resume, force)
+    opts = dict(recovery_options or {})
+    which = tuple(k for k, on in (("raw_pixels", raw_pixels), ("random_init", random_init)) if on)
+    key = _analysis_key(run, max_train=max_train, options=opts, probe=probe, baselines=which)
+    prior = run.read_results() if resume and run.results_path.exists() else {}
+    if prior.get("analysis_of") == key:
+        # a resumed slice after the trained run was fully analysed (only the fine-label baseline is left): the
+        # recovery, probe, pursuit and raw/random baselines of this very checkpoint are in results.json already
+        results.update({k: v for k, v in prior.items() if k in _ANALYSIS_KEYS})
+        kept = {k: v for k, v in prior.get("baselines", {}).items() if k in which}
+        if kept:
+            results["baselines"] = kept
+        say(f"{out}: recovery and baselines of the trained run taken from results.json (same checkpoint and options)")
+    else:
+        _analyse(tr, results, write, opts=opts, max_train=max_train, probe=probe, which=which)
+    results["analysis_of"] = key
+    write()
     del tr
     if baseline:
         bdir = out / "baseline"
