@@ -439,3 +439,91 @@ def test_recovery_options_and_eval_split_are_checked(tmp_path):
     tr = Trainer(load_config("tiny", ["optim.epochs=1", "data.source=synthetic"]), tmp_path / "r")
     with pytest.raises(NclabError, match="split must be 'train' or 'test'"):
         tr.evaluate("val")
+
+
+# --- API items left open by session 11 (subsample counts, theory domains, callbacks spec, report loading) ---------
+
+def test_subsample_refuses_a_class_with_no_train_samples():
+    from nclab.data import load_dataset, subsample
+
+    ds = load_dataset("digits")
+    # count 0 silently dropped the class from training while it stayed in num_classes, the test split and the
+    # metrics (counts=0 gave an empty train split); the geometric profile already keeps >= 1 per class
+    for counts in (0, "0," + ",".join(["5"] * 9), [5] * 9 + [0]):
+        with pytest.raises(NclabError, match=r"subsample count for class \d is 0; every class needs >= 1"):
+            subsample(ds, counts=counts)
+    with pytest.raises(NclabError, match=r"class 0 is -1"):
+        subsample(ds, counts="-1," + ",".join(["5"] * 9))
+    for counts in (["a"] * 10, [float("nan")] * 10, 5.5, [float("inf")] * 10):  # ValueError/TypeError before
+        with pytest.raises(NclabError, match="whole numbers"):
+            subsample(ds, counts=counts)
+    assert np.bincount(subsample(ds, counts=[1] * 9 + [2]).train.y.numpy()).tolist() == [1] * 9 + [2]
+
+
+def test_theory_helpers_refuse_inputs_outside_their_domain():
+    import math
+
+    from nclab.theory.closed_form import b_M, solve_scalar
+
+    # each was "ValueError: math domain error" (or a misleading "outside float64's range" for nan/inf)
+    for args, msg in (((0, [1e-3], 1e-3), "N .* must be a positive finite number"),
+                      ((-5, [1e-3], 1e-3), "N .* must be a positive finite number"),
+                      ((math.nan, [1e-3], 1e-3), "N .* must be a positive finite number"),
+                      ((10, [], 1e-3), "one weight decay per layer"),
+                      ((10, 1e-3, 1e-3), "one weight decay per layer"),
+                      ((10, [1e-3, 0.0], 1e-3), "lambda_w for layer 2 must be a positive finite number"),
+                      ((10, [-1e-3, -1e-3], 1e-3), "lambda_w for layer 1 must be a positive finite number"),
+                      ((10, [math.nan], 1e-3), "lambda_w for layer 1 must be a positive finite number"),
+                      ((10, [1e-3], 0.0), "lambda_h must be a positive finite number"),
+                      ((10, [1e-3], math.inf), "lambda_h must be a positive finite number")):
+        with pytest.raises(NclabError, match=msg):
+            b_M(*args)
+    # M < 1 was a ZeroDivisionError, a string/None a TypeError, M = 1.5 a silent answer for a non-existent depth
+    for beta, M, msg in ((0.1, 0, "M .* must be an integer >= 1"), (0.1, -1, "M .* must be an integer >= 1"),
+                         (0.1, 1.5, "M .* must be an integer >= 1"), (0.1, None, "M .* must be an integer >= 1"),
+                         ("0.1", 2, "beta must be a positive finite number"),
+                         (None, 2, "beta must be a positive finite number")):
+        with pytest.raises(NclabError, match=msg):
+            solve_scalar(beta, M)
+    assert solve_scalar(0.1, 2.0) == solve_scalar(0.1, 2)  # a whole float depth is still fine
+    # a tiny β (which b_M allows down to ~1e-304) was "OverflowError: Numerical result out of range"; for β -> 0
+    # the root tends to (M/β)^(1/(M+1)). A subnormal β made the root search answer "collapses": refused
+    r = solve_scalar(1e-300, 3)
+    assert not r["collapses"] and r["x"] == pytest.approx((3 / 1e-300) ** 0.25, rel=1e-12)
+    with pytest.raises(NclabError, match="below float64's normal range"):
+        solve_scalar(1e-316, 3)
+    assert b_M(10, (1e-3, 1e-3), 1e-3) == pytest.approx(2 * 10 * math.sqrt(10 * 1e-9), rel=1e-13)
+
+
+def test_build_callbacks_names_a_spec_that_is_not_a_mapping():
+    from nclab.train.callbacks import build_callbacks
+
+    # a list/str/tuple spec was "AttributeError: 'list' object has no attribute 'items'"
+    for spec in (["nc_metrics"], [{"nc_metrics": {}}], "nc_metrics", ("nc_metrics",), []):
+        with pytest.raises(NclabError, match=r"callbacks must be a mapping \{name: kwargs\}"):
+            build_callbacks(spec)
+    with pytest.raises(NclabError, match="callback names must be strings"):  # TypeError before
+        build_callbacks({3: {}})
+    assert build_callbacks(None) == [] and build_callbacks({}) == []
+
+
+def test_load_run_and_results_text_refuse_a_folder_that_is_not_a_run(tmp_path):
+    from nclab.report import load_run, results_text
+
+    # a mistyped path read as a run with nothing in it: results_text printed "(no results recorded)"
+    with pytest.raises(NclabError, match="does not exist"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "f.txt").write_text("hi")
+    with pytest.raises(NclabError, match="is a file"):
+        load_run(tmp_path / "f.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NclabError, match="is not a run directory"):
+        load_run(tmp_path / "empty")
+    # a path instead of what load_run returns was "AttributeError: 'str' object has no attribute 'results'"
+    for bad in (str(tmp_path / "empty"), None):
+        with pytest.raises(NclabError, match=r"results_text takes what load_run returns"):
+            results_text(bad)
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    rd.write_results({"coarse_test_acc": 0.5})
+    assert "50.00" in results_text(load_run(rd.path))

@@ -28,16 +28,24 @@ def _parse_counts(counts, k: int) -> list[int]:
             counts = [int(s) for s in counts.replace(" ", "").split(",") if s]
         except ValueError:
             raise NclabError(f"subsample counts must be comma-separated integers, got '{counts}'") from None
-    if isinstance(counts, (int, np.integer)):
-        counts = [int(counts)] * k
-    if any(isinstance(c, float) and c != int(c) for c in counts):
-        raise NclabError(f"subsample counts must be whole numbers, got {list(counts)}")
+    if isinstance(counts, (int, float, np.integer, np.floating)):
+        counts = [counts] * k
+    try:  # "a", nan, inf or 5.5 (one value for all) raised ValueError/TypeError/OverflowError here before
+        counts = list(counts)
+        whole = all(float(c) == int(c) for c in counts)
+    except (TypeError, ValueError, OverflowError):
+        whole = False
+    if not whole:
+        raise NclabError(f"subsample counts must be whole numbers, got {counts!r}")
     counts = [int(c) for c in counts]
     if len(counts) != k:
         raise NclabError(f"subsample needs one count per class ({k}), got {len(counts)}")
     for c, n in enumerate(counts):
-        if n < 0:
-            raise NclabError(f"subsample count for class {c} is negative ({n})")
+        # 0 would drop the class from training while it stays in num_classes, the test split and the metrics:
+        # class removal, not imbalance (geometric_counts keeps >= 1 per class for the same reason)
+        if n < 1:
+            raise NclabError(f"subsample count for class {c} is {n}; every class needs >= 1 train sample "
+                             "(subsample makes imbalanced subsets; use 1 for the rarest class)")
     return counts
 
 

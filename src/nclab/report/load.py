@@ -145,9 +145,13 @@ def last_good_checkpoint(checkpoints: list[str]) -> str | None:
     return "last.pt" if "last.pt" in checkpoints else None
 
 
-def load_run(path: str | Path) -> RunData:
-    """Read one run directory (never raises on missing or corrupt files; see ``RunData.problems``)."""
-    rd = RunDir(path)
+def load_run(path: str | Path, *, missing_ok: bool = False) -> RunData:
+    """Read one run directory (never raises on missing or corrupt files inside it; see ``RunData.problems``).
+
+    ``path`` must be a run directory (:meth:`RunDir.require`): a mistyped path read as a run with no results.
+    ``missing_ok=True`` (sub-runs listed in results.json) reads whatever is there, possibly nothing.
+    """
+    rd = RunDir(path) if missing_ok else RunDir(path).require(run=True)
     data = RunData(path=rd.path, name=rd.name or str(rd.path))
     p = data.problems
     data.config = _try(p, "config.yaml", lambda: _read_yaml(rd.config_path), {})

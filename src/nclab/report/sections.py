@@ -305,6 +305,9 @@ def results_rows(run: RunData) -> list[tuple[str, float | None, float | None]]:
 
 def results_text(run: RunData) -> str:
     """The results table as aligned plain text."""
+    if not isinstance(run, RunData):  # a path ended in "'str' object has no attribute 'results'"
+        raise NclabError(f"results_text takes what load_run returns, got {type(run).__name__} {run!r}; "
+                         "use results_text(load_run(path))")
     rows = results_rows(run)
     if not rows:
         return "(no results recorded)"
@@ -609,7 +612,7 @@ def subruns_section(run: RunData, sink: FigureSink, out_dir: Path, max_overlay: 
     subs = run.results.get("subruns")
     if not isinstance(subs, list) or not subs:
         return ""
-    loaded = [(str(s), load_run(run.path / str(s))) for s in subs]
+    loaded = [(str(s), load_run(run.path / str(s), missing_ok=True)) for s in subs]  # missing ones get a row
 
     def last(sr: RunData, *keys: str) -> float | None:
         return next((v for k in keys if sr.series is not None and (v := sr.series.last(k)) is not None), None)

@@ -30,6 +30,7 @@ Everything is float64 numpy; this module never touches torch.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -84,8 +85,25 @@ def validate_ufm_args(counts: Sequence[int], depth: int, lambda_w: float | Seque
     return cnt, lw, lh
 
 
+def _positive_finite(v: float, what: str) -> float:
+    """``float(v)`` if it is a positive finite number (not a string or bool), else a :class:`NclabError`."""
+    try:
+        f = float(v) if not isinstance(v, (str, bytes, bool)) else math.nan
+    except (TypeError, ValueError):
+        f = math.nan
+    if not (f > 0 and math.isfinite(f)):
+        raise NclabError(f"{what} must be a positive finite number, got {v!r}")
+    return f
+
+
 def b_M(N: int, lambda_w: Sequence[float], lambda_h: float) -> float:
     """``b_M = M·N·(N·λ_W1⋯λ_WM·λ_H)^{1/M}`` (M = len(lambda_w)); computed in logs to avoid underflow."""
+    # the logs below need N, every λ > 0 (a math domain error otherwise) and M >= 1 (ZeroDivisionError)
+    N = _positive_finite(N, "N (number of samples)")
+    if isinstance(lambda_w, (str, bytes)) or np.ndim(lambda_w) != 1 or len(lambda_w) == 0:
+        raise NclabError(f"lambda_w must list one weight decay per layer (at least one), got {lambda_w!r}")
+    lambda_w = [_positive_finite(v, f"lambda_w for layer {j + 1}") for j, v in enumerate(lambda_w)]
+    lambda_h = _positive_finite(lambda_h, "lambda_h")
     M = len(lambda_w)
     log_prod = math.log(N) + sum(math.log(v) for v in lambda_w) + math.log(lambda_h)
     log_b = math.log(M * N) + log_prod / M
@@ -112,7 +130,11 @@ def scalar_objective(x: float | np.ndarray, beta: float, M: int):
 
 def _stationary_rhs(x: float, M: int) -> float:
     """g(x) = M x^{M−1}/(1 + x^M)²; φ'(x) = β − g(x)."""
-    return M * x ** (M - 1) / (1.0 + x**M) ** 2
+    try:
+        return M * x ** (M - 1) / (1.0 + x**M) ** 2
+    except OverflowError:  # (1 + x^M)² past float64 for tiny β (< ~1e-150, which b_M allows): the same in logs
+        lx = math.log(x)
+        return math.exp(math.log(M) + (M - 1) * lx - 2.0 * (M * lx + math.log1p(x ** -M)))
 
 
 def _larger_root(beta: float, M: int) -> float | None:
@@ -141,11 +163,18 @@ def solve_scalar(beta: float, M: int) -> dict:
     none); for M ≥ 2 zero is always a local minimum too, so ``local_x`` may exist while ``x == 0`` and vice versa.
     Ties (β = β*) go to zero, matching "collapses iff β ≥ β*".
     """
-    if not (beta > 0 and math.isfinite(beta)):
-        raise NclabError(f"beta must be a positive finite number, got {beta}")
+    beta = _positive_finite(beta, "beta")
+    # φ is defined for a whole depth M >= 1 only (M <= 0 divided by zero in _larger_root)
+    if (isinstance(M, bool) or not isinstance(M, (int, float, np.integer, np.floating))
+            or not (M >= 1 and float(M).is_integer())):
+        raise NclabError(f"M (depth, number of linear layers) must be an integer >= 1, got {M!r}")
+    M = int(M)
     if M == 1:
         x = max(1.0 / math.sqrt(beta) - 1.0, 0.0)
         return {"x": x, "phi": float(scalar_objective(x, beta, 1)), "collapses": x == 0.0, "local_x": x if x > 0 else None}
+    if beta < sys.float_info.min:  # subnormal: M/β overflowed to inf and the root search answered "collapses"
+        raise NclabError(f"beta = {beta} is below float64's normal range (2.2e-308); use lambda_w and lambda_h "
+                         "nearer the usual 1e-5 .. 1e-1")
     xr = _larger_root(beta, M)
     if xr is None:
         return {"x": 0.0, "phi": 1.0, "collapses": True, "local_x": None}

@@ -30,8 +30,14 @@ class Callback:
 
 def build_callbacks(spec: dict) -> list[Callback]:
     """``{name_or_dotted_path: kwargs}`` -> callback instances (``None`` kwargs = defaults; ``false`` = off)."""
+    if spec is not None and not isinstance(spec, dict):  # a list of names ended in "no attribute 'items'"
+        raise NclabError(f"callbacks must be a mapping {{name: kwargs}}, e.g. {{'nc_metrics': {{'epochs': 'log'}}}} "
+                         f"(None or {{}} for defaults), got {type(spec).__name__} {spec!r}")
     out = []
     for name, kwargs in (spec or {}).items():
+        if not isinstance(name, str):
+            raise NclabError(f"callback names must be strings ({', '.join(REGISTRY)} or module.path:ClassName), "
+                             f"got {name!r}")
         if kwargs is False:
             continue
         target = REGISTRY.get(name, name)
