@@ -527,3 +527,13 @@ def test_load_run_and_results_text_refuse_a_folder_that_is_not_a_run(tmp_path):
     rd.path.mkdir()
     rd.write_results({"coarse_test_acc": 0.5})
     assert "50.00" in results_text(load_run(rd.path))
+
+
+def test_sweep_with_an_unknown_data_source_writes_nothing(tmp_path, capsys):
+    # the source name is checked with the config: before, the sweep folder was created and left marked "failed"
+    out = tmp_path / "s"
+    code = main(["sweep", "cifar10-coarse5", "--recipe", "tiny", "--data", "nosuch:x", "--grid", "seed=0,1",
+                 "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown data source 'nosuch'" in err and "data.source" in err
+    assert not out.exists()

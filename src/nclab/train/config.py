@@ -324,6 +324,14 @@ def _cross_check(cfg: dict) -> None:
         raise NclabError(f"config key optim.betas={betas!r} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
     if cfg["loss"]["name"] == "mse" and cfg["loss"]["label_smoothing"]:
         raise NclabError("config key loss.label_smoothing applies to loss.name=ce only; set it to 0 with mse")
+    # the source's name is checked here, not when the data loads: a sweep or reproduce that would only learn of a
+    # typo after creating its folders (a sweep left one marked "failed") refuses before writing anything
+    from nclab.data.load import parse_spec
+
+    try:
+        parse_spec(cfg["data"]["source"])
+    except NclabError as e:
+        raise NclabError(f"config key data.source: {e}") from None
     if cfg["model"].get("head_width") is not None and cfg["model"].get("head_depth", 1) == 1:
         # a one-layer head has no hidden layer whose width this could set: silently ignoring it would hide a typo
         raise NclabError("config key model.head_width sets the hidden layers of a deep-linear head and needs "
