@@ -537,3 +537,19 @@ def test_sweep_with_an_unknown_data_source_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "unknown data source 'nosuch'" in err and "data.source" in err
     assert not out.exists()
+
+
+def test_theory_experiments_refuse_to_overwrite_a_run_without_force(tmp_path, capsys):
+    # a --quick rerun replaced a finished run's results silently; now it takes --force, checked before any work
+    from nclab.theory.experiments import run_hierarchy_synthetic
+
+    out = tmp_path / "h"
+    run_hierarchy_synthetic(str(out), steps=5, fine_seps=[4.0], noises=[1.0])
+    before = (out / "results.json").read_text()
+    for cmd in ("hierarchy-synthetic", "dln-synthetic", "dln-cifar10-imbalanced"):
+        assert main(["reproduce", cmd, "--quick", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "already holds a run" in err and "--force" in err
+    assert (out / "results.json").read_text() == before
+    res = run_hierarchy_synthetic(str(out), steps=5, fine_seps=[4.0], noises=[1.0], seed=1, force=True)
+    assert RunDir(out).read_results()["tables"] == json.loads(json.dumps(res["tables"]))

@@ -70,6 +70,13 @@ def _mark_failed(rd: RunDir, e: BaseException) -> None:
     rd.write_status("interrupted" if isinstance(e, KeyboardInterrupt) else "failed", msg)
 
 
+def _check_out(out: str, force: bool) -> None:
+    """Refuse to overwrite a folder that holds a run unless ``force`` (a --quick rerun silently replaced a full
+    run's results before), checked before any data is loaded or computed."""
+    if not force and RunDir(out).is_run():
+        raise NclabError(f"{out} already holds a run; pass --force to overwrite it, or choose another --out")
+
+
 def _start(out: str, config: dict) -> RunDir:
     rd = RunDir(out)
     rd.path.mkdir(parents=True, exist_ok=True)
@@ -83,12 +90,13 @@ def _start(out: str, config: dict) -> RunDir:
 @_single_thread()  # tiny matrices: one intra-op thread
 def run_dln_synthetic(out: str = "runs/dln-synthetic", quick: bool = False, iters: int | None = None,
                       lam: float = 5e-4, width: int = 32, seed: int = 0, depths: list[int] | None = None,
-                      losses: tuple[str, ...] = ("mse", "ce")) -> dict:
+                      losses: tuple[str, ...] = ("mse", "ce"), force: bool = False) -> dict:
     """K = 4, balanced (100 each) and imbalanced (200,100,50,50), M ∈ {1,3,6,9}, bias on/off, MSE and CE, GD with
     the papers' setting (init N(0, 0.1²), lr 0.1, momentum 0.9), λ_W = λ_H = ``lam``."""
     from nclab.theory.closed_form import predict_ufm
     from nclab.theory.solver import compare_to_prediction, measured_geometry, solve_ufm
 
+    _check_out(out, force)
     iters = int(iters or (2000 if quick else 20000))
     depths = depths or ([1, 3] if quick else [1, 3, 6, 9])
     counts_sets = {"balanced": [100] * 4, "imbalanced": [200, 100, 50, 50]}
@@ -196,13 +204,14 @@ def _recovery_acc(xtr, ytr, xte, yte, hier, seed) -> float:
 @_single_thread()  # tiny matrices: one intra-op thread
 def run_hierarchy_synthetic(out: str = "runs/hierarchy-synthetic", quick: bool = False, steps: int | None = None,
                             seed: int = 0, fine_seps: list[float] | None = None,
-                            noises: list[float] | None = None) -> dict:
+                            noises: list[float] | None = None, force: bool = False) -> dict:
     """Paper A's synthetic setting: a hierarchical Gaussian mixture, an MLP trained on coarse labels by full-batch
     GD, and over training coarse nc1, fine_within_coarse and fine-label recovery vs recovery from raw inputs,
     swept over fine separation and noise."""
     from nclab.collapse import hierarchy_metrics_from_arrays
     from nclab.data.synthetic import make_hierarchical_gaussian
 
+    _check_out(out, force)
     steps = int(steps or (300 if quick else 2000))
     fine_seps = fine_seps or ([1.0, 3.0] if quick else [0.5, 1.0, 2.0, 4.0])
     noises = noises or ([1.0] if quick else [0.5, 1.0, 2.0])
@@ -298,6 +307,7 @@ def _print_tables(results: dict) -> None:
 
 def _common_args(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of data and initialisation (default 0)")
+    p.add_argument("--force", action="store_true", help="overwrite a run already in --out")
     p.add_argument("--json", action="store_true", help="print results.json on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -355,7 +365,7 @@ def _cmd_dln(args) -> int:
     check_seed(args.seed, "--seed")
     _validate_predictions([([100] * 4, M, args.lam, args.lam) for M in (1, 3, 6, 9)])
     return _emit(run_dln_synthetic(args.out, quick=args.quick, iters=args.iters, lam=args.lam, width=args.width,
-                                   seed=args.seed), args)
+                                   seed=args.seed, force=args.force), args)
 
 
 def _validate_predictions(cases) -> None:
@@ -371,7 +381,8 @@ def _cmd_hier(args) -> int:
     if args.steps is not None and args.steps < 1:
         raise NclabError("--steps must be >= 1")
     check_seed(args.seed, "--seed")
-    return _emit(run_hierarchy_synthetic(args.out, quick=args.quick, steps=args.steps, seed=args.seed), args)
+    return _emit(run_hierarchy_synthetic(args.out, quick=args.quick, steps=args.steps, seed=args.seed,
+                                         force=args.force), args)
 
 
 CIFAR_COUNTS = [100, 100, 200, 200, 300, 300, 400, 400, 500, 500]
@@ -388,7 +399,7 @@ def _default_cifar_source() -> str:
 def run_dln_cifar10_imbalanced(out: str = "runs/dln-cifar10-imbalanced", quick: bool = False, source: str | None = None,
                                depths: list[int] | None = None, epochs: int | None = None, width: int | None = None,
                                lambda_w: float = 5e-4, lambda_h: float = 5e-4, lr: float = 0.05,
-                               device: str = "auto", seed: int = 0) -> dict:
+                               device: str = "auto", seed: int = 0, force: bool = False) -> dict:
     """MLP backbone + M bias-free linear layers on CIFAR-10 subsampled to 100,100,…,500,500, MSE with explicit
     λ_W, λ_H (trainer normalisation: λ_H/2 · mean_i ‖h_i‖², i.e. UFM λ_H = λ_H/N), full batch, plain SGD with
     momentum and no weight decay. Per layer: NC1 and the frame errors of the class-mean and classifier Grams
@@ -398,6 +409,7 @@ def run_dln_cifar10_imbalanced(out: str = "runs/dln-cifar10-imbalanced", quick: 
     from nclab.theory.closed_form import predict_ufm
     from nclab.train import Trainer
 
+    _check_out(out, force)
     depths = depths or ([1, 3] if quick else [1, 3, 6])
     epochs = int(epochs or (30 if quick else 600))
     width = int(width if width is not None else (64 if quick else 256))
@@ -496,4 +508,4 @@ def _cmd_cifar(args) -> int:
     return _emit(run_dln_cifar10_imbalanced(args.out, quick=args.quick, source=args.data, depths=depths,
                                             epochs=args.epochs, width=args.width, lambda_w=args.lambda_w,
                                             lambda_h=args.lambda_h, lr=args.lr, device=args.device,
-                                            seed=args.seed), args)
+                                            seed=args.seed, force=args.force), args)
