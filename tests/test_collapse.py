@@ -182,6 +182,55 @@ def test_float32_classifier_scores_fall_back_to_float64_on_near_ties(classifier_
     assert np.sum(ref_pred == 1) > 0 and np.sum(ref_pred == 0) > 0  # both tied classes are really chosen
 
 
+def test_one_large_batch_in_chunks_keeps_each_rows_decision(monkeypatch):
+    # a batch is scored in float32 at once, then worked through in cache-sized float64 chunks: the float32
+    # decisions kept (sure rows) and those redone in float64 (near ties: rows 0 and 1 of W are 1e-7 apart) must
+    # be matched to the right rows of the right chunk. The float64 reference decides every row directly.
+    from nclab.collapse import second_pass
+
+    monkeypatch.setattr(second_pass, "FUSED_COLUMNS", 0)  # the float32 route
+    monkeypatch.setattr(second_pass, "CHUNK_BYTES", 1)  # chunks of 256 rows: 12 for 3,000 rows
+    H, y = gaussian_data(seed=11, N=3000, D=64, K=4, offset=0.0)
+    H = H.astype(np.float32)
+    rng = np.random.default_rng(5)
+    W = rng.normal(size=(4, 64))
+    W[1] = W[0] + 1e-7 * rng.normal(size=64)
+    b = rng.normal(size=4)
+    b[1] = b[0]
+    H64 = H.astype(np.float64)
+    ref_pred = np.argmax(H64 @ W.T + b, 1)
+    mu = np.stack([H64[y == k].mean(0) for k in range(4)])
+    ncc_ref = np.argmin(((H64[:, None, :] - mu[None]) ** 2).sum(-1), 1)
+    stats = ClassStats(4, scatter=False, traces=False).update(H, y)
+    sp = SecondPass(stats, W, b).update(H, y)
+    got = sp.result()
+    assert 300 < sp.rescored < 2700  # both kinds of rows, in every part of the batch
+    assert got["classifier_acc"] == np.mean(ref_pred == y)
+    assert got["ncc_mismatch"] == np.mean(ref_pred != ncc_ref)
+    assert sp.n == sp.n_labelled == len(y)
+
+
+def test_float32_overflow_of_the_classifier_scores_falls_back_to_float64(monkeypatch):
+    # |scores| ~ 1e40 overflow float32 (max 3.4e38) but not float64: the decisions must be float64's
+    from nclab.collapse import second_pass
+
+    monkeypatch.setattr(second_pass, "FUSED_COLUMNS", 0)  # the float32 route
+    H, y = gaussian_data(seed=9, N=1500, D=16, K=5, offset=2.0)
+    H = (H * 1e20).astype(np.float32)
+    W = np.random.default_rng(4).normal(size=(5, 16)) * 1e20
+    b = np.zeros(5)
+    H64 = H.astype(np.float64)
+    ref_pred = np.argmax(H64 @ W.T + b, 1)
+    mu = np.stack([H64[y == k].mean(0) for k in range(5)])
+    ncc_ref = np.argmin(((H64[:, None, :] - mu[None]) ** 2).sum(-1), 1)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(H @ W.T.astype(np.float32)).all()  # the float32 product really overflows
+    stats = ClassStats(5, scatter=False, traces=False).update(H, y)
+    got = SecondPass(stats, W, b).update(H, y).result()
+    assert got["classifier_acc"] == np.mean(ref_pred == y)
+    assert got["ncc_mismatch"] == np.mean(ref_pred != ncc_ref)
+
+
 @pytest.mark.parametrize("sep, screened", [(0.6, "some"), (40.0, "all")])
 def test_nearest_centre_screening_gives_the_exact_decisions(sep, screened):
     # rows within half the distance to the nearest other mean skip the distance product; the decisions

@@ -18,6 +18,7 @@ from nclab.utils.errors import NclabError
 
 _F64 = torch.float64
 FUSED_COLUMNS = 32  # see SecondPass.__init__: up to this many columns W joins the float64 product
+CHUNK_BYTES = 2**22  # float64 work per chunk of a labelled batch: cache-sized (1,024 x 512 float64 = 4 MB)
 
 
 class SecondPass:
@@ -60,7 +61,7 @@ class SecondPass:
             self.traces = torch.zeros(stats.num_classes, dtype=_F64, device=self.device)
         # unlabelled batches: one matrix product gives both the centre distances and the classifier scores
         self._rhs = self.means if self.W is None else torch.cat([self.means, self.W])
-        # labelled batches work on the residuals r_i = h_i − μ_{y_i} (see _update_labelled)
+        # labelled batches work on the residuals r_i = h_i − μ_{y_i} (see _chunk)
         self._all_means = stats.means  # (K, D), indexed by label
         pos = torch.full((stats.num_classes,), -1, dtype=torch.int64, device=self.device)
         pos[idx] = torch.arange(idx.numel(), device=self.device)
@@ -156,43 +157,53 @@ class SecondPass:
         """Float64 classifier scores W h + b = W r + (W μ_y + b) from residuals r (B, D) and labels y (B,)."""
         return r @ self.W.T + self._wmb.index_select(0, y)
 
-    def _scores(self, r: torch.Tensor, y: torch.Tensor, x32: torch.Tensor | None) -> torch.Tensor:
-        """argmax_k (W h + b)_k for the rows of the batch, with float64 decisions (see the class docstring)."""
-        if x32 is None:
-            return torch.argmax(self._exact_scores(r, y), dim=1)
+    def _scores32(self, x32: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """argmax_k (W h + b)_k from one float32 product for the whole batch, and the rows (bool (B,)) whose
+        decision is too close to call in float32 (scored again in float64 by the caller, see the class docstring);
+        ``None`` when a float32 score overflowed (the caller scores the batch in float64)."""
         buf = self._scratch.get
         b, k = x32.shape[0], self._w32.shape[0]
         s = torch.mm(x32, self._w32.T, out=buf("s32", (b, k), x32.dtype, x32.device))
         if self._b32 is not None:
             s += self._b32
         best, pred = torch.max(s, dim=1)
-        if not bool(torch.isfinite(best).all()):  # float32 overflow: score this batch in float64
-            return torch.argmax(self._exact_scores(r, y), dim=1)
-        if k > 1:
-            # every float32 score is within `bound` of its float64 value; a rival within twice that of the
-            # winner (compared in float32, whose rounding of best - tol the slack in _w_bound covers) is unsure
-            tol = torch.linalg.vector_norm(x32, dim=1).mul_(2 * self._w_bound).add_(2 * self._b_bound)
-            second = s.scatter_(1, pred.unsqueeze(1), float("-inf")).amax(dim=1)  # s is scratch: reuse it
-            unsure = torch.nonzero(second >= best - tol).flatten()
-            self.rescored += int(unsure.numel())
-            if unsure.numel():
-                exact = self._exact_scores(r.index_select(0, unsure), y.index_select(0, unsure))
-                pred[unsure] = torch.argmax(exact, dim=1)
-        return pred
+        if not bool(torch.isfinite(best).all()):  # float32 overflow
+            return None
+        if k == 1:
+            return pred, torch.zeros_like(best, dtype=torch.bool)
+        # every float32 score is within `bound` of its float64 value; a rival within twice that of the
+        # winner (compared in float32, whose rounding of best - tol the slack in _w_bound covers) is unsure
+        tol = torch.linalg.vector_norm(x32, dim=1).mul_(2 * self._w_bound).add_(2 * self._b_bound)
+        second = s.scatter_(1, pred.unsqueeze(1), float("-inf")).amax(dim=1)  # s is scratch: reuse it
+        return pred, second >= best - tol
 
     def _update_labelled(self, x: torch.Tensor, y: torch.Tensor, x32: torch.Tensor | None = None) -> "SecondPass":
-        """Everything from the residuals r = h − μ_y (exact differences, no cancellation) and one product
-        r Vᵀ: traces ‖r‖², projected residuals z = V r; classifier scores W h + b (with few classes float64
-        W r + (W μ_y + b) from the same product; else a float32 product checked by its error bound, float64
-        where unsure), and the nearest centre argmin_k ‖h − μ_k‖² = argmin_k (‖μ_y − μ_k‖² − 2 r·μ_k)
-        (‖r‖² and r·μ_y are the same for every k; rows within the screening radius skip it, see
-        ``_nearest_centre``). Callers pass cache-sized batches (metrics_from_arrays: 1024 rows).
-        ``x``: the batch on this pass's device, any real dtype (never changed); ``x32``: the batch as float32
-        (when it came so) for the classifier scores. Work buffers are reused across batches (see ``Scratch``)."""
+        """A labelled batch: the classifier's float32 scores for all rows at once (one large product runs nearer
+        the CPU's peak than many cache-sized ones), then everything float64 in cache-sized chunks (``_chunk``)."""
         pos = self._pos.index_select(0, y)
         if bool((pos < 0).any()):
             raise NclabError("labels of the second pass include a class the first pass never saw; "
                              "feed both passes the same samples")
+        scored = None
+        if self.W is not None and not self._fused_w and x32 is not None:
+            scored = self._scores32(x32)
+        step = max(256, CHUNK_BYTES // (8 * x.shape[1]))
+        for j in range(0, x.shape[0], step):
+            sl = slice(j, j + step)
+            self._chunk(x[sl], y[sl], pos[sl], None if scored is None else (scored[0][sl], scored[1][sl]))
+        self.n_labelled += int(x.shape[0])
+        self.n += int(x.shape[0])
+        return self
+
+    def _chunk(self, x: torch.Tensor, y: torch.Tensor, pos: torch.Tensor,
+               scored: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Everything from the residuals r = h − μ_y (exact differences, no cancellation) and one product
+        r Vᵀ: traces ‖r‖², projected residuals z = V r; classifier scores W h + b (with few classes float64
+        W r + (W μ_y + b) from the same product; else ``scored``: the float32 decisions and the rows to score
+        again in float64 from r), and the nearest centre argmin_k ‖h − μ_k‖² = argmin_k (‖μ_y − μ_k‖² − 2 r·μ_k)
+        (‖r‖² and r·μ_y are the same for every k; rows within the screening radius skip it, see
+        ``_nearest_centre``). ``x``: a cache-sized chunk on this pass's device, any real dtype (never changed).
+        Work buffers are reused across chunks (see ``Scratch``)."""
         buf = self._scratch.get
         b, dev = x.shape[0], x.device
         mu_y = torch.index_select(self._all_means, 0, y, out=buf("mu_y", tuple(x.shape), _F64, dev))
@@ -220,18 +231,22 @@ class SecondPass:
             ncc = self._nearest(prod, pos)
         if self._fused_w:  # W h + b = W r + (W μ_y + b), all float64
             pred = torch.argmax(full[:, self._nz :] + self._wmb.index_select(0, y), dim=1)
+        elif self.W is not None and scored is None:  # no float32 route (or it overflowed): float64 throughout
+            pred = torch.argmax(self._exact_scores(r, y), dim=1)
         elif self.W is not None:
-            pred = self._scores(r, y, x32)
+            pred = scored[0]
+            unsure = torch.nonzero(scored[1]).flatten()
+            self.rescored += int(unsure.numel())
+            if unsure.numel():
+                exact = self._exact_scores(r.index_select(0, unsure), y.index_select(0, unsure))
+                pred[unsure] = torch.argmax(exact, dim=1)
         if self.W is not None:
             self.mismatch += int((pred != ncc).sum())
             self.clf_correct += int((pred == y).sum())
-        self.n_labelled += int(x.shape[0])
         self.ncc_correct += int((ncc == y).sum())
         if self.proj_diag is not None:
             self.traces.index_add_(0, y, sq)
             self.proj_diag += zz.sum(0)
-        self.n += int(x.shape[0])
-        return self
 
     def _nearest(self, t: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """argmin_k ‖μ_y − μ_k‖² − 2 t_k over the present classes (t: (B, Kp) = r·μ_k up to a per-row
