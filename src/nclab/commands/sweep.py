@@ -169,6 +169,7 @@ def run(args) -> int:
             print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(t["columns"], widths)))
             for r in t["rows"]:
                 print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(r, widths)))
+        print(f"  results: {exp.results_path}")
     return 0
 
 
@@ -183,7 +184,7 @@ def _write(exp, args, axes: dict, rows: list[dict]) -> dict:
     cols = list(axes) + list(SUMMARY_METRICS)
     results = {"experiment": f"sweep:{args.experiment}", "recipe": args.recipe,
                "grid": {"axes": axes, "cells": rows}, "subruns": [r["run"] for r in rows],
-               "tables": [{"title": f"{args.experiment} grid: final recovery (test) accuracy, coarse test accuracy, NC1",
+               "tables": [{"title": f"{args.experiment} grid: final recovery (test) accuracy, coarse test accuracy, NC1 (train, coarse labels)",
                            "columns": cols, "rows": [[fmt(r.get(c), c) for c in cols] for r in rows]}]}
     summary = seed_summary(axes, rows)
     if summary:

@@ -169,7 +169,9 @@ def load_imagefolder(arg: str, cache_dir: Path, image_size: int | None = None) -
         raise NclabError(f"image_size must be a positive integer (pixels), got {image_size!r}")
     path = Path(arg).expanduser()
     if not path.exists():
-        raise NclabError(f"image folder {path} not found; give imagefolder:PATH to a folder or .tar/.tar.gz archive")
+        raise NclabError(f"image folder {path} not found (a relative path starts at the working directory); give "
+                         "imagefolder:PATH to a folder or .tar/.tar.gz archive (train: --set data.source=...; "
+                         "reproduce, sweep: --data ...)")
     if path.is_file():
         if not is_archive(path):
             raise NclabError(f"{path} is a file but not a .tar/.tar.gz archive; give a folder or a tar archive")

@@ -76,7 +76,8 @@ def add_experiments(sub) -> None:
 
 def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
     p.add_argument("--recipe", default="fast",
-                   help="paper (ResNet-18, 350 epochs, GPU), fast (the 2-core CPU recipe), or any config name/YAML path")
+                   help="paper (ResNet-18, 350 epochs, GPU; paper A's recipe), fast (the 2-core CPU recipe; the default), or any "
+                        "config name/YAML path")
     sweep = spec.get("sweep", False)  # sweep cells never train the baselines and always resume
 
     def default(key: str) -> str:  # a sweep runs any experiment: name each one's default
@@ -106,7 +107,8 @@ def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
                    help="skip the supervised linear probe inside each superclass (nclab.finegrain.probe)")
     p.add_argument("--max-train", type=int, default=None,
                    help="cluster at most this many train samples in the final recovery (default: all)")
-    p.add_argument("--out", default=None, help="experiment/run directory (default runs/<experiment>-<recipe>)")
+    p.add_argument("--out", default=None, help="sweep folder, one sub-folder per cell (default runs/sweep-<experiment>-"
+                   "<recipe>)" if sweep else "experiment/run directory (default runs/<experiment>-<recipe>)")
     p.add_argument("--resume", action="store_true",
                    help="(a sweep always skips complete cells and continues interrupted ones)" if sweep else
                    "continue an interrupted experiment")
@@ -251,7 +253,7 @@ def _table(res: dict) -> dict:
         if v.get("coarse_test_acc") is not None:
             rows.append([f"baseline: {k.replace('_', ' ')}, coarse accuracy of its predictions", _pct(v["coarse_test_acc"])])
     if res.get("paper", {}).get("fine_test_acc") is not None:
-        rows.append(["paper A (ResNet-18, 350 epochs)", _pct(res["paper"]["fine_test_acc"])])
+        rows.append(["paper A (ResNet-18, 350 epochs, CIFAR-10)", _pct(res["paper"]["fine_test_acc"])])
     return {"title": f"{res['experiment']}: fine-label test accuracy", "columns": ["method", "test accuracy"], "rows": rows}
 
 
