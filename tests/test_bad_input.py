@@ -553,3 +553,10 @@ def test_theory_experiments_refuse_to_overwrite_a_run_without_force(tmp_path, ca
     assert (out / "results.json").read_text() == before
     res = run_hierarchy_synthetic(str(out), steps=5, fine_seps=[4.0], noises=[1.0], seed=1, force=True)
     assert RunDir(out).read_results()["tables"] == json.loads(json.dumps(res["tables"]))
+
+
+def test_train_resume_of_a_mistyped_run_names_the_folder(tmp_path, capsys):
+    assert main(["train", "--resume", "--runs", str(tmp_path), "--name", "mnie"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'mnie'} holds no run" in err and err.count("\n") == 1
+    assert not (tmp_path / "mnie").exists()

@@ -48,7 +48,8 @@ def run(args) -> int:
     if args.resume and config is None:
         rd = Path(args.run_dir) if args.run_dir else (Path(args.runs) / args.name if args.name else None)
         if rd is None or not RunDir(rd).config_path.exists():
-            raise NclabError("--resume without --config needs --run-dir or --name of an existing run")
+            where = f"; {rd} holds no run (config.yaml)" if rd is not None else ""
+            raise NclabError(f"--resume without --config needs --run-dir or --name of an existing run{where}")
         config = str(RunDir(rd).config_path)
     if config is None:
         raise NclabError("no config given; pass --config tiny|fast|paper_resnet18 or a YAML path")
