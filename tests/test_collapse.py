@@ -615,3 +615,25 @@ def test_cli_refuses_options_of_the_other_mode(tmp_path, capsys):
     assert "--labels only apply with --features" in capsys.readouterr().err
     assert main(arrays + ["--json"]) == 0  # the plain arrays call still works
     assert json.loads(capsys.readouterr().out)["nc1"] > 0
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_one_large_batch_in_pieces_equals_the_naive_statistics(monkeypatch, grouped):
+    # ClassStats.update works through a batch in cache-sized float64 pieces (here 50 rows: 12 pieces): its means,
+    # traces and (per-group) scatter must equal the formulas written directly in float64 NumPy
+    from nclab.collapse import stats as stats_module
+
+    monkeypatch.setattr(stats_module, "CHUNK_BYTES", 8 * 12 * 50)
+    H, y = gaussian_data(seed=12, N=600, D=12, K=7, offset=3.0)
+    H32 = H.astype(np.float32)
+    groups = np.arange(7) % 3 if grouped else None
+    st = ClassStats(7, groups=groups).update(H32, y)
+    H64 = H32.astype(np.float64)
+    mu = np.stack([H64[y == k].mean(0) for k in range(7)])
+    R = H64 - mu[y]
+    np.testing.assert_allclose(st.means.numpy(), mu, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(st.traces.numpy(), [np.sum(R[y == k] ** 2) for k in range(7)], rtol=1e-10)
+    g_of = groups if grouped else np.zeros(7, dtype=int)
+    for g in range(st.num_groups):
+        Rg = R[np.isin(y, np.flatnonzero(g_of == g))]
+        np.testing.assert_allclose(st.scatter[g].numpy(), Rg.T @ Rg, rtol=1e-10, atol=1e-9)

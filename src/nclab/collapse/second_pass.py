@@ -13,12 +13,11 @@ import numpy as np
 import torch
 
 from nclab.collapse.metrics import _check_wb, between_span, centred_means, class_means
-from nclab.collapse.stats import ClassStats, Scratch, as_float64, integer_labels
+from nclab.collapse.stats import CHUNK_BYTES, ClassStats, Scratch, as_float64, integer_labels
 from nclab.utils.errors import NclabError
 
 _F64 = torch.float64
 FUSED_COLUMNS = 32  # see SecondPass.__init__: up to this many columns W joins the float64 product
-CHUNK_BYTES = 2**22  # float64 work per chunk of a labelled batch: cache-sized (1,024 x 512 float64 = 4 MB)
 
 
 class SecondPass:

@@ -29,6 +29,7 @@ import torch
 from nclab.utils.errors import NclabError
 
 _F64 = torch.float64
+CHUNK_BYTES = 2**22  # float64 work per piece of a batch on CPU: cache-sized (1,024 x 512 float64 = 4 MB)
 
 
 def _as_tensor(x, device, dtype=None) -> torch.Tensor:
@@ -187,34 +188,35 @@ class ClassStats:
         k = self.num_classes
         nb = torch.bincount(y, minlength=k).to(_F64)
         sums = torch.zeros(k, self.dim, dtype=_F64, device=x.device)
-        lean = not (self.keep_traces or self.keep_scatter)
-        if lean and x.device.type == "cpu" and x.dtype != _F64:
-            # sums only: convert cache-sized pieces (a float64 copy of a large batch would spill out of
-            # cache) and merge the whole batch once (2-core CPU, 50,000 x 512: ~8 vs 13-20 ms)
-            step = max(1, 2**22 // (8 * self.dim))
-            for j in range(0, x.shape[0], step):
-                sums.index_add_(0, y[j : j + step], as_float64(x[j : j + step], self._scratch))
-        else:
-            x = as_float64(x, self._scratch)  # our own copy: may be changed in place below
-            sums.index_add_(0, y, x)
+        # float64 work in cache-sized pieces on CPU: a float64 copy of a large batch would spill out of cache
+        # (sums only, 2-core CPU, 50,000 x 512: ~8 vs 13-20 ms) and cost O(B·D) memory (65,536 rows of a
+        # 2,048-wide tap: 1 GB); pieces go through the scratch buffers, the batch is merged once
+        step = max(1, CHUNK_BYTES // (8 * self.dim)) if x.device.type == "cpu" else x.shape[0]
+        pieces = [(x[j : j + step], y[j : j + step]) for j in range(0, x.shape[0], step)]
+        for xj, yj in pieces:
+            sums.index_add_(0, yj, as_float64(xj, self._scratch))
         if not bool(torch.isfinite(sums).all()):  # a NaN/inf anywhere reaches its class sum
             raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt — "
                              "check the run (lower the learning rate) or clean the array")
         mb = sums / nb.clamp_min(1).unsqueeze(1)
-        tb = sb = None
+        tb = torch.zeros(k, dtype=_F64, device=x.device) if self.keep_traces else None
+        sb = torch.zeros(self.num_groups, self.dim, self.dim, dtype=_F64, device=x.device) if self.keep_scatter else None
+        gidx = self._group_index(x.device) if self.groups is not None else None
         if self.keep_traces or self.keep_scatter:
-            xc = x.sub_(torch.index_select(mb, 0, y, out=self._scratch.get("g", tuple(x.shape), _F64, x.device)))
-        if self.keep_traces:
-            tb = torch.zeros(k, dtype=_F64, device=x.device).index_add_(0, y, (xc * xc).sum(1))
-        if self.keep_scatter:
-            if self.groups is None:
-                sb = (xc.T @ xc).unsqueeze(0)
-            else:
-                gi = self._group_index(x.device)[y]
-                sb = torch.zeros(self.num_groups, self.dim, self.dim, dtype=_F64, device=x.device)
-                for g in torch.unique(gi).tolist():
-                    xg = xc[gi == g]
-                    sb[g] = xg.T @ xg
+            for xj, yj in pieces:  # scatter about the batch means, piece by piece (Chan et al.: merged below)
+                xc = as_float64(xj, self._scratch)
+                xc.sub_(torch.index_select(mb, 0, yj, out=self._scratch.get("g", tuple(xc.shape), _F64, xc.device)))
+                if tb is not None:
+                    tb.index_add_(0, yj, (xc * xc).sum(1))
+                if sb is None:
+                    continue
+                if gidx is None:
+                    sb[0].addmm_(xc.T, xc)
+                else:
+                    gi = gidx[yj]
+                    for g in torch.unique(gi).tolist():
+                        xg = xc[gi == g]
+                        sb[g].addmm_(xg.T, xg)
         self._merge(nb.to(self.device), mb.to(self.device), None if tb is None else tb.to(self.device),
                     None if sb is None else sb.to(self.device))
         return self
