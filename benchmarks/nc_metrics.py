@@ -109,23 +109,23 @@ def in_memory_case(n: int, d: int, k: int, device: str, reps: int) -> None:
 
 
 def _products_floor(n: int, d: int, k: int, device: str) -> float:
-    """Seconds for the matrix products the exact route cannot skip, in the pieces it uses (CPU): the float64
-    projection of the residuals on the span of the means (d x (k-1)) in cache-sized chunks, plus the classifier
-    scores (float64 in the same product when few classes, else one float32 product per 16-chunk batch), best of 3."""
+    """Seconds for the matrix products the exact route cannot skip, in the batches it uses (CPU): the float64
+    projection of the residuals on the span of the means (d x (k-1)), plus the classifier scores (float64 in the
+    same product when few classes, else one float32 product), best of 3."""
     from nclab.collapse.second_pass import CHUNK_BYTES, FUSED_COLUMNS
 
     b = max(256, CHUNK_BYTES // (8 * d))
     r64 = torch.randn(b, d, dtype=torch.float64, device=device)
     fused = (k - 1) + k <= FUSED_COLUMNS
     v64 = torch.randn((k - 1) + (k if fused else 0), d, dtype=torch.float64, device=device)
-    x32, w32 = torch.randn(16 * b, d, device=device), torch.randn(k, d, device=device)
+    r32, w32 = r64.float(), torch.randn(k, d, device=device)
 
     def products():
         for i in range(0, n, b):
-            torch.mm(r64[: min(b, n - i)], v64.T)
-        if not fused:
-            for i in range(0, n, 16 * b):
-                torch.mm(x32[: min(16 * b, n - i)], w32.T)
+            m = min(b, n - i)
+            torch.mm(r64[:m], v64.T)
+            if not fused:
+                torch.mm(r32[:m], w32.T)
 
     products()
     return min(_timed(products, device) for _ in range(3))
