@@ -637,3 +637,25 @@ def test_one_large_batch_in_pieces_equals_the_naive_statistics(monkeypatch, grou
     for g in range(st.num_groups):
         Rg = R[np.isin(y, np.flatnonzero(g_of == g))]
         np.testing.assert_allclose(st.scatter[g].numpy(), Rg.T @ Rg, rtol=1e-10, atol=1e-9)
+
+
+def test_a_nan_in_a_later_chunk_leaves_the_second_pass_as_it_was(monkeypatch):
+    # a batch is worked through in chunks: a NaN in its last chunk must raise without counting the earlier ones
+    from nclab.collapse import second_pass
+
+    monkeypatch.setattr(second_pass, "CHUNK_BYTES", 1)  # 256-row chunks
+    H, y = gaussian_data(seed=13, N=1200, D=8, K=3)
+    W = np.random.default_rng(0).normal(size=(3, 8))
+    stats = ClassStats(3, scatter=False, traces=False).update(H, y)
+    sp = SecondPass(stats, W, project=True).update(H[:600], y[:600])
+    before = sp._counters()
+    bad = H[600:].copy()
+    bad[-1, 0] = np.nan
+    with pytest.raises(NclabError, match="NaN"):
+        sp.update(bad, y[600:])
+    after = sp._counters()
+    for k, v in before.items():
+        assert (torch.equal(v, after[k]) if isinstance(v, torch.Tensor) else v == after[k]), k
+    assert sp.n == sp.n_labelled == 600
+    ref = SecondPass(stats, W, project=True).update(H[:600], y[:600]).update(H[600:], y[600:])
+    assert sp.update(H[600:], y[600:]).result() == ref.result()  # usable afterwards, as if the bad batch never came

@@ -189,12 +189,28 @@ class SecondPass:
         if self.W is not None and not self._fused_w and x32 is not None:
             scored = self._scores32(x32)
         step = max(256, CHUNK_BYTES // (8 * x.shape[1]))
-        for j in range(0, x.shape[0], step):
-            sl = slice(j, j + step)
-            self._chunk(x[sl], y[sl], pos[sl], None if scored is None else (scored[0][sl], scored[1][sl]))
+        # a NaN found in a later chunk must not leave the earlier chunks counted: the batch adds all or nothing
+        saved = self._counters()
+        try:
+            for j in range(0, x.shape[0], step):
+                sl = slice(j, j + step)
+                self._chunk(x[sl], y[sl], pos[sl], None if scored is None else (scored[0][sl], scored[1][sl]))
+        except NclabError:
+            self._restore(saved)
+            raise
         self.n_labelled += int(x.shape[0])
         self.n += int(x.shape[0])
         return self
+
+    _COUNTERS = ("mismatch", "clf_correct", "ncc_correct", "rescored", "screened", "traces", "proj_diag")
+
+    def _counters(self) -> dict:
+        return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k in self._COUNTERS
+                for v in [getattr(self, k)]}
+
+    def _restore(self, saved: dict) -> None:
+        for k, v in saved.items():
+            setattr(self, k, v)
 
     def _chunk(self, x: torch.Tensor, y: torch.Tensor, pos: torch.Tensor,
                scored: tuple[torch.Tensor, torch.Tensor] | None) -> None:
