@@ -449,3 +449,17 @@ def test_demo_refuses_to_overwrite_another_run(tmp_path, capsys):
     assert main(["demo", "--out", str(other), "--quiet"]) == 2
     assert "holds another run, not a demo" in capsys.readouterr().err
     assert (other / "results.json").read_text() == before
+
+
+def test_one_axis_grid_names_its_columns_only(tmp_path):
+    # a seed-only sweep has one axis: the note must not print an empty "Rows:" label
+    from nclab.rundir import RunDir
+    from nclab.report import write_report
+
+    run = RunDir(tmp_path / "sweep")
+    run.path.mkdir()
+    run.write_results({"experiment": "sweep:x", "grid": {"axes": {"seed": [0, 1]}, "cells": [
+        {"seed": 0, "run": "seed=0", "recovery_acc": 0.5}, {"seed": 1, "run": "seed=1", "recovery_acc": 0.6}]}})
+    text = Path(write_report(run.path)).read_text()
+    grid = text.split('<section id="grid">')[1].split("</section>")[0]
+    assert "2 runs. Columns: seed." in grid and "Rows:" not in grid
