@@ -560,3 +560,15 @@ def test_train_resume_of_a_mistyped_run_names_the_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{tmp_path / 'mnie'} holds no run" in err and err.count("\n") == 1
     assert not (tmp_path / "mnie").exists()
+
+
+def test_train_resume_of_a_finished_run_says_there_is_nothing_to_train(tmp_path, capsys):
+    assert main(["train", "--config", "tiny", "--runs", str(tmp_path), "--name", "a", "--quiet"]) == 0
+    metrics = (tmp_path / "a" / "metrics.jsonl").read_text()
+    from nclab.utils import progress
+
+    progress.set_quiet(False)
+    capsys.readouterr()
+    assert main(["train", "--resume", "--runs", str(tmp_path), "--name", "a"]) == 0
+    assert "already trained all 4 epochs; nothing to train" in capsys.readouterr().err
+    assert (tmp_path / "a" / "metrics.jsonl").read_text() == metrics

@@ -410,6 +410,8 @@ class Trainer:
             "resumed_from_epoch": self.epoch if resume else None,
         }, resumed=resume)
         run.write_status("running", "", epoch=self.epoch, wall_time_s=self._elapsed, resumed=resume)
+        if resume and self.epoch >= int(self.cfg["optim"]["epochs"]):
+            say(f"{run.path} already trained all {self.epoch} epochs; nothing to train (raise optim.epochs to continue)")
 
     def _nan_stop(self, epoch: int, step: int | None, value: float | str, what: str = "training loss") -> None:
         if self._last_ckpt:
