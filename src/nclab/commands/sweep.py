@@ -184,7 +184,8 @@ def _write(exp, args, axes: dict, rows: list[dict]) -> dict:
     cols = list(axes) + list(SUMMARY_METRICS)
     results = {"experiment": f"sweep:{args.experiment}", "recipe": args.recipe,
                "grid": {"axes": axes, "cells": rows}, "subruns": [r["run"] for r in rows],
-               "tables": [{"title": f"{args.experiment} grid: final recovery (test) accuracy, coarse test accuracy, NC1 (train, coarse labels)",
+               "tables": [{"title": f"{args.experiment} grid: final recovery (test) accuracy, coarse test accuracy, "
+                                    "NC1 (train, coarse labels)",
                            "columns": cols, "rows": [[fmt(r.get(c), c) for c in cols] for r in rows]}]}
     summary = seed_summary(axes, rows)
     if summary:

@@ -533,7 +533,8 @@ def grid_section(run: RunData, sink: FigureSink, out_dir: Path) -> str:
     metrics = [m for m in ("recovery_acc", "coarse_acc", "nc1") if any(m in c for c in cells)]
     metrics += sorted({k for c in cells for k, v in c.items()
                        if k not in metrics and k not in axes and k != "run" and scalar(v) is not None})
-    note = f"{len(cells)} runs. " + (f"Rows: {esc(yname)}; columns: {esc(xname)}." if yname else f"Columns: {esc(xname)}.")
+    note = f"{len(cells)} runs. " + (f"Rows: {esc(yname)}; columns: {esc(xname)}." if yname
+                                     else f"Columns: {esc(xname)}.")
     if averaged:
         note += (f" Each cell is the mean over {esc(', '.join(averaged))} (± the standard deviation over those runs, "
                  "n = runs with a value); the runs' own reports are linked under Sub-runs.")
