@@ -190,13 +190,15 @@ class SecondPass:
             scored = self._scores32(x32)
         step = max(256, CHUNK_BYTES // (8 * x.shape[1]))
         # a NaN found in a later chunk must not leave the earlier chunks counted: the batch adds all or nothing
-        saved = self._counters()
+        # (one chunk raises before it counts anything: no snapshot on the usual cache-sized batches)
+        saved = self._counters() if x.shape[0] > step else None
         try:
             for j in range(0, x.shape[0], step):
                 sl = slice(j, j + step)
                 self._chunk(x[sl], y[sl], pos[sl], None if scored is None else (scored[0][sl], scored[1][sl]))
         except NclabError:
-            self._restore(saved)
+            if saved is not None:
+                self._restore(saved)
             raise
         self.n_labelled += int(x.shape[0])
         self.n += int(x.shape[0])

@@ -194,7 +194,8 @@ class ClassStats:
         step = max(1, CHUNK_BYTES // (8 * self.dim)) if x.device.type == "cpu" else x.shape[0]
         pieces = [(x[j : j + step], y[j : j + step]) for j in range(0, x.shape[0], step)]
         for xj, yj in pieces:
-            sums.index_add_(0, yj, as_float64(xj, self._scratch))
+            x64 = as_float64(xj, self._scratch)
+            sums.index_add_(0, yj, x64)
         if not bool(torch.isfinite(sums).all()):  # a NaN/inf anywhere reaches its class sum
             raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt — "
                              "check the run (lower the learning rate) or clean the array")
@@ -204,7 +205,7 @@ class ClassStats:
         gidx = self._group_index(x.device) if self.groups is not None else None
         if self.keep_traces or self.keep_scatter:
             for xj, yj in pieces:  # scatter about the batch means, piece by piece (Chan et al.: merged below)
-                xc = as_float64(xj, self._scratch)
+                xc = x64 if len(pieces) == 1 else as_float64(xj, self._scratch)  # one piece: converted above
                 xc.sub_(torch.index_select(mb, 0, yj, out=self._scratch.get("g", tuple(xc.shape), _F64, xc.device)))
                 if tb is not None:
                     tb.index_add_(0, yj, (xc * xc).sum(1))

@@ -365,7 +365,7 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
     opts = dict(recovery_options or {})
     which = tuple(k for k, on in (("raw_pixels", raw_pixels), ("random_init", random_init)) if on)
     key = _analysis_key(run, max_train=max_train, options=opts, probe=probe, baselines=which)
-    prior = run.read_results() if resume and run.results_path.exists() else {}
+    prior = run.read_results() if resume else {}  # {} when there is none yet
     if prior.get("analysis_of") == key:
         # a resumed slice after the trained run was fully analysed (only the fine-label baseline is left): the
         # recovery, probe, pursuit and raw/random baselines of this very checkpoint are in results.json already
