@@ -115,7 +115,7 @@ def test_resume_reuses_the_analysis_of_the_same_checkpoint_only(coarse5, tmp_pat
     shutil.copytree(src, out)
     calls = []
     real = ex._analyse
-    monkeypatch.setattr(ex, "_analyse", lambda *a, **k: (calls.append(k["max_train"]), real(*a, **k))[1])
+    monkeypatch.setattr(ex, "_analyse", lambda *a, **k: (calls.append(k["spec"].max_train), real(*a, **k))[1])
     # the fixture's settings (analysed here unless the copied results.json already holds them: other tests resume
     # the fixture with other settings), then again: taken from results.json
     run_experiment("cifar10-coarse5", out=out, resume=True, **TINY)

@@ -229,8 +229,8 @@ def stubbed_experiment(tmp_path, monkeypatch):
     RunDir(out).write_status("complete", epoch=3, wall_time_s=12.5)
     calls = []
 
-    def analyse(tr, results, write, *, opts, max_train, probe, which):
-        calls.append(dict(opts=opts, max_train=max_train, probe=probe, which=which))
+    def analyse(tr, results, write, *, spec, probe, which):
+        calls.append(dict(opts=spec.estimator_kwargs(), max_train=spec.max_train, probe=probe, which=which))
         n = len(calls)
         results.update(coarse_test_acc=n, net_test_acc=n, recovery={"test_acc": n}, final_metrics={"epoch": n},
                        train_time_s=float(n), recovery_pursuit={"test_acc": n})
@@ -272,7 +272,8 @@ def test_resume_redoes_the_analysis_when_a_setting_or_the_checkpoint_differs(stu
         RunDir(out).write_status("complete", epoch=4)
     if change == "status":
         RunDir(out).write_status("paused")
-    kw = {"recovery_options": dict(base, recovery_options={"normalize": "whiten"}),
+    # a setting that differs from the run's recorded one (naming the recorded value is no change)
+    kw = {"recovery_options": dict(base, recovery_options={"normalize": "center+l2"}),
           "probe_off": dict(base, probe=False), "probe_on": dict(base, probe=True),
           "random_init_on": dict(base, random_init=True), "raw_pixels_off": dict(base, raw_pixels=False)
           }.get(change, base)

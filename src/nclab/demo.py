@@ -1,36 +1,48 @@
-"""``nclab demo``: the whole story in under 3 minutes on a laptop CPU, no network, no files outside the package.
+"""``nclab demo``: paper A's effect in about two minutes on a laptop CPU, no network.
 
-Data: scikit-learn's bundled 8x8 digits (1347 train / 450 test), grouped into 2 coarse classes by
-``mod:2`` (even digits vs odd digits, 5 fine classes each). A one-hidden-layer MLP (512 ReLU units) is
-trained on the 2 coarse labels only; at 12 log-spaced epochs we log NC metrics (coarse and fine views, train
-and test) and, at 6, fine-label recovery (k-means inside each superclass, clusters named by
-Hungarian matching, test samples routed by the network's predicted coarse label).
-Baselines, same recovery protocol: raw pixels, the randomly initialised network's features, and the
-fine-label test accuracy of the same network trained on the 10 digit labels.
+Data: a class-balanced 10,000-image subset of the CIFAR-10 training split (1,000 per class; the full
+10,000-image test split), from the JPEG copy at ``../shared/datasets/cifar10-jpeg.tar.gz`` or any CIFAR-10
+source passed as ``data``. The 10 classes are merged into 5 superclasses by ``mod:5`` (airplane+dog,
+automobile+frog, bird+horse, cat+ship, deer+truck). A small fastnet (widths 32/64/64, the fast recipe's
+optimiser) is trained on the 5 coarse labels only; NC metrics (coarse and fine views, train and test) and
+fine-label recovery are logged during training. At the end the 10 fine labels are recovered by clustering
+the last-layer features inside each superclass (the run's recovery settings, config ``recovery``: k-means,
+PCA whitening with the guard, test samples routed by the network's predicted superclass), next to two
+baselines with the same protocol and routing: raw pixels and the randomly initialised network's features,
+and the same network trained on the 10 fine labels.
 
-Why digits and not the synthetic Gaussian mixture: in a Gaussian mixture the raw inputs are already the
-ideal features and coarse training can only lose fine information (measured: 44 % recovery from
-coarse-trained MLP features vs 87 % from the raw inputs). On digits, with this recipe and centre+L2
-normalised k-means (seed 0, measured): coarse test accuracy 98.9 %, recovery 88.9 % from the
-coarse-trained features vs 82.4 % from raw pixels (chance 20 %), while the coarse classes' NC1 falls
-(0.27 -> 0.18). Caveats the report states too: random-init features do as well (90.0 %); the ranking
-depends on the normalisation (with PCA whitening: trained 47.6 %, raw 85.1 %; no normalisation: all
-about 81 %) — the report's sensitivity table shows every combination; the margin is budget dependent
-(60 epochs: recovery falls to the raw-pixel level) and deeper MLPs trained to zero loss collapse the fine
-structure (59 %).
+What it shows: features trained only on coarse labels still carry the fine labels, well above raw pixels
+and a random network (docs/recovery.md has the measured table and the command).
 
-Composes the public pieces: :class:`nclab.train.Trainer`, the ``nc_metrics`` and ``recovery`` callbacks,
-:mod:`nclab.finegrain.pipeline` (recovery, baselines, saved arrays) and :func:`nclab.report.write_report`.
+Without a CIFAR-10 copy the demo falls back to scikit-learn's bundled 8x8 digits (``mod:2``, an MLP), and
+says so: there raw pixels are already good features, so the baselines come close to the trained features.
 """
 
 from __future__ import annotations
 
-import json
+import copy
 import time
 from pathlib import Path
 from typing import Any
 
-DEMO_CONFIG: dict[str, Any] = {
+CIFAR_COPY = Path("..") / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
+
+CIFAR_CONFIG: dict[str, Any] = {
+    "name": "demo",
+    "seed": 0,
+    "data": {"source": f"imagefolder:{CIFAR_COPY}", "hierarchy": "mod:5", "labels": "coarse",
+             "subsample": [1000] * 10, "augment": {"crop": 2, "flip": True}},
+    "model": {"name": "fastnet", "widths": [32, 64, 64], "head_bias": False},
+    "optim": {"name": "sgd", "lr": 0.75, "momentum": 0.85, "nesterov": True, "weight_decay": 1.33e-3,
+              "bias_lr_scale": 64.0, "batch_size": 256, "epochs": 6, "lookahead_every": 5},
+    "schedule": {"name": "onecycle", "warmup": 0.23, "start_factor": 0.2, "final_factor": 0.07},
+    "loss": {"name": "ce", "label_smoothing": 0.2},
+    "train": {"device": "cpu", "bf16": True, "channels_last": True, "tta": "none", "eval_every": 1,
+              "checkpoint_every": 1},
+    "callbacks": {"nc_metrics": {"epochs": "all", "splits": ["train", "test"]},
+                  "recovery": {"epochs": [2, 4, 6]}},
+}
+DIGITS_CONFIG: dict[str, Any] = {
     "name": "demo",
     "seed": 0,
     "data": {"source": "digits", "hierarchy": "mod:2", "labels": "coarse"},
@@ -38,27 +50,34 @@ DEMO_CONFIG: dict[str, Any] = {
     "optim": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 64, "epochs": 30},
     "schedule": {"name": "cosine"},
     "train": {"device": "cpu", "bf16": False, "channels_last": False, "eval_every": 1},
-    # log-spaced measurement epochs: dense early where things change, cheap enough for the 3-minute budget
     "callbacks": {"nc_metrics": {"epochs": "log", "log_points": 12, "splits": ["train", "test"]},
-                  "recovery": {"epochs": "log", "log_points": 6, "normalize": "center+l2"}},
+                  "recovery": {"epochs": "log", "log_points": 6}},
+    # on digits whitening amplifies pixel noise (the guard then falls back); centre + L2 is the better choice here
+    "recovery": {"normalize": "center+l2"},
 }
-EXPERIMENT = "demo: digits, trained on 2 coarse labels (even/odd), recover the 10 digits"
-# The recovery protocol of the demo, the same for the trained features and both baselines. Pinned (not the
-# library default) so the demo's numbers do not move when that default changes; the report's
-# "by normalisation" table shows how much the choice matters for each representation.
-RECOVERY = {"normalize": "center+l2"}
-NORMALIZATIONS = ("none", "l2", "center+l2", "whiten")
+EXPERIMENT = "demo: trained on coarse labels only, recover the fine labels"
 
 
-def demo_config(epochs: int | None = None, seed: int = 0, device: str = "cpu") -> dict:
-    """The resolved demo config (``epochs``/``seed``/``device`` overridable)."""
+def default_source() -> str | None:
+    """The CIFAR-10 copy the demo reads by default, or None when it is not at ``../shared/datasets``."""
+    return f"imagefolder:{CIFAR_COPY}" if CIFAR_COPY.is_file() else None
+
+
+def demo_config(epochs: int | None = None, seed: int = 0, device: str = "cpu", data: str | None = None) -> dict:
+    """The resolved demo config: CIFAR-10 when ``data`` (a CIFAR-10 source spec) is given or the shared copy
+    exists, else (or with ``data="digits"``) the digits fallback; ``epochs``/``seed``/``device`` overridable."""
     from nclab.train import load_config
 
-    cfg = json.loads(json.dumps(DEMO_CONFIG))
+    source = data or default_source() or "digits"
+    cfg = copy.deepcopy(DIGITS_CONFIG if source == "digits" else CIFAR_CONFIG)
+    cfg["data"]["source"] = source
     cfg["seed"] = int(seed)
     cfg["train"]["device"] = device
     if epochs is not None:
         cfg["optim"]["epochs"] = int(epochs)
+        rec = cfg["callbacks"]["recovery"]
+        if isinstance(rec.get("epochs"), list):  # keep the curve's points inside the shorter run
+            rec["epochs"] = sorted({min(e, int(epochs)) for e in rec["epochs"]})
     return load_config(cfg)
 
 
@@ -68,8 +87,6 @@ def _nc_table(metrics: list[dict]) -> dict | None:
         return None
     first, last = metrics[0], metrics[-1]
     rows = []
-    # (with K = 2 coarse classes the NC2 "means" metrics are fixed by the class counts alone: n_0 μ̃_0 = −n_1 μ̃_1,
-    # so they would not show collapse; they are left out here, the report's curves keep them)
     for key, label in (("nc.train.coarse.nc1", "NC1, coarse labels (collapses)"),
                        ("nc.train.coarse.nc1_quotient", "tr Σ_W / tr Σ_B, coarse labels"),
                        ("nc.train.fine.nc1", "NC1, fine labels"),
@@ -85,12 +102,12 @@ def _nc_table(metrics: list[dict]) -> dict | None:
 
 
 def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, seed: int = 0, device: str = "cpu",
-             baseline: bool = True) -> dict:
+             baseline: bool = True, data: str | None = None) -> dict:
     """Run the demo into ``out`` (overwriting an earlier demo there); returns results.json's dict plus
     ``report`` (path of report.html)."""
     from nclab.data import load_dataset
     from nclab.finegrain.pipeline import baselines as run_baselines
-    from nclab.finegrain.pipeline import recover_trainer, save_arrays
+    from nclab.finegrain.pipeline import recover_trainer, run_spec, save_arrays
     from nclab.report import try_write_report
     from nclab.rundir import RunDir
     from nclab.train import Trainer
@@ -100,41 +117,37 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, seed: 
     t0 = time.perf_counter()
     out = Path(out)
     run = RunDir(out)
-    if run.is_run() and run.read_results().get("experiment") != EXPERIMENT and run.read_config().get("name") != "demo":
+    if run.is_run() and not str(run.read_results().get("experiment", "")).startswith("demo") \
+            and run.read_config().get("name") != "demo":
         raise NclabError(f"{out} holds another run, not a demo (the demo overwrites its folder); pass another --out")
-    cfg = demo_config(epochs, seed, device)
-    ds = load_dataset(cfg["data"]["source"])  # bundled with scikit-learn: no network
+    cfg = demo_config(epochs, seed, device, data)
+    source = cfg["data"]["source"]
+    if source == "digits":
+        say(f"demo: no CIFAR-10 copy at {CIFAR_COPY} (pass --data SPEC); using the bundled digits, where raw pixels "
+            "are already good features")
+    ds = load_dataset(source)
+    if ds.num_classes != 10 and source != "digits":
+        raise NclabError(f"the demo's data must be CIFAR-10 (10 classes); {source} has {ds.num_classes}")
     results: dict[str, Any] = {"experiment": EXPERIMENT, "source": ds.source, "hierarchy": cfg["data"]["hierarchy"]}
 
-    say(f"demo: training an MLP on the 2 coarse labels of digits ({cfg['optim']['epochs']} epochs) -> {out}")
+    say(f"demo: training {cfg['model']['name']} on the {cfg['data']['hierarchy']} coarse labels of {ds.name} "
+        f"({cfg['optim']['epochs']} epochs) -> {out}")
     tr = Trainer(cfg, out, dataset=ds)
     tr.fit(force=True)
+    spec = run_spec(tr)  # the run's recorded recovery settings: `nclab recover --run` reads the same ones
     say("demo: fine-label recovery from the last-layer features")
-    rep = recover_trainer(tr, keep_arrays=True, seed=seed, **RECOVERY)
+    rep = recover_trainer(tr, spec=spec, keep_arrays=True)
     arrays = rep.pop("_arrays")
     save_arrays(run, arrays)
     results["coarse_test_acc"] = rep.pop("coarse_test_acc")
     rep.pop("net_test_acc", None)
     results["recovery"] = rep
-    say("demo: baselines (raw pixels, random-init network)")
-    results["baselines"] = run_baselines(tr, arrays["test_coarse_pred"], seed=seed, **RECOVERY)
-    say("demo: sensitivity of recovery to the feature normalisation")
-    norm_rows = []
-    for norm in NORMALIZATIONS:
-        opts = {**RECOVERY, "normalize": norm}
-        b = run_baselines(tr, arrays["test_coarse_pred"], seed=seed, **opts)
-        norm_rows.append([norm + (" (used)" if norm == RECOVERY["normalize"] else ""),
-                          recover_trainer(tr, seed=seed, **opts)["test_acc"],
-                          b["raw_pixels"]["test_acc"], b["random_init"]["test_acc"]])
-    sens = {"title": "Fine-label recovery (test, predicted routing) by feature normalisation",
-            "columns": ["normalisation", "coarse-trained features acc", "raw pixels acc", "random-init features acc"],
-            "rows": norm_rows,
-            "note": "Same k-means protocol and routing in every cell. The demo's headline numbers use the row "
-                    "marked (used); the ranking of the three representations depends on this choice."}
+    say("demo: baselines (raw pixels, random-init network), same protocol and routing")
+    results["baselines"] = run_baselines(tr, arrays["test_coarse_pred"], spec=spec)
     nc = _nc_table(tr.metrics)
     if baseline:
         say("demo: the same network trained on the 10 fine labels (baseline)")
-        bcfg = json.loads(json.dumps(cfg))
+        bcfg = copy.deepcopy(cfg)
         bcfg["data"]["labels"], bcfg["name"] = "fine", "demo-baseline"
         bcfg["callbacks"] = {}  # only its test accuracy is needed
         btr = Trainer(bcfg, out / "baseline", dataset=ds)
@@ -142,9 +155,10 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, seed: 
         results["baselines"]["fine_trained"] = {"test_acc": float(btr.evaluate("test")["acc"]), "run": "baseline"}
         results["subruns"] = ["baseline"]
         try_write_report(out / "baseline")
-    results["tables"] = [t for t in (nc, sens) if t]
+    results["tables"] = [t for t in (nc,) if t]
     results["wall_time_s"] = time.perf_counter() - t0
     run.write_results(results)
     report = try_write_report(out)
     results["report"] = str(report) if report else None
+    results["results_path"] = str(run.results_path)
     return results

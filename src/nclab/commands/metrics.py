@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("metrics", help="neural-collapse metrics (NC1-NC4, ETF/orthogonal-frame errors) for arrays or a run",
                        description=__doc__.split("\n\n")[0])
     src = p.add_argument_group("arrays")
-    src.add_argument("--features", metavar="F.npy", help="(N, D) float features")
+    src.add_argument("--features", metavar="F.npy", help="(N, D) float features (.npy, or .npz / .npz:NAME for one "
+                     "array of an archive; the same for the other arrays)")
     src.add_argument("--labels", metavar="y.npy", help="(N,) integer labels 0..K-1")
     src.add_argument("--weights", metavar="W.npy", help="(K, D) classifier weights (adds weight metrics, self_duality, ncc_mismatch)")
     src.add_argument("--bias", metavar="b.npy", help="(K,) classifier bias (used by ncc_mismatch)")
@@ -37,17 +38,9 @@ def add_parser(sub) -> None:
 
 
 def _load_npy(path: str, what: str):
-    import numpy as np
+    from nclab.utils.arrays import load_array
 
-    from nclab.utils.errors import NclabError
-
-    p = Path(path)
-    if not p.is_file():
-        raise NclabError(f"{what} file {p} does not exist; pass a .npy file")
-    try:
-        return np.load(p, allow_pickle=False)
-    except Exception as e:
-        raise NclabError(f"{what} file {p} is not a readable .npy array ({type(e).__name__}); save it with numpy.save")
+    return load_array(path, f"--{what}")
 
 
 def _clean(obj):
@@ -98,7 +91,6 @@ def from_run(args) -> dict:
     from nclab.collapse.callback import NCMetricsCallback
     from nclab.rundir import RunDir
     from nclab.utils.errors import NclabError
-    from nclab.utils.io import torch_load
     from nclab.utils.progress import say
 
     run = RunDir(args.run).require()
@@ -114,19 +106,7 @@ def from_run(args) -> dict:
     cfg = load_config(run.config_path, overrides=[f"train.device={args.device}"] if args.device else [])
     cfg["callbacks"] = {}  # measuring only: the run's own callbacks (recovery, ...) are not needed
     trainer = Trainer(cfg, run.path)
-    try:
-        state = torch_load(ckpt, map_location=trainer.device)
-    except Exception as e:
-        raise NclabError(f"checkpoint {ckpt} cannot be read ({type(e).__name__}); it may be truncated")
-    if state.get("num_classes") not in (None, trainer.num_classes):
-        raise NclabError(f"checkpoint {ckpt} is for {state.get('num_classes')} classes but the run config gives "
-                         f"{trainer.num_classes}; was config.yaml edited?")
-    try:
-        trainer.model.load_state_dict(state["model"] if "model" in state else state)
-    except RuntimeError as e:  # missing/unexpected keys, size mismatches: config.yaml no longer builds this model
-        first = (str(e).strip().splitlines()[1:2] or [str(e)])[0].strip()
-        raise NclabError(f"checkpoint {ckpt} holds another model than {run.config_path} builds ({first}); "
-                         "restore the run's original config.yaml") from None
+    state = trainer.load_checkpoint(ckpt, model_only=True)  # one error line for a damaged or foreign file
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     bad = [s for s in splits if s not in ("train", "test")]
     if bad or not splits:

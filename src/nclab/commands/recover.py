@@ -7,15 +7,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
+from nclab.contracts.recovery import METHODS, PARAMS, RecoverySpec, spec_from_options
 from nclab.utils.errors import NclabError
 from nclab.utils.io import json_clean
-
-METHODS = ("kmeans", "pursuit", "gmm", "spectral", "agglomerative")  # no heavy import at parser build time
 
 ARRAY_HELP = {  # the six .npy inputs of arrays mode, in argument order
     "features_train": "arrays mode: train features, (N, D) float",
@@ -38,22 +38,19 @@ def add_parser(sub) -> None:
     p.add_argument("--hierarchy", default=None,
                    help="arrays mode: mod:K / adjacent:K / file:PATH / a .json Hierarchy dict; default: inferred "
                         "from the train (coarse, fine) pairs")
-    p.add_argument("--method", default="kmeans", choices=METHODS,  # = nclab.finegrain.recovery.METHODS (a test checks)
-                   help="kmeans (paper A's protocol), pursuit (two-class superclasses: the most bimodal of the "
-                        "k-means split and minimum-kurtosis splits), gmm, spectral, agglomerative")
-    p.add_argument("--normalize", default="whiten", choices=("none", "center", "l2", "center+l2", "whiten"),
-                   help="feature normalisation inside each superclass before clustering (default whiten: PCA "
-                        "axes holding 95 %% of the variance, each scaled to unit variance; docs/recovery.md)")
-    p.add_argument("--clustering", default="per_coarse", choices=("per_coarse", "global"),
-                   help="per_coarse (paper A: k_c clusters inside each superclass, test rows routed by "
-                        "--coarse-pred) or global (one clustering into all fine classes, no routing)")
+    for prm in PARAMS:  # choices, types and help from the one table (nclab.contracts.recovery)
+        if prm.name == "max_train":
+            continue
+        flag = "--" + prm.name.replace("_", "-")
+        extra = {"action": argparse.BooleanOptionalAction} if prm.kind is bool else {"type": prm.kind}
+        p.add_argument(flag, default=None, choices=prm.choices, **extra,
+                       help=f"{prm.help} (default: the run's recorded setting; arrays mode: {_show(prm.default)})")
     p.add_argument("--fit-on", default="train", choices=("train", "test"),
                    help="split the clusters are fitted and named on (default train; test = transductive)")
     p.add_argument("--oracle", action="store_true", help="route test samples by their true coarse label")
-    p.add_argument("--n-init", type=int, default=10, help="k-means restarts (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the clustering restarts (default 0)")
     p.add_argument("--tap", default=None, help="run mode: cluster this tap instead of the penultimate features")
-    p.add_argument("--max-train", type=int, default=None, help="run mode: cluster at most this many train samples")
+    p.add_argument("--max-train", type=int, default=None,
+                   help="run mode: cluster at most this many train samples (default: the run's recorded setting)")
     p.add_argument("--save", action="store_true", help="run mode: write features/ and add 'recovery' to results.json")
     p.add_argument("--confusion", action="store_true", help="include the confusion matrix in --json output")
     p.add_argument("--probe", action="store_true",
@@ -64,13 +61,9 @@ def add_parser(sub) -> None:
 
 
 def _load(path: str, what: str) -> np.ndarray:
-    p = Path(path)
-    if not p.is_file():
-        raise NclabError(f"--{what.replace('_', '-')} {p} does not exist; pass a .npy file")
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise NclabError(f"--{what.replace('_', '-')} {p} is not a readable .npy array ({e}); save it with numpy.save")
+    from nclab.utils.arrays import load_array
+
+    return load_array(path, "--" + what.replace("_", "-"))
 
 
 def _hierarchy(spec: str | None, n_fine: int):
@@ -81,9 +74,17 @@ def _hierarchy(spec: str | None, n_fine: int):
     return hierarchy_from_arg(spec, n_fine)
 
 
+def _show(v) -> str:
+    return {True: "on", False: "off", None: "all"}.get(v, str(v)) if isinstance(v, (bool, type(None))) else str(v)
+
+
+def cli_changes(args) -> dict:
+    """The recovery settings given on the command line (None = not given, keep the run's)."""
+    return {prm.name: getattr(args, prm.name, None) for prm in PARAMS}
+
+
 def run(args) -> int:
-    opts = {"method": args.method, "normalize": args.normalize, "clustering": args.clustering,
-            "n_init": args.n_init, "seed": args.seed}
+    opts = cli_changes(args)
     given = [a for a in ARRAYS if getattr(args, a)]
     if args.run and given:
         raise NclabError("pass either --run or the --features-*/--*-train/--*-test arrays, not both")
@@ -98,12 +99,19 @@ def run(args) -> int:
         raise NclabError("nothing to recover; pass --run runs/NAME or the six --features-*/--*-train/--*-test arrays")
     if not args.confusion:
         rep.pop("confusion", None)
+    if rep.get("guarded") and not args.json:
+        print(f"guard: in superclass(es) {', '.join(map(str, rep['guarded']))} the un-normalised k-means partition "
+              f"was the better optimum in the {rep['options']['normalize']} space and was kept (--no-guard to "
+              "turn this off)")
     if args.json:
         print(json.dumps(json_clean(rep)))  # strict JSON: NaN (e.g. a superclass without test rows) -> null
     else:
         print(f"fine-label recovery: test {rep['test_acc']:.4f} (true-coarse routing {rep['oracle_test_acc']:.4f}), "
               f"train clustering {rep['train_acc']:.4f}, coarse test {rep['coarse_test_acc']:.4f}, "
               f"ARI {rep['ari']:.3f}, NMI {rep['nmi']:.3f}")
+        changed = rep.get("settings", {}).get("changed")
+        if changed:
+            print(f"  settings changed from the run's: {'; '.join(changed)}")
         probe = {q["coarse"]: q for q in rep.get("probe", {}).get("per_superclass", [])}
         for p in rep["per_superclass"]:
             extra = f"  probe test {probe[p['coarse']]['test_acc']:.4f}" if p["coarse"] in probe else ""
@@ -118,7 +126,8 @@ def _from_arrays(args, opts) -> dict:
     from nclab.finegrain.evaluate import as_hierarchy, evaluate_recovery
     from nclab.finegrain.probe import linear_probe
 
-    ignored = [f"--{k.replace('_', '-')}" for k in ("tap", "max_train", "save") if getattr(args, k)]
+    ignored = [f"--{k.replace('_', '-')}" for k in ("tap", "max_train", "save") if getattr(args, k) is not None
+               and getattr(args, k) is not False]
     if ignored:
         raise NclabError(f"{', '.join(ignored)} apply to --run mode only; drop them in arrays mode")
     a = {k: _load(getattr(args, k), k) for k in ARRAYS if getattr(args, k)}
@@ -131,13 +140,31 @@ def _from_arrays(args, opts) -> dict:
         raise NclabError("--fine-train/--fine-test must hold integer labels")
     h = _hierarchy(args.hierarchy, int(fine_all.max()) + 1)
     pred = None if args.oracle else a["coarse_pred"]
+    spec = RecoverySpec().replace(**opts)
     rep = evaluate_recovery(a["features_train"], a["coarse_train"], a["fine_train"], a["features_test"], pred,
-                            a["fine_test"], h, fit_on=args.fit_on, **opts)
+                            a["fine_test"], h, fit_on=args.fit_on, **spec.estimator_kwargs())
     if args.probe:
         h = as_hierarchy(h, a["fine_train"], a["coarse_train"])
         rep["probe"] = linear_probe(a["features_train"], a["coarse_train"], a["fine_train"], a["features_test"],
                                     pred, a["fine_test"], h)
     return rep
+
+
+def recorded_spec(run, cfg: dict) -> tuple[RecoverySpec, str]:
+    """The recovery settings a run recorded: its config's ``recovery`` section, or, for a run written before
+    configs had one, the options of its results.json recovery; else the defaults. Returns (spec, where)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(run.config_path.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        raw = None
+    if isinstance(raw, dict) and "recovery" in raw:
+        return RecoverySpec.from_mapping(cfg["recovery"]), "config.yaml"
+    old = spec_from_options(run.read_results().get("recovery", {}).get("options"))
+    if old is not None:
+        return old, "results.json"
+    return RecoverySpec.from_mapping(cfg["recovery"]), "defaults"
 
 
 def _from_run(args, opts) -> dict:
@@ -154,9 +181,17 @@ def _from_run(args, opts) -> dict:
         raise NclabError("--fit-on test / --oracle apply to arrays mode; a run report always has both routings")
     cfg = load_config(str(run.config_path))
     cfg["callbacks"] = {}  # measuring only: no callbacks run
+    recorded, where = recorded_spec(run, cfg)
+    spec = recorded.replace(**opts)
+    changed = spec.differences(recorded)
+    if not args.quiet:
+        from nclab.utils.progress import say
+
+        say(f"recovery settings: the run's ({where})" + (f", changed: {'; '.join(changed)}" if changed else ""))
     tr = Trainer(cfg, run.path)
-    tr.load_checkpoint()
-    rep = recover_trainer(tr, tap=args.tap, max_train=args.max_train, keep_arrays=args.save or args.probe, **opts)
+    tr.load_checkpoint(model_only=True)
+    rep = recover_trainer(tr, tap=args.tap, spec=spec, keep_arrays=args.save or args.probe)
+    rep["settings"] = {"recorded_in": where, "changed": changed}
     arrays = rep.pop("_arrays", None)
     if args.probe:
         from nclab.finegrain.pipeline import setup_for

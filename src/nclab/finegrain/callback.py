@@ -3,12 +3,14 @@
 Keys: ``recovery.test_acc`` (predicted routing), ``recovery.oracle_test_acc`` (true-coarse routing),
 ``recovery.train_acc`` (clustering accuracy on the fit set), ``recovery.time_s``. Config::
 
+    recovery: {normalize: whiten, whiten_var: 0.95}        # the run's settings (nclab.contracts.recovery)
     callbacks:
-      recovery: {epochs: log, log_points: 8, max_train: 10000, normalize: whiten}
+      recovery: {epochs: log, log_points: 8, max_train: 10000}
 
-``epochs``: ``"log"`` (about ``log_points`` log-spaced epochs incl. first and last), ``"every"`` / ``"all"``,
-or a list of 1-based epochs. ``max_train``: cluster a fixed random subset of the train split (own RNG) to
-bound the cost. Other keyword arguments go to :class:`FineLabelRecovery`. Uses no global RNG.
+The callback clusters with the run's ``recovery`` settings, so its curve and the final recovery agree; a
+setting given here as well overrides the run's for the curve only (e.g. a cheaper ``max_train``), and the
+report names it. ``epochs``: ``"log"`` (about ``log_points`` log-spaced epochs incl. first and last),
+``"every"`` / ``"all"``, or a list of 1-based epochs. Uses no global RNG.
 """
 
 from __future__ import annotations
@@ -18,27 +20,23 @@ from typing import Sequence
 
 import torch
 
-from nclab.finegrain.recovery import METHODS, NORMALIZATIONS
+from nclab.contracts.recovery import RecoverySpec
 from nclab.train.callbacks import Callback, log_epochs, parse_epochs
-from nclab.utils.errors import NclabError
 
 
 class RecoveryCallback(Callback):
-    def __init__(self, epochs: str | Sequence[int] = "log", log_points: int = 8, max_train: int | None = None,
-                 tap: str | None = None, seed: int = 0, normalize: str = "whiten", method: str = "kmeans",
-                 n_init: int = 10, **options):
-        epochs = parse_epochs(epochs, "recovery.epochs", ("log", "every", "all"))
-        if normalize not in NORMALIZATIONS:
-            raise NclabError(f"recovery.normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
-        if method not in METHODS:
-            raise NclabError(f"recovery.method must be one of {', '.join(METHODS)}, got {method!r}")
-        self.epochs = epochs
+    def __init__(self, epochs: str | Sequence[int] = "log", log_points: int = 8, tap: str | None = None,
+                 **overrides):
+        self.epochs = parse_epochs(epochs, "recovery.epochs", ("log", "every", "all"))
         self.log_points = int(log_points)
-        self.max_train = None if max_train is None else int(max_train)
         self.tap = tap
-        self.seed = int(seed)
-        self.options = {"normalize": normalize, "method": method, "n_init": int(n_init), **options}
+        RecoverySpec.from_mapping(overrides, "callbacks.recovery")  # names a bad key/value at construction
+        self.overrides = dict(overrides)  # applied over the run's recovery settings when measuring
         self.last: dict | None = None
+
+    def spec(self, trainer) -> RecoverySpec:
+        """The run's recovery settings (config ``recovery``) with this callback's overrides."""
+        return RecoverySpec.from_mapping({**trainer.cfg.get("recovery", {}), **self.overrides}, "callbacks.recovery")
 
     def should_log(self, trainer, epoch: int) -> bool:
         if self.epochs in ("every", "all"):
@@ -57,7 +55,7 @@ class RecoveryCallback(Callback):
         t0 = time.perf_counter()
         dev = torch.device(trainer.device)
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            rep = recover_trainer(trainer, tap=self.tap, max_train=self.max_train, seed=self.seed, **self.options)
+            rep = recover_trainer(trainer, tap=self.tap, spec=self.spec(trainer))
         self.last = rep
         return {"recovery.test_acc": rep["test_acc"], "recovery.oracle_test_acc": rep["oracle_test_acc"],
                 "recovery.train_acc": rep["train_acc"], "recovery.time_s": time.perf_counter() - t0}

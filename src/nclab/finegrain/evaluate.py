@@ -93,6 +93,9 @@ def evaluate_recovery(
     for c in range(h.num_coarse):
         tr = fit_coarse == c
         te = test_true_coarse == c
+        g = rec.groups_.get(c)
+        guard = {} if g is None or g.shares is None else {
+            "guarded": g.guarded, "within_ss": g.shares[0], "within_ss_raw_partition": g.shares[1]}
         per.append({
             "coarse": c,
             "name": h.coarse_names[c],
@@ -102,6 +105,7 @@ def evaluate_recovery(
             "test_acc_predicted_routing": _acc(pred[te], test_fine[te]),
             "n_train": int(tr.sum()),
             "n_test": int(te.sum()),
+            **guard,
         })
     out = {
         "test_acc": _acc(pred, test_fine),
@@ -119,7 +123,9 @@ def evaluate_recovery(
                     "routing": ("none" if rec.clustering == "global"
                                 else "predicted" if test_coarse_pred is not None else "oracle"),
                     "method": rec.method, "normalize": rec.normalize, "clustering": rec.clustering,
-                    "n_init": rec.n_init, "seed": rec.seed, "whiten_var": rec.whiten_var},
+                    "n_init": rec.n_init, "seed": rec.seed, "whiten_var": rec.whiten_var, "guard": rec.guard},
+        # superclasses (group ids; -1 = the one global group) where the guard's partition was the better optimum
+        "guarded": sorted(int(c) for c in rec.guarded_),
     }
     return (out, rec) if return_model else out
 

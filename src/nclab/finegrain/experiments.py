@@ -33,13 +33,13 @@ RECIPES = {"paper": "paper_resnet18", "fast": "fast"}
 # (final 85.0 %) and 77-84 % on an older variant; whitening at the default 95 % on so few samples swung between
 # 55 and 87 %, and L2 normalisation (the earlier choice) between 64 and 85 % (seed 2 of the fast recipe: 74.8 %
 # on the curve vs 87.0 % final). docs/recovery.md.
-# The final recovery (all train samples, whitening at 95 %) is unaffected.
+# These two keys override the run's recovery settings for the curve only (the report names them); the final
+# recovery uses the run's own (config ``recovery``: all train samples, whitening at 95 %).
 CALLBACKS = {
     "paper": {"nc_metrics": {"epochs": "log", "log_points": 30, "splits": ["train"]},
               "recovery": {"epochs": "log", "log_points": 15}},
     "default": {"nc_metrics": {"epochs": "log", "log_points": 3, "splits": ["train"]},
-                "recovery": {"epochs": "log", "log_points": 4, "max_train": 10000, "normalize": "whiten",
-                             "whiten_var": 0.8}},
+                "recovery": {"epochs": "log", "log_points": 4, "max_train": 10000, "whiten_var": 0.8}},
 }
 
 EXPERIMENTS: dict[str, dict[str, Any]] = {
@@ -281,7 +281,7 @@ def _analysis_key(run: RunDir, **settings) -> dict:
     return json.loads(json.dumps({"trained": trained, **settings}))
 
 
-def _analyse(tr, results: dict, write, *, opts: dict, max_train: int | None, probe: bool, which: tuple) -> None:
+def _analyse(tr, results: dict, write, *, spec, probe: bool, which: tuple) -> None:
     """Recovery from the trained run's features, the supervised probe, the pursuit split and the raw-pixel /
     random-init baselines, into ``results`` (``write()`` after each stage: a run cut short keeps what it measured)."""
     import numpy as np
@@ -292,7 +292,8 @@ def _analyse(tr, results: dict, write, *, opts: dict, max_train: int | None, pro
     from nclab.finegrain.probe import probe_saved_arrays
 
     run = tr.run
-    rep = recover_trainer(tr, max_train=max_train, keep_arrays=True, **opts)
+    opts = spec.estimator_kwargs()
+    rep = recover_trainer(tr, spec=spec, keep_arrays=True)
     arrays = rep.pop("_arrays")
     save_arrays(run, arrays)
     coarse_acc = rep.pop("coarse_test_acc")
@@ -328,7 +329,7 @@ def _analyse(tr, results: dict, write, *, opts: dict, max_train: int | None, pro
         write()
 
     if which:
-        results["baselines"] = run_baselines(tr, arrays["test_coarse_pred"], max_train=max_train, which=which, **opts)
+        results["baselines"] = run_baselines(tr, arrays["test_coarse_pred"], spec=spec, which=which)
         write()
 
 
@@ -362,9 +363,13 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
         run.write_results(results)
 
     tr = _train(cfg, out, resume, force)
-    opts = dict(recovery_options or {})
+    from nclab.contracts.recovery import RecoverySpec
+
+    # the run's recorded settings (config ``recovery``), with what the command line changed
+    spec = RecoverySpec.from_mapping(cfg["recovery"]).replace(max_train=max_train, **(recovery_options or {}))
     which = tuple(k for k, on in (("raw_pixels", raw_pixels), ("random_init", random_init)) if on)
-    key = _analysis_key(run, max_train=max_train, options=opts, probe=probe, baselines=which)
+    opts = {k: v for k, v in spec.to_dict().items() if k != "max_train"}
+    key = _analysis_key(run, max_train=spec.max_train, options=opts, probe=probe, baselines=which)
     prior = run.read_results() if resume else {}  # {} when there is none yet
     if prior.get("analysis_of") == key:
         # a resumed slice after the trained run was fully analysed (only the fine-label baseline is left): the
@@ -375,7 +380,7 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
             results["baselines"] = kept
         say(f"{out}: recovery and baselines of the trained run taken from results.json (same checkpoint and options)")
     else:
-        _analyse(tr, results, write, opts=opts, max_train=max_train, probe=probe, which=which)
+        _analyse(tr, results, write, spec=spec, probe=probe, which=which)
     results["analysis_of"] = key
     write()
     del tr

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nclab.contracts.recovery import RecoverySpec
 from nclab.data.hierarchy import Hierarchy
 from nclab.finegrain.evaluate import evaluate_recovery, flatten_pixels
 from nclab.finegrain.features import trainer_features
@@ -65,21 +66,30 @@ def train_subset(n: int, max_train: int | None, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng(seed).choice(n, int(max_train), replace=False))
 
 
+def run_spec(trainer, spec: RecoverySpec | None = None, **changes) -> RecoverySpec:
+    """``spec``, or the run's recorded settings (config ``recovery``), with ``changes`` applied (None = keep)."""
+    base = spec if spec is not None else RecoverySpec.from_mapping(trainer.cfg.get("recovery"), "config key recovery")
+    return base.replace(**changes)
+
+
 @torch.no_grad()
-def recover_trainer(trainer, *, tap: str | None = None, max_train: int | None = None, seed: int = 0,
-                    keep_arrays: bool = False, **options) -> dict:
-    """Extract features of ``trainer.model`` and run :func:`evaluate_recovery` (see module docstring).
+def recover_trainer(trainer, *, tap: str | None = None, spec: RecoverySpec | None = None, keep_arrays: bool = False,
+                    **changes) -> dict:
+    """Extract features of ``trainer.model`` and run :func:`evaluate_recovery` (see module docstring) with
+    ``spec`` (default: the run's recorded settings, :func:`run_spec`) and ``changes`` to single settings.
 
     Returns the ``recovery`` dict (+ ``kind``, ``net_test_acc`` = the net's own accuracy on its training
     labels); with ``keep_arrays`` also ``"_arrays"`` (features, labels, predictions, centroids) for saving.
     """
+    spec = run_spec(trainer, spec, **changes)
+    max_train, seed = spec.max_train, spec.seed
     st = setup_for(trainer)
     idx = train_subset(len(trainer.dataset.train), max_train, seed)
     ftr, ptr = trainer_features(trainer, "train", tap=tap, idx=idx)
     fte, pte = trainer_features(trainer, "test", tap=tap)
     ytr = st.fine["train"] if idx is None else st.fine["train"][idx]
     ctr = st.coarse["train"] if idx is None else st.coarse["train"][idx]
-    opts = {"seed": seed, **options}
+    opts = spec.estimator_kwargs()
     rep, rec = evaluate_recovery(ftr, ctr, ytr, fte, st.route(pte), st.fine["test"], st.hierarchy,
                                  return_model=True, **opts)
     rep["kind"] = st.kind
@@ -135,13 +145,16 @@ def random_init_model(trainer):
     return model
 
 
-def baselines(trainer, test_route: np.ndarray, *, max_train: int | None = None, seed: int = 0,
-              which=("raw_pixels", "random_init"), **options) -> dict:
-    """Recovery with the same protocol and the same routing labels ``test_route`` (M,) on (a) raw pixels
-    (0..1 scale, flattened) and (b) penultimate features of the randomly initialised network.
-    Each entry: ``test_acc`` (routed by ``test_route``), ``oracle_test_acc``, ``train_acc``."""
+def baselines(trainer, test_route: np.ndarray, *, spec: RecoverySpec | None = None,
+              which=("raw_pixels", "random_init"), **changes) -> dict:
+    """Recovery with the same protocol (``spec``/``changes`` as in :func:`recover_trainer`) and the same routing
+    labels ``test_route`` (M,) on (a) raw pixels (0..1 scale, flattened) and (b) penultimate features of the
+    randomly initialised network. Each entry: ``test_acc`` (routed by ``test_route``), ``oracle_test_acc``,
+    ``train_acc``, ``ari``, ``nmi``."""
     from nclab.finegrain.features import extract, subset_loader
 
+    spec = run_spec(trainer, spec, **changes)
+    max_train, seed = spec.max_train, spec.seed
     st = setup_for(trainer)
     ds = trainer.dataset
     idx = train_subset(len(ds.train), max_train, seed)
@@ -149,7 +162,7 @@ def baselines(trainer, test_route: np.ndarray, *, max_train: int | None = None, 
     ytr, ctr = st.fine["train"][sel], st.coarse["train"][sel]
     out = {}
     keys = ("test_acc", "oracle_test_acc", "train_acc", "ari", "nmi")
-    opts = {"seed": seed, **options}
+    opts = spec.estimator_kwargs()
     if "raw_pixels" in which:
         xtr = flatten_pixels(ds.train.x if idx is None else ds.train.x[torch.as_tensor(idx)])
         r = evaluate_recovery(xtr, ctr, ytr, flatten_pixels(ds.test.x), test_route, st.fine["test"], st.hierarchy, **opts)

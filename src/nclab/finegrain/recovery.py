@@ -26,15 +26,14 @@ from scipy.optimize import linear_sum_assignment
 from nclab.data.hierarchy import Hierarchy
 from nclab.finegrain.kmeans import kmeans
 from nclab.finegrain.pursuit import bimodal_split
+from nclab.contracts.recovery import CLUSTERINGS, DEFAULTS, METHODS, NORMALIZATIONS
 from nclab.finegrain.whiten import pca_whitener
 from nclab.utils.errors import NclabError
 
 if TYPE_CHECKING:  # annotations only: the estimator works on numpy arrays (tensors are converted)
     import torch
 
-METHODS = ("kmeans", "pursuit", "gmm", "spectral", "agglomerative")
-NORMALIZATIONS = ("none", "center", "l2", "center+l2", "whiten")
-CLUSTERINGS = ("per_coarse", "global")
+__all__ = ["FineLabelRecovery", "hungarian_names", "within_ss", "METHODS", "NORMALIZATIONS", "CLUSTERINGS"]
 
 
 def hungarian_names(clusters: np.ndarray, fine: np.ndarray, n_clusters: int, classes: Sequence[int]) -> np.ndarray:
@@ -77,6 +76,16 @@ class _Group:
     raw_centers: np.ndarray  # (k, D) raw-feature means of the clusters
     names: np.ndarray  # (k,) fine label of each cluster
     model: object | None = None  # fitted GaussianMixture for method="gmm"
+    normalize: str = "none"  # the group's normalisation
+    shares: tuple[float, float] | None = None  # guard: within-cluster SS in the normalised space (own, raw's)
+    guarded: bool = False  # the guard kept the un-normalised clustering's partition
+
+
+def within_ss(z: np.ndarray, labels: np.ndarray) -> float:
+    """The k-means objective of the partition ``labels`` (n,) of rows ``z`` (n, d): ``sum_j sum_{i in j}
+    |z_i - m_j|^2`` with ``m_j`` the mean of cluster j, in float64."""
+    z = np.asarray(z, dtype=np.float64)
+    return float(sum(((z[labels == j] - z[labels == j].mean(0)) ** 2).sum() for j in np.unique(labels)))
 
 
 class FineLabelRecovery:
@@ -93,6 +102,13 @@ class FineLabelRecovery:
         extend to the rest by nearest centroid.
     normalize : "none" | "center" (subtract the group's fit mean) | "l2" (unit rows) | "center+l2" |
         "whiten" (PCA whitening per group keeping ``whiten_var`` of the variance).
+    guard : k-means with a normalisation other than "none": the un-normalised features' k-means partition is
+        one more candidate solution of the normalised objective. It is moved into the normalised space (centres
+        = its cluster means there, then one nearest-centre step) and kept when its :func:`within_ss` there is
+        lower than the normalised k-means' own result. Whitening gives every retained axis unit variance, so
+        with a few informative directions among many noise directions k-means in the whitened space stalls in a
+        poor local optimum that raw k-means avoids; the guard is a better restart, chosen without labels by
+        the objective being minimised. ``guarded_`` lists the groups where it was kept.
         Every method is translation invariant (k-means, GMM, a kNN graph, Ward linkage), so "center" alone
         changes nothing; it matters before "l2" ("center+l2": directions around the group's mean rather than
         around the origin).
@@ -105,16 +121,17 @@ class FineLabelRecovery:
         self,
         hierarchy: Hierarchy | Sequence[int] | np.ndarray | None = None,
         *,
-        method: str = "kmeans",
-        normalize: str = "whiten",
-        clustering: str = "per_coarse",
-        n_init: int = 10,
+        method: str = DEFAULTS["method"],
+        normalize: str = DEFAULTS["normalize"],
+        clustering: str = DEFAULTS["clustering"],
+        n_init: int = DEFAULTS["n_init"],
         max_iter: int = 300,
-        seed: int = 0,
+        seed: int = DEFAULTS["seed"],
         device: str = "cpu",
         n_neighbors: int = 10,
         max_samples: int = 5000,
-        whiten_var: float = 0.95,
+        whiten_var: float = DEFAULTS["whiten_var"],
+        guard: bool = DEFAULTS["guard"],
     ):
         if method not in METHODS:
             raise NclabError(f"unknown recovery method {method!r}; use one of {', '.join(METHODS)}")
@@ -142,6 +159,9 @@ class FineLabelRecovery:
         self.n_neighbors = int(n_neighbors)
         self.max_samples = int(max_samples)
         self.whiten_var = float(whiten_var)
+        if not isinstance(guard, (bool, np.bool_)):
+            raise NclabError(f"guard must be true or false, got {guard!r}")
+        self.guard = bool(guard)
 
     # ----------------------------------------------------------------------------- helpers
     def _f2c(self, coarse: np.ndarray | None, fine: np.ndarray | None) -> np.ndarray:
@@ -201,11 +221,11 @@ class FineLabelRecovery:
     def _transform(self, x: np.ndarray, g: _Group) -> np.ndarray:
         """Apply the group's fitted normalisation to rows of x (n, D) -> (n, D')."""
         z = x
-        if self.normalize in ("center", "center+l2", "whiten"):
+        if g.normalize in ("center", "center+l2", "whiten"):
             z = z - g.mean
-        if self.normalize == "whiten":
+        if g.normalize == "whiten":
             z = z @ g.proj
-        if self.normalize in ("l2", "center+l2"):
+        if g.normalize in ("l2", "center+l2"):
             z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
         return z.astype(np.float32, copy=False)
 
@@ -251,6 +271,31 @@ class FineLabelRecovery:
         centers = np.stack([zs[ls == j].mean(0) if (ls == j).any() else zs[0] for j in range(k)]).astype(np.float32)
         return _nearest(z, centers), centers, None
 
+    def _guarded(self, xg: np.ndarray, z: np.ndarray, cl: np.ndarray, g: _Group, seed: int) -> np.ndarray:
+        """The guard (class docstring): cluster the raw rows ``xg`` too and keep that partition, moved to the
+        normalised space ``z`` by one nearest-centre step, when its within-cluster sum of squares there is lower
+        than the normalised clustering's own (``cl``)."""
+        k = len(g.fine)
+        # a candidate, not the protocol's clustering: a few restarts suffice (raw pixels make this the costly part)
+        raw_cl = kmeans(xg, k, n_init=min(self.n_init, 3), max_iter=self.max_iter, seed=seed, device=self.device).labels
+        centers = np.stack([z[raw_cl == j].mean(0) if (raw_cl == j).any() else z.mean(0) for j in range(k)])
+        moved = _nearest(z, centers.astype(np.float32))
+        mine, theirs = within_ss(z, cl), within_ss(z, moved)
+        g.shares = (mine, theirs)
+        if theirs >= mine:
+            return cl
+        g.guarded = True
+        g.centers = np.stack([z[moved == j].mean(0) if (moved == j).any() else centers[j]
+                              for j in range(k)]).astype(np.float32)
+        return moved
+
+    @property
+    def guarded_(self) -> list[int]:
+        """Groups (superclass ids; -1 = the global group) whose partition came from the guard."""
+        if not hasattr(self, "groups_"):
+            raise NclabError("FineLabelRecovery.guarded_ read before fit")
+        return [c for c, g in self.groups_.items() if g.guarded]
+
     def _assign(self, z: np.ndarray, g: _Group) -> np.ndarray:
         if g.model is not None:
             return g.model.predict(z).astype(np.int64)
@@ -293,11 +338,15 @@ class FineLabelRecovery:
                 raise NclabError(f"superclass {c} has {len(idx)} fit samples but {len(classes)} fine classes; "
                                  "need at least one sample per cluster")
             xg = x[idx]
-            g = _Group(c, classes, xg.mean(0), None, np.empty(0), np.empty(0), np.empty(0))
+            g = _Group(c, classes, xg.mean(0), None, np.empty(0), np.empty(0), np.empty(0), normalize=self.normalize)
             if self.normalize == "whiten":
                 g.proj = self._whitener(xg)
             z = self._transform(xg, g)
-            cl, g.centers, g.model = self._cluster(z, len(classes), self.seed + 1009 * (c + 1))
+            seed = self.seed + 1009 * (c + 1)
+            cl, g.centers, g.model = self._cluster(z, len(classes), seed)
+            if self.guard and self.normalize != "none" and len(classes) > 1 and g.model is None and (
+                    self.method == "kmeans" or (self.method == "pursuit" and len(classes) > 2)):
+                cl = self._guarded(xg, z, cl, g, seed)
             g.raw_centers = np.stack([xg[cl == j].mean(0) if (cl == j).any() else g.mean
                                       for j in range(len(classes))]).astype(np.float32)
             if fine is not None:

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from nclab.contracts.recovery import PARAMS as RECOVERY_PARAMS
+from nclab.contracts.recovery import RecoverySpec
 from nclab.utils.errors import NclabError
 
 ANY = object()
@@ -168,6 +170,10 @@ SCHEMA: dict[str, Any] = {
         "eval_every": Opt(1, (int,), minimum=1),
         "eval_batch_size": Opt(1024, (int,), minimum=1),
     },
+    # the run's fine-label recovery settings, recorded once: the final recovery, the recovery callback (unless
+    # callbacks.recovery overrides a key), `nclab recover --run` and the report read them (nclab.contracts.recovery)
+    "recovery": {p.name: Opt(p.default, (int, float) if p.kind is float else (p.kind,), choices=p.choices,
+                             nullable=p.nullable, minimum=p.low, help=p.help) for p in RECOVERY_PARAMS},
     "callbacks": Opt({}, (dict,), help="NAME: {kwargs} or dotted.path:Class: {kwargs}"),
 }
 
@@ -322,6 +328,7 @@ def _cross_check(cfg: dict) -> None:
     betas = cfg["optim"]["betas"]
     if len(betas) != 2 or not all(_numbers(b) and 0 <= b < 1 for b in betas):
         raise NclabError(f"config key optim.betas={betas!r} must be two numbers in [0, 1), e.g. [0.9, 0.999]")
+    cfg["recovery"] = RecoverySpec.from_mapping(cfg["recovery"], "config key recovery").to_dict()
     if cfg["loss"]["name"] == "mse" and cfg["loss"]["label_smoothing"]:
         raise NclabError("config key loss.label_smoothing applies to loss.name=ce only; set it to 0 with mse")
     # the source's name is checked here, not when the data loads: a sweep or reproduce that would only learn of a

@@ -38,7 +38,7 @@ from nclab.models import flip_mean_features
 from nclab.rundir import RunDir
 from nclab.train import losses
 from nclab.train.callbacks import Callback, build_callbacks
-from nclab.train.checkpoint import rng_state, set_rng_state
+from nclab.train.checkpoint import read_checkpoint, rng_state, set_rng_state
 from nclab.train.config import config_diff, load_config
 from nclab.train.schedules import lr_at
 from nclab.utils import clock
@@ -320,17 +320,15 @@ class Trainer:
         self._last_ckpt = (self.epoch, path)
         return path
 
-    def load_checkpoint(self, path: str | os.PathLike | None = None) -> None:
+    def load_checkpoint(self, path: str | os.PathLike | None = None, *, model_only: bool = False) -> dict:
         """Restore everything ``save_checkpoint`` wrote (default ``checkpoints/last.pt``; loaded with
-        ``weights_only=True``)."""
+        ``weights_only=True`` and checked field by field); ``model_only``: just the network's weights (measuring
+        commands). Returns the checkpoint's mapping."""
         path = Path(path) if path else self._ckpt_path()
         if not path.exists():
             raise NclabError(f"no checkpoint at {path}; start the run without --resume")
-        try:
-            state = torch_load(path, map_location=self.device)
-        except Exception as e:
-            raise NclabError(f"checkpoint {path} cannot be read ({type(e).__name__}); delete it and restart the run")
-        if state.get("num_classes") != self.num_classes:
+        state = read_checkpoint(path, map_location=self.device, resume=not model_only)
+        if state.get("num_classes", self.num_classes if model_only else None) != self.num_classes:
             raise NclabError(f"checkpoint {path} is for {state.get('num_classes')} classes, the config gives "
                              f"{self.num_classes}; resume with the run's own config.yaml")
         fix = "resume with the run's own config.yaml (drop the --config/--set changes to model and optim)"
@@ -340,6 +338,8 @@ class Trainer:
             first = str(e).strip().splitlines()[1:2] or [str(e)]
             raise NclabError(f"checkpoint {path} holds another model than the config builds ({first[0].strip()}); "
                              f"{fix}") from None
+        if model_only:
+            return state
         saved = state["optimizer"]["param_groups"]
         now = self.optimizer.state_dict()["param_groups"]
         if len(saved) != len(now) or any(set(a) != set(b) for a, b in zip(saved, now)):
@@ -356,6 +356,7 @@ class Trainer:
             if s is not None and hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(s)
         self._last_ckpt = (self.epoch, path)
+        return state
 
     def _write_metrics(self) -> None:
         import json
