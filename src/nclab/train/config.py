@@ -303,7 +303,7 @@ def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = (), prefix: str 
 
 def check_run_name(name: str) -> str:
     """A run name is one folder name under --runs (no path separators, not empty, not . or ..)."""
-    if not name or name in (".", "..") or "/" in name or os.sep in name:
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or os.sep in name:
         raise NclabError(f"run name {name!r} must be one folder name (no '/', not empty, not '.' or '..'); use "
                          "--run-dir PATH for an exact location")
     return name

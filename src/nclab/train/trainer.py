@@ -36,6 +36,7 @@ from nclab.data.batches import BatchIterator
 from nclab.data.types import Dataset, Split
 from nclab.models import flip_mean_features
 from nclab.rundir import RunDir
+from nclab.runlock import run_lock
 from nclab.train import losses
 from nclab.train.callbacks import Callback, build_callbacks
 from nclab.train.checkpoint import rng_state, set_rng_state
@@ -558,7 +559,12 @@ class Trainer:
         """Train to ``optim.epochs``; returns ``{"status", "epoch", "metrics" (last row), "checkpoint"}``.
 
         With ``train.time_limit_s`` it may instead checkpoint, set status ``paused`` and raise
-        :class:`~nclab.utils.errors.RunPaused`; ``fit(resume=True)`` continues (same result as no pause)."""
+        :class:`~nclab.utils.errors.RunPaused`; ``fit(resume=True)`` continues (same result as no pause).
+        Holds the run directory's lock (:func:`nclab.runlock.run_lock`) throughout: a second writer fails at once."""
+        with run_lock(self.run.path):  # the one writer of the run directory (distributed: rank 0 alone)
+            return self._fit(resume, force)
+
+    def _fit(self, resume: bool, force: bool) -> dict[str, Any]:
         c = self.cfg
         epochs = c["optim"]["epochs"]
         self._start(resume, force)
