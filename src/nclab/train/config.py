@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from nclab.utils.yamlio import DuplicateKeyError, safe_load_unique
+
 from nclab.utils.errors import NclabError
 
 ANY = object()
@@ -262,9 +264,11 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
     else:
         path = resolve_config_path(source)
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = safe_load_unique(path.read_text())
         except UnicodeDecodeError:
             raise NclabError(f"{path} is not UTF-8 text; pass a YAML config file") from None
+        except DuplicateKeyError as e:
+            raise NclabError(f"{path}: {e.problem}; keep one of them") from None
         except yaml.YAMLError as e:
             raise NclabError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file")
         if raw is None:  # an empty file is a mistake more often than a wish for every default
