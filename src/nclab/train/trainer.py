@@ -367,10 +367,13 @@ class Trainer:
     def _append_metrics(self, row: dict) -> None:
         import json
 
-        with open(self.run.metrics_path, "a") as f:
-            f.write(json.dumps(json_clean(row)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.run.metrics_path, "a") as f:
+                f.write(json.dumps(json_clean(row)) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk's write error carries no file name: give it the one being written
+            raise type(e)(e.errno, e.strerror or str(e), str(self.run.metrics_path)) from None
 
     # training ------------------------------------------------------------------------------
     def _start(self, resume: bool, force: bool) -> None:
@@ -430,10 +433,16 @@ class Trainer:
 
     def _check_state_finite(self, epoch: int) -> None:
         """The step losses are checked before each update, so the epoch's last update is checked here: a
-        diverged model must not reach a checkpoint (one host sync)."""
+        diverged model must not reach a checkpoint (one host sync). The optimiser's state counts too: finite
+        weights with an overflowed momentum or second moment would make a checkpoint that diverges on resume."""
         vals = [torch.isfinite(v).all() for v in self.model.state_dict().values() if v.is_floating_point()]
         if vals and not bool(torch.stack(vals).all()):
             self._nan_stop(epoch, None, "non-finite", what="a model parameter or buffer")
+        opt = [torch.isfinite(v).all() for st in self.optimizer.state.values() for v in st.values()
+               if isinstance(v, torch.Tensor) and v.is_floating_point()]
+        opt += [torch.isfinite(v).all() for v in self._lookahead or []]
+        if opt and not bool(torch.stack(opt).all()):
+            self._nan_stop(epoch, None, "non-finite", what="the optimiser state")
 
     def _time_is_up(self, first_epoch: int) -> bool:
         """``train.time_limit_s``: would one more epoch (at this call's mean epoch time) pass the limit?"""
@@ -595,6 +604,7 @@ class Trainer:
                 self.metrics.append(logs)
                 self._append_metrics(logs)
                 if self.epoch % c["train"]["checkpoint_every"] == 0 or self.epoch == epochs:
+                    self._check_state_finite(e)  # again: callbacks ran since; only a finite state is kept
                     self.save_checkpoint()
                 self.run.write_status("running", "", epoch=self.epoch, wall_time_s=self._elapsed)
                 say(_epoch_line(logs, epochs))
@@ -614,7 +624,10 @@ class Trainer:
                 self.run.write_status("failed", str(err), wall_time_s=self._elapsed)
             raise
         except Exception as err:
-            self.run.write_status("failed", f"{type(err).__name__}: {err}", wall_time_s=self._elapsed)
+            try:
+                self.run.write_status("failed", f"{type(err).__name__}: {err}", wall_time_s=self._elapsed)
+            except OSError:  # e.g. the full disk that caused err: report err (its path), not this write's
+                pass
             raise
         self.run.write_status("complete", "", epoch=self.epoch, wall_time_s=self._elapsed)
         return {"status": "complete", "epoch": self.epoch, "metrics": self.metrics[-1] if self.metrics else {},
