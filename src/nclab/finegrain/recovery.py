@@ -185,7 +185,8 @@ class FineLabelRecovery:
             raise NclabError(f"features must be a non-empty 2-D array (N, D), got shape {x.shape}")
         if not np.issubdtype(x.dtype, np.number):
             raise NclabError(f"features must be numeric, got dtype {x.dtype}")
-        x32 = x.astype(np.float32, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, by name
+            x32 = x.astype(np.float32, copy=False)
         if not np.isfinite(x32).all():  # NaN/inf given, or finite values beyond float32's range
             raise nonfinite_error(x, "features", "check the network/run that produced them",
                                   "converting them to float32")
