@@ -126,7 +126,8 @@ def test_trainer_fit_takes_the_lock(tmp_path):
 
     run = tmp_path / "r"
     run.mkdir()
-    probe = "import sys, time\nfrom nclab.runlock import run_lock\nwith run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)\n"
+    probe = ("import sys, time\nfrom nclab.runlock import run_lock\nwith run_lock(sys.argv[1]):\n"
+             "    print('held', flush=True)\n    time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", probe, str(run)], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "held"

@@ -226,7 +226,8 @@ def check_results(res: dict) -> list[str]:
                     bad(f"'tables' item {i + 1}", "has a row that is not a list")
     if "grid" in res:
         g = res["grid"]
-        if not isinstance(g, dict) or not isinstance(g.get("cells", []), list) or not isinstance(g.get("axes", {}), dict):
+        if (not isinstance(g, dict) or not isinstance(g.get("cells", []), list)
+                or not isinstance(g.get("axes", {}), dict)):
             bad("'grid'", "is not an object with an 'axes' object and a 'cells' list")
         elif any(not isinstance(c, dict) for c in g.get("cells", [])):
             bad("'grid'.'cells'", "holds an item that is not an object")
