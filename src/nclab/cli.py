@@ -114,8 +114,8 @@ def _main(argv: list[str] | None) -> int:
         return 0
     except OSError as e:  # the file system refused (a path that is a file, no permission, disk full, ...)
         progress.close_bars()
-        where = f" {e.filename}" if e.filename else ""
-        print(f"error:{where}: {e.strerror or e}; check that the path is a writable folder (or a readable file) "
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}; check that the path is a writable folder (or a readable file) "
               "and that the disk has space", file=sys.stderr)
         return 2
     return int(rc or 0)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from nclab.utils.errors import NclabError
+from nclab.utils.finite import nonfinite_error
 
 _F64 = torch.float64
 CHUNK_BYTES = 2**22  # float64 work per piece of a batch on CPU: cache-sized (1,024 x 512 float64 = 4 MB)
@@ -197,8 +198,8 @@ class ClassStats:
             x64 = as_float64(xj, self._scratch)
             sums.index_add_(0, yj, x64)
         if not bool(torch.isfinite(sums).all()):  # a NaN/inf anywhere reaches its class sum
-            raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt — "
-                             "check the run (lower the learning rate) or clean the array")
+            raise nonfinite_error(x, "features", "the model has diverged or the input is corrupt — check the run "
+                                  "(lower the learning rate) or clean the array", "summing them")
         mb = sums / nb.clamp_min(1).unsqueeze(1)
         tb = torch.zeros(k, dtype=_F64, device=x.device) if self.keep_traces else None
         sb = torch.zeros(self.num_groups, self.dim, self.dim, dtype=_F64, device=x.device) if self.keep_scatter else None

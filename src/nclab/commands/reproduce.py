@@ -35,13 +35,23 @@ def add_parser(sub) -> None:
 
 def _with_report(func):
     def run(args) -> int:
-        try:
-            return func(args)
-        finally:
-            run_dir = getattr(args, "run_dir", None) or getattr(args, "out", None)
-            if run_dir and os.path.isdir(run_dir):
-                from nclab.report import try_write_report
+        import contextlib
 
-                try_write_report(run_dir)
+        from nclab.runlock import run_lock
+
+        # the experiment's folder is locked for the whole command (the experiments also lock it themselves, and
+        # a default --out is known only once the experiment resolves it)
+        out = getattr(args, "out", None)
+        with run_lock(out) if out else contextlib.nullcontext():
+            try:
+                return func(args)
+            finally:
+                run_dir = getattr(args, "run_dir", None) or getattr(args, "out", None)
+                if run_dir and os.path.isdir(run_dir):
+                    from nclab.report import try_write_report
+                    from nclab.rundir import RunDir
+
+                    if RunDir(run_dir).is_run():
+                        try_write_report(run_dir)
 
     return run

@@ -126,6 +126,18 @@ def run(args) -> int:
                 raise NclabError(f"{d} is complete but was trained with other values of {', '.join(diff[:5])}; "
                                  "pass --force to retrain the cells, or another --out")
         plan.append((cell, d, ov, skip))
+    from nclab.runlock import run_lock
+
+    with run_lock(out):  # the sweep folder has one writer; each cell's folder is locked by its own training
+        return _run_cells(args, exp, axes, cells, plan)
+
+
+def _run_cells(args, exp, axes: dict, cells: list[dict], plan: list) -> int:
+    from nclab.finegrain.experiments import run_experiment
+    from nclab.rundir import RunDir
+    from nclab.utils.progress import say
+
+    out = exp.path
     rows = []
     # the sweep folder is a run directory of its own: what was run (command, versions) and how it ended
     exp.path.mkdir(parents=True, exist_ok=True)

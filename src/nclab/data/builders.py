@@ -145,9 +145,9 @@ def _from_file(path: Path, names: list[str], spec: str) -> Hierarchy:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            import yaml
+            from nclab.utils.yamlio import safe_load_unique
 
-            data = yaml.safe_load(text)
+            data = safe_load_unique(text)  # a class listed twice must not silently take the second group
     except Exception as e:  # noqa: BLE001 - any parse error is the user's file
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise NclabError(f"hierarchy file {path} is not valid YAML/JSON: {msg}") from None

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from nclab.utils.errors import NclabError
+from nclab.utils.finite import nonfinite_error
 
 _CHUNK = 1 << 24  # max elements of one (rows, R*k) distance block, bounds memory for large k
 
@@ -130,8 +131,12 @@ def kmeans(
     old = torch.get_num_threads()
     if xt.numel() * int(k) * int(n_init) < 20_000_000 and old > 1:
         torch.set_num_threads(1)
+    x32 = xt.to(device=device, dtype=torch.float32)
+    if not bool(torch.isfinite(x32).all()):  # NaN/inf given, or finite values beyond float32's range
+        torch.set_num_threads(old)
+        raise nonfinite_error(xt, "k-means input features", "check the features", "converting them to float32")
     try:
-        return _fit(xt.to(device=device, dtype=torch.float32), int(k), int(n_init), int(max_iter), tol, int(seed))
+        return _fit(x32, int(k), int(n_init), int(max_iter), tol, int(seed))
     finally:
         torch.set_num_threads(old)
 

@@ -25,7 +25,7 @@ a { color:var(--accent); }
 .pill { display:inline-block; padding:1px 10px; border-radius:999px; font-size:13px; font-weight:600;
         color:#fff; background:var(--muted); vertical-align:middle; }
 .pill.complete { background:var(--ok); } .pill.running, .pill.paused { background:var(--warn); }
-.pill.stopped_nan, .pill.interrupted, .pill.failed { background:var(--bad); }
+.pill.stopped_nan, .pill.interrupted, .pill.failed, .pill.damaged { background:var(--bad); }
 .banner { border:2px solid var(--bad); background:#fdecea; color:#5f1410; border-radius:8px; padding:12px 16px;
           margin:14px 0; font-size:16px; }
 .banner.warn { border-color:var(--warn); background:#fff4e0; color:#4d3100; }

@@ -26,6 +26,7 @@ STATUS_TEXT = {
     "paused": "paused at its time limit",
     "failed": "failed",
     "unknown": "unknown (no status.json)",
+    "damaged": "damaged",
 }
 
 # (row key, label, paper key) — the results table, in this order; ``ours`` comes from results.json.
@@ -190,7 +191,13 @@ def status_banner(run: RunData) -> str:
     ckpt = last_good_checkpoint(run.checkpoints)
     ep = f" (epoch {epoch})" if isinstance(epoch, int) and epoch > 0 else ""
     ck = (f"the last good checkpoint is checkpoints/{ckpt}{ep}" if ckpt else "no checkpoint was saved")
-    if st == "stopped_nan":
+    if st == "damaged":
+        rec = run.recorded_status
+        head = "This run directory is damaged: its files cannot be trusted."
+        body = (f"status.json records \"{STATUS_TEXT.get(rec, rec)}\", but {len(run.damage)} problem(s) were found "
+                "in its data files (listed under \"Problems reading this run\"); figures and tables leave the "
+                "damaged rows out. Restore the files from a copy or rerun the run.")
+    elif st == "stopped_nan":
         head = "Training stopped on NaN: this run did not finish."
         body = f"The loss became non-finite; {ck}. Results after the last good checkpoint are not valid."
     elif st == "interrupted":
@@ -227,6 +234,8 @@ def status_banner(run: RunData) -> str:
 def header(run: RunData, toc: list[tuple[str, str]]) -> str:
     st = run.status_name
     label = STATUS_TEXT.get(st, st)
+    if st == "damaged":
+        label = f"damaged (status.json: {STATUS_TEXT.get(run.recorded_status, run.recorded_status)})"
     if st == "complete" and experiment_unfinished(run):
         label = "training complete, experiment unfinished"
     if run.status.get("resumed"):

@@ -19,6 +19,7 @@ import yaml
 
 from nclab.contracts.recovery import PARAMS as RECOVERY_PARAMS
 from nclab.contracts.recovery import RecoverySpec
+from nclab.utils.yamlio import DuplicateKeyError, safe_load_unique
 from nclab.utils.errors import NclabError
 
 ANY = object()
@@ -268,9 +269,11 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
     else:
         path = resolve_config_path(source)
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = safe_load_unique(path.read_text())
         except UnicodeDecodeError:
             raise NclabError(f"{path} is not UTF-8 text; pass a YAML config file") from None
+        except DuplicateKeyError as e:
+            raise NclabError(f"{path}: {e.problem}; keep one of them") from None
         except yaml.YAMLError as e:
             raise NclabError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file")
         if raw is None:  # an empty file is a mistake more often than a wish for every default
@@ -309,7 +312,7 @@ def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = (), prefix: str 
 
 def check_run_name(name: str) -> str:
     """A run name is one folder name under --runs (no path separators, not empty, not . or ..)."""
-    if not name or name in (".", "..") or "/" in name or os.sep in name:
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or os.sep in name:
         raise NclabError(f"run name {name!r} must be one folder name (no '/', not empty, not '.' or '..'); use "
                          "--run-dir PATH for an exact location")
     return name

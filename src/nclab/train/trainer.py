@@ -36,6 +36,7 @@ from nclab.data.batches import BatchIterator
 from nclab.data.types import Dataset, Split
 from nclab.models import flip_mean_features
 from nclab.rundir import RunDir
+from nclab.runlock import run_lock
 from nclab.train import losses
 from nclab.train.callbacks import Callback, build_callbacks
 from nclab.train.checkpoint import read_checkpoint, rng_state, set_rng_state
@@ -367,10 +368,13 @@ class Trainer:
     def _append_metrics(self, row: dict) -> None:
         import json
 
-        with open(self.run.metrics_path, "a") as f:
-            f.write(json.dumps(json_clean(row)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.run.metrics_path, "a") as f:
+                f.write(json.dumps(json_clean(row)) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk's write error carries no file name: give it the one being written
+            raise type(e)(e.errno, e.strerror or str(e), str(self.run.metrics_path)) from None
 
     # training ------------------------------------------------------------------------------
     def _start(self, resume: bool, force: bool) -> None:
@@ -430,10 +434,16 @@ class Trainer:
 
     def _check_state_finite(self, epoch: int) -> None:
         """The step losses are checked before each update, so the epoch's last update is checked here: a
-        diverged model must not reach a checkpoint (one host sync)."""
+        diverged model must not reach a checkpoint (one host sync). The optimiser's state counts too: finite
+        weights with an overflowed momentum or second moment would make a checkpoint that diverges on resume."""
         vals = [torch.isfinite(v).all() for v in self.model.state_dict().values() if v.is_floating_point()]
         if vals and not bool(torch.stack(vals).all()):
             self._nan_stop(epoch, None, "non-finite", what="a model parameter or buffer")
+        opt = [torch.isfinite(v).all() for st in self.optimizer.state.values() for v in st.values()
+               if isinstance(v, torch.Tensor) and v.is_floating_point()]
+        opt += [torch.isfinite(v).all() for v in self._lookahead or []]
+        if opt and not bool(torch.stack(opt).all()):
+            self._nan_stop(epoch, None, "non-finite", what="the optimiser state")
 
     def _time_is_up(self, first_epoch: int) -> bool:
         """``train.time_limit_s``: would one more epoch (at this call's mean epoch time) pass the limit?"""
@@ -559,7 +569,12 @@ class Trainer:
         """Train to ``optim.epochs``; returns ``{"status", "epoch", "metrics" (last row), "checkpoint"}``.
 
         With ``train.time_limit_s`` it may instead checkpoint, set status ``paused`` and raise
-        :class:`~nclab.utils.errors.RunPaused`; ``fit(resume=True)`` continues (same result as no pause)."""
+        :class:`~nclab.utils.errors.RunPaused`; ``fit(resume=True)`` continues (same result as no pause).
+        Holds the run directory's lock (:func:`nclab.runlock.run_lock`) throughout: a second writer fails at once."""
+        with run_lock(self.run.path):  # the one writer of the run directory (distributed: rank 0 alone)
+            return self._fit(resume, force)
+
+    def _fit(self, resume: bool, force: bool) -> dict[str, Any]:
         c = self.cfg
         epochs = c["optim"]["epochs"]
         self._start(resume, force)
@@ -590,6 +605,7 @@ class Trainer:
                 self.metrics.append(logs)
                 self._append_metrics(logs)
                 if self.epoch % c["train"]["checkpoint_every"] == 0 or self.epoch == epochs:
+                    self._check_state_finite(e)  # again: callbacks ran since; only a finite state is kept
                     self.save_checkpoint()
                 self.run.write_status("running", "", epoch=self.epoch, wall_time_s=self._elapsed)
                 say(_epoch_line(logs, epochs))
@@ -609,7 +625,10 @@ class Trainer:
                 self.run.write_status("failed", str(err), wall_time_s=self._elapsed)
             raise
         except Exception as err:
-            self.run.write_status("failed", f"{type(err).__name__}: {err}", wall_time_s=self._elapsed)
+            try:
+                self.run.write_status("failed", f"{type(err).__name__}: {err}", wall_time_s=self._elapsed)
+            except OSError:  # e.g. the full disk that caused err: report err (its path), not this write's
+                pass
             raise
         self.run.write_status("complete", "", epoch=self.epoch, wall_time_s=self._elapsed)
         return {"status": "complete", "epoch": self.epoch, "metrics": self.metrics[-1] if self.metrics else {},
