@@ -102,8 +102,15 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RunPaused as e:
-        print(f"paused: {e}", file=sys.stderr)
-        return EXIT_PAUSED
+        from nclab.train import distributed
+
+        if not distributed.active():
+            print(f"paused: {e}", file=sys.stderr)
+            return EXIT_PAUSED
+        # torchrun reports any non-zero exit as a failed rank: paused ranks exit 0 (status.json says paused)
+        if distributed.is_main():
+            print(f"paused: {e}", file=sys.stderr)
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -118,7 +125,17 @@ def _main(argv: list[str] | None) -> int:
         print(f"error:{where}: {e.strerror or e}; check that the path is a writable folder (or a readable file) "
               "and that the disk has space", file=sys.stderr)
         return 2
+    _leave_process_group()
     return int(rc or 0)
+
+
+def _leave_process_group() -> None:
+    """A command that finished normally under torchrun leaves the process group cleanly (after an error the
+    process exits without waiting on peers that may be gone)."""
+    if "torch.distributed" in sys.modules:
+        from nclab.train import distributed
+
+        distributed.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -58,12 +58,15 @@ def run(args) -> int:
     cfg = load_config(config, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / check_run_name(cfg["name"])
     from nclab.report import try_write_report
+    from nclab.train import distributed as ddp
 
     try:
         result = Trainer(cfg, run_dir).fit(resume=args.resume, force=args.force)
-    finally:  # a report also for runs stopped on NaN or interrupted: it says so
-        if run_dir.is_dir():
+    finally:  # a report also for runs stopped on NaN or interrupted: it says so (under torchrun: rank 0 only)
+        if run_dir.is_dir() and ddp.is_main():
             try_write_report(run_dir)
+    if not ddp.is_main():
+        return 0
     if args.json:
         print(json.dumps(result))
     else:

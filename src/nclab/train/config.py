@@ -167,6 +167,11 @@ SCHEMA: dict[str, Any] = {
         "keep_checkpoints": Opt(False, (bool,), help="also keep checkpoints/epoch_XXXX.pt"),
         "eval_every": Opt(1, (int,), minimum=1),
         "eval_batch_size": Opt(1024, (int,), minimum=1),
+        "sync_bn": Opt(False, (bool,), help="under torchrun: SyncBatchNorm, BatchNorm statistics over the global batch "
+                                            "(CUDA only; without it each rank normalises its own shard)"),
+        "dist_timeout_s": Opt(300.0, NUM, minimum=1e-3,
+                              help="under torchrun: seconds a collective waits for the other ranks before this rank "
+                                   "stops with an error (a rank that died or hangs); ignored in one process"),
     },
     "callbacks": Opt({}, (dict,), help="NAME: {kwargs} or dotted.path:Class: {kwargs}"),
 }

@@ -18,6 +18,7 @@ from typing import Any, Callable, TypeVar
 
 import torch
 
+from nclab.rundir import RunDir
 from nclab.utils.errors import NclabError
 
 T = TypeVar("T")
@@ -217,3 +218,34 @@ def lost_peer_message(err: BaseException, timeout_s: float, last_epoch: int | No
     return (f"rank {rank()} of {world_size()}: a collective failed ({type(err).__name__}: {first}); another rank "
             f"died or did not answer within train.dist_timeout_s={timeout_s:g} s; {where}; rerun the same torchrun "
             "command with --resume (any number of ranks)")
+
+
+class ReadOnlyRunDir(RunDir):
+    """A :class:`RunDir` whose ``write_*`` methods do nothing: what ranks other than 0 use (the readers work)."""
+
+    def write_config(self, *args, **kwargs) -> None:
+        return None
+
+    def write_run_info(self, *args, **kwargs) -> None:
+        return None
+
+    def write_status(self, *args, **kwargs) -> None:
+        return None
+
+    def write_results(self, *args, **kwargs) -> None:
+        return None
+
+
+def run_dir_for_rank(path) -> RunDir:
+    """The run directory this rank uses: the real one on rank 0, a :class:`ReadOnlyRunDir` elsewhere (only
+    rank 0 writes the run directory)."""
+    return RunDir(path) if is_main() else ReadOnlyRunDir(path)
+
+
+def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` in :class:`~torch.nn.parallel.DistributedDataParallel` (gradients averaged over the ranks in
+    backward; parameters broadcast from rank 0 on construction)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
