@@ -96,6 +96,7 @@ def _main(argv: list[str] | None) -> int:
     if getattr(args, "quiet", False) or getattr(args, "json", False):
         progress.set_quiet(True)
     try:
+        _check_torchrun(args.command)
         rc = args.func(args)
     except NclabError as e:
         progress.close_bars()
@@ -127,6 +128,20 @@ def _main(argv: list[str] | None) -> int:
         return 2
     _leave_process_group()
     return int(rc or 0)
+
+
+# commands that write run folders or reports from every process: under torchrun (docs/distributed.md) they would
+# race on the same files, so they refuse instead of half-working
+NOT_UNDER_TORCHRUN = ("demo", "data", "recover", "reproduce", "sweep", "ufm", "report", "compare")
+
+
+def _check_torchrun(command: str | None) -> None:
+    if command in NOT_UNDER_TORCHRUN:
+        from nclab.train.distributed import env_world_size
+
+        if env_world_size() > 1:
+            raise NclabError(f"nclab {command} does not run under torchrun (WORLD_SIZE > 1); only nclab train and "
+                             f"nclab metrics --run are data-parallel: run nclab {command} as one process")
 
 
 def _leave_process_group() -> None:
