@@ -242,10 +242,11 @@ def run_dir_for_rank(path) -> RunDir:
     return RunDir(path) if is_main() else ReadOnlyRunDir(path)
 
 
-def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def wrap_ddp(module: torch.nn.Module, device: torch.device, params_change: bool = False) -> torch.nn.Module:
     """``module`` in :class:`~torch.nn.parallel.DistributedDataParallel` (gradients averaged over the ranks in
-    backward; parameters broadcast from rank 0 on construction)."""
+    backward; parameters broadcast from rank 0 on construction). ``params_change``: some parameter stops
+    getting a gradient during training (a frozen stem bias), so DDP must look for unused parameters each step."""
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids)
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=params_change)

@@ -625,7 +625,8 @@ class Trainer:
         epochs = c["optim"]["epochs"]
         self._start(resume, force)
         if self.distributed and self._ddp_fwd is None:
-            self._ddp_fwd = ddp.wrap_ddp(_TrainForward(self.model, self._fwd), self.device)
+            self._ddp_fwd = ddp.wrap_ddp(_TrainForward(self.model, self._fwd), self.device,
+                                         params_change=c["optim"]["stem_bias_epochs"] is not None)
         first_epoch, self._t_fit = self.epoch, time.perf_counter()
         try:
             for cb in self.callbacks:
