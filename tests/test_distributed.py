@@ -230,3 +230,29 @@ def test_sync_bn_on_cpu_and_bad_world_size_are_one_line_errors(tmp_path, monkeyp
     assert cli_main(["sweep", "cifar10-coarse5", "--grid", "lr=0.1,0.01", "--out", str(tmp_path / "s")]) == 2
     assert "nclab sweep does not run under torchrun" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_sharded_batches_are_the_rows_of_the_global_batches_with_their_augmentation(world):
+    from nclab.data.augment import Augment
+    from nclab.data.batches import BatchIterator
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8, generator=g)
+    y = torch.arange(50)
+    kw = dict(shuffle=True, drop_last=False, seed=5, augment=Augment(crop=2, flip=True), mean=[0.5] * 3, std=[0.25] * 3)
+    full = BatchIterator(x, y, 16, **kw)  # batches of 16, 16, 16, 2 (a last batch smaller than 3 ranks)
+    shards = [BatchIterator(x, y, 16, shard=(r, world), **kw) for r in range(world)]
+    for it in [full, *shards]:
+        it.set_epoch(3)
+    per_rank = [list(s) for s in shards]
+    assert all(len(s) == len(full) == 4 for s in shards) and all(len(p) == 4 for p in per_rank)
+    for step, (xb, yb) in enumerate(full):
+        xs = torch.cat([per_rank[r][step][0] for r in range(world)])
+        ys = torch.cat([per_rank[r][step][1] for r in range(world)])
+        assert torch.equal(ys, yb) and torch.equal(xs, xb), step  # same rows, same crops and flips
+        sizes = [len(per_rank[r][step][1]) for r in range(world)]
+        assert max(sizes) - min(sizes) <= 1
+    order = torch.cat([s.local_order() for s in shards])
+    assert sorted(order.tolist()) == list(range(50))  # every sample on exactly one rank
+    assert torch.equal(shards[1].local_order(), torch.cat([p[1] for p in per_rank[1]]))
