@@ -88,6 +88,11 @@ def _stats_main(out: Path, run_dir: str) -> None:
     h, y, w, b, groups = synthetic_features()
     lo, hi = distributed.shard_bounds(len(y))
     res = {"world": world, "arrays": stats_metrics(h[lo:hi], y[lo:hi], w, b, groups)}
+    # per-sample rows of unequal shards (rank r keeps r + 1 extra rows) gathered on rank 0 in rank order
+    part = torch.from_numpy(h[lo : hi + r + 1] if r + 1 < world else h[lo:hi])
+    got = distributed.gather_rows(part)
+    res["gathered"] = None if got is None else got.double().flatten().tolist()
+    res["gathered_rows"] = None if got is None else int(got.shape[0])
     # every rank's merged statistics, for the every-rank-agrees check (the CLI below prints on rank 0 only and
     # leaves the process group at its end)
     from nclab.collapse.callback import NCMetricsCallback

@@ -138,6 +138,10 @@ def test_two_rank_nc_statistics_equal_one_process_to_1e12(runs):
     from dist_helpers import stats_metrics, synthetic_features
 
     h, y, w, b, groups = synthetic_features()
+    # gather_rows: rank 0 holds rows 0..300 (one extra), rank 1 rows 300..599: concatenated in rank order
+    want = np.concatenate([h[:301], h[300:]]).astype(np.float64)
+    assert r0["gathered_rows"] == 601 and r1["gathered"] is None
+    assert np.array_equal(np.asarray(r0["gathered"]), want.ravel())
     ref = stats_metrics(h, y, w, b, groups)  # one process, all rows
     assert close(ref, r0["arrays"], rtol=1e-12, atol=1e-12)
     # independent of the accumulators: naive numpy on the raw float64 rows

@@ -152,6 +152,27 @@ def sum_floats(*values: float) -> list[float]:
     return all_reduce_sum(torch.tensor(values, dtype=torch.float64)).tolist()
 
 
+def gather_rows(t: torch.Tensor, dst: int = 0) -> torch.Tensor | None:
+    """The rows (dim 0) of ``t`` from every rank concatenated in rank order, on rank ``dst`` (``None`` on the
+    others); ``t`` itself when not distributed. Ranks may hold different numbers of rows (e.g. per-sample
+    features of their shards, gathered for clustering on rank 0); the other dims and the dtype must agree."""
+    import torch.distributed as dist
+
+    if not active():
+        return t
+    n = all_reduce_max(torch.tensor([0] * world_size(), dtype=torch.int64).index_fill_(0, torch.tensor([rank()]),
+                                                                                        t.shape[0]))
+    sizes = n.tolist()
+    buf = _comm_device(t.detach())
+    pad = torch.zeros((max(sizes) - t.shape[0], *t.shape[1:]), dtype=t.dtype, device=buf.device)
+    buf = torch.cat([buf, pad]).contiguous()
+    bins = [torch.empty_like(buf) for _ in sizes] if rank() == dst else None
+    dist.gather(buf, bins, dst=dst)
+    if rank() != dst:
+        return None
+    return torch.cat([b[:k] for b, k in zip(bins, sizes)]).to(t.device)
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """``obj`` of rank ``src`` on every rank (picklable objects; ``obj`` itself when not distributed)."""
     import torch.distributed as dist
