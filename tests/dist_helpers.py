@@ -84,6 +84,7 @@ def _stats_main(out: Path, run_dir: str) -> None:
     from nclab.train import distributed
 
     distributed.init_from_env(torch.device("cpu"), timeout_s=30)
+    distributed.ready(30)
     r, world = distributed.rank(), distributed.world_size()
     h, y, w, b, groups = synthetic_features()
     lo, hi = distributed.shard_bounds(len(y))

@@ -23,6 +23,9 @@ from nclab.utils.errors import NclabError
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 300.0
+# joining the group and each rank's setup (data loading, which may decode a dataset on one node and hit a cache
+# on another) may take far longer than a collective should: they get this long (see ready())
+STARTUP_TIMEOUT_S = 1800.0
 
 
 def env_world_size() -> int:
@@ -61,8 +64,9 @@ def init_from_env(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) ->
     """Join the process group torchrun describes (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``/``PORT``).
 
     Returns True when running distributed. ``WORLD_SIZE`` unset or 1: does nothing and returns False.
-    Backend: ``nccl`` for a CUDA ``device`` (each rank on GPU ``LOCAL_RANK``), else ``gloo``. ``timeout_s``
-    bounds every collective (and the rendezvous): a peer that died or hangs raises on the others after it.
+    Backend: ``nccl`` for a CUDA ``device`` (each rank on GPU ``LOCAL_RANK``), else ``gloo``. Joining and the
+    collectives up to :func:`ready` wait up to ``max(timeout_s, STARTUP_TIMEOUT_S)``; after ``ready(timeout_s)``
+    every collective waits ``timeout_s``: a peer that died or hangs raises on the others after it.
     Called again in the same process it keeps the existing group. Non-main ranks are made quiet (no progress
     bars, no duplicated messages)."""
     import torch.distributed as dist
@@ -84,12 +88,32 @@ def init_from_env(device: torch.device, timeout_s: float = DEFAULT_TIMEOUT_S) ->
                                  "use --nproc_per_node at most the number of GPUs")
             torch.cuda.set_device(local)
             backend = "nccl"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=float(timeout_s)))
+        startup = max(float(timeout_s), STARTUP_TIMEOUT_S) if _can_set_timeout() else float(timeout_s)
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=startup))
     if dist.get_rank() != 0:
         from nclab.utils import progress
 
         progress.set_quiet(True)
     return dist.get_world_size() > 1
+
+
+def _can_set_timeout() -> bool:
+    import torch.distributed.distributed_c10d as c10d
+
+    return hasattr(c10d, "_set_pg_timeout")
+
+
+def ready(timeout_s: float) -> None:
+    """Every rank has finished its setup (a barrier under the startup timeout); from here on each collective
+    waits at most ``timeout_s`` seconds. No-op when not distributed."""
+    import torch.distributed as dist
+    import torch.distributed.distributed_c10d as c10d
+
+    if not active():
+        return
+    dist.barrier()
+    if _can_set_timeout():
+        c10d._set_pg_timeout(datetime.timedelta(seconds=float(timeout_s)))
 
 
 def local_device(device: torch.device) -> torch.device:

@@ -141,6 +141,8 @@ class Trainer:
         # NONFINITE_CHECK_EVERY steps (the stop still names the first bad step; nothing is checkpointed between
         # a bad step and its check). Eager ResNet-18 on an H200 showed no difference (host-bound either way).
         self.nonfinite_check_every = 1 if self.device.type == "cpu" else NONFINITE_CHECK_EVERY
+        if self.distributed:  # every rank has its data and model: collectives now get train.dist_timeout_s
+            ddp.ready(c["train"]["dist_timeout_s"])
 
     # setup -------------------------------------------------------------------------------
     def _dist_setup(self, run_dir) -> bool:
