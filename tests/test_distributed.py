@@ -99,6 +99,7 @@ def runs(tmp_path_factory):
     return tmp
 
 
+@pytest.mark.slow  # torchrun processes: seconds each
 def test_two_rank_training_equals_one_process_within_float32_roundoff(runs):
     one, two = runs / "one", runs / "two"
     assert json.loads((two / "status.json").read_text())["status"] == "complete"
@@ -117,6 +118,7 @@ def test_two_rank_training_equals_one_process_within_float32_roundoff(runs):
     assert rb[-1]["nc.train.fine.n_samples"] == 240  # the NC callback saw all samples, not one shard
 
 
+@pytest.mark.slow  # torchrun processes: seconds each
 def test_only_rank_0_writes_the_run_directory(runs):
     # same files as the one-process run (config, run.json, status, metrics, checkpoint, report, figures), no temp
     # files or second copies from rank 1
@@ -125,6 +127,7 @@ def test_only_rank_0_writes_the_run_directory(runs):
     assert len((runs / "two" / "metrics.jsonl").read_text().splitlines()) == 3  # one line per epoch, not per rank
 
 
+@pytest.mark.slow  # torchrun processes: seconds each
 def test_two_rank_nc_statistics_equal_one_process_to_1e12(runs):
     out = runs / "stats"
     out.mkdir()
@@ -165,6 +168,7 @@ def test_two_rank_nc_statistics_equal_one_process_to_1e12(runs):
     assert close({k: v for k, v in single.items() if k.startswith("nc.")}, r0["callback"], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.slow  # torchrun processes: seconds each
 def test_sigkilled_rank_stops_the_other_and_resume_gives_the_uninterrupted_result(runs):
     run = runs / "killed"
     cfg = dict(CFG, callbacks={"dist_helpers:StopRank": {"rank": 1, "epoch": 2, "marker": str(runs / "kill.marker")},
@@ -182,8 +186,9 @@ def test_sigkilled_rank_stops_the_other_and_resume_gives_the_uninterrupted_resul
     assert status["status"] == "running" or (status["status"] == "failed" and "--resume" in status["message"]), status
     # resume on 1 rank (in this process) from a copy, and on 2 ranks
     shutil.copytree(run, runs / "killed1")
-    assert cli_main(["train", "--resume", "--run-dir", str(runs / "killed1"), "--quiet",
-                     "--set", f"train.dist_timeout_s={COLLECTIVE_TIMEOUT_S}"]) == 0
+    from nclab.train import Trainer, load_config
+
+    Trainer(load_config(runs / "killed1" / "config.yaml"), runs / "killed1").fit(resume=True)
     p, _ = torchrun(runs, "-m", "nclab", "train", "--resume", "--run-dir", str(run), "--quiet")
     assert p.returncode == 0, p.stderr[-3000:]
     # 2 ranks -> killed -> 2 ranks: the reductions of the uninterrupted 2-rank run, bit for bit
@@ -196,6 +201,7 @@ def test_sigkilled_rank_stops_the_other_and_resume_gives_the_uninterrupted_resul
     assert close(strip(rows(runs / "two")), strip(rows(runs / "killed1")), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # torchrun processes: seconds each
 def test_hung_rank_makes_the_other_stop_after_the_collective_timeout(runs):
     run = runs / "hung"
     cfg = dict(CFG, callbacks={"dist_helpers:StopRank": {"rank": 1, "epoch": 1, "marker": str(runs / "hang.marker"),
