@@ -266,3 +266,23 @@ def test_sharded_batches_are_the_rows_of_the_global_batches_with_their_augmentat
     order = torch.cat([s.local_order() for s in shards])
     assert sorted(order.tolist()) == list(range(50))  # every sample on exactly one rank
     assert torch.equal(shards[1].local_order(), torch.cat([p[1] for p in per_rank[1]]))
+
+
+@pytest.mark.slow  # torchrun processes: seconds each
+def test_time_limit_pauses_all_ranks_together_and_the_run_resumes_in_one_process(runs):
+    from nclab.train import Trainer, load_config
+
+    run = runs / "sliced"
+    p, _ = torchrun(runs, "-m", "nclab", "train", "--config", str(runs / "cfg.yaml"), "--run-dir", str(run),
+                    "--quiet", "--time-limit", "0")
+    # every rank exits 0 (torchrun would report a non-zero one as a failed worker); rank 0 alone says why
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stderr.count("paused: ") == 1 and "after epoch 1 of 3" in p.stderr
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "paused" and status["epoch"] == 1
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 1
+    tr = Trainer(load_config(run / "config.yaml", overrides=["train.time_limit_s=null"]), run)
+    assert tr.fit(resume=True)["status"] == "complete"
+    a, b = params(runs / "two"), params(run)
+    assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
+    assert close(strip(rows(runs / "two")), strip(rows(run)), rtol=1e-5, atol=1e-7)
