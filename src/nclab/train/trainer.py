@@ -12,6 +12,9 @@ directory (see :mod:`nclab.rundir`). Guarantees:
   and the learning rate a pure function of the step (:mod:`nclab.train.schedules`).
 - A non-finite loss stops at once: status ``stopped_nan``, metrics cut back to the last good
   checkpoint, :class:`NclabError` naming epoch, step and that checkpoint.
+- Under torchrun (``WORLD_SIZE`` > 1): DistributedDataParallel over rank shards of the same global batches,
+  statistics summed over the ranks, rank 0 alone writes the run directory (:mod:`nclab.train.distributed`,
+  docs/distributed.md). Otherwise nothing of it runs.
 
 metrics.jsonl (1-based ``epoch``): ``lr`` (at the epoch's last step), ``train_loss``/``train_acc``
 (mean over the epoch's training steps: train mode, augmented, the loss incl. penalties),
