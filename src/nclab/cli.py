@@ -96,14 +96,22 @@ def _main(argv: list[str] | None) -> int:
     if getattr(args, "quiet", False) or getattr(args, "json", False):
         progress.set_quiet(True)
     try:
+        _check_torchrun(args.command)
         rc = args.func(args)
     except NclabError as e:
         progress.close_bars()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RunPaused as e:
-        print(f"paused: {e}", file=sys.stderr)
-        return EXIT_PAUSED
+        from nclab.train import distributed
+
+        if not distributed.active():
+            print(f"paused: {e}", file=sys.stderr)
+            return EXIT_PAUSED
+        # torchrun reports any non-zero exit as a failed rank: paused ranks exit 0 (status.json says paused)
+        if distributed.is_main():
+            print(f"paused: {e}", file=sys.stderr)
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -118,7 +126,31 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {where}{e.strerror or e}; check that the path is a writable folder (or a readable file) "
               "and that the disk has space", file=sys.stderr)
         return 2
+    _leave_process_group()
     return int(rc or 0)
+
+
+# commands that write run folders or reports from every process: under torchrun (docs/distributed.md) they would
+# race on the same files, so they refuse instead of half-working
+NOT_UNDER_TORCHRUN = ("demo", "data", "recover", "reproduce", "sweep", "ufm", "report", "compare")
+
+
+def _check_torchrun(command: str | None) -> None:
+    if command in NOT_UNDER_TORCHRUN:
+        from nclab.train.distributed import env_world_size
+
+        if env_world_size() > 1:
+            raise NclabError(f"nclab {command} does not run under torchrun (WORLD_SIZE > 1); only nclab train and "
+                             f"nclab metrics --run are data-parallel: run nclab {command} as one process")
+
+
+def _leave_process_group() -> None:
+    """A command that finished normally under torchrun leaves the process group cleanly (after an error the
+    process exits without waiting on peers that may be gone)."""
+    if "torch.distributed" in sys.modules:
+        from nclab.train import distributed
+
+        distributed.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

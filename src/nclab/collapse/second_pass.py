@@ -290,6 +290,30 @@ class SecondPass:
             ncc[unsure] = self._nearest(zu @ self._ncc_t.T, pos.index_select(0, unsure))
         return ncc
 
+    _SUMMED = ("n", "mismatch", "n_labelled", "ncc_correct", "clf_correct", "rescored", "screened")
+
+    def all_reduce(self, group=None) -> "SecondPass":
+        """Sum the counters, per-class traces and projected diagonal over all ranks in place (one float64
+        ``all_reduce``; counts stay exact below 2⁵³). Every rank must have built this pass from the same merged
+        first pass (:meth:`ClassStats.all_reduce`), so the frozen means and projection agree. No-op without a
+        process group. Returns self."""
+        from nclab.train import distributed as ddp
+
+        if not ddp.active():
+            return self
+        parts = [torch.tensor([float(getattr(self, k)) for k in self._SUMMED], dtype=_F64, device=self.device)]
+        if self.proj_diag is not None:
+            parts += [self.traces, self.proj_diag]
+        total = ddp.all_reduce_sum(torch.cat(parts), group)
+        for i, k in enumerate(self._SUMMED):
+            setattr(self, k, int(round(float(total[i]))))
+        if self.proj_diag is not None:
+            kt = self.traces.numel()
+            off = len(self._SUMMED)
+            self.traces = total[off : off + kt].clone()
+            self.proj_diag = total[off + kt :].clone()
+        return self
+
     def result(self) -> dict[str, float]:
         """``ncc_mismatch`` (fraction of samples where classifier and nearest-centre decisions differ;
         Papyan et al. 2020 NC4) when W was given, plus ``ncc_acc`` / ``classifier_acc`` with labels."""

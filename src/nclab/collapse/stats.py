@@ -266,6 +266,53 @@ class ClassStats:
                     None if other.scatter is None else other.scatter.to(self.device))
         return self
 
+    def all_reduce(self, group=None) -> "ClassStats":
+        """Merge the accumulators of all ranks in place (torch.distributed; no-op without a process group).
+
+        Each rank holds the statistics of its own shard of the samples; afterwards every rank holds those of
+        all samples. Two float64 ``all_reduce`` sums of sufficient statistics: first the counts n_k and sums
+        n_k μ_k (giving the global means μ_k), then each rank's traces and scatter re-centred on the global
+        means, t_k + n_k‖μ_k^r − μ_k‖² and S_g + Σ_{k in g} n_k (μ_k^r − μ_k)(μ_k^r − μ_k)ᵀ (the law of total
+        scatter; no raw second moments, so no cancellation). A rank that saw no samples takes part with
+        zeros. All ranks must call it, in the same order as their other collectives. Returns self."""
+        from nclab.train import distributed as ddp
+
+        if not ddp.active():
+            return self
+        dim = int(ddp.all_reduce_max(torch.tensor([self.dim or 0], dtype=torch.int64), group)[0])
+        if dim == 0:
+            return self  # no rank saw a sample
+        if self.dim is None:
+            self._alloc(dim)
+        if self.dim != dim:
+            raise NclabError(f"ranks hold features of different dims ({self.dim} here, {dim} elsewhere); "
+                             "every rank must measure the same model and tap")
+        k, d = self.num_classes, self.dim
+        first = ddp.all_reduce_sum(torch.cat([self.counts, (self.counts.unsqueeze(1) * self.means).flatten()]), group)
+        n = first[:k]
+        mu = first[k:].view(k, d) / n.clamp_min(1).unsqueeze(1)
+        delta = self.means - mu
+        delta[self.counts == 0] = 0  # an unseen class has no local mean to re-centre
+        parts = []
+        if self.traces is not None:
+            parts.append(self.traces + self.counts * (delta * delta).sum(1))
+        if self.scatter is not None:
+            dw = delta * self.counts.sqrt().unsqueeze(1)
+            s = self.scatter.clone()
+            gi = self._group_index(self.device)
+            for g in range(self.num_groups):
+                dg = dw[gi == g]
+                s[g] += dg.T @ dg
+            parts.append(s.flatten())
+        if parts:
+            second = ddp.all_reduce_sum(torch.cat(parts), group)
+            if self.traces is not None:
+                self.traces, second = second[:k].clone(), second[k:]
+            if self.scatter is not None:
+                self.scatter = second.view(self.num_groups, d, d).clone()
+        self.counts, self.means = n.clone(), mu
+        return self
+
     # derived statistics --------------------------------------------------------------------------
     def _require(self) -> None:
         if self.dim is None or self.num_samples == 0:

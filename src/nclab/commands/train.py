@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 from pathlib import Path
 
@@ -59,13 +61,18 @@ def run(args) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / check_run_name(cfg["name"])
     from nclab.report import try_write_report
     from nclab.runlock import run_lock
+    from nclab.train import distributed as ddp
 
-    with run_lock(run_dir):  # before any data is loaded: a second writer fails at once, and writes nothing
+    # rank 0 alone writes (and locks) the run directory; before any data is loaded, so a second writer fails at
+    # once and writes nothing
+    with run_lock(run_dir) if ddp.is_main() else contextlib.nullcontext():
         try:
             result = Trainer(cfg, run_dir).fit(resume=args.resume, force=args.force)
-        finally:  # a report also for runs stopped on NaN or interrupted: it says so
-            if RunDir(run_dir).is_run():
+        finally:  # a report also for runs stopped on NaN or interrupted: it says so (under torchrun: rank 0 only)
+            if RunDir(run_dir).is_run() and ddp.is_main():
                 try_write_report(run_dir)
+    if not ddp.is_main():
+        return 0
     if args.json:
         print(json.dumps(result))
     else:

@@ -170,6 +170,11 @@ SCHEMA: dict[str, Any] = {
         "keep_checkpoints": Opt(False, (bool,), help="also keep checkpoints/epoch_XXXX.pt"),
         "eval_every": Opt(1, (int,), minimum=1),
         "eval_batch_size": Opt(1024, (int,), minimum=1),
+        "sync_bn": Opt(False, (bool,), help="under torchrun: SyncBatchNorm, BatchNorm statistics over the global batch "
+                                            "(CUDA only; without it each rank normalises its own shard)"),
+        "dist_timeout_s": Opt(300.0, NUM, minimum=1e-3,
+                              help="under torchrun: seconds a collective waits for the other ranks before this rank "
+                                   "stops with an error (a rank that died or hangs); ignored in one process"),
     },
     # the run's fine-label recovery settings, recorded once: the final recovery, the recovery callback (unless
     # callbacks.recovery overrides a key), `nclab recover --run` and the report read them (nclab.contracts.recovery)
