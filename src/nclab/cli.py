@@ -85,9 +85,24 @@ def _join_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> l
     return out
 
 
+RESUMABLE = ("train", "reproduce")  # commands whose interrupted work continues with --resume
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted ``argv``: the same words with ``--resume`` (and without
+    ``--force``, which would start over)."""
+    import shlex
+
+    words = [w for w in argv if w != "--force"]
+    if "--resume" not in words:
+        words.append("--resume")
+    return "nclab " + " ".join(shlex.quote(w) for w in words)
+
+
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_join_negative_values(parser, list(sys.argv[1:] if argv is None else argv)))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_join_negative_values(parser, argv))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -113,7 +128,13 @@ def _main(argv: list[str] | None) -> int:
             print(f"paused: {e}", file=sys.stderr)
         return 0
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        progress.close_bars()
+        if args.command in RESUMABLE:
+            print(f"interrupted; continue with: {resume_command(argv)}", file=sys.stderr)
+        elif args.command == "sweep":
+            print("interrupted; run the same command again to continue (complete cells are skipped)", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `nclab ... --json | head`: the reader went away; not an error of ours
         import os

@@ -52,6 +52,19 @@ def _with_report(func):
                     from nclab.rundir import RunDir
 
                     if RunDir(run_dir).is_run():
-                        try_write_report(run_dir)
+                        report = try_write_report(run_dir)
+                        _print_paths(args, RunDir(run_dir), report)
 
     return run
+
+
+def _print_paths(args, run, report) -> None:
+    """The last lines of every experiment: where its results and report are (stderr under --json, whose stdout
+    is JSON only)."""
+    import sys
+
+    stream = sys.stderr if getattr(args, "json", False) else sys.stdout
+    if run.results_path.exists():
+        print(f"results: {run.results_path}", file=stream)
+    if report:
+        print(f"report: {report}", file=stream)

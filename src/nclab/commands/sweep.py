@@ -171,7 +171,7 @@ def _run_cells(args, exp, axes: dict, cells: list[dict], plan: list) -> int:
     exp.write_status("complete", f"{len(cells)} cells")
     from nclab.report import try_write_report
 
-    try_write_report(out)  # heatmaps over the grid + one report per cell
+    report = try_write_report(out)  # heatmaps over the grid + one report per cell
     if args.json:
         print(json.dumps(results))
     else:
@@ -181,7 +181,9 @@ def _run_cells(args, exp, axes: dict, cells: list[dict], plan: list) -> int:
             print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(t["columns"], widths)))
             for r in t["rows"]:
                 print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(r, widths)))
-        print(f"  results: {exp.results_path}")
+        print(f"results: {exp.results_path}")
+        if report:
+            print(f"report: {report}")
     return 0
 
 

@@ -79,4 +79,6 @@ def run(args) -> int:
         m = result["metrics"]
         acc = f", test_acc {m['test_acc']:.4f}" if "test_acc" in m else ""
         print(f"done: {run_dir} (epoch {result['epoch']}{acc})")
+        if (run_dir / "report.html").exists():
+            print(f"report: {run_dir / 'report.html'}")
     return 0

@@ -32,7 +32,8 @@ a { color:var(--accent); }
 .banner strong { display:block; font-size:18px; margin-bottom:2px; }
 nav.toc { background:var(--soft); border-radius:8px; padding:8px 14px; margin:12px 0; font-size:14px; }
 nav.toc a { margin-right:14px; white-space:nowrap; }
-table { border-collapse:collapse; margin:6px 0 14px; font-size:14px; }
+table { border-collapse:collapse; margin:6px 0 14px; font-size:14px; display:block; max-width:100%; overflow-x:auto; }
+td, th { overflow-wrap:anywhere; }
 th, td { border:1px solid var(--line); padding:4px 10px; text-align:left; vertical-align:top; }
 th { background:var(--soft); font-weight:600; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }

@@ -441,6 +441,8 @@ class Trainer:
             if changed:
                 say(f"note: resuming with config keys changed from the run's config.yaml: {', '.join(changed)}")
             self.load_checkpoint()
+            say(f"resuming {run.path} from epoch {self.epoch} of {self.cfg['optim']['epochs']} "
+                f"(checkpoint {self._ckpt_path()})")
             self._write_metrics()  # drop rows written after the checkpoint (the rerun rewrites them)
         else:
             if holds_run:
