@@ -8,27 +8,16 @@ User errors (:class:`nclab.utils.errors.NclabError`) print one line and exit 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 import sys
 
 from nclab import __version__
+from nclab.commands import compare, data, demo, metrics, recover, report, reproduce, sweep, train, ufm
 from nclab.utils import clock
 from nclab.utils.errors import EXIT_PAUSED, NclabError, RunPaused
 
-# Order here is the order in ``nclab --help``.
-COMMANDS = [
-    "demo",
-    "data",
-    "train",
-    "metrics",
-    "recover",
-    "reproduce",
-    "sweep",
-    "ufm",
-    "report",
-    "compare",
-]
+# The subcommands, in the order of ``nclab --help``; each module's ``add_parser(subparsers)`` registers its parser.
+COMMANDS = [demo, data, train, metrics, recover, reproduce, sweep, ufm, report, compare]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,13 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"nclab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"nclab.commands.{name}")
-        except ModuleNotFoundError as e:  # a command not built yet; never hide other import errors
-            if e.name == f"nclab.commands.{name}":
-                continue
-            raise
+    for mod in COMMANDS:
         mod.add_parser(sub)
     return parser
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nclab.collapse.metrics import _check_wb, between_span, centred_means, class_means
+from nclab.collapse.geometry import _check_wb, between_span, centred_means, class_means
 from nclab.collapse.stats import CHUNK_BYTES, ClassStats, Scratch, as_float64, integer_labels
 from nclab.utils.errors import NclabError
 from nclab.utils.finite import nonfinite_error

@@ -1,32 +1,26 @@
 """``nclab reproduce <experiment>``: one command per paper experiment.
 
-Experiments register themselves from the modules listed in ``EXPERIMENT_MODULES``; each module has
-``add_experiments(subparsers)`` that adds one parser per experiment (with ``set_defaults(func=...)``).
+Each module in :func:`experiment_modules` has ``add_experiments(subparsers)`` that adds one parser per
+experiment (with ``set_defaults(func=...)``).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 
 from nclab.commands import missing_subcommand
 
-EXPERIMENT_MODULES = [
-    "nclab.finegrain.experiments",  # cifar10-coarse5, cifar100-coarse20, cifar10-finer
-    "nclab.theory.experiments",  # dln-synthetic, dln-cifar10-imbalanced, hierarchy-synthetic
-]
+def experiment_modules() -> list:
+    from nclab.finegrain import experiments as finegrain_experiments  # cifar10-coarse5, cifar100-coarse20, ...
+    from nclab.theory import experiments as theory_experiments  # dln-synthetic, dln-cifar10-imbalanced, ...
+
+    return [finegrain_experiments, theory_experiments]
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("reproduce", help="run one paper experiment end to end (see `nclab reproduce --help`)")
     exp = p.add_subparsers(dest="experiment", metavar="EXPERIMENT")
-    for name in EXPERIMENT_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:
-                continue
-            raise
+    for mod in experiment_modules():
         mod.add_experiments(exp)
     for choice in exp.choices.values():  # every experiment ends with its HTML report
         choice.set_defaults(func=_with_report(choice.get_default("func")))

@@ -282,7 +282,7 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
         except yaml.YAMLError as e:
             raise NclabError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file")
         if raw is None:  # an empty file is a mistake more often than a wish for every default
-            raise NclabError(f"{path} is empty; write the config sections (see configs/tiny.yaml), or pass no "
+            raise NclabError(f"{path} is empty; write the config sections (see `nclab train --config tiny`, shipped in nclab/configs/tiny.yaml), or pass no "
                              "config to use the defaults")
         if not isinstance(raw, dict):
             raise NclabError(f"{path} must hold a mapping of config sections, got {type(raw).__name__}")
