@@ -274,7 +274,7 @@ def fine_labels(trainer, split: str) -> torch.Tensor:
     are coarse under ``data.labels=coarse``). For a ``split:M`` hierarchy the fine level is the pseudo
     classes the net trains on; otherwise it is the dataset's own labels."""
     h = getattr(trainer, "hierarchy", None)
-    if h is not None and str(h.spec).startswith("split"):
+    if h is not None and h.kind == "split":
         return trainer.train_targets(split)
     return getattr(trainer.dataset, split).y
 

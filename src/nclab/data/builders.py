@@ -93,9 +93,7 @@ def build_hierarchy(spec: str, class_names: Sequence[str], dataset=None) -> Hier
         if not 1 <= m <= 1000:
             raise NclabError(f"hierarchy '{spec}': M must be between 1 and 1000 pseudo classes per class, got {m}")
         fine = [f"{c}.{j}" for c in names for j in range(m)]
-        h = Hierarchy(np.arange(n * m) // m, fine, names, spec=spec)
-        h.meta.update({"split": m, "seed": seed})
-        return h
+        return Hierarchy(np.arange(n * m) // m, fine, names, spec=spec, meta={"split": m, "seed": seed}, kind="split")
     if kind == "dataset":
         h = getattr(dataset, "hierarchy", None)
         if h is None:

@@ -200,7 +200,7 @@ class Trainer:
         return h
 
     def _is_split(self) -> bool:
-        return self.hierarchy is not None and bool(self.hierarchy.meta.get("split") or str(self.hierarchy.spec).startswith("split"))
+        return self.hierarchy is not None and self.hierarchy.kind == "split"
 
     def _num_classes(self) -> int:
         if self.cfg["data"]["labels"] == "coarse":
