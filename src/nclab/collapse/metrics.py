@@ -281,10 +281,9 @@ def metrics_from_arrays(H: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tens
     if batch_size is None:  # cache-sized chunks on CPU (1024 x 512 float64 = 4 MB), large ones to fill a GPU
         cuda = torch.device(device).type == "cuda"
         batch_size = 65536 if cuda else max(256, CHUNK_BYTES // (8 * max(int(h.shape[1]), 1)))
-        # the first pass only sums (ClassStats converts cache-sized pieces itself): larger chunks, fewer merges
-        # (50,000 x 512, K = 100, 2 CPU cores: 8 ms at 16,384 rows vs 20 ms at 1,024). The second pass stays
-        # cache-sized: 16,384-row batches (one float32 classifier product each) were not faster in an A/B on the
-        # 2-core CPU (the float32 product alone 39-42 ms for 50,000 x 512 x 100 at either size)
+        # the first pass only sums (ClassStats converts cache-sized pieces itself): larger chunks mean fewer
+        # merges. The second pass stays cache-sized: larger batches do not make its float32 classifier
+        # product any faster, and its float64 residuals then fall out of cache
         first_batch = batch_size if cuda or scatter else 16 * batch_size
     # CPU: the passes run one after the other on one set of work buffers, kept for the next call
     scratch = thread_scratch() if torch.device(device).type == "cpu" else None

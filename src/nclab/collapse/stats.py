@@ -44,8 +44,8 @@ def _as_tensor(x, device, dtype=None) -> torch.Tensor:
 
 class Scratch:
     """Reusable work buffers for the per-batch maths. Allocating fresh multi-MB tensors for every batch makes
-    glibc map and unmap memory each time; the page faults made a 50,000 x 512 pass ~3x slower on the 2-core CPU
-    (70 ms vs 215-300 ms, measured). Buffers grow to the largest request and are reused."""
+    glibc map and unmap memory each time, and the page faults can cost more than the arithmetic of a pass.
+    Buffers grow to the largest request and are reused."""
 
     def __init__(self):
         self._t: dict[str, torch.Tensor] = {}
@@ -71,8 +71,7 @@ _THREAD_SCRATCH = threading.local()
 def thread_scratch() -> Scratch:
     """This thread's long-lived :class:`Scratch`, for one-shot helpers such as ``metrics_from_arrays`` that build
     fresh accumulators on every call: their multi-MB buffers then stay mapped between calls instead of being
-    faulted in again (~3,000 page faults, ~5 ms of a 55 ms 50,000 x 512 call on the 2-core CPU). Per thread, so
-    concurrent callers never share a buffer."""
+    faulted in again on every call. Per thread, so concurrent callers never share a buffer."""
     s = getattr(_THREAD_SCRATCH, "scratch", None)
     if s is None:
         s = _THREAD_SCRATCH.scratch = Scratch()
@@ -190,8 +189,8 @@ class ClassStats:
         nb = torch.bincount(y, minlength=k).to(_F64)
         sums = torch.zeros(k, self.dim, dtype=_F64, device=x.device)
         # float64 work in cache-sized pieces on CPU: a float64 copy of a large batch would spill out of cache
-        # (sums only, 2-core CPU, 50,000 x 512: ~8 vs 13-20 ms) and cost O(B·D) memory (65,536 rows of a
-        # 2,048-wide tap: 1 GB); pieces go through the scratch buffers, the batch is merged once
+        # and cost O(B·D) memory (a 65,536 x 2,048 batch would need 1 GiB); pieces go through the scratch
+        # buffers, and the batch is merged once
         step = max(1, CHUNK_BYTES // (8 * self.dim)) if x.device.type == "cpu" else x.shape[0]
         pieces = [(x[j : j + step], y[j : j + step]) for j in range(0, x.shape[0], step)]
         for xj, yj in pieces:

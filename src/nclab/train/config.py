@@ -258,8 +258,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def _saved_run_fixups(raw: dict) -> None:
     """A run's saved config.yaml may predate a rule; keep such runs resumable and measurable when the rule changed
-    nothing they computed. Session 11: model.head_width with head_depth 1 is now an error, but a one-layer head
-    always ignored it (dln-cifar10-imbalanced saved it for its M = 1 sub-runs)."""
+    nothing they computed: model.head_width with head_depth 1 is an error, but a one-layer head always ignored
+    it, and runs saved before the rule (dln-cifar10-imbalanced's M = 1 sub-runs) still carry it."""
     m = raw.get("model")
     if isinstance(m, dict) and m.get("head_width") is not None and m.get("head_depth", 1) == 1:
         m["head_width"] = None

@@ -143,7 +143,7 @@ class Trainer:
         # The non-finite-loss check reads the loss on the host. On CPU that is free; on a GPU each read makes
         # the host wait for the device, so there the losses stay on the device and are checked every
         # NONFINITE_CHECK_EVERY steps (the stop still names the first bad step; nothing is checkpointed between
-        # a bad step and its check). Eager ResNet-18 on an H200 showed no difference (host-bound either way).
+        # a bad step and its check). Deferring the read matters most under CUDA graphs, where the host is fast.
         self.nonfinite_check_every = 1 if self.device.type == "cpu" else NONFINITE_CHECK_EVERY
         if self.distributed:  # every rank has its data and model: collectives now get train.dist_timeout_s
             ddp.ready(c["train"]["dist_timeout_s"])
@@ -736,8 +736,8 @@ class _TrainForward(torch.nn.Module):
 def _compiled(model: torch.nn.Module, mode, device: torch.device) -> torch.nn.Module:
     """``train.compile``: False = the eager model; True/"default" = ``torch.compile``; else that mode.
 
-    ``reduce-overhead`` means CUDA graphs: on a CPU there are none, and inductor alone measured slower than
-    eager on our 2-core CPU (docs/training.md), so there it keeps the eager model.
+    ``reduce-overhead`` means CUDA graphs: on a CPU there are none, and inductor alone is slower than eager
+    there for these models (docs/training.md), so on a CPU it keeps the eager model.
     """
     if mode is False or (mode == "reduce-overhead" and device.type != "cuda"):
         return model
