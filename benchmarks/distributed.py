@@ -57,6 +57,9 @@ def run(nproc: int, config: str, overrides: list[str], workdir: Path, timeout_s:
 
 
 def main() -> int:
+    from provenance import header
+
+    print(header())
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nprocs", default="1,2", help="comma list of rank counts (default 1,2)")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))

@@ -176,6 +176,9 @@ def streamed_case(n: int, d: int, k: int, device: str, chunk: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from provenance import header
+
+    print(header())
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--small", action="store_true", help="10x smaller sizes (quick check)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

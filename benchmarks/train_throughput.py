@@ -179,6 +179,9 @@ def bench(name: str, device: torch.device, batch: int, rounds: int, chunk: int, 
 
 
 def main() -> None:
+    from provenance import header
+
+    print(header())
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--models", default="fastnet,resnet18")

@@ -14,7 +14,7 @@ from nclab.data import cache as cache_mod
 from nclab.data.cifar_meta import CIFAR10_CLASSES
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cifar_cold(cifar_jpeg, tmp_path_factory):
     """(dataset, cache dir, misses during the load): the one cold decode of the pytest run."""
     cache = tmp_path_factory.mktemp("cifar10-jpeg-cache")
