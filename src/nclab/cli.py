@@ -22,6 +22,7 @@ COMMANDS = [
     "data",
     "train",
     "metrics",
+    "probe",
     "recover",
     "reproduce",
     "sweep",

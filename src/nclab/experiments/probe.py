@@ -319,7 +319,12 @@ def _labelled(batches, device):
 
 
 def _forward(taps: LayerTaps, x: torch.Tensor, clf_layer: str | None):
-    feats = taps(x)
+    try:
+        feats = taps(x)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:  # the data do not fit the model
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise NclabError(f"the model's forward pass failed on a batch of shape {tuple(x.shape)} ({first}); "
+                         "pass data of the input the model expects (images for image models)") from None
     if clf_layer is None:
         return feats, None
     return feats, (feats[clf_layer] if clf_layer in taps.requested else feats.pop(clf_layer))

@@ -214,6 +214,8 @@ def _hf(name: str, num_classes: int | None) -> LoadedModel:
     except Exception:
         pass
     ch = int(getattr(cfg, "num_channels", 3))
+    if len(mean) != ch:  # ImageNet statistics are for RGB; another channel count gets the 0.5/0.5 default
+        mean, std, how = (0.5,) * ch, (0.5,) * ch, f"defaults (0.5/0.5 per channel, config image_size)"
     return LoadedModel(_PixelValues(module), "", "hf", mean=mean, std=std, image_size=size, preprocess=how,
                        input_shape=(ch, size, size), info={"transformers": tr.__version__})
 
