@@ -9,8 +9,9 @@ instead, e.g. ``fc:input`` = the features the classifier sees). Outputs are made
 
 * ``"auto"`` (default): 2-D outputs as they are (``"identity"``), 4-D maps (N, C, H, W) averaged over H, W
   (``"spatial_mean"``), every other shape flattened (``"flatten"``);
-* ``"flatten"``: always (N, prod(rest)); ``"mean"``: average over every axis after the first two
-  ((N, C, ...) -> (N, C)), for 3-D (N, T, D) token sequences the mean over tokens (``"token_mean"``);
+* ``"flatten"``: always (N, prod(rest)); ``"mean"``: 4-D and wider maps (N, C, ...) averaged over every axis
+  after the channels -> (N, C); 3-D (N, T, D) token sequences averaged over the tokens -> (N, D)
+  (``"token_mean"``);
 * ``"tokens"``: (N, T, D) -> (N·T, D), every position a sample (language models).
 
 A module returning a tuple or list whose first element is a tensor (Hugging Face blocks return
@@ -102,7 +103,9 @@ def reduce_output(t: torch.Tensor, reduce: str = "auto") -> tuple[torch.Tensor, 
         return t, "identity"
     if reduce == "flatten" or (reduce == "auto" and t.dim() != 4):
         return t.flatten(1), "flatten"
-    return t.flatten(2).mean(2), ("spatial_mean" if t.dim() == 4 else "token_mean" if t.dim() == 3 else "mean")
+    if t.dim() == 3:  # (N, T, D) token sequences: the mean over tokens
+        return t.mean(1), "token_mean"
+    return t.flatten(2).mean(2), ("spatial_mean" if t.dim() == 4 else "mean")
 
 
 class LayerTaps:
