@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--reduce", default="auto", choices=("auto", "flatten", "mean"),
                    help="how a layer output becomes (N, D): auto = spatial mean of 4-D maps, flatten otherwise")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="inputs per forward pass (default 256)")
     p.add_argument("--max-samples", type=int, default=10000, help="rows per split kept for --recover (default 10000)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N samples of each split")
     p.add_argument("--image-size", type=int, default=None, help="resize images to this size (default: the model's)")
