@@ -76,3 +76,43 @@ def test_frame_errors_closed_form_on_an_exact_simplex():
     # the orthogonal frame is far from a simplex: ‖I/√K − T/√(K−1)‖ = √(2 − 2√((K−1)/K))
     assert frame_errors(torch.eye(k, dtype=torch.float64), centred=True) == pytest.approx(
         math.sqrt(2 - 2 * math.sqrt((k - 1) / k)), rel=1e-9)
+
+
+def test_token_probe_of_a_tiny_gpt2_equals_dense_metrics(tmp_path, capsys):
+    tr = pytest.importorskip("transformers", reason="transformers not installed (pip install 'nclab[hf]')")
+    import json
+
+    from nclab.cli import main as cli
+    from nclab.experiments.tokens import probe_text
+
+    torch.manual_seed(0)
+    tr.GPT2LMHeadModel(tr.GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=40, n_positions=16)).save_pretrained(tmp_path / "m")
+    ids = np.random.default_rng(0).integers(0, 30, 8 * 9 + 5)  # tokens 30..39 never occur
+    np.save(tmp_path / "ids.npy", ids)
+    res = probe_text(f"hf:{tmp_path / 'm'}", ids, layers="transformer.h.0,transformer.ln_f", classifier="lm_head", context=8,  # one forward: the same floats
+                     batch_size=9)
+    from nclab.models.sources import load_model
+
+    net = load_model(f"hf:{tmp_path / 'm'}").module
+    win = torch.from_numpy(ids[: 9 * 8 + 1])
+    x = win[:72].view(9, 8)
+    y = win[1:73]
+    with torch.no_grad():
+        hs = net(x, output_hidden_states=True).hidden_states
+    # hidden_states[1] = output of block 0, hidden_states[2] = ln_f(output of the last block)
+    for i, layer in enumerate(["transformer.h.0", "transformer.ln_f"]):
+        dense = ClassStats(40, 16)
+        dense.update(hs[i + 1].reshape(-1, 16).double(), y)
+        ref = compute_metrics(dense, net.lm_head.weight.detach())
+        got = res.metrics["text"][layer]["fine"]
+        assert got["n_samples"] == 72 and got["n_classes_absent"] == 40 - len(np.unique(y.numpy()))
+        for key in ("nc1", "cdnv", "equiangular_means", "self_duality", "equiangular_weights"):
+            assert got[key] == pytest.approx(ref[key], rel=1e-6), (layer, key)
+        assert "etf_error_means" not in got and got["hyperspherical_log_energy_means"] is not None  # K=30 > D+1
+    assert res.info["not_applicable"]["metrics"] == ["ncc_mismatch", "classifier_acc"]
+    out = tmp_path / "out"
+    assert cli(["probe", "--model", f"hf:{tmp_path / 'm'}", "--text", str(tmp_path / "ids.npy"), "--layers",
+                "all-blocks", "--context", "8", "--out", str(out), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["metrics"]["text"]["transformer.h.0"]["fine"]["nc1"] == pytest.approx(
+        res.metrics["text"]["transformer.h.0"]["fine"]["nc1"], rel=1e-12)
