@@ -420,3 +420,18 @@ def test_timm_source_builds_without_weights():
     pytest.importorskip("timm", reason="timm needs torchvision, not importable beside this torch build")
     lm = load_model("timm:resnet18")
     assert lm.preprocess == "timm data config" and len(block_names(lm.module)) >= 8
+
+
+def test_run_source_equals_the_trained_model(tmp_path):
+    """run:RUN_DIR rebuilds the model nclab trained (same logits) and probes it with its normalisation."""
+    from nclab.train import Trainer
+
+    cfg_path = Path(__file__).resolve().parents[1] / "src" / "nclab" / "configs" / "tiny.yaml"
+    tr = Trainer(str(cfg_path), tmp_path / "run")
+    tr.fit()
+    lm = load_model(f"run:{tmp_path / 'run'}")
+    x = tr.dataset.test.x[:32]
+    torch.testing.assert_close(lm.module(x), tr.model.eval()(x))
+    res = probe(lm, tr.cfg["data"]["source"], layers="backbone.fc1,backbone.fc2", hierarchy="adjacent:2",
+                classifier="head.0")
+    assert res.metrics["train"]["head.0:input"]["fine"]["classifier_acc"] is not None
