@@ -51,8 +51,11 @@ def _data(n: int):
     from nclab.data import load_dataset
 
     if CIFAR.is_file():
+        from nclab.experiments.probe import sample_indices
+
         ds = load_dataset(f"imagefolder:{CIFAR}")
-        x, y = ds.train.x[:n], ds.train.y[:n]
+        sel = sample_indices(len(ds.train.y), n)  # the copy is stored class by class: a seeded uniform subset
+        x, y = (ds.train.x, ds.train.y) if sel is None else (ds.train.x[sel], ds.train.y[sel])
         return x, y, ds, "CIFAR-10 copy"
     g = torch.Generator().manual_seed(0)
     return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(n) % 10, None, "synthetic"
@@ -76,26 +79,26 @@ def one_image_run(mode: str, n: int, device: str, bs: int) -> dict:
     hier = Hierarchy.from_mapping([i // 2 for i in range(10)], [str(i) for i in range(10)], spec="adjacent:5")
     rss0 = _rss_mb()
     t0 = time.perf_counter()
+    layers = [("" if hasattr(net, "layer1") else "backbone.") + k for k in LAYERS]  # nclab's stages: backbone.*
     if mode == "probe":
         from nclab.experiments.probe import probe
 
-        res = probe(net, _Reiter(x, y, bs, device), layers=LAYERS,
-                    hierarchy=hier, num_classes=10, device=device)
-        nc1 = res.metrics["data"]["layer4"]["coarse"]["nc1"]
+        res = probe(net, _Reiter(x, y, bs, device), layers=layers, hierarchy=hier, num_classes=10, device=device)
+        nc1 = res.metrics["data"][layers[-1]]["coarse"]["nc1"]
     else:
         from nclab.collapse import hierarchy_metrics_from_arrays
 
-        store = {k: [] for k in LAYERS}
-        hooks = [getattr(net, k).register_forward_hook(lambda m, a, o, k=k: store[k].append(o.mean((2, 3)).cpu()))
-                 for k in LAYERS] if hasattr(net, "layer1") else [
-                 net.backbone._modules[k].register_forward_hook(lambda m, a, o, k=k: store[k].append(
-                     o.mean((2, 3)).cpu() if o.dim() == 4 else o.cpu())) for k in LAYERS]
+        # the obvious loop: hooks append each batch's (spatially averaged) features, concatenate, then measure
+        mods = dict(net.named_modules())
+        store = {k: [] for k in layers}
+        hooks = [mods[k].register_forward_hook(lambda m, a, o, k=k: store[k].append(o.mean((2, 3)).cpu()))
+                 for k in layers]
         for xb, _ in _batches(x, y, bs, device):
             net(xb)
         for h in hooks:
             h.remove()
         out = {k: hierarchy_metrics_from_arrays(torch.cat(v).double(), y, hier) for k, v in store.items()}
-        nc1 = out["layer4"]["coarse"]["nc1"]
+        nc1 = out[layers[-1]]["coarse"]["nc1"]
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0

@@ -261,7 +261,11 @@ def test_recovery_per_layer_equals_evaluate_recovery(model_file):
     hier = Hierarchy.from_mapping([0, 0, 1, 1, 2, 2, 3, 3, 4, 4], ds.class_names)
     res = probe(lm, "digits", layers="hidden", hierarchy=hier, classifier="fc", recover=True,
                 splits=("train", "test"), max_samples=500, recovery_options={"n_init": 2})
-    xtr, ytr = ds.train.x[:500].float() * (1.0 / 255.0), ds.train.y[:500]
+    from nclab.experiments.probe import sample_indices
+
+    sel = sample_indices(len(ds.train.y), 500)  # the documented seeded subset of kept rows
+    assert len(torch.unique(ds.train.y[sel])) == 10
+    xtr, ytr = ds.train.x[sel].float() * (1.0 / 255.0), ds.train.y[sel]
     xte, yte = ds.test.x.float() * (1.0 / 255.0), ds.test.y
     with torch.no_grad():
         route = lm.module(xte).argmax(1).numpy()  # fc has 5 outputs = the coarse classes: it routes
@@ -398,10 +402,13 @@ def test_hf_vit_probe_equals_metrics_from_arrays(tmp_path):
     res = probe(lm, "digits", layers="model.encoder.layer.*", hierarchy="mod:5", limit=200, reduce="mean")
     assert res.reductions["model.encoder.layer.1"].endswith("token_mean")
     ds = load_dataset("digits")
-    x = (ds.train.x[:200].float() * (1.0 / 255.0) - 0.5) / 0.5  # the documented 0.5/0.5 default for one channel
+    from nclab.experiments.probe import sample_indices
+
+    sel = sample_indices(len(ds.train.y), 200)  # --limit: a seeded uniform subset
+    x = (ds.train.x[sel].float() * (1.0 / 255.0) - 0.5) / 0.5  # the documented 0.5/0.5 default for one channel
     with torch.no_grad():
         hs = lm.module.model(pixel_values=x, output_hidden_states=True).hidden_states
-    ref = metrics_from_arrays(hs[2].mean(1).double(), ds.train.y[:200], num_classes=10)
+    ref = metrics_from_arrays(hs[2].mean(1).double(), ds.train.y[sel], num_classes=10)
     assert res.metrics["train"]["model.encoder.layer.1"]["fine"]["nc1"] == pytest.approx(ref["nc1"], rel=1e-6)
 
 

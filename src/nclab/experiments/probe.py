@@ -147,6 +147,16 @@ class ProbeResult:
 
 
 # inputs -----------------------------------------------------------------------------------------
+def sample_indices(n: int, k: int | None, seed: int = 0) -> torch.Tensor | None:
+    """``k`` of ``n`` positions chosen uniformly with ``seed``, in increasing order (``None``: all of them).
+    Datasets are often stored class by class, so "the first k" would hold only a few classes."""
+    if k is None or k >= n:
+        return None
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.sort(torch.randperm(n, generator=g)[:k]).values
+
+
+
 def _as_loaded(model, weights=None) -> LoadedModel:
     if isinstance(model, LoadedModel):
         return model
@@ -214,8 +224,9 @@ def _data_splits(data, lm: LoadedModel, splits: Sequence[str], batch_size: int, 
                 raise NclabError(f"--split takes train and/or test, got {sp!r}")
             part = getattr(ds, sp)
             x, y = part.x, part.y
-            if max_samples_total is not None:
-                x, y = x[:max_samples_total], y[:max_samples_total]
+            sel = sample_indices(len(y), max_samples_total)
+            if sel is not None:
+                x, y = x[sel], y[sel]
             out[sp] = _SourceBatches(x, y, lm, batch_size, device, size if ds.is_image else None, m, s)
         return out, list(ds.class_names), ds
     if isinstance(data, dict):
@@ -264,8 +275,16 @@ class _Accumulators:
     """First-pass statistics of one split: a fine-label ClassStats per layer, routing predictions and the
     rows kept for recovery."""
 
-    def __init__(self, layers: list[str], k: int, f2c, max_scatter_dim: int, device, keep: int):
+    def __init__(self, layers: list[str], k: int, f2c, max_scatter_dim: int, device, keep: int,
+                 total: int | None = None):
         self.layers, self.k, self.f2c, self.msd, self.device, self.keep = layers, k, f2c, max_scatter_dim, device, keep
+        # rows kept for recovery: a seeded uniform subset when the split's length is known, else the first ones
+        self.keep_mask = None
+        sel = sample_indices(total, keep) if (total is not None and keep > 0) else None
+        if sel is not None:
+            self.keep_mask = torch.zeros(total, dtype=torch.bool)
+            self.keep_mask[sel] = True
+        self.pos = 0
         self.stats: dict[str, ClassStats] = {}
         self.kept: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
         self.kept_y: list[torch.Tensor] = []
@@ -282,28 +301,33 @@ class _Accumulators:
                 self.stats[name] = ClassStats(self.k, d, scatter=not wide, traces=not wide, device=self.device,
                                               groups=None if (wide or self.f2c is None) else self.f2c)
             self.stats[name].update(h, y)
-        take = min(self.keep - self.n_kept, int(y.shape[0]))
-        if take > 0:
+        b = int(y.shape[0])
+        if self.keep_mask is not None:
+            rows = torch.nonzero(self.keep_mask[self.pos : self.pos + b]).flatten().to(y.device)
+        else:
+            rows = torch.arange(min(max(self.keep - self.n_kept, 0), b), device=y.device)
+        if rows.numel():
             for name in self.layers:
-                self.kept[name].append(feats[name][:take].float().cpu())
-            self.kept_y.append(y[:take].cpu())
+                self.kept[name].append(feats[name].index_select(0, rows).float().cpu())
+            self.kept_y.append(y.index_select(0, rows).cpu())
             if logits is not None:
-                self.pred.append(logits[:take].argmax(1).cpu())
-            self.n_kept += take
+                self.pred.append(logits.index_select(0, rows).argmax(1).cpu())
+            self.n_kept += int(rows.numel())
+        self.pos += b
         self.batches += 1
 
     def kept_arrays(self, name: str) -> np.ndarray:
         return torch.cat(self.kept[name]).numpy() if self.kept[name] else np.zeros((0, 0), np.float32)
 
     def state_dict(self) -> dict:
-        return {"stats": {n: s.state_dict() for n, s in self.stats.items()}, "batches": self.batches,
+        return {"stats": {n: s.state_dict() for n, s in self.stats.items()}, "batches": self.batches, "pos": self.pos,
                 "kept": {n: v for n, v in self.kept.items()}, "kept_y": self.kept_y, "pred": self.pred,
                 "n_kept": self.n_kept}
 
     def load_state_dict(self, d: dict) -> None:
         self.stats = {n: ClassStats.from_state_dict(s, self.device) for n, s in d["stats"].items()}
         self.batches, self.kept, self.kept_y = int(d["batches"]), dict(d["kept"]), list(d["kept_y"])
-        self.pred, self.n_kept = list(d["pred"]), int(d["n_kept"])
+        self.pred, self.n_kept, self.pos = list(d["pred"]), int(d["n_kept"]), int(d["pos"])
 
 
 def _labelled(batches, device):
@@ -355,9 +379,11 @@ def probe(model, data, *, layers: str | Sequence[str], hierarchy=None, classifie
     (then only the ``fine`` view, labels as given). ``classifier``: the name of the final ``nn.Linear``; its
     W, b give the weight metrics and NC4 at its input (``<classifier>:input`` is probed automatically) and,
     when its outputs are the coarse (or fine) classes, the routing of recovery; without it those metrics are
-    listed in ``info["not_applicable"]``. ``recover``: fit the recovery protocol per layer on the first
-    ``max_samples`` rows of the first split, score on the last split (the same split when only one: then
-    transductive, recorded in the report's options). ``limit``: use at most this many samples per split.
+    listed in ``info["not_applicable"]``. ``recover``: fit the recovery protocol per layer on ``max_samples``
+    rows of the first split, score on the last split (the same split when only one: then transductive,
+    recorded in the report's options); the rows are a seeded uniform subset (:func:`sample_indices`) for
+    nclab sources, the first ones for other iterables. ``limit``: use a seeded uniform subset of this many
+    samples per split (nclab sources; storage order kept).
     ``time_limit``/``state_path``: pause with :class:`RunPaused` between batches once ``time_limit`` seconds
     have passed, saving the first-pass state to ``state_path`` (read back by a later call with the same path).
     """
@@ -386,7 +412,8 @@ def probe(model, data, *, layers: str | Sequence[str], hierarchy=None, classifie
     keep = int(max_samples) if recover else 0
     with _Taps(net, names, [classifier] if want_logits else [], reduce=reduce) as taps:
         for sp, batches in split_data.items():
-            acc = _Accumulators(names, k, f2c, max_scatter_dim, dev, keep)
+            total = len(batches.y) if isinstance(batches, _SourceBatches) else None
+            acc = _Accumulators(names, k, f2c, max_scatter_dim, dev, keep, total)
             accs[sp] = acc
             if sp in results and sp in state.get("accs", {}):
                 acc.load_state_dict(state["accs"][sp])
