@@ -389,6 +389,9 @@ def probe(model, data, *, layers: str | Sequence[str], hierarchy=None, classifie
     """
     t0 = time.perf_counter()
     lm = _as_loaded(model, weights)
+    if lm.kind == "causal_lm":
+        raise NclabError(f"{lm.spec} is a causal language model: probe it at token level with --text FILE "
+                         "(nclab.experiments.tokens.probe_text)")
     net = lm.module.to(device).eval()
     dev = torch.device(device)
     names = resolve_layers(net, layers)
