@@ -442,3 +442,19 @@ def test_run_source_equals_the_trained_model(tmp_path):
     res = probe(lm, tr.cfg["data"]["source"], layers="backbone.fc1,backbone.fc2", hierarchy="adjacent:2",
                 classifier="head.0")
     assert res.metrics["train"]["head.0:input"]["fine"]["classifier_acc"] is not None
+
+
+def test_cli_time_limit_pauses_and_resume_finishes(model_file, tmp_path, capsys):
+    out = tmp_path / "p"
+    base = ["probe", "--model", _spec(model_file), "--data", "digits", "--hierarchy", "mod:5", "--layers", "hidden",
+            "--batch-size", "200", "--out", str(out), "--quiet"]
+    assert cli(base + ["--time-limit", "1e-9"]) == 75  # EXIT_PAUSED
+    assert (out / "probe_state.pt").exists() and not (out / "probe.json").exists()
+    assert cli(base + ["--resume", "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert not (out / "probe_state.pt").exists()
+    whole = tmp_path / "q"
+    assert cli(base[:-3] + ["--out", str(whole), "--json"]) == 0
+    ref = json.loads(capsys.readouterr().out)
+    assert resumed["metrics"]["train"]["hidden"]["coarse"]["nc1"] == pytest.approx(
+        ref["metrics"]["train"]["hidden"]["coarse"]["nc1"], rel=1e-12)
