@@ -37,6 +37,7 @@ def _rss_mb() -> float:
 
 
 def _model():
+    torch.manual_seed(0)  # the same random init in every subprocess: probe and baseline measure one network
     try:
         import torchvision.models as tvm
 
