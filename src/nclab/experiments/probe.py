@@ -433,9 +433,14 @@ def probe(model, data, *, layers: str | Sequence[str], hierarchy=None, classifie
                 feats, logits = _forward(taps, x, classifier if want_logits else None)
                 reductions.update({n: taps.reductions[n] for n in names})
                 acc.update(feats, y, logits)
+                if cache is not None and clf is None and all(f.shape[1] <= max_scatter_dim for f in feats.values()):
+                    cache = None  # one pass suffices (no classifier, no wide layer): keep no features at all
                 if cache is not None:
                     cached += sum(t.numel() * t.element_size() for t in feats.values())
-                    cache = cache + [(feats, y)] if cached <= max_cache_bytes else None
+                    if cached <= max_cache_bytes:
+                        cache.append((feats, y))
+                    else:
+                        cache = None
                 if time_limit is not None and time.perf_counter() - t0 > time_limit:
                     _save_state(state_path, results, reductions, dims, accs, sp)
                     raise RunPaused(f"probe paused after {acc.batches} batches of split {sp} (time limit "
