@@ -19,7 +19,8 @@ def _load(name: str):
 
 
 def test_every_example_is_tested():
-    tested = {"nc_metrics_on_arrays", "recover_fine_labels", "train_coarse_watch_collapse", "deep_linear_ufm"}
+    tested = {"nc_metrics_on_arrays", "recover_fine_labels", "train_coarse_watch_collapse", "deep_linear_ufm",
+              "probe_any_model"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -64,3 +65,21 @@ def test_examples_run_as_scripts():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "closed form" in out.stdout and "ncc_mismatch" in out.stdout
+
+
+def test_probe_example_matches_metrics_on_hand_computed_features():
+    from nclab.collapse import hierarchy_metrics_from_arrays
+
+    out = _load("probe_any_model").main()
+    res, net, ds = out["result"], out["net"], out["dataset"]
+    import torch
+
+    with torch.no_grad():
+        a2 = net.a2(net.l2(net.a1(net.l1(ds.train.x))))  # the layer written out by hand
+    ref = hierarchy_metrics_from_arrays(a2.double(), ds.train.y, ds.hierarchy)
+    got = res.metrics["train"]["a2"]
+    assert got["coarse"]["nc1"] == pytest.approx(ref["coarse"]["nc1"], rel=1e-6)
+    assert got["fine_within_coarse"]["mean"] == pytest.approx(ref["fine_within_coarse"]["mean"], rel=1e-6)
+    # trained on the coarse labels: the coarse classes collapse far more than the fine ones
+    assert got["coarse"]["nc1"] < 0.2 * got["fine"]["nc1"]
+    assert 0.0 <= res.recovery["a1"]["test_acc"] <= 1.0 and res.recovery["a1"]["options"]["routing"] == "predicted"

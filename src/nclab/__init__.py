@@ -17,9 +17,10 @@ Public API (each name is importable from ``nclab`` and loaded on first use)::
     predict_ufm(...), solve_ufm(...)    the deep linear UFM: closed form and numerical solver
     write_report(run_dir)               the HTML report of a run directory
     run_demo(out)                       the demo: coarse training on CIFAR-10, recovery vs baselines
+    probe(model, data, layers=...)      NC metrics and recovery of any model at named layers -> ProbeResult
 
 Subpackages, also available as attributes (``nclab.collapse``): ``data``, ``models``, ``train``, ``collapse``,
-``finegrain``, ``theory``, ``report``, ``contracts``. The command line (``nclab --help``) calls the same API.
+``finegrain``, ``theory``, ``experiments``, ``report``, ``contracts``. The command line (``nclab --help``) calls the same API.
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ _API = {
     "solve_ufm": "nclab.theory",
     "write_report": "nclab.report",
     "run_demo": "nclab.demo",
+    "probe": "nclab.experiments.probe",
+    "ProbeResult": "nclab.experiments.probe",
 }
-_SUBPACKAGES = ("data", "models", "train", "collapse", "finegrain", "theory", "report", "contracts")
+_SUBPACKAGES = ("data", "models", "train", "collapse", "finegrain", "theory", "experiments", "report", "contracts")
 
 __all__ = ["__version__", *_API, *_SUBPACKAGES]
 

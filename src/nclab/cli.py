@@ -12,12 +12,12 @@ import re
 import sys
 
 from nclab import __version__
-from nclab.commands import compare, data, demo, metrics, recover, report, reproduce, sweep, train, ufm
+from nclab.commands import compare, data, demo, metrics, probe, recover, report, reproduce, sweep, train, ufm
 from nclab.utils import clock
 from nclab.utils.errors import EXIT_PAUSED, NclabError, RunPaused
 
 # The subcommands, in the order of ``nclab --help``; each module's ``add_parser(subparsers)`` registers its parser.
-COMMANDS = [demo, data, train, metrics, recover, reproduce, sweep, ufm, report, compare]
+COMMANDS = [demo, data, train, metrics, probe, recover, reproduce, sweep, ufm, report, compare]
 
 
 def build_parser() -> argparse.ArgumentParser:

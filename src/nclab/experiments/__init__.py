@@ -1,0 +1,1 @@
+"""Applications built on the collapse and recovery engines (``probe``: any model, any layer, streamed)."""
