@@ -76,6 +76,7 @@ def list_layers_main(args) -> int:
     import torch
 
     from nclab.models.hooks import list_layers
+    from nclab.experiments import probe as _registers_run_sources  # noqa: F401
     from nclab.models.sources import load_model
 
     lm = load_model(args.list_layers, weights=args.weights)

@@ -21,7 +21,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Callable, Any
 
 import torch
 from torch import nn
@@ -291,35 +291,23 @@ class _Call(nn.Module):
         yield prefix, self  # the script's internals are not hookable: hide them from layer listings
 
 
+# Sources that need layers above this one register their loader here (``run:`` needs the trainer to rebuild a
+# run's model and normalisation: nclab.experiments registers it on import).
+LOADERS: dict[str, Callable[[str, int | None], LoadedModel]] = {}
+
+
+def register_loader(family: str, loader: Callable[[str, int | None], LoadedModel]) -> None:
+    """Make ``family:`` specs load with ``loader(rest, num_classes)`` (``family`` must be in FAMILIES)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}")
+    LOADERS[family] = loader
+
+
 def _run(path: str, num_classes: int | None) -> LoadedModel:
-    from nclab.rundir import RunDir
-    from nclab.train import Trainer, load_config
-    from nclab.utils.io import torch_load
-
-    run = RunDir(path)
-    ckpt = run.checkpoints / "last.pt"
-    if not run.config_path.is_file() or not ckpt.is_file():
-        raise NclabError(f"{path} is not a finished nclab run (needs config.yaml and checkpoints/last.pt); "
-                         "pass run:RUN_DIR of a run trained by nclab train")
-    cfg = load_config(run.config_path, overrides=["train.device=cpu"])
-    cfg["callbacks"] = {}  # the model and its normalisation only
-    trainer = Trainer(cfg, run.path)  # builds the model and the run's own normalisation exactly as trained
-    try:
-        state = torch_load(ckpt)
-    except Exception as e:
-        raise NclabError(f"checkpoint {ckpt} cannot be read ({type(e).__name__}); it may be truncated") from None
-    try:
-        trainer.model.load_state_dict(state["model"] if "model" in state else state)
-    except RuntimeError:
-        raise NclabError(f"checkpoint {ckpt} holds another model than {run.config_path} builds; "
-                         "restore the run's original config.yaml") from None
-    ds = trainer.dataset
-    mean, std = trainer._stats()
-    return LoadedModel(trainer.model, "", "run", kind="vision" if ds.is_image else "features",
-                       mean=None if mean is None else tuple(mean), std=None if std is None else tuple(std),
-                       preprocess="the run's own normalisation", input_shape=tuple(ds.input_shape),
-                       info={"run": str(run.path), "epoch": int(state.get("epoch", 0)),
-                             "hierarchy": None if trainer.hierarchy is None else trainer.hierarchy.spec})
+    if "run" not in LOADERS:
+        raise NclabError("run: model specs are loaded by nclab.experiments (it rebuilds the run's model and "
+                         "normalisation with the trainer); import nclab.experiments first, or use nclab.probe")
+    return LOADERS["run"](path, num_classes)
 
 
-__all__ = ["LoadedModel", "load_model", "load_weights", "read_state_dict", "parse_spec", "FAMILIES"]
+__all__ = ["LoadedModel", "load_model", "load_weights", "read_state_dict", "parse_spec", "FAMILIES", "register_loader"]
