@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from nclab.integrations.extras import MissingExtra, require
+from nclab.utils.extras import MissingExtra, require
 
 _LAZY = {
     "CollapseTracker": "nclab.integrations.track",

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 import torch
 
-from nclab.integrations.extras import require
+from nclab.utils.extras import require
 from nclab.integrations.track import CollapseTracker
 from nclab.utils.errors import NclabError
 

@@ -167,6 +167,9 @@ SCHEMA: dict[str, Any] = {
         "keep_checkpoints": Opt(False, (bool,), help="also keep checkpoints/epoch_XXXX.pt"),
         "eval_every": Opt(1, (int,), minimum=1),
         "eval_batch_size": Opt(1024, (int,), minimum=1),
+        "loggers": Opt(None, (list, dict), nullable=True,
+                       help="export every metrics row: a list of tensorboard, mlflow, wandb, or {kind: {options}} "
+                            "(nclab.train.loggers; each needs its pip extra, e.g. pip install nclab[tensorboard])"),
     },
     "callbacks": Opt({}, (dict,), help="NAME: {kwargs} or dotted.path:Class: {kwargs}"),
 }
