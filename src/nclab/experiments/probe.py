@@ -476,8 +476,10 @@ def _skip(batches, n: int):
     return it
 
 
-def _split_metrics(acc: _Accumulators, hier, clf, clf_input, cache, batches, taps, dev) -> dict[str, dict]:
-    """Every view of every layer, with a second pass where it is needed."""
+def _split_metrics(acc: _Accumulators, hier, clf, clf_input, cache, batches, taps, dev,
+                   again=None) -> dict[str, dict]:
+    """Every view of every layer, with a second pass where it is needed. ``again``: a callable yielding
+    ``(features {layer: (N, D)}, y)`` afresh, for batches that are not plain ``(x, y)`` pairs."""
     W = b = None
     if clf is not None:
         W, b = clf[0].to(dev), None if clf[1] is None else clf[1].to(dev)
@@ -493,16 +495,16 @@ def _split_metrics(acc: _Accumulators, hier, clf, clf_input, cache, batches, tap
             if use_w or s.scatter is None:
                 seconds[(name, v)] = SecondPass(s, W if use_w else None, b if use_w else None)
     if seconds:
-        if cache is None and iter(batches) is batches:
+        if cache is None and again is None and iter(batches) is batches:
             raise NclabError("a second pass is needed (classifier metrics or a wide layer) but the data is a "
                              "one-shot iterator; pass a DataLoader or a list of batches")
 
-        def again():
+        def _again():
             for x, y in _labelled(batches, dev):
                 yield taps(x), y
 
         f2c = None if hier is None else torch.as_tensor(hier.fine_to_coarse, device=dev)
-        for feats, y in (cache if cache is not None else again()):
+        for feats, y in (cache if cache is not None else (again or _again)()):
             for (name, v), sp in seconds.items():
                 sp.update(feats[name], y if v == "fine" else f2c[y])
     out: dict[str, dict] = {}

@@ -175,6 +175,9 @@ SCHEMA: dict[str, Any] = {
         "dist_timeout_s": Opt(300.0, NUM, minimum=1e-3,
                               help="under torchrun: seconds a collective waits for the other ranks before this rank "
                                    "stops with an error (a rank that died or hangs); ignored in one process"),
+        "loggers": Opt(None, (list, dict), nullable=True,
+                       help="export every metrics row: a list of tensorboard, mlflow, wandb, or {kind: {options}} "
+                            "(nclab.train.loggers; each needs its pip extra, e.g. pip install nclab[tensorboard])"),
     },
     # the run's fine-label recovery settings, recorded once: the final recovery, the recovery callback (unless
     # callbacks.recovery overrides a key), `nclab recover --run` and the report read them (nclab.contracts.recovery)

@@ -45,6 +45,7 @@ from nclab.train import losses
 from nclab.train.callbacks import Callback, build_callbacks
 from nclab.train.checkpoint import read_checkpoint, rng_state, set_rng_state
 from nclab.train.config import config_diff, load_config
+from nclab.train.loggers import build_loggers, check_loggers
 from nclab.train.schedules import lr_at
 from nclab.utils import clock
 from nclab.utils.errors import NclabError, RunPaused
@@ -129,6 +130,8 @@ class Trainer:
             raise NclabError(f"optim.stem_bias_epochs applies to fastnet with its whitened stem (model.whiten), "
                              f"not to model {c['model']['name']}; set it to null")
         self.callbacks = list(callbacks or []) + build_callbacks(c["callbacks"])
+        check_loggers(c["train"]["loggers"])  # a missing extra fails here, before any training
+        self.loggers: list = []
         self.train_loader = self._loader("train", train=True)
         self._eval_loaders: dict[str, BatchIterator] = {}
         self.steps_per_epoch = len(self.train_loader)
@@ -654,6 +657,7 @@ class Trainer:
                                          params_change=c["optim"]["stem_bias_epochs"] is not None)
         first_epoch, self._t_fit = self.epoch, time.perf_counter()
         try:
+            self.loggers = build_loggers(c["train"]["loggers"], self.run.path, c["name"])
             for cb in self.callbacks:
                 cb.on_train_start(self)
             for e in range(self.epoch, epochs):
@@ -678,6 +682,8 @@ class Trainer:
                 self.epoch = e + 1
                 self.metrics.append(logs)
                 self._append_metrics(logs)
+                for lg in self.loggers:
+                    lg.log_metrics(logs, step=self.epoch)
                 if self.epoch % c["train"]["checkpoint_every"] == 0 or self.epoch == epochs:
                     self._check_state_finite(e)  # again: callbacks ran since; only a finite state is kept
                     self.save_checkpoint()
@@ -708,6 +714,10 @@ class Trainer:
             except OSError:  # e.g. the full disk that caused err: report err (its path), not this write's
                 pass
             raise
+        finally:
+            for lg in self.loggers:
+                lg.close()
+            self.loggers = []
         self.run.write_status("complete", "", epoch=self.epoch, wall_time_s=self._elapsed)
         return {"status": "complete", "epoch": self.epoch, "metrics": self.metrics[-1] if self.metrics else {},
                 "checkpoint": str(self._ckpt_path()), "run_dir": str(self.run.path)}
