@@ -102,7 +102,8 @@ def in_memory_case(n: int, d: int, k: int, device: str, reps: int) -> None:
     rel = max(abs(got[key] - v) / max(abs(v), 1e-300) for key, v in ref.items())
     rounds = " ".join(f"{r / o:.1f}" for o, r in zip(t_ours, t_ref))
     print(f"N={n:,} D={d} K={k:<4d} ours {min(t_ours) * 1e3:8.1f} ms   naive NumPy {min(t_ref) * 1e3:8.1f} ms   "
-          f"speed-up {min(t_ref) / min(t_ours):6.1f}x (rounds: {rounds})   max rel diff {rel:.1e}   nc1 {got['nc1']:.4f}")
+          f"speed-up {min(t_ref) / min(t_ours):6.1f}x (rounds: {rounds})   "
+          f"max rel diff {rel:.1e}   nc1 {got['nc1']:.4f}")
     if floor is not None:
         print(f"   the exact route's matrix products alone (timed now, nothing else): {floor * 1e3:.1f} ms; "
               f"reference / that = {min(t_ref) / floor:.1f}x, the most this route could show on this machine")
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.rounds < 1 or a.chunk < 1:
         p.error("--rounds and --chunk must be >= 1")
     dev = a.device
-    print(f"device {dev} ({torch.cuda.get_device_name(0) if dev.startswith('cuda') else f'{torch.get_num_threads()} CPU threads'}), "
+    print(f"device {dev} ("
+          f"{torch.cuda.get_device_name(0) if dev.startswith('cuda') else f'{torch.get_num_threads()} CPU threads'}), "
           f"torch {torch.__version__}", flush=True)
     s = 10 if a.small else 1
     if not a.skip_in_memory:

@@ -59,7 +59,8 @@ def _data(n: int):
         x, y = (ds.train.x, ds.train.y) if sel is None else (ds.train.x[sel], ds.train.y[sel])
         return x, y, ds, "CIFAR-10 copy"
     g = torch.Generator().manual_seed(0)
-    return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(n) % 10, None, "synthetic"
+    return (torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(n) % 10, None,
+            "synthetic")
 
 
 def _batches(x, y, bs, device):
@@ -122,7 +123,8 @@ def images(ns, device, bs):
     for n in ns:
         for mode in ("probe", "baseline"):
             cmd = [sys.executable, __file__, "--one", mode, str(n), "--device", device, "--batch-size", str(bs)]
-            r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+            r = json.loads(
+                subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
             rows.append(r)
             print(f"  {mode:<8s} N={n:>6d}  {r['images_per_s']:8.1f} images/s  peak RSS {r['peak_rss_mb']:7.0f} MB"
                   f"  (before the pass {r['rss_before_mb']:.0f} MB)  layer4 coarse nc1 {r['layer4_coarse_nc1']:.6g}"

@@ -133,7 +133,8 @@ def _cycle(make):
         yield from make()
 
 
-def bench(name: str, device: torch.device, batch: int, rounds: int, chunk: int, warmup: int, workers: int, n: int) -> dict:
+def bench(name: str, device: torch.device, batch: int, rounds: int, chunk: int, warmup: int, workers: int,
+          n: int) -> dict:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
     y = rng.integers(0, 10, n)
@@ -185,11 +186,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--models", default="fastnet,resnet18")
-    p.add_argument("--batch-size", type=int, default=None, help="default 256 (cpu fastnet), 64 (cpu resnet18), 512 (cuda)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="default 256 (cpu fastnet), 64 (cpu resnet18), 512 (cuda)")
     p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds (default 4 cpu, 5 cuda)")
     p.add_argument("--chunk", type=int, default=None, help="steps per round (default 3 cpu, 20 cuda)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers for the baseline (default 0 cpu, 8 cuda)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader workers for the baseline (default 0 cpu, 8 cuda)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
     device = torch.device(a.device)

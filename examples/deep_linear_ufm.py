@@ -22,7 +22,8 @@ def main(iters: int = 1500):
     print(f"objective: solved {sol.objective():.10g}, closed form {pred.objective:.10g}")
     print("class  n     ‖w_k‖² predicted  ‖w_k‖² solved   ‖h̄_k‖² predicted  ‖h̄_k‖² solved")
     for p, m in zip(pred.per_class, measured["per_class"]):
-        print(f"{p['class']:5d}  {p['n']:4d}  {p['w_norm2']:16.6g}  {m['w_norm2']:13.6g}  {p['h_norm2']:16.6g}  {m['h_norm2']:13.6g}")
+        print(f"{p['class']:5d}  {p['n']:4d}  {p['w_norm2']:16.6g}  {m['w_norm2']:13.6g}  "
+              f"{p['h_norm2']:16.6g}  {m['h_norm2']:13.6g}")
     print(f"largest relative difference to the closed form: {worst:.2e}")
 
     strong = predict_ufm([500, 500, 50, 5], depth=M, lambda_w=5e-3, lambda_h=5e-3)

@@ -43,7 +43,8 @@ def main() -> dict:
                       splits=("train", "test"), recovery_options={"n_init": 3})
     for layer in res.layers:
         m = res.metrics["train"][layer]
-        print(f"{layer:<9s} D={res.dims[layer]:<3d} coarse nc1={m['coarse']['nc1']:.4f}  fine nc1={m['fine']['nc1']:.4f}  "
+        print(f"{layer:<9s} D={res.dims[layer]:<3d} coarse nc1={m['coarse']['nc1']:.4f}  "
+              f"fine nc1={m['fine']['nc1']:.4f}  "
               f"fine-within-coarse nc1={m['fine_within_coarse']['mean']:.4f}  "
               f"recovery={res.recovery[layer]['test_acc']:.3f}")
     return {"result": res, "net": net, "dataset": ds}

@@ -35,7 +35,8 @@ def main(coarse_accuracy: float = 0.9, seed: int = 0):
     print(f"true-coarse routing:      {oracle_acc:.4f}")
     print(f"predicted-coarse routing: {routed_acc:.4f}   (coarse accuracy {np.mean(c_pred == c_te):.4f} caps it)")
 
-    # the full report: per-superclass accuracies, ARI/NMI, confusion matrix (what `nclab recover --json --confusion` prints)
+    # the full report: per-superclass accuracies, ARI/NMI, confusion matrix
+    # (what `nclab recover --json --confusion` prints)
     report = evaluate_recovery(x_tr, c_tr, y_tr, x_te, c_pred, y_te, h, normalize="none")
     print(f"evaluate_recovery: test {report['test_acc']:.4f}, oracle {report['oracle_test_acc']:.4f}, "
           f"ARI {report['ari']:.3f}, NMI {report['nmi']:.3f}")

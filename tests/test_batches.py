@@ -50,7 +50,8 @@ def test_normalisation_matches_manual():
     x, y = _images()
     mean, std = [0.1, 0.5, 0.9], [0.2, 0.3, 0.4]
     xs, _ = _collect(BatchIterator(x, y, 10, mean=mean, std=std))
-    ref = (x.double() / 255 - torch.tensor(mean).double().view(1, 3, 1, 1)) / torch.tensor(std).double().view(1, 3, 1, 1)
+    ref = ((x.double() / 255 - torch.tensor(mean).double().view(1, 3, 1, 1))
+           / torch.tensor(std).double().view(1, 3, 1, 1))
     torch.testing.assert_close(xs.double(), ref, atol=1e-5, rtol=1e-5)
     assert xs.dtype == torch.float32
 

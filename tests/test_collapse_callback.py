@@ -155,4 +155,5 @@ def test_cached_first_pass_features_give_the_same_second_pass_as_a_fresh_forward
     for view in ("coarse", "fine"):
         for key, val in fresh[view].items():
             assert cached[view][key] == pytest.approx(val, rel=1e-12, nan_ok=True), (view, key)
-    assert cached["taps"]["head.0"]["coarse"]["nc1"] == pytest.approx(fresh["taps"]["head.0"]["coarse"]["nc1"], rel=1e-12)
+    assert cached["taps"]["head.0"]["coarse"]["nc1"] == pytest.approx(fresh["taps"]["head.0"]["coarse"]["nc1"],
+                                                                      rel=1e-12)

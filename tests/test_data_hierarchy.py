@@ -144,7 +144,8 @@ def test_file_missing(tmp_path):
 
 @pytest.mark.parametrize("spec, msg", [
     ("mod:0", "K=0"), ("mod:11", "K=11"), ("mod:x", "K must be an integer"), ("adjacent:", "K must be an integer"),
-    ("random:a", "SEED must be an integer"), ("random:1:2:3", "use random:SEED"), ("split:0", "M must be between 1 and 1000"),
+    ("random:a", "SEED must be an integer"), ("random:1:2:3", "use random:SEED"),
+    ("split:0", "M must be between 1 and 1000"),
     ("bogus:3", "unknown hierarchy 'bogus:3'"), ("dataset", "no hierarchy of its own"),
 ])
 def test_builder_spec_errors(spec, msg):

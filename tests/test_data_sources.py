@@ -153,7 +153,8 @@ def test_cifar100_fine_and_official_coarse(tmp_path, monkeypatch):
     with pytest.raises(NclabError, match="no image of fine class 60 \\(plain\\)"):
         load_dataset(f"cifar100:{p}")
     # (pickles as a current Python/numpy writes them; the CIFAR-10 tests use the official py2 format)
-    files, expect = cifar_files("cifar100", n_train=(130,), n_test=5, seed=2, dumps=lambda o: pickle.dumps(o, protocol=2))
+    files, expect = cifar_files("cifar100", n_train=(130,), n_test=5, seed=2,
+                                dumps=lambda o: pickle.dumps(o, protocol=2))
     p = write_cifar_archive(tmp_path / "cifar-100-python.tar.gz", "cifar100", files)
     monkeypatch.setitem(cifar_meta.CIFAR_FILES["cifar100"], "md5", md5(p))
     d = load_dataset(f"cifar100:{p}")
@@ -237,8 +238,10 @@ def idx_bytes(a):
 def write_idx(folder, gz, seed=0):
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (7, 28, 28)), "train-labels-idx1-ubyte": rng.integers(0, 10, 7),
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (3, 28, 28)), "t10k-labels-idx1-ubyte": rng.integers(0, 10, 3)}
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (7, 28, 28)),
+              "train-labels-idx1-ubyte": rng.integers(0, 10, 7),
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (3, 28, 28)),
+              "t10k-labels-idx1-ubyte": rng.integers(0, 10, 3)}
     for name, a in arrays.items():
         data = idx_bytes(a)
         (folder / (name + (".gz" if gz else ""))).write_bytes(gzip.compress(data) if gz else data)
@@ -441,7 +444,8 @@ def test_imagefolder_image_size_brings_mixed_sizes_to_one_square(tmp_path, monke
     names = sorted(p.name for p in (root / "train" / "a").iterdir())
     wide = d.train.x[names.index("wide.png")]  # class a is first; files sorted by name within it
     assert bool((wide == 5).all())
-    tall = d.test.x[d.test.y.tolist().index(1) + sorted(p.name for p in (root / "test" / "b").iterdir()).index("tall.png")]
+    tall = d.test.x[d.test.y.tolist().index(1)
+                    + sorted(p.name for p in (root / "test" / "b").iterdir()).index("tall.png")]
     assert bool((tall == 77).all())
     # stripes 16x48 -> 8x24 -> centre 8x8 = the middle third: the white band
     c_names = sorted(p.name for p in (root / "train" / "c").iterdir())
@@ -452,7 +456,8 @@ def test_imagefolder_image_size_brings_mixed_sizes_to_one_square(tmp_path, monke
     misses = cache_mod.STATS["misses"]
     load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache", image_size=8)
     assert cache_mod.STATS["misses"] == misses
-    assert load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache", image_size=12).train.x.shape[2:] == (12, 12)
+    assert load_dataset(f"imagefolder:{root}", cache_dir=tmp_path / "cache",
+                        image_size=12).train.x.shape[2:] == (12, 12)
     assert cache_mod.STATS["misses"] == misses + 1
     with pytest.raises(NclabError, match="imagefolder sources only"):
         load_dataset("digits", image_size=8)

@@ -82,7 +82,8 @@ def test_digits_matches_sklearn_and_split_is_stratified_and_fixed():
     assert d.train.x.dtype == torch.uint8 and d.train.x.shape[1:] == (1, 8, 8) and d.is_image
     assert len(d.train) + len(d.test) == len(ref.target) == 1797
     # every sample appears exactly once across the splits, with the value map v -> round(v * 255 / 16)
-    want = sorted((tuple(np.rint(img * 255 / 16).astype(int).ravel()), int(t)) for img, t in zip(ref.images, ref.target))
+    want = sorted((tuple(np.rint(img * 255 / 16).astype(int).ravel()), int(t))
+                  for img, t in zip(ref.images, ref.target))
     got = sorted((tuple(x.reshape(-1).tolist()), int(yy)) for s in (d.train, d.test) for x, yy in zip(s.x, s.y))
     assert got == want
     assert int(d.train.x.max()) == 255 and int(d.train.x.min()) == 0

@@ -29,7 +29,8 @@ def test_results_match_an_independent_recomputation(coarse5):
     disk = run.read_results()
     assert disk["recovery"]["test_acc"] == pytest.approx(res["recovery"]["test_acc"])
     f = {n: np.load(out / "features" / f"{n}.npy") for n in
-         ("train_features", "test_features", "train_fine", "test_fine", "train_coarse", "test_coarse", "test_coarse_pred")}
+         ("train_features", "test_features", "train_fine", "test_fine", "train_coarse", "test_coarse",
+          "test_coarse_pred")}
     assert f["train_features"].dtype == np.float32 and f["train_features"].shape[0] == len(f["train_fine"])
     f2c = np.arange(10) % 5  # mod:5
     assert np.array_equal(f["train_coarse"], f2c[f["train_fine"]])
@@ -99,7 +100,8 @@ def test_resume_skips_complete_runs(coarse5):
     before = (out / "metrics.jsonl").read_text(), (out / "baseline" / "metrics.jsonl").read_text()
     again = run_experiment("cifar10-coarse5", out=out, resume=True, random_init=False, raw_pixels=False, **TINY)
     assert again["recovery"]["test_acc"] == pytest.approx(res["recovery"]["test_acc"])
-    assert (before[0], before[1]) == ((out / "metrics.jsonl").read_text(), (out / "baseline" / "metrics.jsonl").read_text())
+    assert (before[0], before[1]) == ((out / "metrics.jsonl").read_text(),
+                                      (out / "baseline" / "metrics.jsonl").read_text())
 
 
 def test_resume_reuses_the_analysis_of_the_same_checkpoint_only(coarse5, tmp_path, monkeypatch):
@@ -199,8 +201,10 @@ def test_finer_experiment_recovers_true_classes(tmp_path):
     assert "coarse_test_acc" not in res
     table = {label: v for label, v in res["tables"][0]["rows"]}
     assert not any("coarse" in label for label in table)
-    assert table["true classes recovered by clustering all features (one group, no routing)"] == f"{100 * rec['test_acc']:.2f}%"
-    assert table["pseudo-class accuracy of the net (the labels it was trained on)"] == f"{100 * res['net_test_acc']:.2f}%"
+    assert (table["true classes recovered by clustering all features (one group, no routing)"]
+            == f"{100 * rec['test_acc']:.2f}%")
+    assert (table["pseudo-class accuracy of the net (the labels it was trained on)"]
+            == f"{100 * res['net_test_acc']:.2f}%")
     from nclab.report import load_run, results_rows
 
     rows = {label: ours for label, ours, _ in results_rows(load_run(tmp_path / "finer"))}
@@ -224,7 +228,8 @@ def test_sweep_runs_cells_and_resumes(tmp_path, capsys):
         assert cell.read_config()["optim"]["lr"] == c["lr"]
     assert "probe" in cell.read_results()
     sweep = RunDir(tmp_path / "sw")  # the sweep folder records itself like a run
-    assert sweep.read_status()["status"] == "complete" and sweep.read_run_info()["experiment"] == "sweep:cifar10-coarse5"
+    assert (sweep.read_status()["status"] == "complete"
+            and sweep.read_run_info()["experiment"] == "sweep:cifar10-coarse5")
     mtime = (tmp_path / "sw" / cells[0]["run"] / "metrics.jsonl").stat().st_mtime_ns
     assert main(argv) == 0
     assert json.loads(capsys.readouterr().out)["grid"]["cells"] == cells

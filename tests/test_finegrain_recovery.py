@@ -186,7 +186,8 @@ def test_inferred_hierarchy_and_bad_input():
 def test_estimator_validation_names_each_problem():
     xtr, ytr, xte, yte, f2c = split()
     ctr = f2c[ytr]
-    for kw, match in [({"normalize": "zscore"}, "unknown normalisation"), ({"clustering": "tree"}, "unknown clustering"),
+    for kw, match in [({"normalize": "zscore"}, "unknown normalisation"),
+                      ({"clustering": "tree"}, "unknown clustering"),
                       ({"whiten_var": 0.0}, r"whiten_var must be a number in \(0, 1\]"),
                       ({"whiten_var": 1.5}, r"whiten_var must be a number in \(0, 1\]")]:
         with pytest.raises(NclabError, match=match):
@@ -341,7 +342,8 @@ def test_labels_must_agree_with_the_hierarchy_and_be_class_indices():
     xtr, ytr, xte, yte, f2c = split()
     ctr = f2c[ytr].copy()
     ctr[[3, 8]] = (ctr[[3, 8]] + 1) % 3  # two rows labelled with the wrong superclass
-    with pytest.raises(NclabError, match=r"2 of \d+ fit rows have a coarse label .* \(row 3: fine \d+ belongs to coarse"):
+    with pytest.raises(NclabError,
+                       match=r"2 of \d+ fit rows have a coarse label .* \(row 3: fine \d+ belongs to coarse"):
         FineLabelRecovery(f2c).fit(xtr, ctr, ytr)
     # ids that are not 0..K-1: a short message (not every missing id) with the remedy
     with pytest.raises(NclabError, match=r"99993 of 0\.\.99999 are missing \(2, 7, 8, 9, 10, \.\.\.\); remap") as e:

@@ -86,11 +86,13 @@ def test_token_probe_of_a_tiny_gpt2_equals_dense_metrics(tmp_path, capsys):
     from nclab.experiments.tokens import probe_text
 
     torch.manual_seed(0)
-    tr.GPT2LMHeadModel(tr.GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=40, n_positions=16)).save_pretrained(tmp_path / "m")
+    tr.GPT2LMHeadModel(tr.GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=40,
+                                     n_positions=16)).save_pretrained(tmp_path / "m")
     ids = np.random.default_rng(0).integers(0, 30, 8 * 9 + 5)  # tokens 30..39 never occur
     np.save(tmp_path / "ids.npy", ids)
-    res = probe_text(f"hf:{tmp_path / 'm'}", ids, layers="transformer.h.0,transformer.ln_f", classifier="lm_head", context=8,  # one forward: the same floats
-                     batch_size=9)
+    # one forward: the same floats
+    res = probe_text(f"hf:{tmp_path / 'm'}", ids, layers="transformer.h.0,transformer.ln_f", classifier="lm_head",
+                     context=8, batch_size=9)
     from nclab.models.sources import load_model
 
     net = load_model(f"hf:{tmp_path / 'm'}").module

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 
-from nclab.cli import main
 from nclab.data import cache as cache_mod
 from nclab.rundir import RunDir
 from nclab.train import Callback, Trainer

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from nclab.collapse import ClassStats, SecondPass, compute_metrics, metrics_from_arrays
+from nclab.collapse import ClassStats, SecondPass, metrics_from_arrays
 from nclab.utils.errors import NclabError
 
 

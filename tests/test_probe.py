@@ -9,7 +9,6 @@ import math
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -18,7 +17,7 @@ from nclab.cli import main as cli
 from nclab.collapse import hierarchy_metrics_from_arrays, metrics_from_arrays
 from nclab.data import Hierarchy, load_dataset
 from nclab.experiments.probe import probe
-from nclab.models.hooks import LayerTaps, block_names, list_layers, resolve_layers
+from nclab.models.hooks import LayerTaps, block_names, resolve_layers
 from nclab.models.sources import load_model
 from nclab.utils.errors import NclabError, RunPaused
 
@@ -273,7 +272,8 @@ def test_recovery_per_layer_equals_evaluate_recovery(model_file):
                             ytr.numpy(), _features(lm.module, xte, "hidden").float().numpy(), route, yte.numpy(),
                             hier, n_init=2)
     got = res.recovery["hidden"]
-    assert got["test_acc"] == pytest.approx(ref["test_acc"]) and got["oracle_test_acc"] == pytest.approx(ref["oracle_test_acc"])
+    assert (got["test_acc"] == pytest.approx(ref["test_acc"])
+            and got["oracle_test_acc"] == pytest.approx(ref["oracle_test_acc"]))
     assert got["options"]["routing"] == "predicted"
     assert res.info["recovery_samples"] == {"train": 500, "test": 450}
 
@@ -372,7 +372,8 @@ def test_cli_writes_json_and_html(model_file, tmp_path, capsys):
     assert on_disk["layers"] == ["blocks.0", "blocks.1", "hidden", "fc:input"]
     assert (out / "probe.html").read_text().count("<tr>") > 4 and (out / "figures" / "depth.png").stat().st_size > 0
     # a second run refuses to overwrite
-    assert cli(["probe", "--model", _spec(model_file), "--data", "digits", "--layers", "hidden", "--out", str(out)]) == 2
+    assert cli(["probe", "--model", _spec(model_file), "--data", "digits", "--layers", "hidden",
+                "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
 
 
@@ -380,7 +381,8 @@ def test_cli_writes_json_and_html(model_file, tmp_path, capsys):
 def test_hf_gpt2_hooks_equal_its_hidden_states(tmp_path):
     tr = pytest.importorskip("transformers", reason="transformers not installed (pip install 'nclab[hf]')")
     torch.manual_seed(0)
-    tr.GPT2LMHeadModel(tr.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50, n_positions=32)).save_pretrained(tmp_path)
+    tr.GPT2LMHeadModel(tr.GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50,
+                                     n_positions=32)).save_pretrained(tmp_path)
     lm = load_model(f"hf:{tmp_path}")
     assert lm.kind == "causal_lm"
     ids = torch.randint(0, 50, (3, 10))

@@ -224,7 +224,8 @@ def test_evaluate_recovery_keys_mean_what_the_docstring_says():
     assert out["coarse_test_acc"] == np.mean(routed == true_c)
     assert out["ari"] == pytest.approx(ari(yte, pred)) and out["nmi"] == pytest.approx(nmi(yte, pred))
     assert abs(ari(yte, pred) - ari(yte, oracle)) > 0.05 and abs(nmi(yte, pred) - nmi(yte, oracle)) > 0.05
-    assert out["train_ari"] == pytest.approx(ari(ytr, fit_pred)) and out["train_nmi"] == pytest.approx(nmi(ytr, fit_pred))
+    assert (out["train_ari"] == pytest.approx(ari(ytr, fit_pred))
+            and out["train_nmi"] == pytest.approx(nmi(ytr, fit_pred)))
     assert abs(ari(ytr, fit_pred) - ari(yte, pred)) > 0.05
     for c, p in enumerate(out["per_superclass"]):
         te, trm = true_c == c, f2c[ytr] == c

@@ -209,7 +209,8 @@ def test_results_rows_and_text_match_results_json(tmp_path):
 def test_results_fall_back_to_last_epoch_without_results_json(tmp_path):
     run = load_run(make_run(tmp_path / "r", epochs=5, features=False, with_results=False))
     rows = {label: ours for label, ours, _ in results_rows(run)}
-    assert rows["Coarse test accuracy (the labels the network was trained on) [last epoch]"] == pytest.approx(1 - 0.6 / 5)
+    assert (rows["Coarse test accuracy (the labels the network was trained on) [last epoch]"]
+            == pytest.approx(1 - 0.6 / 5))
     assert rows["Fine-label recovery, test — predicted coarse routing [last epoch]"] == pytest.approx(0.75)
 
 

@@ -70,7 +70,8 @@ def make_run(d: str | Path, *, status: str = "complete", epochs: int = 6, nan_fr
         "argv": ["nclab", "train", "--config", "x.yaml"], "nclab_version": "0.1.0", "torch_version": "2.13.0",
         "python_version": "3.11", "git_commit": "abc123", "device": "cpu", "dataset": "synthetic",
         "source": "synthetic:coarse=2", "checksum": "deadbeef", "labels": "coarse",
-        "hierarchy": {"spec": "synthetic", "fine_to_coarse": F2C, "fine_names": FINE_NAMES, "coarse_names": ["A", "B"]}}))
+        "hierarchy": {"spec": "synthetic", "fine_to_coarse": F2C, "fine_names": FINE_NAMES,
+                      "coarse_names": ["A", "B"]}}))
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics_rows(epochs, nan_from)))
     msg = {"stopped_nan": "training loss became nan at epoch 5, step 3; last good checkpoint: last.pt (epoch 4)",
            "interrupted": "interrupted; resume from epoch 4 with --resume"}.get(status, "")

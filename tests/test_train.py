@@ -170,7 +170,8 @@ def test_loss_decreases_on_real_digits(tmp_path):
 def test_coarse_labels_via_hierarchy(tmp_path):
     pytest.importorskip("nclab.data.builders")
     ds = digits_dataset(20, 5)
-    tr = Trainer(base_cfg(data={"hierarchy": "mod:2", "labels": "coarse"}, optim={"epochs": 1}), tmp_path / "r", dataset=ds)
+    tr = Trainer(base_cfg(data={"hierarchy": "mod:2", "labels": "coarse"}, optim={"epochs": 1}), tmp_path / "r",
+                 dataset=ds)
     assert tr.num_classes == 2 and tr.model.classifier.out_features == 2
     assert torch.equal(tr.train_targets("train"), ds.train.y % 2)
     assert torch.equal(tr.eval_loader("test").y, ds.test.y % 2)
@@ -460,7 +461,8 @@ def test_lookahead_sync_follows_its_formula(tmp_path):
     for k, v in floats().items():
         torch.testing.assert_close(v, w0[k] + 3 - d10 - 2 * 0.6, rtol=1e-6, atol=1e-6)
     with pytest.raises(NclabError, match="lookahead_decay"):
-        Trainer(base_cfg(optim={"lookahead_every": 2, "lookahead_decay": 1.0}), tmp_path / "x", dataset=digits_dataset(20, 5))
+        Trainer(base_cfg(optim={"lookahead_every": 2, "lookahead_decay": 1.0}), tmp_path / "x",
+                dataset=digits_dataset(20, 5))
 
 
 # flip test-time augmentation -------------------------------------------------------------------

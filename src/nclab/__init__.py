@@ -20,7 +20,8 @@ Public API (each name is importable from ``nclab`` and loaded on first use)::
     probe(model, data, layers=...)      NC metrics and recovery of any model at named layers -> ProbeResult
 
 Subpackages, also available as attributes (``nclab.collapse``): ``data``, ``models``, ``train``, ``collapse``,
-``finegrain``, ``theory``, ``experiments``, ``report``, ``contracts``. The command line (``nclab --help``) calls the same API.
+``finegrain``, ``theory``, ``experiments``, ``report``, ``contracts``. The command line (``nclab --help``) calls
+the same API.
 """
 
 from __future__ import annotations

@@ -51,11 +51,13 @@ class SparseClassStats:
         x = features.detach().to(self.device, _F64)
         y = labels.detach().to(self.device).reshape(-1).to(torch.int64)
         if x.dim() != 2 or x.shape[1] != self.dim or y.shape[0] != x.shape[0]:
-            raise NclabError(f"need features (B, {self.dim}) and labels (B,), got {tuple(x.shape)} and {tuple(y.shape)}")
+            raise NclabError(f"need features (B, {self.dim}) and labels (B,), "
+                             f"got {tuple(x.shape)} and {tuple(y.shape)}")
         if x.shape[0] == 0:
             return self
         if int(y.min()) < 0 or int(y.max()) >= self.num_classes:
-            raise NclabError(f"label outside 0..{self.num_classes - 1}; the vocabulary/hierarchy must cover every token")
+            raise NclabError(f"label outside 0..{self.num_classes - 1}; "
+                             "the vocabulary/hierarchy must cover every token")
         cls, inv = torch.unique(y, return_inverse=True)
         u = cls.numel()
         nb = torch.bincount(inv, minlength=u).to(_F64)

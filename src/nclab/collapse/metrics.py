@@ -156,7 +156,8 @@ def frame_error(gram: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tens
     prediction of the deep-linear theory). ``nan`` if either is zero."""
     g, t = _t(gram), _t(target)
     if g.shape != t.shape or g.dim() != 2:
-        raise NclabError(f"frame_error needs two square matrices of one shape, got {tuple(g.shape)} and {tuple(t.shape)}")
+        raise NclabError("frame_error needs two square matrices of one shape, "
+                         f"got {tuple(g.shape)} and {tuple(t.shape)}")
     gn, tn = g.norm(), t.norm()
     if gn == 0 or tn == 0:
         return NAN
@@ -201,7 +202,8 @@ def self_duality(weights: np.ndarray | torch.Tensor, centred: np.ndarray | torch
 
 
 # the whole dictionary ---------------------------------------------------------------------------
-def compute_metrics(stats: ClassStats, W: np.ndarray | torch.Tensor | None = None, b: np.ndarray | torch.Tensor | None = None, *, second: "SecondPass | None" = None,
+def compute_metrics(stats: ClassStats, W: np.ndarray | torch.Tensor | None = None,
+                    b: np.ndarray | torch.Tensor | None = None, *, second: "SecondPass | None" = None,
                     rank_rtol: float | None = None) -> dict[str, float]:
     """Every NC metric for one set of statistics; returns ``{name: float}`` (``nan`` = undefined).
 
@@ -245,7 +247,9 @@ def compute_metrics(stats: ClassStats, W: np.ndarray | torch.Tensor | None = Non
 
 
 @torch.no_grad()
-def metrics_from_arrays(H: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor, W: np.ndarray | torch.Tensor | None = None, b: np.ndarray | torch.Tensor | None = None, *, num_classes: int | None = None, batch_size: int | None = None,
+def metrics_from_arrays(H: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
+                        W: np.ndarray | torch.Tensor | None = None, b: np.ndarray | torch.Tensor | None = None, *,
+                        num_classes: int | None = None, batch_size: int | None = None,
                         device: str | torch.device = "cpu", scatter: bool | None = None,
                         rank_rtol: float | None = None) -> dict[str, float]:
     """Convenience: stream ``H`` (N, D) and ``y`` (N,) through a :class:`ClassStats` (and, with ``W``,

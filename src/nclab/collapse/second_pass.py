@@ -112,7 +112,8 @@ class SecondPass:
     @torch.no_grad()  # statistics of features, never part of a training graph
     def update(self, features, labels=None) -> "SecondPass":
         """Add a batch: ``features`` (B, D), ``labels`` (B,) int (required when projecting)."""
-        x = features.detach() if isinstance(features, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(features))
+        x = (features.detach() if isinstance(features, torch.Tensor)
+             else torch.from_numpy(np.ascontiguousarray(features)))
         if x.dim() != 2 or x.shape[1] != self.means.shape[1]:
             raise NclabError(f"features must have shape (batch, {self.means.shape[1]}), got {tuple(x.shape)}")
         # the float32 route's error bound assumes true float32 products (no TF32/bf16 matmul shortcuts)

@@ -201,7 +201,8 @@ class ClassStats:
                                   "(lower the learning rate) or clean the array", "summing them")
         mb = sums / nb.clamp_min(1).unsqueeze(1)
         tb = torch.zeros(k, dtype=_F64, device=x.device) if self.keep_traces else None
-        sb = torch.zeros(self.num_groups, self.dim, self.dim, dtype=_F64, device=x.device) if self.keep_scatter else None
+        sb = (torch.zeros(self.num_groups, self.dim, self.dim, dtype=_F64, device=x.device)
+              if self.keep_scatter else None)
         gidx = self._group_index(x.device) if self.groups is not None else None
         if self.keep_traces or self.keep_scatter:
             for xj, yj in pieces:  # scatter about the batch means, piece by piece (Chan et al.: merged below)

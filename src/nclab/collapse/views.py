@@ -85,7 +85,8 @@ def hierarchy_metrics_from_arrays(H: np.ndarray | torch.Tensor, y_fine: np.ndarr
     ``y_fine`` (N,); ``W`` (K_fine, D) / ``b`` (K_fine,) the fine classifier, or (K_coarse, ...) the coarse one."""
     if not isinstance(hierarchy, Hierarchy):
         raise NclabError(f"hierarchy must be a nclab Hierarchy, got {type(hierarchy).__name__}; build one with "
-                         "nclab.data.build_hierarchy(spec, class_names) or Hierarchy.from_mapping(fine_to_coarse, names)")
+                         "nclab.data.build_hierarchy(spec, class_names) or "
+                         "Hierarchy.from_mapping(fine_to_coarse, names)")
     h = H if isinstance(H, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(H))
     y = y_fine if isinstance(y_fine, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(y_fine))
     if h.dim() != 2 or y.dim() != 1 or h.shape[0] != y.shape[0]:

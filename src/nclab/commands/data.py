@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     info.add_argument("--source", required=True, help="source spec, e.g. imagefolder:PATH, cifar10[:PATH], digits, "
                                                       "synthetic:coarse=4,fine_per_coarse=3 (see docs/data.md)")
     info.add_argument("--hierarchy", default=None, help="hierarchy spec, e.g. mod:5, adjacent:5, random:0:5, cifar100, "
-                                                        "file:PATH, split:2, identity (default: the dataset's own, if any)")
+                                                        "file:PATH, split:2, identity "
+                                                        "(default: the dataset's own, if any)")
     info.add_argument("--subsample", default=None, help="per-class train counts 'c0,c1,...' or 'ratio=R' (imbalance)")
     info.add_argument("--seed", type=int, default=0, help="seed for --subsample (default 0)")
     info.add_argument("--image-size", type=int, default=None, metavar="PX",

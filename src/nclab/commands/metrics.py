@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 from nclab.utils.io import json_clean
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("metrics", help="neural-collapse metrics (NC1-NC4, ETF/orthogonal-frame errors) for arrays or a run",
+    p = sub.add_parser("metrics",
+                       help="neural-collapse metrics (NC1-NC4, ETF/orthogonal-frame errors) for arrays or a run",
                        description=__doc__.split("\n\n")[0])
     src = p.add_argument_group("arrays")
     src.add_argument("--features", metavar="F.npy", help="(N, D) float features (.npy, or .npz / .npz:NAME for one "
                      "array of an archive; the same for the other arrays)")
     src.add_argument("--labels", metavar="y.npy", help="(N,) integer labels 0..K-1")
-    src.add_argument("--weights", metavar="W.npy", help="(K, D) classifier weights (adds weight metrics, self_duality, ncc_mismatch)")
+    src.add_argument("--weights", metavar="W.npy",
+                     help="(K, D) classifier weights (adds weight metrics, self_duality, ncc_mismatch)")
     src.add_argument("--bias", metavar="b.npy", help="(K,) classifier bias (used by ncc_mismatch)")
     src.add_argument("--num-classes", type=int, default=None, help="K (default: rows of W, else max label + 1)")
     src.add_argument("--hierarchy", metavar="SPEC|H.json", default=None,
@@ -30,7 +31,8 @@ def add_parser(sub) -> None:
     run.add_argument("--run", metavar="RUN_DIR", help="a run directory with checkpoints/")
     run.add_argument("--epoch", type=int, default=None, help="use checkpoints/epoch_XXXX.pt (default: last.pt)")
     run.add_argument("--splits", default="train", help="comma list of train,test (default: train)")
-    run.add_argument("--taps", default=None, help="comma list of model taps for per-layer metrics (default: head layers)")
+    run.add_argument("--taps", default=None,
+                     help="comma list of model taps for per-layer metrics (default: head layers)")
     run.add_argument("--device", default=None, choices=("cpu", "cuda"), help="override the run's train.device")
     p.add_argument("--json", action="store_true", help="print only the metrics JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -127,7 +129,8 @@ def main(args) -> int:
         raise NclabError("give either --features F.npy --labels y.npy, or --run RUN_DIR")
     # options of the other mode would be ignored silently: say so instead
     if args.features:
-        extra = [f"--{n}" for n, v in (("epoch", args.epoch), ("taps", args.taps), ("device", args.device)) if v is not None]
+        extra = [f"--{n}" for n, v in (("epoch", args.epoch), ("taps", args.taps), ("device", args.device))
+                 if v is not None]
         extra += ["--splits"] if args.splits != "train" else []
     else:
         extra = [f"--{n.replace('_', '-')}" for n in ("labels", "weights", "bias", "num_classes", "hierarchy")

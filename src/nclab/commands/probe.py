@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--list-layers", metavar="SPEC", default=None,
                    help="print the model's module names with output shapes from one dummy forward pass")
     p.add_argument("--weights", metavar="PATH", default=None, help="a state dict (.pt, weights_only) or .safetensors")
-    p.add_argument("--data", metavar="SOURCE", default=None, help="an nclab data source (cifar10, imagefolder:PATH, ...)")
+    p.add_argument("--data", metavar="SOURCE", default=None,
+                   help="an nclab data source (cifar10, imagefolder:PATH, ...)")
     p.add_argument("--text", metavar="FILE_OR_GLOB", default=None,
                    help="text files for a causal language model: every next-token position is a sample")
     p.add_argument("--hierarchy", default=None, help="mod:K, adjacent:K, file:PATH, cifar100, ... (docs/data.md)")

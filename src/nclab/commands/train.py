@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train a model from a YAML config (shipped: tiny, fast, fast_coarse5, paper_resnet18)",
+    p = sub.add_parser("train",
+                       help="train a model from a YAML config (shipped: tiny, fast, fast_coarse5, paper_resnet18)",
                        description="Train a model; writes runs/<name>/ (config.yaml, metrics.jsonl, checkpoints/).")
     p.add_argument("--config", "-c", default=None,
                    help="YAML path or shipped config name (tiny, fast, fast_coarse5, paper_resnet18); "

@@ -64,7 +64,8 @@ def add_parser(sub) -> None:
                          "can escape the zero solution from --init-std 1)")
     ps.add_argument("--iters", type=int, default=20000,
                     help="iterations (default 20000; for lbfgs one iteration is several function evaluations)")
-    ps.add_argument("--width", default=None, help="feature/hidden width: one value or d,d_1,…,d_{M-1} (default max(32,K))")
+    ps.add_argument("--width", default=None,
+                    help="feature/hidden width: one value or d,d_1,…,d_{M-1} (default max(32,K))")
     ps.add_argument("--lr", type=float, default=0.1, help="gd learning rate (default 0.1)")
     ps.add_argument("--momentum", type=float, default=0.9, help="gd momentum (default 0.9)")
     ps.add_argument("--init-std", type=float, default=0.1,
@@ -124,7 +125,8 @@ def _solve(args) -> int:
         widths = width or [max(32, pred.K)]
         live = sum(1 for m in pred.modes if not m["collapses"])
         if min(widths) < live:
-            raise NclabError(f"width {min(widths)} is below the optimum's rank {live}; the closed form needs --width >= {live}")
+            raise NclabError(f"width {min(widths)} is below the optimum's rank {live}; "
+                             f"the closed form needs --width >= {live}")
     sol = solve_ufm(**a, loss=args.loss, width=width, optimizer=args.optimizer, iters=args.iters, lr=args.lr,
                     momentum=args.momentum, init_std=args.init_std, seed=args.seed, device=args.device,
                     eval_steps=[args.iters], prediction=pred, show_progress=not (args.quiet or args.json))
@@ -153,8 +155,8 @@ def _solve(args) -> int:
         print(f"max relative difference to the closed form: {c['max_rel_diff']:.3g};"
               f" objective: {c['objective_rel_diff']:.3g}")
         if c["collapsed_but_optimum_keeps"]:
-            print(f"note: classes {c['collapsed_but_optimum_keeps']} collapsed to zero although the global optimum keeps "
-                  "them (zero is a local minimum for M >= 2); try --optimizer lbfgs --init-std 1")
+            print(f"note: classes {c['collapsed_but_optimum_keeps']} collapsed to zero although the global "
+                  "optimum keeps them (zero is a local minimum for M >= 2); try --optimizer lbfgs --init-std 1")
         if c["kept_but_optimum_collapses"]:
             print(f"note: classes {c['kept_but_optimum_collapses']} are not zero although the optimum collapses them"
                   " (not converged, or a positive local minimum); run more --iters")

@@ -31,7 +31,8 @@ class Augment:
     def active(self) -> bool:
         return self.crop > 0 or self.flip
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator, total: int | None = None, offset: int = 0) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, gen: torch.Generator, total: int | None = None,
+                 offset: int = 0) -> torch.Tensor:
         """Augment a batch ``x`` (N, C, H, W) of any dtype; ``gen`` lives on ``x.device`` (or CPU).
 
         ``total``/``offset``: ``x`` is rows ``offset..offset+N-1`` of a batch of ``total`` rows (one data-parallel

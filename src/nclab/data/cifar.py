@@ -132,7 +132,8 @@ def _read_members(archive: Path, folder: str, wanted: list[str]) -> dict[str, by
     except NclabError:
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-        raise NclabError(f"archive {archive} is corrupt or truncated ({type(e).__name__}: {e}); re-download it") from None
+        raise NclabError(f"archive {archive} is corrupt or truncated ({type(e).__name__}: {e}); "
+                         "re-download it") from None
     missing = [w for w in wanted if w not in out]
     if missing:
         raise NclabError(f"archive {archive} has no {folder}/{missing[0]}; is it the official archive?")
@@ -152,7 +153,8 @@ def load_cifar(name: str, arg: str | None, cache_dir: Path, download: bool = Tru
     wanted = [*info["train"], *info["test"], info["meta"]]
     path = Path(arg).expanduser() if arg else _find_or_download(name, cache_dir, download)
     if not path.exists():
-        raise NclabError(f"{path} not found; give {name}:PATH to the official {info['archive']} or its extracted folder")
+        raise NclabError(f"{path} not found; give {name}:PATH to the official {info['archive']} "
+                         "or its extracted folder")
     if path.is_file():
         digests = file_digests(path, ("sha256", "md5"))
         if digests["md5"] != info["md5"]:
@@ -174,7 +176,8 @@ def load_cifar(name: str, arg: str | None, cache_dir: Path, download: bool = Tru
                 data = (root / w).read_bytes()
                 got = hashlib.md5(data).hexdigest()
                 if got != info["file_md5"][w]:
-                    raise NclabError(f"{root / w} has MD5 {got}, not the official {info['file_md5'][w]}; re-download it")
+                    raise NclabError(f"{root / w} has MD5 {got}, not the official {info['file_md5'][w]}; "
+                                     "re-download it")
                 blobs[w] = data
             where = {w: str(root / w) for w in wanted}
         return _decode_cifar(name, blobs, where, info)
@@ -220,7 +223,8 @@ def _decode_cifar(name: str, blobs: dict[str, bytes], where: dict[str, str], inf
             f2c[f] = c
         if len(f2c) != len(class_names):
             missing = sorted(set(range(len(class_names))) - set(f2c))[0]
-            raise NclabError(f"CIFAR-100 data has no image of fine class {missing} ({class_names[missing]}); re-download it")
+            raise NclabError(f"CIFAR-100 data has no image of fine class {missing} ({class_names[missing]}); "
+                             "re-download it")
         meta["fine_to_coarse"] = [f2c[f] for f in range(len(class_names))]
         meta["coarse_names"] = coarse_names
     return arrays, meta

@@ -50,7 +50,8 @@ class Hierarchy:
         counts = np.bincount(self.fine_to_coarse, minlength=k)
         for c in range(k):
             if counts[c] == 0:
-                raise NclabError(f"coarse class {c} ({self.coarse_names[c]}) has no fine class; remove it or map one to it")
+                raise NclabError(f"coarse class {c} ({self.coarse_names[c]}) has no fine class; "
+                                 "remove it or map one to it")
 
     @property
     def num_fine(self) -> int:

@@ -85,7 +85,8 @@ class _Layout:
         if tr != te:
             extra = sorted(tr ^ te)[0]
             missing = "test" if extra in tr else "train"
-            raise NclabError(f"{self.where}: class '{extra}' has no {missing}/ folder; train and test need the same classes")
+            raise NclabError(f"{self.where}: class '{extra}' has no {missing}/ folder; "
+                             "train and test need the same classes")
         counts = {(s, c): 0 for s in SPLITS for c in tr}
         for s, c, _, _ in self.items:
             counts[(s, c)] += 1

@@ -167,7 +167,8 @@ def _as_loaded(model, weights=None) -> LoadedModel:
             from nclab.models.sources import load_weights
 
             load_weights(model, weights)
-        return LoadedModel(model.eval(), type(model).__name__, "module", preprocess="none (0..1 scale for uint8 images)")
+        return LoadedModel(model.eval(), type(model).__name__, "module",
+                           preprocess="none (0..1 scale for uint8 images)")
     raise NclabError(f"model must be a spec string (torchvision:resnet18, hf:PATH, ...) or an nn.Module, "
                      f"got {type(model).__name__}")
 

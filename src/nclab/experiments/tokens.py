@@ -68,7 +68,8 @@ def probe_text(model, text: str | np.ndarray, *, layers: str | Sequence[str], hi
     if max_tokens is not None:
         ids = ids[: int(max_tokens) + 1]
     if ids.size and (ids.min() < 0 or ids.max() >= vocab):
-        raise NclabError(f"token id {int(ids.max())} outside the vocabulary 0..{vocab - 1}; tokenize with this model's tokenizer")
+        raise NclabError(f"token id {int(ids.max())} outside the vocabulary 0..{vocab - 1}; "
+                         "tokenize with this model's tokenizer")
     nwin = (len(ids) - 1) // context
     if nwin < 1:
         raise NclabError(f"the text has {len(ids)} tokens, fewer than one window of --context {context} + 1")

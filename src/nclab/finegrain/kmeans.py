@@ -121,7 +121,8 @@ def kmeans(
     n = xt.shape[0]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise NclabError(f"k-means needs an integer number of clusters k, got {k!r}")
-    if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or not isinstance(max_iter, (int, np.integer)):
+    if (isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer))
+            or not isinstance(max_iter, (int, np.integer))):
         raise NclabError(f"k-means needs integer n_init and max_iter, got {n_init!r} and {max_iter!r}")
     if not 1 <= k <= n:
         raise NclabError(f"k-means asked for k={k} clusters on {n} points; k must be between 1 and N")

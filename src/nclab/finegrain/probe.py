@@ -30,7 +30,8 @@ def linear_probe(train_features: np.ndarray, train_coarse: np.ndarray, train_fin
 
     Inputs as :func:`nclab.finegrain.evaluate_recovery`: features (N, D) / (M, D), ``train_coarse`` (N,) true
     coarse labels, ``train_fine`` (N,), ``test_coarse_pred`` (M,) routing labels (None: true coarse labels),
-    ``test_fine`` (M,); ``hierarchy`` a Hierarchy, a fine->coarse array or None (inferred from the train labels). ``C``: inverse L2 strength of scikit-learn's ``LogisticRegression`` on features
+    ``test_fine`` (M,); ``hierarchy`` a Hierarchy, a fine->coarse array or None (inferred from the train labels).
+    ``C``: inverse L2 strength of scikit-learn's ``LogisticRegression`` on features
     standardised with the superclass's train mean and std.
 
     Returns ``test_acc`` (predicted routing), ``oracle_test_acc``, ``train_acc``, ``per_superclass``

@@ -26,7 +26,6 @@ Under ``torch.distributed`` with several ranks the statistics are those of each 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings

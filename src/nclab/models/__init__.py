@@ -26,7 +26,8 @@ HEAD_KWARGS = ("head_depth", "head_bias", "head_width")
 
 def _image_ch(name: str, input_shape: tuple) -> int:
     if len(input_shape) != 3:
-        raise NclabError(f"model {name} needs image input (C, H, W), got shape {tuple(input_shape)}; use model.name: mlp")
+        raise NclabError(f"model {name} needs image input (C, H, W), got shape {tuple(input_shape)}; "
+                         "use model.name: mlp")
     return int(input_shape[0])
 
 
@@ -93,7 +94,8 @@ def build_model(name: str, num_classes: int, input_shape: tuple, **kw) -> NCMode
     allowed = model_kwargs(name)
     bad = [k for k in kw if k not in allowed]
     if bad:
-        raise NclabError(f"model {name} does not take {', '.join(bad)}; it takes {', '.join(allowed + list(HEAD_KWARGS))}")
+        raise NclabError(f"model {name} does not take {', '.join(bad)}; "
+                         f"it takes {', '.join(allowed + list(HEAD_KWARGS))}")
     stages, dim = BUILDERS[name](tuple(input_shape), **kw)
     model = NCModel(stages, dim, num_classes, **head)
     model.model_name = name

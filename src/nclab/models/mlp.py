@@ -10,7 +10,8 @@ from torch import nn
 from nclab.models.base import Flatten
 
 
-def mlp_stages(input_shape: tuple, width: int, depth: int, batchnorm: bool) -> tuple["OrderedDict[str, nn.Module]", int]:
+def mlp_stages(input_shape: tuple, width: int, depth: int,
+               batchnorm: bool) -> tuple["OrderedDict[str, nn.Module]", int]:
     """``depth`` hidden Linear(+BN)+ReLU layers of ``width``; stage names ``fc1``..``fc{depth}``."""
     d_in = int(math.prod(input_shape))
     stages: OrderedDict[str, nn.Module] = OrderedDict()

@@ -30,7 +30,8 @@ class BasicBlock(nn.Module):
 def resnet18_stages(in_ch: int, width: int = 64) -> tuple["OrderedDict[str, nn.Module]", int]:
     w = [width, 2 * width, 4 * width, 8 * width]
     stages: OrderedDict[str, nn.Module] = OrderedDict()
-    stages["stem"] = nn.Sequential(FP32Conv2d(in_ch, w[0], 3, 1, 1, bias=False), nn.BatchNorm2d(w[0]), nn.ReLU(inplace=True))
+    stages["stem"] = nn.Sequential(FP32Conv2d(in_ch, w[0], 3, 1, 1, bias=False), nn.BatchNorm2d(w[0]),
+                                   nn.ReLU(inplace=True))
     cin = w[0]
     for i, cout in enumerate(w):
         stride = 1 if i == 0 else 2

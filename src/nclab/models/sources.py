@@ -62,13 +62,16 @@ def _import(lib: str):
         return importlib.import_module(lib)
     except ModuleNotFoundError as e:
         if e.name and e.name.split(".")[0] == lib.split(".")[0]:
-            raise NclabError(f"{lib} is not installed; install the extra: pip install 'nclab[{EXTRA.get(lib.split('.')[0], 'vision')}]'") from None
+            raise NclabError(f"{lib} is not installed; install the extra: "
+                             f"pip install 'nclab[{EXTRA.get(lib.split('.')[0], 'vision')}]'") from None
         raise NclabError(f"{lib} cannot be imported ({e}); install a version matching torch "
-                         f"{torch.__version__}: pip install 'nclab[{EXTRA.get(lib.split('.')[0], 'vision')}]'") from None
+                         f"{torch.__version__}: "
+                         f"pip install 'nclab[{EXTRA.get(lib.split('.')[0], 'vision')}]'") from None
     except Exception as e:  # e.g. torchvision built for another torch: "operator torchvision::nms does not exist"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise NclabError(f"{lib} is installed but cannot be imported ({first}); install a build matching torch "
-                         f"{torch.__version__}: pip install 'nclab[{EXTRA.get(lib.split('.')[0], 'vision')}]'") from None
+                         f"{torch.__version__}: "
+                         f"pip install 'nclab[{EXTRA.get(lib.split('.')[0], 'vision')}]'") from None
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -78,7 +81,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
                          f"{', '.join(f + ':' for f in FAMILIES)} (e.g. torchvision:resnet18)")
     fam, rest = spec.split(":", 1)
     if fam not in FAMILIES:
-        raise NclabError(f"unknown model library {fam!r} in {spec!r}; use one of {', '.join(f + ':' for f in FAMILIES)}")
+        raise NclabError(f"unknown model library {fam!r} in {spec!r}; "
+                         f"use one of {', '.join(f + ':' for f in FAMILIES)}")
     if not rest:
         raise NclabError(f"model spec {spec!r} names no model after {fam}:")
     return fam, rest
@@ -118,7 +122,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return dict(st.load_file(str(p)))
         except Exception as e:
-            raise NclabError(f"weights file {p} is not a readable safetensors file ({type(e).__name__}); re-save it") from None
+            raise NclabError(f"weights file {p} is not a readable safetensors file ({type(e).__name__}); "
+                             "re-save it") from None
     from nclab.utils.io import torch_load
 
     try:
@@ -215,7 +220,7 @@ def _hf(name: str, num_classes: int | None) -> LoadedModel:
         pass
     ch = int(getattr(cfg, "num_channels", 3))
     if len(mean) != ch:  # ImageNet statistics are for RGB; another channel count gets the 0.5/0.5 default
-        mean, std, how = (0.5,) * ch, (0.5,) * ch, f"defaults (0.5/0.5 per channel, config image_size)"
+        mean, std, how = (0.5,) * ch, (0.5,) * ch, "defaults (0.5/0.5 per channel, config image_size)"
     return LoadedModel(_PixelValues(module), "", "hf", mean=mean, std=std, image_size=size, preprocess=how,
                        input_shape=(ch, size, size), info={"transformers": tr.__version__})
 
@@ -263,7 +268,8 @@ def _torchscript(path: str, num_classes: int | None) -> LoadedModel:
     try:
         module = torch.jit.load(str(p), map_location="cpu")
     except Exception as e:
-        raise NclabError(f"{p} is not a readable TorchScript file ({type(e).__name__}); save it with torch.jit.save") from None
+        raise NclabError(f"{p} is not a readable TorchScript file ({type(e).__name__}); "
+                         "save it with torch.jit.save") from None
     return LoadedModel(_Scripted(module), "", "torchscript", preprocess="none")
 
 

@@ -20,7 +20,8 @@ def vgg_stages(name: str, in_ch: int) -> tuple["OrderedDict[str, nn.Module]", in
     for i, block in enumerate(CFGS[name]):
         layers: list[nn.Module] = []
         for cout in block:
-            layers += [(FP32Conv2d if cin <= 4 else nn.Conv2d)(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            layers += [(FP32Conv2d if cin <= 4 else nn.Conv2d)(cin, cout, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
             cin = cout
         layers.append(nn.MaxPool2d(2, ceil_mode=True))  # ceil: also works for 28x28 inputs
         stages[f"block{i + 1}"] = nn.Sequential(*layers)

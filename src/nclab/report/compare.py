@@ -50,12 +50,14 @@ def _runs_table(runs: list[RunData], labels: list[str], out_dir: Path) -> str:
         rows.append([RawHTML(f'<span style="color:{run_color(len(rows))}">■</span> '
                              + link(S.report_link(r.path, out_dir), lab)),
                      r.title,
-                     S.STATUS_TEXT.get(r.status_name, r.status_name) + (" (resumed)" if r.status.get("resumed") else ""),
+                     S.STATUS_TEXT.get(r.status_name, r.status_name)
+                     + (" (resumed)" if r.status.get("resumed") else ""),
                      ds["source"], ds["hierarchy"], ds["labels"], S._fmt_duration(S.wall_time(r)),
                      (r.run_info.get("git_commit") or "")[:10] or None])
     banners = "".join(S.status_banner(r).replace("<strong>", f"<strong>{esc(lab)}: ", 1)
                       for r, lab in zip(runs, labels))
-    return banners + table(["run", "experiment", "status", "dataset", "hierarchy", "labels", "wall time", "commit"], rows)
+    return banners + table(["run", "experiment", "status", "dataset", "hierarchy", "labels", "wall time", "commit"],
+                           rows)
 
 
 def _results(runs: list[RunData], labels: list[str]) -> str:
@@ -88,7 +90,8 @@ def _config_diff(runs: list[RunData], labels: list[str]) -> str:
     if not diff:
         return '<p class="note">The resolved configs are identical.</p>' if any(flat) else ""
     rows = [[k, *[str(f.get(k)) if k in f else "—" for f in flat]] for k in diff]
-    return "<p class=\"note\">Config keys whose values differ between the runs:</p>" + table(["config key", *labels], rows)
+    return ("<p class=\"note\">Config keys whose values differ between the runs:</p>"
+            + table(["config key", *labels], rows))
 
 
 def _curves(runs: list[RunData], labels: list[str], sink: FigureSink) -> str:

@@ -28,7 +28,8 @@ FWC = "fine_within_coarse"
 NC_PANELS = [
     ("NC1: within-class variability", "nc1 = tr(Σ_W Σ_B⁺)/K (log scale)", ["nc1"], True),
     ("NC1: class-distance normalised variance", "CDNV (log scale)", ["cdnv"], True),
-    ("NC2: distance to a simplex ETF", "ETF error (relative Frobenius)", ["etf_error_means", "etf_error_weights"], False),
+    ("NC2: distance to a simplex ETF", "ETF error (relative Frobenius)", ["etf_error_means", "etf_error_weights"],
+     False),
     ("NC2: equal norms", "std/mean of norms", ["equinorm_means", "equinorm_weights"], False),
     ("NC2: equal angles", "std of pairwise cosines", ["equiangular_means", "equiangular_weights"], False),
     ("NC3: self-duality", "‖W/‖W‖ − M̃/‖M̃‖‖² (M̃ centred means)", ["self_duality"], False),
@@ -166,8 +167,8 @@ def group_keys(keys: list[str], *, compact: bool = False, drop: set[str] | froze
     for labels in sorted(last, key=lambda s: (LABEL_ORDER.get(s, 9), s)):
         main, extra = _nc_panels(last[labels])
         if main:
-            groups.append(Group(f"nc_{labels}", f"Neural collapse (NC1–NC4) of the last-layer features, {labels} labels",
-                                main))
+            groups.append(Group(f"nc_{labels}",
+                                f"Neural collapse (NC1–NC4) of the last-layer features, {labels} labels", main))
         if extra:
             groups.append(Group(f"nc_{labels}_more", f"More collapse statistics, {labels} labels", extra, True))
     if fwc:
@@ -227,5 +228,6 @@ def group_keys(keys: list[str], *, compact: bool = False, drop: set[str] | froze
     other = [k for k in keys if k not in used]
     if other:
         panels = [_panel(k, k, [Line(k, k, "#444444")]) for k in other[:18]]
-        groups.append(Group("other", "Other logged values", panels, secondary=any(g.name == "training" for g in groups)))
+        groups.append(Group("other", "Other logged values", panels,
+                            secondary=any(g.name == "training" for g in groups)))
     return groups

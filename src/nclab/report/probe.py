@@ -39,7 +39,8 @@ def write_probe_report(result, out_dir: str | Path) -> Path:
         parts.append(table(cols, rows))
     if result.recovery:
         parts.append("<h2>Fine-label recovery</h2>")
-        rows = [[n, r.get("test_acc"), r.get("oracle_test_acc"), r.get("train_acc"), r.get("options", {}).get("routing")]
+        rows = [[n, r.get("test_acc"), r.get("oracle_test_acc"), r.get("train_acc"),
+                 r.get("options", {}).get("routing")]
                 for n, r in result.recovery.items()]
         parts.append(table(["layer", "test_acc", "oracle_test_acc", "train_acc", "routing"], rows))
     return atomic_write_text(out / "probe.html", page(f"probe {result.model}", "\n".join(parts)))

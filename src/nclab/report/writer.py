@@ -48,7 +48,8 @@ def _assemble(title: str, header: Callable[[list[tuple[str, str]]], str], done: 
         parts.append(f'<section id="{esc(anchor)}"><h2>{esc(t)}</h2>\n{body}\n</section>')
     if problems:
         items = "".join(f"<li>{esc(p)}</li>" for p in problems)
-        parts.append(f'<section id="problems"><h2>Problems reading this run</h2><ul class="problems">{items}</ul></section>')
+        parts.append('<section id="problems"><h2>Problems reading this run</h2>'
+                     f'<ul class="problems">{items}</ul></section>')
     parts.append('<p class="note">Written by <code>nclab report</code> from the run directory alone; '
                  "regenerate with <code>nclab report &lt;run dir&gt;</code>.</p>")
     return page(title, "\n".join(parts))

@@ -171,7 +171,8 @@ def solve_scalar(beta: float, M: int) -> dict:
     M = int(M)
     if M == 1:
         x = max(1.0 / math.sqrt(beta) - 1.0, 0.0)
-        return {"x": x, "phi": float(scalar_objective(x, beta, 1)), "collapses": x == 0.0, "local_x": x if x > 0 else None}
+        return {"x": x, "phi": float(scalar_objective(x, beta, 1)), "collapses": x == 0.0,
+                "local_x": x if x > 0 else None}
     if beta < sys.float_info.min:  # subnormal: M/β overflowed to inf and the root search answered "collapses"
         raise NclabError(f"beta = {beta} is below float64's normal range (2.2e-308); use lambda_w and lambda_h "
                          "nearer the usual 1e-5 .. 1e-1")
@@ -280,7 +281,8 @@ def predict_ufm(counts: Sequence[int], depth: int, lambda_w: float | Sequence[fl
     least the number of non-collapsed modes and no β equals β*_M exactly.
     """
     if loss != "mse":
-        raise NclabError(f"there is no closed form for loss {loss!r}; use --loss mse, or `nclab ufm solve --loss {loss}`")
+        raise NclabError(f"there is no closed form for loss {loss!r}; "
+                         f"use --loss mse, or `nclab ufm solve --loss {loss}`")
     cnt, lw, lh = validate_ufm_args(counts, depth, lambda_w, lambda_h)
     M, K, N = int(depth), len(cnt), int(cnt.sum())
     mu = N * lh

@@ -358,9 +358,11 @@ def add_experiments(sub) -> None:
     p.set_defaults(func=_cmd_hier)
 
     p = sub.add_parser("dln-cifar10-imbalanced", help="MLP + M bias-free linear layers on imbalanced CIFAR-10 (MSE)")
-    p.add_argument("--out", default="runs/dln-cifar10-imbalanced", help="run directory (default runs/dln-cifar10-imbalanced)")
+    p.add_argument("--out", default="runs/dln-cifar10-imbalanced",
+                   help="run directory (default runs/dln-cifar10-imbalanced)")
     p.add_argument("--quick", action="store_true", help="M in {1,3}, width 64, 30 epochs")
-    p.add_argument("--data", default=None, help="dataset spec (default imagefolder:../shared/datasets/cifar10-jpeg.tar.gz)")
+    p.add_argument("--data", default=None,
+                   help="dataset spec (default imagefolder:../shared/datasets/cifar10-jpeg.tar.gz)")
     p.add_argument("--depths", default=None, help="comma list of M (default 1,3,6)")
     p.add_argument("--epochs", type=int, default=None, help="full-batch epochs (default 600; quick 30)")
     p.add_argument("--width", type=int, default=None, help="MLP and head width (default 256; quick 64)")
@@ -419,7 +421,8 @@ def _default_cifar_source() -> str:
         p = root.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
         if p.exists():
             return f"imagefolder:{p}"
-    raise NclabError("no CIFAR-10 found at ../shared/datasets/cifar10-jpeg.tar.gz; pass --data cifar10:PATH or imagefolder:PATH")
+    raise NclabError("no CIFAR-10 found at ../shared/datasets/cifar10-jpeg.tar.gz; "
+                     "pass --data cifar10:PATH or imagefolder:PATH")
 
 
 def run_dln_cifar10_imbalanced(out: str = "runs/dln-cifar10-imbalanced", quick: bool = False, source: str | None = None,

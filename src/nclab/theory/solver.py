@@ -162,7 +162,8 @@ def solve_ufm(counts: Sequence[int], depth: int = 1, lambda_w: float | Sequence[
     if int(iters) < 0:
         raise NclabError(f"iters must be >= 0, got {iters}")
     if not (lr > 0 and 0 <= momentum < 1 and init_std > 0):
-        raise NclabError(f"need lr > 0, 0 <= momentum < 1, init_std > 0; got lr={lr}, momentum={momentum}, init_std={init_std}")
+        raise NclabError("need lr > 0, 0 <= momentum < 1, init_std > 0; "
+                         f"got lr={lr}, momentum={momentum}, init_std={init_std}")
     M, K, N = int(depth), len(cnt), int(cnt.sum())
     widths = _widths(width, M, K)
     try:

@@ -44,12 +44,14 @@ def build_callbacks(spec: dict) -> list[Callback]:
         if ":" not in target:
             close = difflib.get_close_matches(name, list(REGISTRY), n=2)
             hint = f" (did you mean {' or '.join(close)}?)" if close else ""
-            raise NclabError(f"unknown callback {name!r}{hint}; use one of {', '.join(REGISTRY)} or module.path:ClassName")
+            raise NclabError(f"unknown callback {name!r}{hint}; "
+                             f"use one of {', '.join(REGISTRY)} or module.path:ClassName")
         mod_name, cls_name = target.split(":", 1)
         try:
             cls = getattr(importlib.import_module(mod_name), cls_name)
         except (ImportError, AttributeError) as e:
-            raise NclabError(f"callback {name!r} ({target}) cannot be loaded ({e}); check the name or install the module")
+            raise NclabError(f"callback {name!r} ({target}) cannot be loaded ({e}); "
+                             "check the name or install the module")
         if kwargs is not None and not isinstance(kwargs, dict):
             raise NclabError(f"callbacks.{name} must be a mapping of keyword arguments, got {kwargs!r}")
         try:

@@ -30,7 +30,8 @@ def set_rng_state(state: dict) -> None:
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
 
@@ -76,7 +77,8 @@ def check_checkpoint(state: object, path, *, resume: bool) -> dict:
         if not isinstance(rng.get("torch"), torch.Tensor) or not isinstance(rng.get("numpy"), dict) \
                 or not isinstance(rng.get("python"), dict):
             raise NclabError(f"checkpoint {path} has an 'rng' entry of the wrong shape; {_fix(path)}")
-        if "num_classes" in state and (not isinstance(state["num_classes"], int) or isinstance(state["num_classes"], bool)):
+        if "num_classes" in state and (not isinstance(state["num_classes"], int)
+                                       or isinstance(state["num_classes"], bool)):
             raise NclabError(f"checkpoint {path} has 'num_classes' of type {type(state['num_classes']).__name__}; "
                              f"{_fix(path)}")
     return state

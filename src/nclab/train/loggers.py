@@ -1,7 +1,8 @@
 """Export metrics rows to TensorBoard, MLflow and Weights & Biases (each an optional extra, imported lazily).
 
 Every logger has ``log_metrics({key: float}, step)`` and ``close()``; :class:`~nclab.track.CollapseTracker`
-(``loggers=[...]``) and nclab's own trainer (config ``train.loggers``, :mod:`nclab.train.trainer`) call them once per metrics row.
+(``loggers=[...]``) and nclab's own trainer (config ``train.loggers``, :mod:`nclab.train.trainer`) call them
+once per metrics row.
 
 * :class:`TensorBoardLogger` (``pip install nclab[tensorboard]``): scalars with ``torch.utils.tensorboard``,
   and at ``close()`` the across-epoch NC1 figure (``nc/nc1_across_epochs``) of every ``nc.*.nc1`` key;
