@@ -14,10 +14,12 @@ import torch
 def trained(tmp_path_factory):
     """A tiny coarse-label run, stopped after 2 of its 4 epochs (so ``--resume`` has work to do)."""
     from nclab.cli import main
+    from nclab.utils import progress
 
     root = tmp_path_factory.mktemp("ckpt")
     rc = main(["train", "--config", "tiny", "--run-dir", str(root / "run"), "--set", "optim.epochs=2",
                "--set", "data.labels=coarse", "--set", "data.hierarchy=mod:2", "--quiet"])
+    progress.set_quiet(False)  # --quiet is process-wide, and a module fixture runs outside the per-test reset
     assert rc == 0
     return root / "run"
 
