@@ -39,6 +39,6 @@ def _reset_quiet():
     """``nclab.cli.main(['...', '--json'])`` sets the process-wide quiet flag; keep tests independent of order."""
     from nclab.utils import progress
 
-    before = progress.is_quiet()
+    progress.set_quiet(False)  # also after a module- or package-scoped fixture that ran a command with --quiet
     yield
-    progress.set_quiet(before)
+    progress.set_quiet(False)

@@ -66,11 +66,11 @@ def run(args) -> int:
 
     # rank 0 alone writes (and locks) the run directory; before any data is loaded, so a second writer fails at
     # once and writes nothing
-    with run_lock(run_dir) if ddp.is_main() else contextlib.nullcontext():
+    with run_lock(run_dir) if ddp.env_rank() == 0 else contextlib.nullcontext():
         try:
             result = Trainer(cfg, run_dir).fit(resume=args.resume, force=args.force)
         finally:  # a report also for runs stopped on NaN or interrupted: it says so (under torchrun: rank 0 only)
-            if RunDir(run_dir).is_run() and ddp.is_main():
+            if RunDir(run_dir).is_run() and ddp.env_rank() == 0:
                 try_write_report(run_dir)
     if not ddp.is_main():
         return 0

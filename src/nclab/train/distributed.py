@@ -43,6 +43,17 @@ def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun announces it (``RANK``), before the process group is joined; 0 in one
+    process. Code that must decide who writes before :func:`init_from_env` (the run lock) uses this."""
+    if env_world_size() <= 1:
+        return 0
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        raise NclabError(f"RANK={os.environ['RANK']!r} is not an integer; launch with torchrun") from None
+
+
 def rank() -> int:
     import torch.distributed as dist
 
