@@ -11,14 +11,20 @@ TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.nclab-installed
+TEST_STAMP := $(VENV)/.nclab-test-installed
 
-.PHONY: demo test test-fast install browser clean bench
+.PHONY: demo test test-fast install browser clean bench lint
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH_PIP_ARGS) torch==$(TORCH_VERSION)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e .
 	@touch $(STAMP)
+
+# the test suite also exercises the optional libraries (transformers, lightning, tensorboard, mlflow) and ruff
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(TEST_STAMP)
 
 install: $(STAMP)
 
@@ -32,10 +38,13 @@ browser:
 	  (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
 	  || echo "note: chromium not installed; the browser test will be skipped"; }
 
-test: $(STAMP) browser
+lint: $(TEST_STAMP)
+	$(BIN)/ruff check src tests benchmarks examples
+
+test: $(TEST_STAMP) browser lint
 	$(BIN)/python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
 bench: $(STAMP)
