@@ -60,3 +60,66 @@ def test_config_noise_reaches_train_targets_only(tmp_path):
     np.testing.assert_array_equal(tr.label_noise.corrupted, noisy != clean)
     with pytest.raises(NclabError, match="label_noise.kind"):
         load_config("tiny", ["data.label_noise.kind=pair"])
+
+
+def _naive_nc1(x, y):
+    """tr(Sigma_W pinv(Sigma_B)) / K with the definitions of docs/metrics.md, in plain numpy."""
+    x = x.astype(np.float64)
+    cls = np.unique(y)
+    mu = np.stack([x[y == c].mean(0) for c in cls])
+    n = np.array([(y == c).sum() for c in cls])
+    mg = (n[:, None] * mu).sum(0) / n.sum()
+    d = x - mu[np.searchsorted(cls, y)]
+    sw = d.T @ d / len(x)
+    sb = (mu - mg).T @ (mu - mg) / len(cls)
+    return float(np.trace(sw @ np.linalg.pinv(sb)) / len(cls))
+
+
+def test_noise_split_report_hand_built_case():
+    """Four fine classes at 10*e_f (2 superclasses); 6 of 40 rows relabelled to the other superclass. Their
+    features stay at their true fine class, and the 'net' memorised the noisy labels."""
+    from nclab.finegrain.noisy import noise_split_report
+    from nclab.finegrain.recovery import FineLabelRecovery
+
+    rng = np.random.default_rng(0)
+    fine = np.repeat(np.arange(4), 10)
+    clean = fine // 2
+    x = 10.0 * np.eye(4)[fine] + 0.1 * rng.standard_normal((40, 4))
+    bad = np.zeros(40, bool)
+    bad[[0, 11, 22, 23, 35, 39]] = True
+    trained = np.where(bad, 1 - clean, clean)
+    pred = trained.copy()  # memorised
+    pred[0] = clean[0]  # except one row, where the net predicts the true label
+    rec = FineLabelRecovery(np.array([0, 0, 1, 1]), normalize="none", guard=False, n_init=5)
+    rec.fit(x, trained, fine, noisy_coarse=True)
+    r = noise_split_report(x, trained, clean, fine, pred, rec.fit_pred_, rec, 2)
+    assert (r["n_clean"], r["n_corrupted"]) == (34, 6)
+    assert r["recovery_train_acc_clean"] == 1.0
+    assert r["recovery_train_acc_corrupted"] == 0.0
+    assert r["recovery_train_acc_corrupted_true_routing"] == 1.0
+    assert r["recovery_train_acc_corrupted_predicted_routing"] == pytest.approx(1 / 6)  # only row 0 routed right
+    assert r["net_agrees_noisy_label_corrupted"] == pytest.approx(5 / 6)
+    assert r["net_agrees_true_label_corrupted"] == pytest.approx(1 / 6)
+    assert r["ncc_corrupted_nearest_true_mean"] == 1.0 and r["ncc_corrupted_nearest_noisy_mean"] == 0.0
+    assert r["nc1_clean"] == pytest.approx(_naive_nc1(x[~bad], clean[~bad]), rel=1e-6)
+    assert r["nc1_corrupted_noisy_labels"] == pytest.approx(_naive_nc1(x[bad], trained[bad]), rel=1e-6)
+    assert r["nc1_corrupted_true_labels"] == pytest.approx(_naive_nc1(x[bad], clean[bad]), rel=1e-6)
+
+
+def test_recover_trainer_reports_clean_and_corrupted(tmp_path):
+    from nclab.finegrain.pipeline import recover_trainer
+    from nclab.train import Trainer, load_config
+
+    cfg = load_config("tiny", ["data.labels=coarse", "data.label_noise.rate=0.2", "optim.epochs=2", "callbacks={}"])
+    tr = Trainer(cfg, tmp_path / "r")
+    tr.fit()
+    rep = recover_trainer(tr, spec=None, keep_arrays=True)
+    noise = tr.label_noise
+    ln = rep["label_noise"]
+    assert ln["n_corrupted"] == int(noise.corrupted.sum()) == int(round(0.2 * len(noise.labels)))
+    a = rep["_arrays"]
+    np.testing.assert_array_equal(a["train_coarse_noisy"], noise.labels)
+    np.testing.assert_array_equal(a["train_coarse"], noise.clean)
+    assert ln["recovery_train_acc_corrupted"] == 0.0
+    # the overall fit-set accuracy is the clean rows' accuracy weighted by their share (corrupted rows score 0)
+    assert rep["train_acc"] == pytest.approx(ln["recovery_train_acc_clean"] * ln["n_clean"] / len(noise.labels))

@@ -51,6 +51,7 @@ def evaluate_recovery(
     *,
     fit_on: str = "train",
     return_model: bool = False,
+    noisy_coarse: bool = False,
     **options: Any,
 ) -> dict | tuple[dict, FineLabelRecovery]:
     """Fit :class:`FineLabelRecovery` and report it.
@@ -58,7 +59,8 @@ def evaluate_recovery(
     Inputs: features (N, D) / (M, D); ``train_coarse`` (N,) true coarse labels used to group the fit set;
     ``train_fine`` (N,) only for naming and the train accuracy; ``test_coarse_pred`` (M,) the network's
     predicted coarse labels used for routing (None = no predictor, routing falls back to the true coarse
-    labels and ``test_acc`` equals ``oracle_test_acc``); ``test_fine`` (M,) true labels.
+    labels and ``test_acc`` equals ``oracle_test_acc``); ``test_fine`` (M,) true labels. ``noisy_coarse``:
+    ``train_coarse`` are the noisy labels the net was trained on (see :meth:`FineLabelRecovery.fit`).
     ``fit_on="test"`` clusters the test features instead (grouped by their true coarse labels, as the train
     features are, and named with the test fine labels; routing is unchanged); then ``train_acc`` and the
     per-superclass ``train_acc`` report the clustering accuracy on the test fit set.
@@ -82,7 +84,7 @@ def evaluate_recovery(
         raise NclabError(f"predicted coarse labels have shape {routed.shape}, test fine labels {test_fine.shape}; pass matching arrays")
     rec = FineLabelRecovery(h, **options)
     if fit_on == "train":
-        rec.fit(train_features, train_coarse, train_fine)
+        rec.fit(train_features, train_coarse, train_fine, noisy_coarse=noisy_coarse)
         fit_fine, fit_pred, fit_coarse = np.asarray(train_fine, dtype=np.int64), rec.fit_pred_, np.asarray(train_coarse)
     else:
         rec.fit(test_features, test_true_coarse, test_fine)

@@ -321,9 +321,10 @@ def _analyse(tr, results: dict, write, *, spec, probe: bool, which: tuple) -> No
     two_way = bool((np.bincount(hier.fine_to_coarse) == 2).any())  # pursuit only changes two-class superclasses
     if opts.get("method", "kmeans") == "kmeans" and opts.get("clustering", "per_coarse") == "per_coarse" and two_way:
         # the same protocol with the projection-pursuit split (unsupervised; see nclab.finegrain.pursuit)
-        pursuit = evaluate_recovery(arrays["train_features"], arrays["train_coarse"], arrays["train_fine"],
-                                    arrays["test_features"], arrays["test_coarse_pred"], arrays["test_fine"],
-                                    hier, **{**opts, "method": "pursuit"})
+        noisy = "train_coarse_noisy" in arrays  # label noise: group by the labels the net was trained on
+        pursuit = evaluate_recovery(arrays["train_features"], arrays["train_coarse_noisy" if noisy else "train_coarse"],
+                                    arrays["train_fine"], arrays["test_features"], arrays["test_coarse_pred"],
+                                    arrays["test_fine"], hier, noisy_coarse=noisy, **{**opts, "method": "pursuit"})
         results["recovery_pursuit"] = {k: pursuit[k] for k in ("test_acc", "oracle_test_acc", "train_acc", "ari",
                                                                 "nmi", "per_superclass", "options")}
         write()

@@ -90,9 +90,20 @@ def recover_trainer(trainer, *, tap: str | None = None, spec: RecoverySpec | Non
     ytr = st.fine["train"] if idx is None else st.fine["train"][idx]
     ctr = st.coarse["train"] if idx is None else st.coarse["train"][idx]
     opts = spec.estimator_kwargs()
+    noise = trainer.label_noise if st.kind == "coarse" else None
+    if noise is not None:  # the protocol groups the fit set by the (noisy) coarse labels the net was trained on
+        ctr = noise.labels if idx is None else noise.labels[idx]
     rep, rec = evaluate_recovery(ftr, ctr, ytr, fte, st.route(pte), st.fine["test"], st.hierarchy,
-                                 return_model=True, **opts)
+                                 return_model=True, noisy_coarse=noise is not None, **opts)
     rep["kind"] = st.kind
+    if noise is not None:
+        from nclab.finegrain.noisy import noise_split_report
+
+        true_c = st.coarse["train"] if idx is None else st.coarse["train"][idx]
+        nz = trainer.cfg["data"]["label_noise"]
+        rep["label_noise"] = {"rate": nz["rate"], "kind": nz["kind"], "seed": nz["seed"], "grouped_by": "noisy labels",
+                              **noise_split_report(ftr, ctr, true_c, ytr, ptr, rec.fit_pred_, rec,
+                                                   st.hierarchy.num_coarse)}
     rep["options"]["max_train"] = max_train  # None = all train samples
     rep["net_test_acc"] = float(np.mean(pte == trainer.train_targets("test").numpy()))
     if st.kind == "split":
@@ -106,9 +117,11 @@ def recover_trainer(trainer, *, tap: str | None = None, spec: RecoverySpec | Non
     if keep_arrays:
         rep["_arrays"] = {
             "train_features": ftr, "test_features": fte, "train_fine": ytr, "test_fine": st.fine["test"],
-            "train_coarse": ctr, "test_coarse": st.coarse["test"], "test_coarse_pred": st.route(pte),
-            "centroids": rec.centroids(),
+            "train_coarse": st.coarse["train"] if idx is None else st.coarse["train"][idx],
+            "test_coarse": st.coarse["test"], "test_coarse_pred": st.route(pte), "centroids": rec.centroids(),
         }
+        if noise is not None:  # the labels the fit set was grouped by (train_coarse stays the true ones)
+            rep["_arrays"]["train_coarse_noisy"] = ctr
     return rep
 
 

@@ -302,8 +302,13 @@ class FineLabelRecovery:
         return _nearest(z, g.centers)
 
     # ----------------------------------------------------------------------------- API
-    def fit(self, features: np.ndarray | torch.Tensor, coarse: np.ndarray | None = None, fine: np.ndarray | None = None) -> "FineLabelRecovery":
+    def fit(self, features: np.ndarray | torch.Tensor, coarse: np.ndarray | None = None, fine: np.ndarray | None = None,
+            *, noisy_coarse: bool = False) -> "FineLabelRecovery":
         """Cluster ``features`` (N, D) grouped by ``coarse`` (N,) and name clusters with ``fine`` (N,).
+
+        ``noisy_coarse``: ``coarse`` are noisy training labels (``data.label_noise``), so a row's coarse label
+        may differ from its fine label's superclass; such rows are clustered in the superclass they are labelled
+        with and take no part in naming (their fine class is not among that superclass's names).
 
         ``coarse`` may be omitted for ``clustering="global"`` (and is then taken from the hierarchy and
         ``fine`` if given). Without ``fine`` the clusters keep placeholder names (cluster index offsets) and
@@ -322,7 +327,7 @@ class FineLabelRecovery:
             coarse = f2c[fine]
         if coarse is not None and coarse.max() >= f2c.max() + 1:
             raise NclabError(f"coarse label {int(coarse.max())} outside the hierarchy's {int(f2c.max()) + 1} superclasses")
-        if coarse is not None and fine is not None:
+        if coarse is not None and fine is not None and not noisy_coarse:
             check_consistent(f2c, coarse, fine, "fit")
         if self.clustering == "global":
             plan = [(-1, list(range(len(f2c))), np.arange(len(x)))]
