@@ -54,6 +54,22 @@ RESULT_ROWS = [
      "random_init"),
     ("baselines.random_init.oracle_test_acc", "Baseline: recovery from random-init network features — oracle (true) "
      "coarse routing", "random_init_oracle"),
+    ("ratios.recovered_over_fine_trained", "Ratio: recovery (predicted routing) / same network trained on the fine "
+     "labels", "recovered_over_fine_trained"),
+    ("ratios.pursuit_over_fine_trained", "Ratio: projection-pursuit recovery / same network trained on the fine labels",
+     "pursuit_over_fine_trained"),
+    ("ratios.recovered_over_probe", "Ratio: recovery / linear probe (both predicted routing)", "recovered_over_probe"),
+    ("ratios.oracle_recovered_over_oracle_probe", "Ratio: recovery / linear probe (both true coarse routing)",
+     "oracle_recovered_over_oracle_probe"),
+    ("recovery.label_noise.recovery_train_acc_clean", "Label noise: recovery on clean train samples",
+     "noise_clean_train_acc"),
+    ("recovery.label_noise.recovery_train_acc_corrupted_true_routing", "Label noise: recovery on corrupted train "
+     "samples, routed to their true superclass", "noise_corrupted_train_acc_true_routing"),
+    ("recovery.label_noise.net_agrees_noisy_label_corrupted", "Label noise: corrupted train samples where the net "
+     "predicts the noisy label", "noise_memorised"),
+    ("recovery.label_noise.nc1_clean", "Label noise: NC1 of the clean train samples (NC1)", "noise_nc1_clean"),
+    ("recovery.label_noise.nc1_corrupted_noisy_labels", "Label noise: NC1 of the corrupted train samples by their "
+     "noisy labels (NC1)", "noise_nc1_corrupted"),
 ]
 
 # cifar10-finer (labels finer than the data): nothing is routed; the questions are whether the features keep the
@@ -324,7 +340,7 @@ def results_text(run: RunData) -> str:
 
 
 def _pct(label: str) -> bool:
-    return not any(s in label for s in ("ARI", "NMI"))
+    return not any(s in label for s in ("ARI", "NMI", "Ratio", "NC1"))
 
 
 def results_section(run: RunData) -> str:
