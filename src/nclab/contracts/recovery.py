@@ -85,6 +85,12 @@ PARAMS: tuple[Param, ...] = (
     Param("clustering", str, "per_coarse", "per_coarse (paper A: k_c clusters inside each superclass, test rows "
           "routed by the predicted superclass) or global (one clustering into all fine classes, no routing)",
           choices=CLUSTERINGS),
+    Param("fine_per_coarse", str, None, "clusters per superclass: null = the hierarchy's number of fine classes "
+          "under it; auto = estimated inside each superclass by k_criterion on the un-normalised features, in "
+          "1..k_max (nclab.finegrain.kselect)", choices=("auto",), nullable=True),
+    Param("k_criterion", str, "silhouette", "with fine_per_coarse auto: silhouette (k-means partition, largest "
+          "wins), bic (diagonal GMM, smallest wins) or gap (gap statistic)", choices=("silhouette", "bic", "gap")),
+    Param("k_max", int, 10, "with fine_per_coarse auto: the largest k tried", low=2),
     Param("n_init", int, 10, "k-means restarts", low=1),
     Param("seed", int, 0, "seed of the clustering restarts", low=0),
     Param("max_train", int, None, "cluster at most this many train samples (a fixed random subset); null = all",
@@ -103,6 +109,9 @@ class RecoverySpec:
     whiten_var: float = DEFAULTS["whiten_var"]
     guard: bool = DEFAULTS["guard"]
     clustering: str = DEFAULTS["clustering"]
+    fine_per_coarse: str | None = DEFAULTS["fine_per_coarse"]
+    k_criterion: str = DEFAULTS["k_criterion"]
+    k_max: int = DEFAULTS["k_max"]
     n_init: int = DEFAULTS["n_init"]
     seed: int = DEFAULTS["seed"]
     max_train: int | None = DEFAULTS["max_train"]

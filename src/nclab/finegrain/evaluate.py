@@ -108,6 +108,8 @@ def evaluate_recovery(
             "n_train": int(tr.sum()),
             "n_test": int(te.sum()),
             **guard,
+            **({} if g is None else {"k": g.k}),
+            **({} if g is None or g.k_scores is None else {"k_scores": {str(k): v for k, v in g.k_scores.items()}}),
         })
     out = {
         "test_acc": _acc(pred, test_fine),
@@ -125,11 +127,24 @@ def evaluate_recovery(
                     "routing": ("none" if rec.clustering == "global"
                                 else "predicted" if test_coarse_pred is not None else "oracle"),
                     "method": rec.method, "normalize": rec.normalize, "clustering": rec.clustering,
-                    "n_init": rec.n_init, "seed": rec.seed, "whiten_var": rec.whiten_var, "guard": rec.guard},
+                    "n_init": rec.n_init, "seed": rec.seed, "whiten_var": rec.whiten_var, "guard": rec.guard,
+                    "fine_per_coarse": rec.fine_per_coarse, "k_criterion": rec.k_criterion, "k_max": rec.k_max},
         # superclasses (group ids; -1 = the one global group) where the guard's partition was the better optimum
         "guarded": sorted(int(c) for c in rec.guarded_),
     }
+    if rec.fine_per_coarse == "auto":
+        out["k_estimation"] = k_estimation_summary(rec)
     return (out, rec) if return_model else out
+
+
+def k_estimation_summary(rec: FineLabelRecovery) -> dict:
+    """How often ``fine_per_coarse="auto"`` found the hierarchy's number of fine classes: ``criterion``,
+    ``k_max``, ``correct`` (groups whose estimate equals the true count), ``groups``, ``fraction_correct`` and
+    ``per_group`` (group id, ``k_estimated``, ``k_true``)."""
+    per = [{"group": int(c), "k_estimated": int(g.k), "k_true": len(g.fine)} for c, g in rec.groups_.items()]
+    ok = sum(p["k_estimated"] == p["k_true"] for p in per)
+    return {"criterion": rec.k_criterion, "k_max": rec.k_max, "correct": ok, "groups": len(per),
+            "fraction_correct": ok / len(per) if per else float("nan"), "per_group": per}
 
 
 def flatten_pixels(x) -> np.ndarray:

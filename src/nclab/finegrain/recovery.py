@@ -79,6 +79,8 @@ class _Group:
     normalize: str = "none"  # the group's normalisation
     shares: tuple[float, float] | None = None  # guard: within-cluster SS in the normalised space (own, raw's)
     guarded: bool = False  # the guard kept the un-normalised clustering's partition
+    k: int = 0  # clusters used (the hierarchy's count, or the estimate under fine_per_coarse="auto")
+    k_scores: dict | None = None  # fine_per_coarse="auto": criterion value of each candidate k
 
 
 def within_ss(z: np.ndarray, labels: np.ndarray) -> float:
@@ -132,6 +134,9 @@ class FineLabelRecovery:
         max_samples: int = 5000,
         whiten_var: float = DEFAULTS["whiten_var"],
         guard: bool = DEFAULTS["guard"],
+        fine_per_coarse: str | None = DEFAULTS["fine_per_coarse"],
+        k_criterion: str = DEFAULTS["k_criterion"],
+        k_max: int = DEFAULTS["k_max"],
     ):
         if method not in METHODS:
             raise NclabError(f"unknown recovery method {method!r}; use one of {', '.join(METHODS)}")
@@ -162,6 +167,15 @@ class FineLabelRecovery:
         if not isinstance(guard, (bool, np.bool_)):
             raise NclabError(f"guard must be true or false, got {guard!r}")
         self.guard = bool(guard)
+        from nclab.finegrain.kselect import CRITERIA
+
+        if fine_per_coarse not in (None, "auto"):
+            raise NclabError(f"fine_per_coarse must be 'auto' or None (the hierarchy's count), got {fine_per_coarse!r}")
+        if k_criterion not in CRITERIA:
+            raise NclabError(f"unknown k_criterion {k_criterion!r}; use one of {', '.join(CRITERIA)}")
+        if isinstance(k_max, bool) or int(k_max) != k_max or k_max < 2:
+            raise NclabError(f"k_max must be an integer >= 2, got {k_max!r}")
+        self.fine_per_coarse, self.k_criterion, self.k_max = fine_per_coarse, k_criterion, int(k_max)
 
     # ----------------------------------------------------------------------------- helpers
     def _f2c(self, coarse: np.ndarray | None, fine: np.ndarray | None) -> np.ndarray:
@@ -275,7 +289,7 @@ class FineLabelRecovery:
         """The guard (class docstring): cluster the raw rows ``xg`` too and keep that partition, moved to the
         normalised space ``z`` by one nearest-centre step, when its within-cluster sum of squares there is lower
         than the normalised clustering's own (``cl``)."""
-        k = len(g.fine)
+        k = g.k
         # a candidate, not the protocol's clustering: a few restarts suffice (raw pixels make this the costly part)
         raw_cl = kmeans(xg, k, n_init=min(self.n_init, 3), max_iter=self.max_iter, seed=seed, device=self.device).labels
         centers = np.stack([z[raw_cl == j].mean(0) if (raw_cl == j).any() else z.mean(0) for j in range(k)])
@@ -348,20 +362,29 @@ class FineLabelRecovery:
                 g.proj = self._whitener(xg)
             z = self._transform(xg, g)
             seed = self.seed + 1009 * (c + 1)
-            cl, g.centers, g.model = self._cluster(z, len(classes), seed)
-            if self.guard and self.normalize != "none" and len(classes) > 1 and g.model is None and (
-                    self.method == "kmeans" or (self.method == "pursuit" and len(classes) > 2)):
+            k = len(classes)
+            if self.fine_per_coarse == "auto":
+                # estimated on the un-normalised rows: whitening gives noise axes unit variance too, which hides
+                # the cluster structure the criteria look for (docs/recovery.md)
+                from nclab.finegrain.kselect import estimate_k
+
+                k, g.k_scores = estimate_k(xg, self.k_max, self.k_criterion, seed=seed)
+                k = max(1, min(k, len(idx)))
+            g.k = k
+            cl, g.centers, g.model = self._cluster(z, k, seed)
+            if self.guard and self.normalize != "none" and k > 1 and g.model is None and (
+                    self.method == "kmeans" or (self.method == "pursuit" and k > 2)):
                 cl = self._guarded(xg, z, cl, g, seed)
             g.raw_centers = np.stack([xg[cl == j].mean(0) if (cl == j).any() else g.mean
-                                      for j in range(len(classes))]).astype(np.float32)
+                                      for j in range(k)]).astype(np.float32)
             if fine is not None:
-                g.names = hungarian_names(cl, fine[idx], len(classes), classes)
-            else:
-                g.names = np.asarray(classes, dtype=np.int64)  # arbitrary but one-to-one
+                g.names = hungarian_names(cl, fine[idx], k, classes)
+            else:  # arbitrary but one-to-one where k matches the hierarchy
+                g.names = np.asarray([classes[j % len(classes)] for j in range(k)], dtype=np.int64)
             self.groups_[c] = g
             self.labels_[idx] = cl + offset
             self.fit_pred_[idx] = g.names[cl]
-            offset += len(classes)
+            offset += k
         return self
 
     def predict(self, features: np.ndarray | torch.Tensor, coarse: np.ndarray | None = None) -> np.ndarray:
