@@ -128,6 +128,7 @@ def evaluate_recovery(
                                 else "predicted" if test_coarse_pred is not None else "oracle"),
                     "method": rec.method, "normalize": rec.normalize, "clustering": rec.clustering,
                     "n_init": rec.n_init, "seed": rec.seed, "whiten_var": rec.whiten_var, "guard": rec.guard,
+                    "pca_dims": rec.pca_dims, "gmm_covariance": rec.gmm_covariance,
                     "fine_per_coarse": rec.fine_per_coarse, "k_criterion": rec.k_criterion, "k_max": rec.k_max},
         # superclasses (group ids; -1 = the one global group) where the guard's partition was the better optimum
         "guarded": sorted(int(c) for c in rec.guarded_),

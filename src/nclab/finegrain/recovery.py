@@ -103,7 +103,8 @@ class FineLabelRecovery:
         (``n_neighbors``); spectral and agglomerative cluster at most ``max_samples`` points per group and
         extend to the rest by nearest centroid.
     normalize : "none" | "center" (subtract the group's fit mean) | "l2" (unit rows) | "center+l2" |
-        "whiten" (PCA whitening per group keeping ``whiten_var`` of the variance).
+        "whiten" (PCA whitening per group keeping ``whiten_var`` of the variance) | "pca" (projection on the
+        group's top ``pca_dims`` principal axes, default its number of fine classes, unscaled).
     guard : k-means with a normalisation other than "none": the un-normalised features' k-means partition is
         one more candidate solution of the normalised objective. It is moved into the normalised space (centres
         = its cluster means there, then one nearest-centre step) and kept when its :func:`within_ss` there is
@@ -137,6 +138,8 @@ class FineLabelRecovery:
         fine_per_coarse: str | None = DEFAULTS["fine_per_coarse"],
         k_criterion: str = DEFAULTS["k_criterion"],
         k_max: int = DEFAULTS["k_max"],
+        pca_dims: int | None = DEFAULTS["pca_dims"],
+        gmm_covariance: str = DEFAULTS["gmm_covariance"],
     ):
         if method not in METHODS:
             raise NclabError(f"unknown recovery method {method!r}; use one of {', '.join(METHODS)}")
@@ -176,6 +179,12 @@ class FineLabelRecovery:
         if isinstance(k_max, bool) or int(k_max) != k_max or k_max < 2:
             raise NclabError(f"k_max must be an integer >= 2, got {k_max!r}")
         self.fine_per_coarse, self.k_criterion, self.k_max = fine_per_coarse, k_criterion, int(k_max)
+        if pca_dims is not None and (isinstance(pca_dims, bool) or int(pca_dims) != pca_dims or pca_dims < 1):
+            raise NclabError(f"pca_dims must be a positive integer or None, got {pca_dims!r}")
+        if gmm_covariance not in ("auto", "full", "diag"):
+            raise NclabError(f"gmm_covariance must be auto, full or diag, got {gmm_covariance!r}")
+        self.pca_dims = None if pca_dims is None else int(pca_dims)
+        self.gmm_covariance = gmm_covariance
 
     # ----------------------------------------------------------------------------- helpers
     def _f2c(self, coarse: np.ndarray | None, fine: np.ndarray | None) -> np.ndarray:
@@ -235,9 +244,9 @@ class FineLabelRecovery:
     def _transform(self, x: np.ndarray, g: _Group) -> np.ndarray:
         """Apply the group's fitted normalisation to rows of x (n, D) -> (n, D')."""
         z = x
-        if g.normalize in ("center", "center+l2", "whiten"):
+        if g.normalize in ("center", "center+l2", "whiten", "pca"):
             z = z - g.mean
-        if g.normalize == "whiten":
+        if g.normalize in ("whiten", "pca"):
             z = z @ g.proj
         if g.normalize in ("l2", "center+l2"):
             z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
@@ -262,7 +271,8 @@ class FineLabelRecovery:
             from sklearn.mixture import GaussianMixture
 
             # full covariances need many points per cluster (else they overfit); start from our k-means
-            cov = "full" if len(z) >= 10 * k * z.shape[1] else "diag"
+            cov = self.gmm_covariance if self.gmm_covariance != "auto" else (
+                "full" if len(z) >= 10 * k * z.shape[1] else "diag")
             km = kmeans(z, k, n_init=self.n_init, max_iter=self.max_iter, seed=seed, device=self.device)
             gm = GaussianMixture(k, covariance_type=cov, means_init=km.centers, reg_covar=1e-4,
                                  random_state=seed, max_iter=self.max_iter)
@@ -360,6 +370,10 @@ class FineLabelRecovery:
             g = _Group(c, classes, xg.mean(0), None, np.empty(0), np.empty(0), np.empty(0), normalize=self.normalize)
             if self.normalize == "whiten":
                 g.proj = self._whitener(xg)
+            elif self.normalize == "pca":
+                from nclab.finegrain.whiten import pca_axes
+
+                g.proj = pca_axes(xg, self.pca_dims or len(classes))
             z = self._transform(xg, g)
             seed = self.seed + 1009 * (c + 1)
             k = len(classes)
