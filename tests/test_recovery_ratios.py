@@ -57,3 +57,33 @@ def test_sweep_cell_row_carries_ratio_and_noise(tmp_path):
     assert row["recovery_over_probe"] == 0.95
     assert (row["clean_train_recovery_acc"], row["corrupted_train_recovery_acc"]) == (0.9, 0.7)
     assert "clean_train_recovery_acc" not in cell_row({"seed": 0}, Path(tmp_path), {"recovery": {"test_acc": 0.8}})
+
+
+def test_report_derives_ratios_for_results_written_without_them(tmp_path):
+    from nclab.report.load import load_run
+    from nclab.report.sections import results_rows
+    from nclab.rundir import RunDir
+
+    run = RunDir(tmp_path / "old")
+    run.path.mkdir()
+    run.write_results(RES)  # no "ratios" key
+    run.write_status("complete", "")
+    got = {label: v for label, v, _ in results_rows(load_run(run.path))}
+    assert got["Ratio: recovery / linear probe (both true coarse routing)"] == pytest.approx(0.9509 / 0.9817)
+
+
+def test_compare_report_lists_the_ratio_of_each_run(tmp_path):
+    from nclab.report.compare import write_compare_report
+    from nclab.rundir import RunDir
+
+    dirs = []
+    for name, fine_trained in (("a", 0.9091), ("b", 0.8697)):
+        run = RunDir(tmp_path / name)
+        run.path.mkdir()
+        run.write_results({**RES, "baselines": {"fine_trained": {"test_acc": fine_trained}}})
+        run.write_status("complete", "")
+        dirs.append(run.path)
+    html = write_compare_report(dirs, tmp_path / "cmp").read_text()
+    row = html[html.index("Ratio: recovery (predicted routing)"):]
+    row = row[: row.index("</tr>")]
+    assert "0.9567" in row and "1" in row and "%" not in row  # 0.8697 / 0.9091, then 0.8697 / 0.8697 = 1
