@@ -73,3 +73,20 @@ def test_bad_settings_are_named():
 
     with pytest.raises(NclabError, match="recovery.k_max"):
         RecoverySpec.from_mapping({"k_max": 1})
+
+
+def test_report_shows_estimated_k(tmp_path):
+    from nclab.report.load import load_run
+    from nclab.report.sections import results_section
+    from nclab.rundir import RunDir
+
+    x, coarse, fine, f2c = hierarchy_data(seed=3)
+    xt, ct, ft, _ = hierarchy_data(seed=3, sample_seed=4)
+    rep = evaluate_recovery(x, coarse, fine, xt, ct, ft, f2c, fine_per_coarse="auto", k_max=4, normalize="none")
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.write_results({"recovery": rep, "coarse_test_acc": 1.0})
+    run.write_status("complete", "")
+    html = results_section(load_run(run.path))
+    assert "clusters (k estimated)" in html
+    assert "number of fine classes in 3 of 4 superclasses" in html  # k_max 4 caps the 5-class superclass

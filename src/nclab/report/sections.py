@@ -370,15 +370,22 @@ def results_section(run: RunData) -> str:
     if isinstance(per, list) and per:
         _, fine_names, _ = hierarchy_of(run)
         rows2 = []
+        estimated = any(isinstance(s, dict) and s.get("k_scores") is not None for s in per)
         for i, s in enumerate(per):
             if not isinstance(s, dict):
                 continue
             fines = ", ".join(fine_names[f] if 0 <= int(f) < len(fine_names) else str(f) for f in s.get("fine") or [])
             rows2.append([s.get("coarse", i), s.get("name", ""), fines, s.get("train_acc"), s.get("test_acc"),
-                          s.get("test_acc_predicted_routing")])
+                          s.get("test_acc_predicted_routing")] + ([s.get("k")] if estimated else []))
         out.append("<h3>Recovery per superclass</h3>")
         out.append(table(["coarse", "name", "fine labels", "train clustering acc", "test acc, true-coarse routing",
-                          "test acc, predicted routing"], rows2, percent_cols=(3, 4, 5)))
+                          "test acc, predicted routing"] + (["clusters (k estimated)"] if estimated else []),
+                         rows2, percent_cols=(3, 4, 5)))
+        ke = lookup(run.results, "recovery.k_estimation")
+        if isinstance(ke, dict) and ke.get("groups"):
+            out.append(f'<p class="note">k per superclass estimated without labels ({esc(ke.get("criterion"))}, '
+                       f'1..{esc(ke.get("k_max"))}): the hierarchy\'s number of fine classes in {esc(ke.get("correct"))} '
+                       f'of {esc(ke.get("groups"))} superclasses.</p>')
         out.append('<p class="note">Rows = samples whose true superclass is this one. With predicted routing a '
                    "sample the network sends to another superclass counts as an error here.</p>")
     final = _final_metrics(run)
