@@ -2,7 +2,7 @@
 
 Synthetic: :func:`nclab.data.make_hierarchical_gaussian` (2 superclasses x 5 fine classes, the shape of CIFAR-10
 under ``mod:2``; and 4 superclasses x 2) at several fine separations and seeds, plus a hierarchy with a different
-count in each superclass (2, 3, 4, 5). Real: ``--features DIR ...`` (a run's ``features/``: train_features,
+count in each superclass (2, 3, 4, 5; orthonormal fine directions, no coarse offset). Real: ``--features DIR ...`` (a run's ``features/``: train_features,
 train_coarse, train_fine), the hierarchy inferred from the train (fine, coarse) pairs. Each criterion runs exactly
 as the recovery runs it (:func:`nclab.finegrain.kselect.estimate_k` on the group's un-normalised features, seeded
 as in ``FineLabelRecovery.fit``, candidates up to ``--k-max``). Printed: right / superclasses per setting and
@@ -73,8 +73,9 @@ def main() -> None:
             for sep in (1.5, 2.0, 3.0, 4.0):
                 g = [grp for s in (0, 1, 2) for grp in groups_synthetic(coarse, m, sep, s)]
                 run(f"synthetic {coarse}x{m}, fine_sep {sep:g}, 3 seeds", g, args.k_max, args.criteria)
-        run("synthetic k = 2,3,4,5, fine_sep 4, 3 seeds", [grp for s in (0, 1, 2) for grp in groups_mixed(s)],
-            args.k_max, args.criteria)
+        for sep in (2.5, 4.0):
+            run(f"synthetic k = 2,3,4,5, fine_sep {sep:g}, 3 seeds",
+                [grp for s in (0, 1, 2) for grp in groups_mixed(s, sep)], args.k_max, args.criteria)
     for f in args.features:
         run(f, groups_features(f), args.k_max, args.criteria)
 

@@ -123,3 +123,16 @@ def test_recover_trainer_reports_clean_and_corrupted(tmp_path):
     assert ln["recovery_train_acc_corrupted"] == 0.0
     # the overall fit-set accuracy is the clean rows' accuracy weighted by their share (corrupted rows score 0)
     assert rep["train_acc"] == pytest.approx(ln["recovery_train_acc_clean"] * ln["n_clean"] / len(noise.labels))
+
+
+def test_baselines_group_by_the_noisy_labels_too(tmp_path):
+    from nclab.finegrain.pipeline import baselines
+    from nclab.train import Trainer, load_config
+
+    cfg = load_config("tiny", ["data.labels=coarse", "data.label_noise.rate=0.3", "optim.epochs=1", "callbacks={}"])
+    tr = Trainer(cfg, tmp_path / "r")
+    tr.fit()
+    route = tr.hierarchy.coarse_of(tr.dataset.test.y.numpy())
+    out = baselines(tr, route, which=("raw_pixels",))
+    # corrupted rows sit in a superclass their fine class is not in: at most the clean share is right on train
+    assert out["raw_pixels"]["train_acc"] <= 1 - tr.label_noise.rate + 1e-12

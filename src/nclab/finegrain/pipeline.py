@@ -173,12 +173,17 @@ def baselines(trainer, test_route: np.ndarray, *, spec: RecoverySpec | None = No
     idx = train_subset(len(ds.train), max_train, seed)
     sel = slice(None) if idx is None else idx
     ytr, ctr = st.fine["train"][sel], st.coarse["train"][sel]
+    noise = trainer.label_noise if st.kind == "coarse" else None
+    if noise is not None:  # grouped by the labels the net was trained on, as recover_trainer groups them
+        ctr = noise.labels[sel]
+    opts_noise = {"noisy_coarse": noise is not None}
     out = {}
     keys = ("test_acc", "oracle_test_acc", "train_acc", "ari", "nmi")
     opts = spec.estimator_kwargs()
     if "raw_pixels" in which:
         xtr = flatten_pixels(ds.train.x if idx is None else ds.train.x[torch.as_tensor(idx)])
-        r = evaluate_recovery(xtr, ctr, ytr, flatten_pixels(ds.test.x), test_route, st.fine["test"], st.hierarchy, **opts)
+        r = evaluate_recovery(xtr, ctr, ytr, flatten_pixels(ds.test.x), test_route, st.fine["test"], st.hierarchy,
+                              **opts_noise, **opts)
         out["raw_pixels"] = {k: r[k] for k in keys}
     if "random_init" in which:
         model = random_init_model(trainer)
@@ -186,6 +191,6 @@ def baselines(trainer, test_route: np.ndarray, *, spec: RecoverySpec | None = No
         ftr, _ = extract(model, tl if idx is None else subset_loader(tl, idx), autocast=trainer.autocast,
                          flip=trainer.tta_flip)
         fte, _ = extract(model, trainer.eval_loader("test"), autocast=trainer.autocast, flip=trainer.tta_flip)
-        r = evaluate_recovery(ftr, ctr, ytr, fte, test_route, st.fine["test"], st.hierarchy, **opts)
+        r = evaluate_recovery(ftr, ctr, ytr, fte, test_route, st.fine["test"], st.hierarchy, **opts_noise, **opts)
         out["random_init"] = {k: r[k] for k in keys}
     return out

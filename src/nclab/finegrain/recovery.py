@@ -25,6 +25,7 @@ from scipy.optimize import linear_sum_assignment
 
 from nclab.data.hierarchy import Hierarchy
 from nclab.finegrain.kmeans import kmeans
+from nclab.finegrain.kselect import CRITERIA, estimate_k
 from nclab.finegrain.pursuit import bimodal_split
 from nclab.contracts.recovery import CLUSTERINGS, DEFAULTS, METHODS, NORMALIZATIONS
 from nclab.finegrain.whiten import pca_whitener
@@ -170,8 +171,6 @@ class FineLabelRecovery:
         if not isinstance(guard, (bool, np.bool_)):
             raise NclabError(f"guard must be true or false, got {guard!r}")
         self.guard = bool(guard)
-        from nclab.finegrain.kselect import CRITERIA
-
         if fine_per_coarse not in (None, "auto"):
             raise NclabError(f"fine_per_coarse must be 'auto' or None (the hierarchy's count), got {fine_per_coarse!r}")
         if k_criterion not in CRITERIA:
@@ -380,8 +379,6 @@ class FineLabelRecovery:
             if self.fine_per_coarse == "auto":
                 # estimated on the un-normalised rows: whitening gives noise axes unit variance too, which hides
                 # the cluster structure the criteria look for (docs/recovery.md)
-                from nclab.finegrain.kselect import estimate_k
-
                 k, g.k_scores = estimate_k(xg, self.k_max, self.k_criterion, seed=seed)
                 k = max(1, min(k, len(idx)))
             g.k = k
