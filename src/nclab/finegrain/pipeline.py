@@ -112,7 +112,8 @@ def recover_trainer(trainer, *, tap: str | None = None, spec: RecoverySpec | Non
         pseudo = {s: trainer.train_targets(s).numpy().astype(np.int64) for s in ("train", "test")}
         ps_tr = pseudo["train"] if idx is None else pseudo["train"][idx]
         pr = evaluate_recovery(ftr, h.coarse_of(ps_tr), ps_tr, fte, h.fine_to_coarse[pte], pseudo["test"], h, **opts)
-        rep["pseudo_recovery"] = {k: pr[k] for k in ("train_acc", "test_acc", "oracle_test_acc", "ari", "nmi")}
+        rep["pseudo_recovery"] = {k: pr[k] for k in ("train_acc", "test_acc", "oracle_test_acc", "ari", "nmi",
+                                                     "k_estimation") if k in pr}
         rep["true_class_test_acc"] = float(np.mean(h.fine_to_coarse[pte] == st.fine["test"]))
     if keep_arrays:
         rep["_arrays"] = {
