@@ -81,3 +81,20 @@ def test_cli_compare_methods_on_arrays(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["chosen"] == "kmeans/whiten" and [r["name"] for r in out["candidates"]] == [
         "kmeans/none", "kmeans/whiten"]
+
+
+def test_cli_refuses_candidates_without_compare_and_unknown_names(tmp_path, capsys):
+    from nclab.cli import main
+
+    assert main(["recover", "--candidates", "kmeans/none", "--run", str(tmp_path)]) == 2
+    assert "--candidates selects the candidates of --compare-methods" in capsys.readouterr().err
+    a = _arrays(3)
+    args = []
+    for k, flag in (("train_features", "--features-train"), ("train_coarse", "--coarse-train"),
+                    ("train_fine", "--fine-train"), ("test_features", "--features-test"),
+                    ("test_coarse_pred", "--coarse-pred"), ("test_fine", "--fine-test")):
+        np.save(tmp_path / f"{k}.npy", a[k])
+        args += [flag, str(tmp_path / f"{k}.npy")]
+    assert main(["recover", "--compare-methods", "--candidates", "kmeans/typo", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown candidate(s) kmeans/typo") and err.count("\n") == 1
