@@ -28,6 +28,7 @@ demo: $(STAMP)
 # Headless Chromium for the report's browser test (Debian package; skipped where it cannot be had).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  echo "installing headless Chromium (Debian package chromium) for the report's browser test ..." && \
 	  (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
 	  || echo "note: chromium not installed; the browser test will be skipped"; }
 

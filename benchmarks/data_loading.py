@@ -47,6 +47,9 @@ def load_times(spec: str = DEFAULT_SOURCE, repeats: int = 3, cache_dir: str | No
 
 
 def main(argv: list[str] | None = None) -> int:
+    from provenance import header
+
+    print(header())
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", default=DEFAULT_SOURCE)
     p.add_argument("--repeats", type=int, default=3)

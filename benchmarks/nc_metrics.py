@@ -81,7 +81,7 @@ def in_memory_case(n: int, d: int, k: int, device: str, reps: int) -> None:
     def ours():
         return metrics_from_arrays(Ht, torch.from_numpy(y), W, b, num_classes=k, device=device)
 
-    # this shared VM's speed drifts by up to ~30 % within minutes: alternate the two (each round: ours best of
+    # a shared machine's speed can drift by ~30 % within minutes: alternate the two (each round: ours best of
     # 3 calls, then the reference best of 3 calls: the same number of samples for each side) and compare the
     # best of each, so both see the same conditions
     t_ours, t_ref, ref = [], [], None
@@ -176,6 +176,9 @@ def streamed_case(n: int, d: int, k: int, device: str, chunk: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from provenance import header
+
+    print(header())
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--small", action="store_true", help="10x smaller sizes (quick check)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -81,6 +81,9 @@ def compare_normalisations(folder: str, methods: list[str]) -> None:
 
 
 def main() -> None:
+    from provenance import header
+
+    print(header())
     ap = argparse.ArgumentParser()
     ap.add_argument("--dims", type=int, nargs="+", default=[256, 512])
     ap.add_argument("--n", type=int, default=50000)

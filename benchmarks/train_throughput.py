@@ -179,6 +179,9 @@ def bench(name: str, device: torch.device, batch: int, rounds: int, chunk: int, 
 
 
 def main() -> None:
+    from provenance import header
+
+    print(header())
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--models", default="fastnet,resnet18")
@@ -196,8 +199,8 @@ def main() -> None:
         bs = a.batch_size or (512 if cuda else (256 if name == "fastnet" else 64))
         rounds, chunk = a.rounds or (5 if cuda else 4), a.chunk or (20 if cuda else 3)
         workers = a.workers if a.workers is not None else (8 if cuda else 0)
-        # CUDA: a CIFAR-sized set, so the baseline's DataLoader (8 workers) is not restarted every few steps;
-        # the H100 numbers in the README were measured with 2,048 images (a restart every 4 steps), before this
+        # CUDA: a CIFAR-sized set, so the baseline's DataLoader (8 workers) is not restarted every few steps
+        # (with 2,048 images it restarts every 4 steps, which slows the baseline)
         n = 50_000 if cuda else max(bs * 4, 2048)
         r = bench(name, device, bs, rounds, chunk, a.warmup, workers, n)
         gf = flops_per_image(name) / 1e9

@@ -27,7 +27,7 @@ def _isolated_nclab_cache(request, tmp_path_factory, monkeypatch):
         monkeypatch.setenv("NCLAB_CACHE", str(tmp_path_factory.mktemp("nclab-cache")))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cifar_jpeg() -> Path:
     if not CIFAR_JPEG.is_file():
         pytest.skip(f"shared CIFAR-10 copy not found at {CIFAR_JPEG}")

@@ -1,6 +1,6 @@
-"""Bad input found by audits of the command line and the Python API (session 11): each case ended in a traceback,
-a silently wrong number, a poisoned session or a half-written folder before; now one clear error (CLI: one ``error:`` line,
-exit 2, nothing written)."""
+"""Bad input to the command line and the Python API: each case must give one clear error instead of a traceback,
+a silently wrong number, a poisoned process or a half-written folder (CLI: one ``error:`` line, exit 2, nothing
+written)."""
 
 import json
 
@@ -113,8 +113,8 @@ def test_recover_names_train_label_arrays_of_different_lengths(tmp_path, capsys)
 
 
 def test_metrics_take_gradient_tracking_tensors_and_stay_usable():
-    # features straight from a model and W = model.classifier.weight (an nn.Parameter) crashed in the out=
-    # work buffers, and the per-thread buffer then failed every later call in the session
+    # features straight from a model and W = model.classifier.weight (an nn.Parameter) must work with the out=
+    # work buffers, and must not leave the per-thread buffer failing every later call in the process
     import torch
 
     from nclab.collapse import metrics_from_arrays
@@ -324,7 +324,7 @@ def test_sweep_rerun_keeps_a_paused_cells_time_limit(tmp_path):
     assert _inherited_time_limit(Namespace(time_limit=None, overrides=["train.time_limit_s=null"]), cells) == []
 
 
-# --- found by the review of this session's changes ----------------------------------------------------------
+# --- saved runs, CLI options, sweeps and API argument checks -------------------------------------------------
 
 def test_a_saved_run_with_head_width_and_a_one_layer_head_still_loads(tmp_path):
     # runs saved before the head_width rule (dln-cifar10-imbalanced's M = 1 sub-runs) must resume and measure;
@@ -441,7 +441,7 @@ def test_recovery_options_and_eval_split_are_checked(tmp_path):
         tr.evaluate("val")
 
 
-# --- API items left open by session 11 (subsample counts, theory domains, callbacks spec, report loading) ---------
+# --- API input checks (subsample counts, theory domains, callbacks spec, report loading) ---------------------
 
 def test_subsample_refuses_a_class_with_no_train_samples():
     from nclab.data import load_dataset, subsample

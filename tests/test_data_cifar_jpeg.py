@@ -1,4 +1,4 @@
-"""The shared CIFAR-10 JPEG copy: one cold decode per test session (its own cache dir), then cached loads."""
+"""The shared CIFAR-10 JPEG copy: one cold decode per pytest run (its own cache dir), then cached loads."""
 
 import json
 import tarfile
@@ -14,9 +14,9 @@ from nclab.data import cache as cache_mod
 from nclab.data.cifar_meta import CIFAR10_CLASSES
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cifar_cold(cifar_jpeg, tmp_path_factory):
-    """(dataset, cache dir, misses during the load): the one cold decode of the session."""
+    """(dataset, cache dir, misses during the load): the one cold decode of the pytest run."""
     cache = tmp_path_factory.mktemp("cifar10-jpeg-cache")
     misses = cache_mod.STATS["misses"]
     ds = load_dataset(f"imagefolder:{cifar_jpeg}", cache_dir=cache)

@@ -232,3 +232,20 @@ def test_subsample_ratio_geometric_profile():
 def test_subsample_errors(kw, msg):
     with pytest.raises(NclabError, match=msg):
         subsample(_toy(), **kw)
+
+
+def test_hierarchies_carry_an_explicit_kind_that_survives_a_round_trip():
+    from nclab.data import build_hierarchy
+    from nclab.data.hierarchy import Hierarchy
+    from nclab.utils.errors import NclabError
+
+    names = [f"c{i}" for i in range(4)]
+    grouped, split = build_hierarchy("mod:2", names), build_hierarchy("split:3", names)
+    assert (grouped.kind, split.kind) == ("group", "split")
+    assert Hierarchy.from_dict(split.to_dict()).kind == "split"
+    legacy = {k: v for k, v in split.to_dict().items() if k != "kind"}  # written before the field existed
+    assert Hierarchy.from_dict(legacy).kind == "split"
+    relabelled = {**split.to_dict(), "spec": "custom"}  # the kind, not the spec's spelling, decides
+    assert Hierarchy.from_dict(relabelled).kind == "split"
+    with pytest.raises(NclabError, match="kind"):
+        Hierarchy([0, 1], ["a", "b"], ["x", "y"], kind="splt")

@@ -1,4 +1,4 @@
-"""Behaviour pinned down by a mutation audit of sessions 11-12 (second pass, first-pass lean path, metrics_from_arrays
+"""Behaviour pinned down by mutation testing (second pass, first-pass lean path, metrics_from_arrays
 batching, nc1_from_projection, reproduce --resume reuse, sweep skip rules). Each test checks against an independent
 reference (NumPy, a hand-built case or an invariance) and failed on a single planted bug that the suite let through."""
 

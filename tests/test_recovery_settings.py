@@ -183,3 +183,84 @@ def test_a_run_without_a_recovery_section_uses_its_results_record(digits_demo, t
     rep = json.loads(capsys.readouterr().out)
     assert rep["settings"]["recorded_in"] == "results.json"
     assert rep["options"]["normalize"] == "center+l2" and rep["test_acc"] == res["recovery"]["test_acc"]
+
+
+# ---------------------------------------------------------------------------------------------- newcomer frictions
+def test_nclab_lists_its_public_api_and_loads_subpackages_lazily():
+    import subprocess
+    import sys
+
+    code = ("import sys, nclab; assert 'torch' not in sys.modules; "
+            "import pydoc; text = pydoc.render_doc(nclab); "
+            "missing = [n for n in nclab.__all__ if n != '__version__' and n not in text]; "
+            "assert not missing, missing; "
+            "assert nclab.collapse.metrics_from_arrays is nclab.metrics_from_arrays; "
+            "assert callable(nclab.FineLabelRecovery) and nclab.RecoverySpec().normalize == 'whiten'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bars_stay_out_of_logs_and_the_epoch_lines_remain(tmp_path, capsys):
+    """stderr captured by pytest is not a terminal: no carriage-return redraws, one line per epoch."""
+    from nclab.cli import main
+    from nclab.utils.progress import bars_enabled
+
+    assert not bars_enabled()
+    assert main(["train", "--config", "tiny", "--run-dir", str(tmp_path / "r"), "--set", "optim.epochs=3"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert [ln.split()[1] for ln in err.splitlines() if ln.startswith("epoch ")] == ["1/3", "2/3", "3/3"]
+
+
+def test_resume_names_its_epoch_and_ctrl_c_names_the_resume_command(tmp_path, capsys, monkeypatch):
+    from nclab.cli import main, resume_command
+    from nclab.train import Trainer
+
+    run = str(tmp_path / "r")
+    argv = ["train", "--config", "tiny", "--run-dir", run, "--set", "optim.epochs=2", "--quiet"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    from nclab.utils import progress
+
+    progress.set_quiet(False)  # --quiet is process-wide
+    assert main(["train", "--config", "tiny", "--run-dir", run, "--set", "optim.epochs=3", "--resume"]) == 0
+    assert f"resuming {run} from epoch 2 of 3" in capsys.readouterr().err
+
+    def interrupted(self, *a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_fit", interrupted)
+    forced = ["train", "--config", "tiny", "--run-dir", run, "--force"]
+    assert main(forced) == 130
+    assert capsys.readouterr().err.strip().endswith(
+        f"interrupted; continue with: nclab train --config tiny --run-dir {run} --resume")
+    assert resume_command(["reproduce", "cifar10-coarse5", "--resume"]) == "nclab reproduce cifar10-coarse5 --resume"
+
+
+def test_closed_form_verdict_names_why_a_cell_misses():
+    from nclab.theory.experiments import closed_form_verdict
+
+    ok = {"collapsed_but_optimum_keeps": [], "objective_rel_diff": 1e-9, "max_rel_diff": 1e-8}
+    assert closed_form_verdict(ok, 100) == "yes"
+    stuck = {**ok, "collapsed_but_optimum_keeps": [2, 3]}
+    assert closed_form_verdict(stuck, 100).startswith("no: GD sent classes [2, 3] to zero")
+    slow = {**ok, "objective_rel_diff": 3e-3}
+    assert closed_form_verdict(slow, 100).startswith("no: not converged after 100 steps")
+    assert closed_form_verdict({**ok, "max_rel_diff": 5e-3}, 100).startswith("no: not converged")
+
+
+def test_k2_views_leave_out_the_curves_fixed_by_the_class_counts():
+    import numpy as np
+
+    from nclab.report.curves import constant_by_construction, group_keys
+
+    ones = np.ones(4)
+    values = {"nc.train.coarse.n_classes": 2 * ones, "nc.train.coarse.etf_error_means": ones,
+              "nc.train.coarse.etf_error_weights": ones, "nc.train.coarse.equiangular_weights": ones,
+              "nc.train.coarse.nc1": ones, "nc.train.fine.n_classes": 10 * ones,
+              "nc.train.fine.etf_error_means": ones, "nc.train.coarse.head.0.n_classes": 2 * ones,
+              "nc.train.coarse.head.0.equinorm_means": ones}
+    drop = constant_by_construction(values)
+    assert drop == {"nc.train.coarse.etf_error_means", "nc.train.coarse.equiangular_weights",
+                    "nc.train.coarse.head.0.equinorm_means"}
+    drawn = {ln.key for g in group_keys(list(values), drop=drop) for p in g.panels for ln in p.lines}
+    assert not drawn & drop and {"nc.train.coarse.etf_error_weights", "nc.train.fine.etf_error_means"} <= drawn

@@ -1,6 +1,6 @@
 """Trainer, schedules, augmentation and theory checked against hand-written references.
 
-Written from a mutation audit (session 10): each test kills realistic bugs the other tests let through
+Written from mutation testing: each test kills realistic bugs the other tests let through
 (BatchNorm lr scale or weight decay ignored, nesterov off, label smoothing or penalties dropped, schedules
 off by a step, augmentation draws correlated or repeated, eval augmented, absolute Gram scales in the theory).
 """

@@ -434,9 +434,16 @@ def test_report_labels_routings_and_says_where_things_are_missing(tmp_path):
     rows = {label: ours for label, ours, _ in results_rows(load_run(run))}
     assert rows["Baseline: recovery from raw inputs — oracle (true) coarse routing"] == 0.47
     assert rows["Supervised linear probe inside each superclass — oracle (true) coarse routing"] == 0.97
-    # the logged (callback) recovery and the final one are told apart
-    assert "a 10,000-sample train subset (normalize whiten, whitening at 0.8 of the variance)" in flat
-    assert "clusters a 300-sample train subset (normalize whiten, whitening at 0.95 of the variance)" in flat
+    # the logged (callback) recovery and the final one are told apart (a config from before the recovery section)
+    assert "a 10,000-sample train subset (kmeans, normalize whiten at 0.8 of the variance)" in flat
+    assert "clusters a 300-sample train subset (kmeans, normalize whiten at 0.95 of the variance)" in flat
+    assert flat.count("Logged recovery (curves") == 1
+    # a config that records the run's settings: the note names the callback's overrides of them
+    cfg["recovery"] = {"method": "kmeans", "normalize": "whiten", "whiten_var": 0.95, "max_train": None}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    flat = " ".join(re.sub(r"<[^>]+>", " ", write_report(run).read_text()).split())
+    assert "with max_train=10000, whiten_var=0.8 (callbacks.recovery): kmeans, normalize whiten at 0.8 of the " \
+           "variance, a 10,000-sample train subset" in flat
     assert "features/centroids.npz" in text.split('<section id="problems">')[1]
     assert "gone (folder missing)" in flat and "missing (not in this folder)" in flat
 

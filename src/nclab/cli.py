@@ -8,27 +8,16 @@ User errors (:class:`nclab.utils.errors.NclabError`) print one line and exit 2.
 from __future__ import annotations
 
 import argparse
-import importlib
 import re
 import sys
 
 from nclab import __version__
+from nclab.commands import compare, data, demo, metrics, recover, report, reproduce, sweep, train, ufm
 from nclab.utils import clock
 from nclab.utils.errors import EXIT_PAUSED, NclabError, RunPaused
 
-# Order here is the order in ``nclab --help``.
-COMMANDS = [
-    "demo",
-    "data",
-    "train",
-    "metrics",
-    "recover",
-    "reproduce",
-    "sweep",
-    "ufm",
-    "report",
-    "compare",
-]
+# The subcommands, in the order of ``nclab --help``; each module's ``add_parser(subparsers)`` registers its parser.
+COMMANDS = [demo, data, train, metrics, recover, reproduce, sweep, ufm, report, compare]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,13 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"nclab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"nclab.commands.{name}")
-        except ModuleNotFoundError as e:  # a command not built yet; never hide other import errors
-            if e.name == f"nclab.commands.{name}":
-                continue
-            raise
+    for mod in COMMANDS:
         mod.add_parser(sub)
     return parser
 
@@ -85,9 +68,24 @@ def _join_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> l
     return out
 
 
+RESUMABLE = ("train", "reproduce")  # commands whose interrupted work continues with --resume
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues an interrupted ``argv``: the same words with ``--resume`` (and without
+    ``--force``, which would start over)."""
+    import shlex
+
+    words = [w for w in argv if w != "--force"]
+    if "--resume" not in words:
+        words.append("--resume")
+    return "nclab " + " ".join(shlex.quote(w) for w in words)
+
+
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_join_negative_values(parser, list(sys.argv[1:] if argv is None else argv)))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_join_negative_values(parser, argv))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
@@ -96,16 +94,30 @@ def _main(argv: list[str] | None) -> int:
     if getattr(args, "quiet", False) or getattr(args, "json", False):
         progress.set_quiet(True)
     try:
+        _check_torchrun(args.command)
         rc = args.func(args)
     except NclabError as e:
         progress.close_bars()
         print(f"error: {e}", file=sys.stderr)
         return 2
     except RunPaused as e:
-        print(f"paused: {e}", file=sys.stderr)
-        return EXIT_PAUSED
+        from nclab.train import distributed
+
+        if not distributed.active():
+            print(f"paused: {e}", file=sys.stderr)
+            return EXIT_PAUSED
+        # torchrun reports any non-zero exit as a failed rank: paused ranks exit 0 (status.json says paused)
+        if distributed.is_main():
+            print(f"paused: {e}", file=sys.stderr)
+        return 0
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        progress.close_bars()
+        if args.command in RESUMABLE:
+            print(f"interrupted; continue with: {resume_command(argv)}", file=sys.stderr)
+        elif args.command == "sweep":
+            print("interrupted; run the same command again to continue (complete cells are skipped)", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `nclab ... --json | head`: the reader went away; not an error of ours
         import os
@@ -114,11 +126,35 @@ def _main(argv: list[str] | None) -> int:
         return 0
     except OSError as e:  # the file system refused (a path that is a file, no permission, disk full, ...)
         progress.close_bars()
-        where = f" {e.filename}" if e.filename else ""
-        print(f"error:{where}: {e.strerror or e}; check that the path is a writable folder (or a readable file) "
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}; check that the path is a writable folder (or a readable file) "
               "and that the disk has space", file=sys.stderr)
         return 2
+    _leave_process_group()
     return int(rc or 0)
+
+
+# commands that write run folders or reports from every process: under torchrun (docs/distributed.md) they would
+# race on the same files, so they refuse instead of half-working
+NOT_UNDER_TORCHRUN = ("demo", "data", "recover", "reproduce", "sweep", "ufm", "report", "compare")
+
+
+def _check_torchrun(command: str | None) -> None:
+    if command in NOT_UNDER_TORCHRUN:
+        from nclab.train.distributed import env_world_size
+
+        if env_world_size() > 1:
+            raise NclabError(f"nclab {command} does not run under torchrun (WORLD_SIZE > 1); only nclab train and "
+                             f"nclab metrics --run are data-parallel: run nclab {command} as one process")
+
+
+def _leave_process_group() -> None:
+    """A command that finished normally under torchrun leaves the process group cleanly (after an error the
+    process exits without waiting on peers that may be gone)."""
+    if "torch.distributed" in sys.modules:
+        from nclab.train import distributed
+
+        distributed.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

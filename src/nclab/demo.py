@@ -104,11 +104,10 @@ def _nc_table(metrics: list[dict]) -> dict | None:
 def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, seed: int = 0, device: str = "cpu",
              baseline: bool = True, data: str | None = None) -> dict:
     """Run the demo into ``out`` (overwriting an earlier demo there); returns results.json's dict plus
-    ``report`` (path of report.html)."""
+    ``results_path``. ``nclab demo`` then writes the HTML reports (``nclab.report.write_report(out)``)."""
     from nclab.data import load_dataset
     from nclab.finegrain.pipeline import baselines as run_baselines
     from nclab.finegrain.pipeline import recover_trainer, run_spec, save_arrays
-    from nclab.report import try_write_report
     from nclab.rundir import RunDir
     from nclab.train import Trainer
     from nclab.utils.errors import NclabError
@@ -154,11 +153,8 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, seed: 
         btr.fit(force=True)
         results["baselines"]["fine_trained"] = {"test_acc": float(btr.evaluate("test")["acc"]), "run": "baseline"}
         results["subruns"] = ["baseline"]
-        try_write_report(out / "baseline")
     results["tables"] = [t for t in (nc,) if t]
     results["wall_time_s"] = time.perf_counter() - t0
     run.write_results(results)
-    report = try_write_report(out)
-    results["report"] = str(report) if report else None
     results["results_path"] = str(run.results_path)
     return results

@@ -138,6 +138,71 @@ class RunDir:
     def read_results(self) -> dict:
         return _read_json(self.results_path)
 
+    def check_metrics(self) -> tuple[list[dict], list[str]]:
+        """metrics.jsonl read and checked: ``(good rows, problems)`` (see :func:`check_jsonl`)."""
+        return check_jsonl(self.metrics_path)
+
+
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(type(v), type(v).__name__)
+
+
+def check_jsonl(path: str | os.PathLike) -> tuple[list[dict], list[str]]:
+    """Read a metrics series (JSON lines) and check it against its documented form: every row an object whose
+    values are numbers or null, with an integer ``epoch`` (or ``step``, theory series) >= 1 that increases from
+    row to row. Returns ``(rows, problems)``: the rows that pass (a wrong-typed value is dropped from its row)
+    and one line per damage, naming the file and line (NUL bytes, a line that is not JSON with lines after
+    it, a non-object row, a wrong type, an epoch out of order or repeated). A torn last line (the writer was
+    killed mid-line) is not damage and is skipped. A missing file gives ``([], [])``."""
+    p = Path(path)
+    if not p.exists():
+        return [], []
+    raw = p.read_bytes()
+    text = raw.decode("utf-8", errors="replace")
+    lines = [(i, ln) for i, ln in enumerate(text.splitlines(), 1) if ln.strip(" \t\r")]
+    rows: list[tuple[int, dict]] = []
+    problems: list[str] = []
+    for j, (i, line) in enumerate(lines):
+        where = f"{p.name} line {i}"
+        if "\x00" in line:
+            problems.append(f"{where}: {line.count(chr(0))} NUL bytes (the file was damaged, e.g. by a power cut)")
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if j < len(lines) - 1:  # not the torn last line of a killed writer
+                problems.append(f"{where}: not valid JSON ({e.msg})")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"{where}: {_kind(row)}, not an object")
+            continue
+        for k, v in list(row.items()):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                problems.append(f"{where}: {k!r} is {_kind(v)}, expected a number or null")
+                del row[k]
+        rows.append((i, row))
+    xkey = next((k for k in ("epoch", "step") if any(k in r for _, r in rows)), None)
+    good: list[dict] = []
+    seen: dict[int, int] = {}
+    for i, row in rows:
+        where = f"{p.name} line {i}"
+        if xkey is None:
+            good.append(row)
+            continue
+        x = row.get(xkey)
+        if not isinstance(x, int) or isinstance(x, bool) or x < 1:
+            problems.append(f"{where}: {xkey} is {x!r}, expected an integer >= 1")
+            continue
+        if x in seen:
+            problems.append(f"{where}: {xkey} {x} repeats line {seen[x]}")
+            continue
+        if good and x < good[-1][xkey]:
+            problems.append(f"{where}: {xkey} {x} comes after {xkey} {good[-1][xkey]} (out of order)")
+            continue
+        seen[x] = i
+        good.append(row)
+    return good, problems
+
 
 def _read_json(path: Path) -> dict:
     if not path.exists():

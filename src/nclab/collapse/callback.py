@@ -47,7 +47,7 @@ def _features(model, x: torch.Tensor, taps: list[str], feat_tap: str) -> tuple[t
 def measure(model, batches: Iterable, *, hierarchy: Hierarchy | None = None, num_classes: int | None = None,
             taps: Sequence[str] = (), views: Sequence[str] | None = None, device: str | torch.device = "cpu",
             max_scatter_dim: int = 4096, fine_labels=None, max_cache_bytes: int = 2**30,
-            autocast=None) -> dict[str, dict]:
+            autocast=None, all_reduce: bool = False) -> dict[str, dict]:
     """Two streaming passes of ``model`` over ``batches`` (an iterable of ``(x, y_fine)``, re-iterable).
 
     Returns ``{view: metrics, "fine_within_coarse": {...}, "taps": {tap: {view: metrics}}}``.
@@ -60,6 +60,10 @@ def measure(model, batches: Iterable, *, hierarchy: Hierarchy | None = None, num
     pass instead of two); 0 always recomputes them.
     ``autocast``: optional context-manager factory around the forward passes (the trainer's bf16 autocast:
     features as the model computes them in training and evaluation; statistics stay float64).
+    ``all_reduce``: ``batches`` is this rank's shard of the data (torch.distributed); the statistics of both
+    passes are merged over all ranks (:meth:`ClassStats.all_reduce`, :meth:`SecondPass.all_reduce`), so every
+    rank returns the metrics of all the data. Every rank must yield the same number of batches (shards of the
+    same global batches; empty ones allowed).
     """
     fwd_ctx = autocast if autocast is not None else contextlib.nullcontext
     device = torch.device(device)
@@ -110,6 +114,9 @@ def measure(model, batches: Iterable, *, hierarchy: Hierarchy | None = None, num
             stats[name].update(h, y)
     if not stats:
         raise NclabError("the data loader yielded no batches; check the split")
+    if all_reduce:
+        for st in stats.values():  # same keys in the same order on every rank (same model and taps)
+            st.all_reduce()
 
     # per source and view: the statistics, W if it belongs to the view, and whether a 2nd pass is needed
     plan: dict[tuple[str, str], tuple[ClassStats, object, object]] = {}
@@ -131,6 +138,9 @@ def measure(model, batches: Iterable, *, hierarchy: Hierarchy | None = None, num
             srcs = {"": feats, **tapped}
             for (name, v), sp in seconds.items():
                 sp.update(srcs[name], y if v == "fine" else torch.as_tensor(f2c, device=device)[y])
+        if all_reduce:
+            for sp in seconds.values():
+                sp.all_reduce()
 
     out: dict[str, dict] = {}
     per_tap: dict[str, dict] = {t: {} for t in taps}
@@ -233,16 +243,20 @@ class NCMetricsCallback(Callback):
         model.eval()
         dev = torch.device(trainer.device)
         fork = [dev] if dev.type == "cuda" else []
+        # under torchrun each rank measures its shard of every batch and the statistics are merged
+        shard = _shards(trainer)
         logs: dict[str, float | None] = {}
         try:
             with torch.random.fork_rng(devices=fork):
                 for split in self.splits:
                     t0 = time.perf_counter()
-                    res = measure(model, _Reiterable(trainer, split), hierarchy=trainer.hierarchy,
+                    fl = fine_labels(trainer, split)
+                    if shard:
+                        fl = fl[trainer.eval_loader(split, shard=True).local_order()]
+                    res = measure(model, _Reiterable(trainer, split, shard), hierarchy=trainer.hierarchy,
                                   num_classes=_num_classes(trainer), taps=self._taps(model), views=self.views,
-                                  device=dev, max_scatter_dim=self.max_scatter_dim,
-                                  fine_labels=fine_labels(trainer, split),
-                                  autocast=getattr(trainer, "autocast", None))
+                                  device=dev, max_scatter_dim=self.max_scatter_dim, fine_labels=fl,
+                                  autocast=getattr(trainer, "autocast", None), all_reduce=shard)
                     logs.update(to_log_keys(res, split))
                     logs[f"nc.{split}.time_s"] = time.perf_counter() - t0
         finally:
@@ -260,16 +274,25 @@ def fine_labels(trainer, split: str) -> torch.Tensor:
     are coarse under ``data.labels=coarse``). For a ``split:M`` hierarchy the fine level is the pseudo
     classes the net trains on (before any ``data.label_noise``); otherwise it is the dataset's own labels."""
     h = getattr(trainer, "hierarchy", None)
-    if h is not None and str(h.spec).startswith("split"):
+    if h is not None and h.kind == "split":
         return getattr(trainer, "clean_targets", trainer.train_targets)(split)
     return getattr(trainer.dataset, split).y
 
 
-class _Reiterable:
-    """Calls ``trainer.eval_loader(split)`` afresh for each pass."""
+def _shards(trainer) -> bool:
+    """Whether to measure this rank's shard and merge: a process group is up and the trainer shards."""
+    from nclab.train import distributed as ddp
 
-    def __init__(self, trainer, split: str):
-        self.trainer, self.split = trainer, split
+    return ddp.active() and bool(getattr(trainer, "distributed", False))
+
+
+class _Reiterable:
+    """Calls ``trainer.eval_loader(split)`` (this rank's shard with ``shard``) afresh for each pass."""
+
+    def __init__(self, trainer, split: str, shard: bool = False):
+        self.trainer, self.split, self.shard = trainer, split, shard
 
     def __iter__(self):
+        if self.shard:
+            return iter(self.trainer.eval_loader(self.split, shard=True))
         return iter(self.trainer.eval_loader(self.split))

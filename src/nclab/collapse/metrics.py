@@ -17,67 +17,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from nclab.collapse.geometry import _F64, _check_wb, _t, between_span, centred_means, class_means
 from nclab.collapse.stats import CHUNK_BYTES, ClassStats, thread_scratch
 from nclab.utils.errors import NclabError
 
 if TYPE_CHECKING:  # pragma: no cover
     from nclab.collapse.second_pass import SecondPass
 
-_F64 = torch.float64
 NAN = float("nan")
-
-
-def _t(x, device=None) -> torch.Tensor:
-    if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    x = torch.as_tensor(x).detach()
-    return x.to(device=device, dtype=_F64)
 
 
 def _f(x: torch.Tensor | float) -> float:
     return float(x.item()) if isinstance(x, torch.Tensor) else float(x)
-
-
-# geometry of the class means --------------------------------------------------------------------
-def class_means(stats: ClassStats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(present_idx (K,), counts (K,), means (K, D))`` for the classes that have samples."""
-    stats._require()
-    idx = torch.nonzero(stats.present).flatten()
-    return idx, stats.counts[idx], stats.means[idx]
-
-
-def centred_means(stats: ClassStats) -> torch.Tensor:
-    """M̃ = μ_k − μ_G for present classes, (K, D), with μ_G the (count-weighted) sample mean."""
-    _, n, m = class_means(stats)
-    return m - (n.unsqueeze(1) * m).sum(0) / n.sum()
-
-
-def between_span(counts: torch.Tensor, mc: torch.Tensor, rank_rtol: float | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Orthonormal basis V (r, D) of the range of Σ_B and the singular values s (r,) of M̃ on it.
-
-    Σ_k n_k (μ_k − μ_G) = 0 exactly, so ``counts`` is a known left null vector of M̃. A Householder
-    reflection maps it to e_1 and the remaining K−1 rows span the same space with that structural zero
-    removed *exactly* (not left to a rounding-sensitive cutoff — the usual cause of huge or negative nc1).
-    The rank is then decided on the singular values of those rows with numpy's matrix_rank tolerance
-    s > s_max · max(K−1, D) · eps, or s > s_max · ``rank_rtol`` when given (for means known only to some
-    precision, e.g. an optimiser's solution: directions below it are residue, not between-class spread).
-    Then Σ_B = V diag(s²/K) Vᵀ and Σ_B† = V diag(K/s²) Vᵀ.
-    """
-    k, d = mc.shape
-    if k < 2:
-        return mc.new_zeros(0, d), mc.new_zeros(0)
-    u = counts / counts.norm()
-    v = u.clone()
-    v[0] += 1.0  # u > 0 (counts positive), so v = u + e_1 never cancels
-    hm = mc - torch.outer(v, v @ mc) * (2.0 / (v @ v))
-    rest = hm[1:]
-    if not bool(torch.any(rest != 0)):
-        return mc.new_zeros(0, d), mc.new_zeros(0)
-    _, s, vt = torch.linalg.svd(rest, full_matrices=False)
-    tol = s[0] * (max(rest.shape) * torch.finfo(_F64).eps if rank_rtol is None else float(rank_rtol))
-    r = int((s > tol).sum())
-    return vt[:r], s[:r]
 
 
 def nc1_from_projection(proj_sw: torch.Tensor, s: torch.Tensor) -> float:
@@ -250,22 +201,6 @@ def self_duality(weights: np.ndarray | torch.Tensor, centred: np.ndarray | torch
 
 
 # the whole dictionary ---------------------------------------------------------------------------
-def _check_wb(stats: ClassStats, W, b) -> tuple[torch.Tensor, torch.Tensor | None]:
-    w = _t(W, stats.device)
-    if w.dim() != 2 or w.shape[0] != stats.num_classes or (stats.dim is not None and w.shape[1] != stats.dim):
-        raise NclabError(f"W must have shape (K={stats.num_classes}, D={stats.dim}), got {tuple(w.shape)}")
-    if not bool(torch.isfinite(w).all()):
-        raise NclabError("W contains NaN or inf; the classifier has diverged")
-    bb = None
-    if b is not None:
-        bb = _t(b, stats.device).reshape(-1)
-        if bb.shape[0] != stats.num_classes:
-            raise NclabError(f"b must have K={stats.num_classes} entries, got {bb.shape[0]}")
-        if not bool(torch.isfinite(bb).all()):
-            raise NclabError("b contains NaN or inf; the classifier has diverged")
-    return w, bb
-
-
 def compute_metrics(stats: ClassStats, W: np.ndarray | torch.Tensor | None = None, b: np.ndarray | torch.Tensor | None = None, *, second: "SecondPass | None" = None,
                     rank_rtol: float | None = None) -> dict[str, float]:
     """Every NC metric for one set of statistics; returns ``{name: float}`` (``nan`` = undefined).
@@ -346,10 +281,9 @@ def metrics_from_arrays(H: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tens
     if batch_size is None:  # cache-sized chunks on CPU (1024 x 512 float64 = 4 MB), large ones to fill a GPU
         cuda = torch.device(device).type == "cuda"
         batch_size = 65536 if cuda else max(256, CHUNK_BYTES // (8 * max(int(h.shape[1]), 1)))
-        # the first pass only sums (ClassStats converts cache-sized pieces itself): larger chunks, fewer merges
-        # (50,000 x 512, K = 100, 2 CPU cores: 8 ms at 16,384 rows vs 20 ms at 1,024). The second pass stays
-        # cache-sized: 16,384-row batches (one float32 classifier product each) were not faster in an A/B on the
-        # 2-core CPU (the float32 product alone 39-42 ms for 50,000 x 512 x 100 at either size)
+        # the first pass only sums (ClassStats converts cache-sized pieces itself): larger chunks mean fewer
+        # merges. The second pass stays cache-sized: larger batches do not make its float32 classifier
+        # product any faster, and its float64 residuals then fall out of cache
         first_batch = batch_size if cuda or scatter else 16 * batch_size
     # CPU: the passes run one after the other on one set of work buffers, kept for the next call
     scratch = thread_scratch() if torch.device(device).type == "cpu" else None

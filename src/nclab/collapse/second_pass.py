@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from nclab.collapse.metrics import _check_wb, between_span, centred_means, class_means
+from nclab.collapse.geometry import _check_wb, between_span, centred_means, class_means
 from nclab.collapse.stats import CHUNK_BYTES, ClassStats, Scratch, as_float64, integer_labels
 from nclab.utils.errors import NclabError
+from nclab.utils.finite import nonfinite_error
 
 _F64 = torch.float64
 FUSED_COLUMNS = 32  # see SecondPass.__init__: up to this many columns W joins the float64 product
@@ -139,7 +140,7 @@ class SecondPass:
             raise NclabError("the projected scatter needs labels; pass labels to update()")
         prod = as_float64(x, self._scratch) @ self._rhs.T
         if not bool(torch.isfinite(prod).all()):  # a NaN/inf in a row reaches its products
-            raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt")
+            raise nonfinite_error(x, "features", "the model has diverged or the input is corrupt")
         kp = self.means.shape[0]
         # nearest class centre: argmin ‖h‖² − 2 h·μ_k + ‖μ_k‖² (the ‖h‖² term is common to all k)
         ncc = self.present[torch.argmin(self.mean_sq.unsqueeze(0) - 2 * prod[:, :kp], dim=1)]
@@ -231,7 +232,7 @@ class SecondPass:
         r = torch.sub(x, mu_y, out=mu_y) if x.is_floating_point() else mu_y.neg_().add_(x)
         sq = torch.linalg.vector_norm(r, dim=1).square_()
         if not bool(torch.isfinite(sq).all()):  # a NaN/inf anywhere in a row reaches its norm
-            raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt")
+            raise nonfinite_error(x, "features", "the model has diverged or the input is corrupt")
         # z = V r (projected) or r μ_kᵀ (no projection)
         k = self._rhs_res.shape[0]
         if k <= FUSED_COLUMNS and dev.type == "cpu":
@@ -288,6 +289,30 @@ class SecondPass:
             zu = z.index_select(0, unsure)
             ncc[unsure] = self._nearest(zu @ self._ncc_t.T, pos.index_select(0, unsure))
         return ncc
+
+    _SUMMED = ("n", "mismatch", "n_labelled", "ncc_correct", "clf_correct", "rescored", "screened")
+
+    def all_reduce(self, group=None) -> "SecondPass":
+        """Sum the counters, per-class traces and projected diagonal over all ranks in place (one float64
+        ``all_reduce``; counts stay exact below 2⁵³). Every rank must have built this pass from the same merged
+        first pass (:meth:`ClassStats.all_reduce`), so the frozen means and projection agree. No-op without a
+        process group. Returns self."""
+        from nclab.train import distributed as ddp
+
+        if not ddp.active():
+            return self
+        parts = [torch.tensor([float(getattr(self, k)) for k in self._SUMMED], dtype=_F64, device=self.device)]
+        if self.proj_diag is not None:
+            parts += [self.traces, self.proj_diag]
+        total = ddp.all_reduce_sum(torch.cat(parts), group)
+        for i, k in enumerate(self._SUMMED):
+            setattr(self, k, int(round(float(total[i]))))
+        if self.proj_diag is not None:
+            kt = self.traces.numel()
+            off = len(self._SUMMED)
+            self.traces = total[off : off + kt].clone()
+            self.proj_diag = total[off + kt :].clone()
+        return self
 
     def result(self) -> dict[str, float]:
         """``ncc_mismatch`` (fraction of samples where classifier and nearest-centre decisions differ;

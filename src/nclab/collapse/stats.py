@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from nclab.utils.errors import NclabError
+from nclab.utils.finite import nonfinite_error
 
 _F64 = torch.float64
 CHUNK_BYTES = 2**22  # float64 work per piece of a batch on CPU: cache-sized (1,024 x 512 float64 = 4 MB)
@@ -43,8 +44,8 @@ def _as_tensor(x, device, dtype=None) -> torch.Tensor:
 
 class Scratch:
     """Reusable work buffers for the per-batch maths. Allocating fresh multi-MB tensors for every batch makes
-    glibc map and unmap memory each time; the page faults made a 50,000 x 512 pass ~3x slower on the 2-core CPU
-    (70 ms vs 215-300 ms, measured). Buffers grow to the largest request and are reused."""
+    glibc map and unmap memory each time, and the page faults can cost more than the arithmetic of a pass.
+    Buffers grow to the largest request and are reused."""
 
     def __init__(self):
         self._t: dict[str, torch.Tensor] = {}
@@ -70,8 +71,7 @@ _THREAD_SCRATCH = threading.local()
 def thread_scratch() -> Scratch:
     """This thread's long-lived :class:`Scratch`, for one-shot helpers such as ``metrics_from_arrays`` that build
     fresh accumulators on every call: their multi-MB buffers then stay mapped between calls instead of being
-    faulted in again (~3,000 page faults, ~5 ms of a 55 ms 50,000 x 512 call on the 2-core CPU). Per thread, so
-    concurrent callers never share a buffer."""
+    faulted in again on every call. Per thread, so concurrent callers never share a buffer."""
     s = getattr(_THREAD_SCRATCH, "scratch", None)
     if s is None:
         s = _THREAD_SCRATCH.scratch = Scratch()
@@ -189,16 +189,16 @@ class ClassStats:
         nb = torch.bincount(y, minlength=k).to(_F64)
         sums = torch.zeros(k, self.dim, dtype=_F64, device=x.device)
         # float64 work in cache-sized pieces on CPU: a float64 copy of a large batch would spill out of cache
-        # (sums only, 2-core CPU, 50,000 x 512: ~8 vs 13-20 ms) and cost O(B·D) memory (65,536 rows of a
-        # 2,048-wide tap: 1 GB); pieces go through the scratch buffers, the batch is merged once
+        # and cost O(B·D) memory (a 65,536 x 2,048 batch would need 1 GiB); pieces go through the scratch
+        # buffers, and the batch is merged once
         step = max(1, CHUNK_BYTES // (8 * self.dim)) if x.device.type == "cpu" else x.shape[0]
         pieces = [(x[j : j + step], y[j : j + step]) for j in range(0, x.shape[0], step)]
         for xj, yj in pieces:
             x64 = as_float64(xj, self._scratch)
             sums.index_add_(0, yj, x64)
         if not bool(torch.isfinite(sums).all()):  # a NaN/inf anywhere reaches its class sum
-            raise NclabError("features contain NaN or inf; the model has diverged or the input is corrupt — "
-                             "check the run (lower the learning rate) or clean the array")
+            raise nonfinite_error(x, "features", "the model has diverged or the input is corrupt — check the run "
+                                  "(lower the learning rate) or clean the array", "summing them")
         mb = sums / nb.clamp_min(1).unsqueeze(1)
         tb = torch.zeros(k, dtype=_F64, device=x.device) if self.keep_traces else None
         sb = torch.zeros(self.num_groups, self.dim, self.dim, dtype=_F64, device=x.device) if self.keep_scatter else None
@@ -263,6 +263,53 @@ class ClassStats:
         self._merge(other.counts.to(self.device), other.means.to(self.device),
                     None if other.traces is None else other.traces.to(self.device),
                     None if other.scatter is None else other.scatter.to(self.device))
+        return self
+
+    def all_reduce(self, group=None) -> "ClassStats":
+        """Merge the accumulators of all ranks in place (torch.distributed; no-op without a process group).
+
+        Each rank holds the statistics of its own shard of the samples; afterwards every rank holds those of
+        all samples. Two float64 ``all_reduce`` sums of sufficient statistics: first the counts n_k and sums
+        n_k μ_k (giving the global means μ_k), then each rank's traces and scatter re-centred on the global
+        means, t_k + n_k‖μ_k^r − μ_k‖² and S_g + Σ_{k in g} n_k (μ_k^r − μ_k)(μ_k^r − μ_k)ᵀ (the law of total
+        scatter; no raw second moments, so no cancellation). A rank that saw no samples takes part with
+        zeros. All ranks must call it, in the same order as their other collectives. Returns self."""
+        from nclab.train import distributed as ddp
+
+        if not ddp.active():
+            return self
+        dim = int(ddp.all_reduce_max(torch.tensor([self.dim or 0], dtype=torch.int64), group)[0])
+        if dim == 0:
+            return self  # no rank saw a sample
+        if self.dim is None:
+            self._alloc(dim)
+        if self.dim != dim:
+            raise NclabError(f"ranks hold features of different dims ({self.dim} here, {dim} elsewhere); "
+                             "every rank must measure the same model and tap")
+        k, d = self.num_classes, self.dim
+        first = ddp.all_reduce_sum(torch.cat([self.counts, (self.counts.unsqueeze(1) * self.means).flatten()]), group)
+        n = first[:k]
+        mu = first[k:].view(k, d) / n.clamp_min(1).unsqueeze(1)
+        delta = self.means - mu
+        delta[self.counts == 0] = 0  # an unseen class has no local mean to re-centre
+        parts = []
+        if self.traces is not None:
+            parts.append(self.traces + self.counts * (delta * delta).sum(1))
+        if self.scatter is not None:
+            dw = delta * self.counts.sqrt().unsqueeze(1)
+            s = self.scatter.clone()
+            gi = self._group_index(self.device)
+            for g in range(self.num_groups):
+                dg = dw[gi == g]
+                s[g] += dg.T @ dg
+            parts.append(s.flatten())
+        if parts:
+            second = ddp.all_reduce_sum(torch.cat(parts), group)
+            if self.traces is not None:
+                self.traces, second = second[:k].clone(), second[k:]
+            if self.scatter is not None:
+                self.scatter = second.view(self.num_groups, d, d).clone()
+        self.counts, self.means = n.clone(), mu
         return self
 
     # derived statistics --------------------------------------------------------------------------

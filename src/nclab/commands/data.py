@@ -43,7 +43,7 @@ def dataset_info(ds, hierarchy=None) -> dict:
     }
     if "subsample" in ds.meta:
         out["subsample"] = ds.meta["subsample"]
-    is_split = hierarchy is not None and hierarchy.meta.get("split")
+    is_split = hierarchy is not None and hierarchy.kind == "split"
     fine_names = hierarchy.fine_names if is_split else ds.class_names
     for name, split in (("train", ds.train), ("test", ds.test)):
         y = split.y.cpu().numpy()

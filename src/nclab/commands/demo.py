@@ -25,11 +25,17 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from nclab.demo import run_demo
-    from nclab.report import load_run, results_text
+    from nclab.report import load_run, results_text, try_write_report
 
     res = run_demo(args.out, epochs=args.epochs, seed=args.seed, device=args.device, baseline=not args.no_baseline,
                    data=args.data)
+    if res.get("subruns"):
+        try_write_report(Path(args.out) / "baseline")
+    report = try_write_report(args.out)
+    res["report"] = str(report) if report else None
     if args.json:
         print(json.dumps(res))
         return 0

@@ -137,6 +137,10 @@ def main(args) -> int:
         raise NclabError(f"{', '.join(extra)} only apply with {other}; drop {'it' if len(extra) == 1 else 'them'} "
                          f"when using {mode}")
     res = _clean(from_arrays(args) if args.features else from_run(args))
+    from nclab.train import distributed as ddp
+
+    if not ddp.is_main():  # under torchrun every rank holds the same merged metrics; rank 0 prints them
+        return 0
     if args.json:
         print(json.dumps(json_clean(res), indent=2))  # strict JSON: NaN -> null
         return 0

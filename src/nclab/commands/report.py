@@ -20,10 +20,25 @@ def run(args) -> int:
 
     for d in args.run_dirs:  # every folder checked before any report is written (no bar, then an error)
         RunDir(d).require(run=True)
-    paths = [str(write_report(d)) for d in progress(args.run_dirs, desc="reports", unit="run")]
+    paths = []
+    for d in progress(args.run_dirs, desc="reports", unit="run"):
+        paths.append(str(write_report(d)))
+        _warn_if_damaged(d)
     if args.json:
         print(json.dumps({"reports": paths}))
     else:
         for p in paths:
             print(p)
     return 0
+
+
+def _warn_if_damaged(run_dir) -> None:
+    """One stderr line for a run whose data files are damaged (the report's status then says "damaged")."""
+    import sys
+
+    from nclab.report import load_run
+
+    damage = load_run(run_dir).damage
+    if damage:
+        more = f" (and {len(damage) - 1} more)" if len(damage) > 1 else ""
+        print(f"warning: {run_dir} is damaged: {damage[0]}{more}; the report lists every problem", file=sys.stderr)

@@ -1,32 +1,26 @@
 """``nclab reproduce <experiment>``: one command per paper experiment.
 
-Experiments register themselves from the modules listed in ``EXPERIMENT_MODULES``; each module has
-``add_experiments(subparsers)`` that adds one parser per experiment (with ``set_defaults(func=...)``).
+Each module in :func:`experiment_modules` has ``add_experiments(subparsers)`` that adds one parser per
+experiment (with ``set_defaults(func=...)``).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 
 from nclab.commands import missing_subcommand
 
-EXPERIMENT_MODULES = [
-    "nclab.finegrain.experiments",  # cifar10-coarse5, cifar100-coarse20, cifar10-finer
-    "nclab.theory.experiments",  # dln-synthetic, dln-cifar10-imbalanced, hierarchy-synthetic
-]
+def experiment_modules() -> list:
+    from nclab.finegrain import experiments as finegrain_experiments  # cifar10-coarse5, cifar100-coarse20, ...
+    from nclab.theory import experiments as theory_experiments  # dln-synthetic, dln-cifar10-imbalanced, ...
+
+    return [finegrain_experiments, theory_experiments]
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("reproduce", help="run one paper experiment end to end (see `nclab reproduce --help`)")
     exp = p.add_subparsers(dest="experiment", metavar="EXPERIMENT")
-    for name in EXPERIMENT_MODULES:
-        try:
-            mod = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:
-                continue
-            raise
+    for mod in experiment_modules():
         mod.add_experiments(exp)
     for choice in exp.choices.values():  # every experiment ends with its HTML report
         choice.set_defaults(func=_with_report(choice.get_default("func")))
@@ -35,13 +29,36 @@ def add_parser(sub) -> None:
 
 def _with_report(func):
     def run(args) -> int:
-        try:
-            return func(args)
-        finally:
-            run_dir = getattr(args, "run_dir", None) or getattr(args, "out", None)
-            if run_dir and os.path.isdir(run_dir):
-                from nclab.report import try_write_report
+        import contextlib
 
-                try_write_report(run_dir)
+        from nclab.runlock import run_lock
+
+        # the experiment's folder is locked for the whole command (the experiments also lock it themselves, and
+        # a default --out is known only once the experiment resolves it)
+        out = getattr(args, "out", None)
+        with run_lock(out) if out else contextlib.nullcontext():
+            try:
+                return func(args)
+            finally:
+                run_dir = getattr(args, "run_dir", None) or getattr(args, "out", None)
+                if run_dir and os.path.isdir(run_dir):
+                    from nclab.report import try_write_report
+                    from nclab.rundir import RunDir
+
+                    if RunDir(run_dir).is_run():
+                        report = try_write_report(run_dir)
+                        _print_paths(args, RunDir(run_dir), report)
 
     return run
+
+
+def _print_paths(args, run, report) -> None:
+    """The last lines of every experiment: where its results and report are (stderr under --json, whose stdout
+    is JSON only)."""
+    import sys
+
+    stream = sys.stderr if getattr(args, "json", False) else sys.stdout
+    if run.results_path.exists():
+        print(f"results: {run.results_path}", file=stream)
+    if report:
+        print(f"report: {report}", file=stream)

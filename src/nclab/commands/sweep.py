@@ -143,6 +143,18 @@ def run(args) -> int:
                 raise NclabError(f"{d} is complete but was trained with other values of {', '.join(diff[:5])}; "
                                  "pass --force to retrain the cells, or another --out")
         plan.append((cell, d, ov, skip))
+    from nclab.runlock import run_lock
+
+    with run_lock(out):  # the sweep folder has one writer; each cell's folder is locked by its own training
+        return _run_cells(args, exp, axes, cells, plan)
+
+
+def _run_cells(args, exp, axes: dict, cells: list[dict], plan: list) -> int:
+    from nclab.finegrain.experiments import run_experiment
+    from nclab.rundir import RunDir
+    from nclab.utils.progress import say
+
+    out = exp.path
     rows = []
     # the sweep folder is a run directory of its own: what was run (command, versions) and how it ended
     exp.path.mkdir(parents=True, exist_ok=True)
@@ -175,7 +187,7 @@ def run(args) -> int:
     exp.write_status("complete", f"{len(cells)} cells")
     from nclab.report import try_write_report
 
-    try_write_report(out)  # heatmaps over the grid + one report per cell
+    report = try_write_report(out)  # heatmaps over the grid + one report per cell
     if args.json:
         print(json.dumps(results))
     else:
@@ -185,7 +197,9 @@ def run(args) -> int:
             print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(t["columns"], widths)))
             for r in t["rows"]:
                 print("  " + "  ".join(f"{c:>{w}}" for c, w in zip(r, widths)))
-        print(f"  results: {exp.results_path}")
+        print(f"results: {exp.results_path}")
+        if report:
+            print(f"report: {report}")
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 from pathlib import Path
 
@@ -42,11 +44,11 @@ def run(args) -> int:
         overrides.append(f"optim.epochs={args.epochs}")
     if args.time_limit is not None:
         overrides.append(f"train.time_limit_s={args.time_limit}")
-    if args.name:
-        overrides.append(f"name={args.name}")
+    if args.name is not None:  # an empty --name is refused by check_run_name, not ignored
+        overrides.append(f"name={check_run_name(args.name)}")
     config = args.config
     if args.resume and config is None:
-        rd = Path(args.run_dir) if args.run_dir else (Path(args.runs) / args.name if args.name else None)
+        rd = Path(args.run_dir) if args.run_dir else (Path(args.runs) / args.name if args.name is not None else None)
         if rd is None or not RunDir(rd).config_path.exists():
             where = f"; {rd} holds no run (config.yaml)" if rd is not None else ""
             raise NclabError(f"--resume without --config needs --run-dir or --name of an existing run{where}")
@@ -58,16 +60,25 @@ def run(args) -> int:
     cfg = load_config(config, overrides)
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / check_run_name(cfg["name"])
     from nclab.report import try_write_report
+    from nclab.runlock import run_lock
+    from nclab.train import distributed as ddp
 
-    try:
-        result = Trainer(cfg, run_dir).fit(resume=args.resume, force=args.force)
-    finally:  # a report also for runs stopped on NaN or interrupted: it says so
-        if run_dir.is_dir():
-            try_write_report(run_dir)
+    # rank 0 alone writes (and locks) the run directory; before any data is loaded, so a second writer fails at
+    # once and writes nothing
+    with run_lock(run_dir) if ddp.is_main() else contextlib.nullcontext():
+        try:
+            result = Trainer(cfg, run_dir).fit(resume=args.resume, force=args.force)
+        finally:  # a report also for runs stopped on NaN or interrupted: it says so (under torchrun: rank 0 only)
+            if RunDir(run_dir).is_run() and ddp.is_main():
+                try_write_report(run_dir)
+    if not ddp.is_main():
+        return 0
     if args.json:
         print(json.dumps(result))
     else:
         m = result["metrics"]
         acc = f", test_acc {m['test_acc']:.4f}" if "test_acc" in m else ""
         print(f"done: {run_dir} (epoch {result['epoch']}{acc})")
+        if (run_dir / "report.html").exists():
+            print(f"report: {run_dir / 'report.html'}")
     return 0

@@ -58,8 +58,10 @@ def add_parser(sub) -> None:
     ps = s.add_parser("solve", help="solve numerically and compare with the closed form")
     _common(ps)
     ps.add_argument("--optimizer", choices=["gd", "lbfgs"], default="gd",
-                    help="gd (full-batch gradient descent with momentum, the papers' setting; default) or lbfgs "
-                         "(strong-Wolfe line search: converges to many more digits)")
+                    help="gd (full-batch gradient descent with momentum, the papers' setting; default; the more "
+                         "accurate of the two: on the README example max relative error vs the closed form 2.4e-9, "
+                         "against 4.7e-8 for lbfgs) or lbfgs (strong-Wolfe line search: fewer iterations, and it "
+                         "can escape the zero solution from --init-std 1)")
     ps.add_argument("--iters", type=int, default=20000,
                     help="iterations (default 20000; for lbfgs one iteration is several function evaluations)")
     ps.add_argument("--width", default=None, help="feature/hidden width: one value or d,d_1,…,d_{M-1} (default max(32,K))")

@@ -31,16 +31,26 @@ class Augment:
     def active(self) -> bool:
         return self.crop > 0 or self.flip
 
-    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        """Augment a batch ``x`` (N, C, H, W) of any dtype; ``gen`` lives on ``x.device`` (or CPU)."""
+    def __call__(self, x: torch.Tensor, gen: torch.Generator, total: int | None = None, offset: int = 0) -> torch.Tensor:
+        """Augment a batch ``x`` (N, C, H, W) of any dtype; ``gen`` lives on ``x.device`` (or CPU).
+
+        ``total``/``offset``: ``x`` is rows ``offset..offset+N-1`` of a batch of ``total`` rows (one data-parallel
+        rank's shard); the random numbers are drawn for all ``total`` rows and these rows keep theirs, so the
+        shards together are augmented exactly as the whole batch would be."""
         if x.dim() != 4:
             raise NclabError("augmentation needs image batches (N, C, H, W); set data.augment to crop: 0, flip: false")
-        n = x.shape[0]
+        n = x.shape[0] if total is None else int(total)
         # Draw all random numbers up front on CPU in a fixed order: identical across devices.
         if self.crop > 0:
             shifts = torch.randint(0, 2 * self.crop + 1, (2, n), generator=gen)
         if self.flip:
             flips = torch.rand(n, generator=gen) < 0.5
+        if total is not None:
+            rows = slice(offset, offset + x.shape[0])
+            if self.crop > 0:
+                shifts = shifts[:, rows]
+            if self.flip:
+                flips = flips[rows]
         if self.crop > 0:
             x = random_translate(x, shifts[0].to(x.device), shifts[1].to(x.device), self.crop)
         if self.flip:

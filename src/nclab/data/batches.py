@@ -38,12 +38,16 @@ class BatchIterator:
     ``x``: uint8 (N, C, H, W) images or float (N, D) vectors; ``y``: int64 (N,).
     ``mean``/``std``: per-channel (images, on the 0..1 scale) or per-feature (vectors); ``None`` = no
     normalisation. ``len(it)`` = number of batches per epoch.
+    ``shard=(rank, world)``: yield only rows ``[rank*b//world, (rank+1)*b//world)`` of each global batch of ``b``
+    rows (data-parallel ranks). The global batches, their order and the augmentation drawn for every row are
+    those of the unsharded iterator (``len`` is the same), so the ranks together see exactly its batches.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0, augment: Augment | None = None,
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 device: str | torch.device = "cpu", channels_last: bool = False):
+                 device: str | torch.device = "cpu", channels_last: bool = False,
+                 shard: tuple[int, int] | None = None):
         if x.shape[0] != y.shape[0]:
             raise NclabError(f"x has {x.shape[0]} rows but y has {y.shape[0]}; pass matching arrays")
         if batch_size < 1:
@@ -65,6 +69,9 @@ class BatchIterator:
         self.mean = None if mean is None else torch.as_tensor(mean, dtype=torch.float32, device=self.device).view(shape)
         self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32, device=self.device).view(shape)
         self.epoch = 0
+        if shard is not None and not (0 <= shard[0] < shard[1]):
+            raise NclabError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
+        self.shard = None if shard is None or shard[1] == 1 else (int(shard[0]), int(shard[1]))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -79,6 +86,29 @@ class BatchIterator:
             return torch.arange(self.n)
         g = torch.Generator().manual_seed(mix_seed(self.seed, e))
         return torch.randperm(self.n, generator=g)
+
+    def global_batch_size(self, step: int) -> int:
+        """Rows of global batch ``step`` (all ranks together)."""
+        return min(self.batch_size, self.n - step * self.batch_size)
+
+    def _rows(self, b: int) -> tuple[int, int]:
+        """This shard's rows ``[lo, hi)`` of a global batch of ``b`` rows (all of them when unsharded)."""
+        if self.shard is None:
+            return 0, b
+        r, w = self.shard
+        return r * b // w, (r + 1) * b // w
+
+    def local_order(self, epoch: int | None = None) -> torch.Tensor:
+        """The sample indices this iterator yields in an epoch, in order (int64 on CPU): :meth:`order` when
+        unsharded, else this shard's rows of each global batch."""
+        idx = self.order(epoch)
+        if self.shard is None:
+            return idx[: len(self) * self.batch_size]
+        parts = []
+        for step in range(len(self)):
+            lo, hi = self._rows(self.global_batch_size(step))
+            parts.append(idx[step * self.batch_size + lo: step * self.batch_size + hi])
+        return torch.cat(parts) if parts else idx[:0]
 
     def prepare(self, xb: torch.Tensor) -> torch.Tensor:
         """uint8/float batch -> normalised float32 batch (no augmentation)."""
@@ -95,8 +125,13 @@ class BatchIterator:
         idx = self.order().to(self.device)
         for step in range(len(self)):
             sel = idx[step * self.batch_size:(step + 1) * self.batch_size]
+            if self.shard is not None:
+                b = int(sel.numel())
+                lo, hi = self._rows(b)
+                sel = sel[lo:hi]
             xb = self.x.index_select(0, sel)
             if self.augment is not None:
                 g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, step, 0xA06))
-                xb = self.augment(xb, g)
+                # a shard draws the whole global batch's augmentation and keeps its own rows' draws
+                xb = self.augment(xb, g) if self.shard is None else self.augment(xb, g, total=b, offset=lo)
             yield self.prepare(xb), self.y.index_select(0, sel)

@@ -93,9 +93,7 @@ def build_hierarchy(spec: str, class_names: Sequence[str], dataset=None) -> Hier
         if not 1 <= m <= 1000:
             raise NclabError(f"hierarchy '{spec}': M must be between 1 and 1000 pseudo classes per class, got {m}")
         fine = [f"{c}.{j}" for c in names for j in range(m)]
-        h = Hierarchy(np.arange(n * m) // m, fine, names, spec=spec)
-        h.meta.update({"split": m, "seed": seed})
-        return h
+        return Hierarchy(np.arange(n * m) // m, fine, names, spec=spec, meta={"split": m, "seed": seed}, kind="split")
     if kind == "dataset":
         h = getattr(dataset, "hierarchy", None)
         if h is None:
@@ -145,9 +143,9 @@ def _from_file(path: Path, names: list[str], spec: str) -> Hierarchy:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            import yaml
+            from nclab.utils.yamlio import safe_load_unique
 
-            data = yaml.safe_load(text)
+            data = safe_load_unique(text)  # a class listed twice must not silently take the second group
     except Exception as e:  # noqa: BLE001 - any parse error is the user's file
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise NclabError(f"hierarchy file {path} is not valid YAML/JSON: {msg}") from None

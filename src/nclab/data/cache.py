@@ -88,15 +88,49 @@ def _crc32(a: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(a).view(np.uint8).reshape(-1))
 
 
-def _clean_stale_temps(parent: Path, max_age_s: float = 24 * 3600) -> None:
-    """Remove temp folders left by a process killed mid-write (never read, only take space)."""
+BUILDING = ".building"  # inside a temp folder: flock-ed by the process writing it, for as long as it lives
+
+
+def _clean_stale_temps(parent: Path, name: str, max_age_s: float = 24 * 3600) -> None:
+    """Remove temp folders left by a process killed mid-write (never read, only take space): those of entry
+    ``name`` whose writer is gone (its lock on ``.building`` is free) at once, any other after ``max_age_s``."""
     now = time.time()
     for p in parent.glob(".tmp-*"):
         try:
-            if now - p.stat().st_mtime > max_age_s:
+            if p.name.startswith(f".tmp-{name}-") and _writer_gone(p):
+                shutil.rmtree(p, ignore_errors=True)
+            elif now - p.stat().st_mtime > max_age_s:
                 shutil.rmtree(p, ignore_errors=True)
         except OSError:
             pass
+
+
+def _writer_gone(tmp: Path) -> bool:
+    """Whether the process that made temp folder ``tmp`` has exited (the kernel dropped its lock)."""
+    import fcntl
+
+    try:
+        fd = os.open(tmp / BUILDING, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:  # made but not yet locked (a split second) or an old format: wait for the age rule
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False  # a live writer holds it
+    finally:
+        os.close(fd)
+    return True
+
+
+def _hold_temp(tmp: Path) -> int:
+    """Lock ``tmp/.building`` for this process (released by the kernel if it is killed)."""
+    import fcntl
+
+    # locked under another name, then renamed: a cleaner never finds ``.building`` unlocked while we live
+    fd = os.open(tmp / (BUILDING + ".new"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    os.rename(tmp / (BUILDING + ".new"), tmp / BUILDING)
+    return fd
 
 
 def cached(cache_dir: str | os.PathLike, kind: str, checksum: str,
@@ -114,13 +148,14 @@ def cached(cache_dir: str | os.PathLike, kind: str, checksum: str,
         raise ValueError(f"cache build for {kind} is missing {sorted(missing)}")
     try:
         d.parent.mkdir(parents=True, exist_ok=True)
-        _clean_stale_temps(d.parent)
+        _clean_stale_temps(d.parent, d.name)
         for old in range(1, FORMAT):  # the same data in an older entry format is never read again
             shutil.rmtree(d.with_name(f"{kind}-{checksum[:32]}-v{old}"), ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{d.name}-", dir=d.parent))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; a cache entry is readable like any other file
+        held = _hold_temp(tmp)
     except OSError as e:
         say(f"note: cannot write the data cache in {d.parent} ({e.strerror or e}); continuing without it")
         return arrays, meta
@@ -135,6 +170,7 @@ def cached(cache_dir: str | os.PathLike, kind: str, checksum: str,
             f.write(json.dumps(meta_on_disk, indent=1))
             f.flush()
             os.fsync(f.fileno())
+        os.unlink(tmp / BUILDING)  # not part of the entry (the descriptor keeps the lock until the rename)
         try:
             os.rename(tmp, d)  # atomic: the entry appears complete or not at all
         except OSError:
@@ -144,4 +180,5 @@ def cached(cache_dir: str | os.PathLike, kind: str, checksum: str,
         say(f"note: could not store the data cache entry {d} ({e.strerror or e})")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(held)
     return arrays, meta

@@ -57,6 +57,21 @@ def square_resize(im, size: int):
     return im.crop((left, top, left + size, top + size))
 
 
+def _die_with_parent(parent: int) -> None:
+    """Pool initializer: the kernel sends this worker SIGKILL when its parent dies (Linux ``PR_SET_PDEATHSIG``),
+    so a killed ``nclab`` leaves no decoder behind. If the parent died before the request took effect, exit."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl: the pool's own handling of a lost parent applies
+        pass
+    if os.getppid() != parent:
+        os._exit(0)
+
+
 def _decode_chunk(items: Sequence[bytes], size: int | None = None) -> list:
     out = []
     for b in items:
@@ -118,7 +133,8 @@ class Decoder:
 
                 with warnings.catch_warnings():  # 3.12+ warns on fork with threads; see the module docstring
                     warnings.simplefilter("ignore", DeprecationWarning)
-                    self._pool = mp.get_context("fork").Pool(self.workers)
+                    self._pool = mp.get_context("fork").Pool(self.workers, initializer=_die_with_parent,
+                                                             initargs=(os.getpid(),))
             cb = (lambda res: self.bar.update(len(res))) if self.bar is not None else None
             self._jobs.append(self._pool.apply_async(_decode_chunk, (chunk, self.size), callback=cb))
         else:

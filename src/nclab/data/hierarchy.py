@@ -9,6 +9,8 @@ import numpy as np
 
 from nclab.utils.errors import NclabError
 
+KINDS = ("group", "split")
+
 
 @dataclass
 class Hierarchy:
@@ -16,6 +18,9 @@ class Hierarchy:
 
     ``fine_to_coarse[f]`` is the coarse class of fine class ``f``. Every fine class belongs to exactly one
     coarse class and no coarse class is empty (checked on construction; errors name the offending entry).
+    ``kind`` says what the two levels are: ``"group"`` (the fine level is the data's labels, grouped into
+    superclasses: mod:K, adjacent:K, cifar100, file:, ...) or ``"split"`` (``split:M``: the coarse level is the
+    data's true classes, the fine level pseudo classes made by splitting each, see ``split_labels``).
     """
 
     fine_to_coarse: np.ndarray
@@ -23,8 +28,11 @@ class Hierarchy:
     coarse_names: list[str]
     spec: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    kind: str = "group"
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise NclabError(f"hierarchy kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         f2c = np.asarray(self.fine_to_coarse)
         if f2c.ndim != 1 or f2c.size == 0:
             raise NclabError("hierarchy needs a non-empty 1-D fine->coarse mapping")
@@ -88,6 +96,7 @@ class Hierarchy:
             "fine_names": list(self.fine_names),
             "coarse_names": list(self.coarse_names),
             "meta": dict(self.meta),
+            "kind": self.kind,
         }
 
     @classmethod
@@ -98,6 +107,8 @@ class Hierarchy:
             list(d["coarse_names"]),
             d.get("spec", ""),
             dict(d.get("meta", {})),
+            # a dict written before hierarchies recorded their kind: a split one carried meta["split"]
+            d.get("kind") or ("split" if dict(d.get("meta", {})).get("split") else "group"),
         )
 
     @classmethod

@@ -13,6 +13,7 @@ streams, so changing ``n_test`` never changes the training set.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 import torch
@@ -96,17 +97,60 @@ def _check(**kw) -> None:
 def parse_synthetic_spec(arg: str) -> dict:
     """``k=v,k=v`` -> params dict (defaults filled). Unknown keys are errors."""
     params = dict(DEFAULTS)
+    given: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in (arg or "").split(","))):
         if "=" not in item:
             raise NclabError(f"synthetic spec item '{item}' is not key=value; keys: {', '.join(DEFAULTS)}")
         k, v = (s.strip() for s in item.split("=", 1))
         if k not in DEFAULTS:
             raise NclabError(f"unknown synthetic key '{k}'; keys: {', '.join(DEFAULTS)}")
+        if k in given:  # the last would silently win
+            raise NclabError(f"synthetic key '{k}' is given twice ({k}={given[k]} and {k}={v}); keep one")
+        given[k] = v
         try:
             params[k] = int(v) if k in _INT_KEYS else float(v)
         except ValueError:
             raise NclabError(f"synthetic key '{k}' needs a number, got '{v}'") from None
     return params
+
+
+BYTES_PER_VALUE = 4 + 2 * 8  # the float32 result + two float64 (N, dim) temporaries of the split being drawn
+
+
+def needed_bytes(p: dict) -> int:
+    """Peak memory of :func:`load_synthetic` for params ``p``: both float32 splits, plus the float64 work of
+    drawing the larger one (the centres and the label arrays are small next to it)."""
+    n_fine = int(p["coarse"]) * int(p["fine_per_coarse"])
+    rows = [n_fine * int(p[k]) for k in ("n_train", "n_test")]
+    return int(p["dim"]) * (4 * sum(rows) + 2 * 8 * max(rows)) + 8 * sum(rows)
+
+
+def available_bytes() -> int | None:
+    """Memory the kernel says is available now (``MemAvailable``), else free physical pages; None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(p: dict) -> None:
+    """Refuse sizes that would not fit in available memory, before anything is allocated."""
+    need, have = needed_bytes(p), available_bytes()
+    if have is not None and need > have:
+        raise NclabError(f"synthetic: n_train={p['n_train']}, n_test={p['n_test']}, dim={p['dim']} with "
+                         f"{p['coarse'] * p['fine_per_coarse']} fine classes needs about {_gib(need)} of memory, "
+                         f"{_gib(have)} is available; lower n_train, n_test or dim")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
 
 
 def load_synthetic(arg: str = "") -> Dataset:
@@ -115,6 +159,9 @@ def load_synthetic(arg: str = "") -> Dataset:
         if p[key] < 1:
             raise NclabError(f"synthetic: {key} must be >= 1 (samples per fine class), got {p[key]}")
     check_seed(p["seed"], "synthetic: seed")
+    _check(coarse=p["coarse"], fine_per_coarse=p["fine_per_coarse"], dim=p["dim"], coarse_sep=p["coarse_sep"],
+           fine_sep=p["fine_sep"], noise=p["noise"], n_per_class=1)
+    check_memory(p)
     common = {k: p[k] for k in ("coarse", "fine_per_coarse", "dim", "coarse_sep", "fine_sep", "noise", "seed")}
     xtr, ytr, h = make_hierarchical_gaussian(n_per_class=p["n_train"], stream=1, **common)
     xte, yte, _ = make_hierarchical_gaussian(n_per_class=p["n_test"], stream=2, **common)

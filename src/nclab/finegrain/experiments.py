@@ -382,7 +382,24 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
                    baseline: bool = True, random_init: bool = True, raw_pixels: bool = True, probe: bool = True,
                    max_train: int | None = None, out: str | Path | None = None, resume: bool = False,
                    force: bool = False, recovery_options: dict | None = None) -> dict:
-    """Train, measure and write ``results.json`` for experiment ``name``; returns the results dict."""
+    """Train, measure and write ``results.json`` for experiment ``name``; returns the results dict. Holds the
+    lock of the run directory throughout (:func:`nclab.runlock.run_lock`)."""
+    from nclab.runlock import run_lock
+
+    kw = dict(recipe=recipe, data=data, hierarchy=hierarchy, overrides=overrides, epochs=epochs, device=device,
+              baseline=baseline, random_init=random_init, raw_pixels=raw_pixels, probe=probe, max_train=max_train,
+              resume=resume, force=force, recovery_options=recovery_options)
+    if name not in EXPERIMENTS:
+        raise NclabError(f"unknown experiment {name!r}; use one of {', '.join(EXPERIMENTS)}")
+    with run_lock(default_out(name, recipe, out)):
+        return _run_experiment(name, out=out, **kw)
+
+
+def _run_experiment(name: str, *, recipe: str, data: str | None, hierarchy: str | None,
+                    overrides: list[str] | None, epochs: int | None, device: str | None,
+                    baseline: bool, random_init: bool, raw_pixels: bool, probe: bool,
+                    max_train: int | None, out: str | Path | None, resume: bool,
+                    force: bool, recovery_options: dict | None) -> dict:
     import numpy as np
 
     from nclab.finegrain.features import trainer_features

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from nclab.utils.errors import NclabError
+from nclab.utils.finite import nonfinite_error
 
 _CHUNK = 1 << 24  # max elements of one (rows, R*k) distance block, bounds memory for large k
 
@@ -111,9 +112,8 @@ def kmeans(
 
     Threads: small problems (N·D·k·n_init < 2e7, e.g. the demo's and the tests') run on one
     intra-op thread: per-op work of a few MFLOP gains nothing from threads, and on a busy shared CPU spinning
-    OpenMP workers made them ~50x slower. Larger ones use torch's threads: one CIFAR superclass (10,000 x 256,
-    k = 2, 10 restarts) took 0.11-0.15 s on two threads vs 0.18-0.20 s on one (x 512: 0.29-0.31 vs 0.54-0.58 s)
-    on the idle 2-core CPU; the cut was 2e8 before (2026-11-26), which kept those on one thread.
+    OpenMP workers can slow them by orders of magnitude. Larger ones use torch's threads: one CIFAR superclass
+    (10,000 x 256, k = 2, 10 restarts) is above the cut and runs faster on two threads than on one.
     """
     xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if xt.dim() != 2 or xt.shape[0] == 0:
@@ -130,8 +130,12 @@ def kmeans(
     old = torch.get_num_threads()
     if xt.numel() * int(k) * int(n_init) < 20_000_000 and old > 1:
         torch.set_num_threads(1)
+    x32 = xt.to(device=device, dtype=torch.float32)
+    if not bool(torch.isfinite(x32).all()):  # NaN/inf given, or finite values beyond float32's range
+        torch.set_num_threads(old)
+        raise nonfinite_error(xt, "k-means input features", "check the features", "converting them to float32")
     try:
-        return _fit(xt.to(device=device, dtype=torch.float32), int(k), int(n_init), int(max_iter), tol, int(seed))
+        return _fit(x32, int(k), int(n_init), int(max_iter), tol, int(seed))
     finally:
         torch.set_num_threads(old)
 

@@ -52,7 +52,7 @@ def setup_for(trainer) -> Setup:
     y = {s: getattr(ds, s).y.numpy().astype(np.int64) for s in ("train", "test")}
     if trainer.cfg["data"]["labels"] == "coarse":
         return Setup("coarse", h, y, {s: h.coarse_of(v) for s, v in y.items()}, h)
-    if h is not None and str(h.spec).startswith("split"):
+    if h is not None and h.kind == "split":
         return Setup("split", _one_group(ds.class_names), y, {s: np.zeros_like(v) for s, v in y.items()}, h)
     if h is not None:
         return Setup("fine", h, y, {s: h.coarse_of(v) for s, v in y.items()}, h)

@@ -30,6 +30,7 @@ from nclab.finegrain.pursuit import bimodal_split
 from nclab.contracts.recovery import CLUSTERINGS, DEFAULTS, METHODS, NORMALIZATIONS
 from nclab.finegrain.whiten import pca_whitener
 from nclab.utils.errors import NclabError
+from nclab.utils.finite import nonfinite_error
 
 if TYPE_CHECKING:  # annotations only: the estimator works on numpy arrays (tensors are converted)
     import torch
@@ -226,9 +227,12 @@ class FineLabelRecovery:
             raise NclabError(f"features must be a non-empty 2-D array (N, D), got shape {x.shape}")
         if not np.issubdtype(x.dtype, np.number):
             raise NclabError(f"features must be numeric, got dtype {x.dtype}")
-        x = x.astype(np.float32, copy=False)
-        if not np.isfinite(x).all():
-            raise NclabError("features contain NaN or inf; check the network/run that produced them")
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, by name
+            x32 = x.astype(np.float32, copy=False)
+        if not np.isfinite(x32).all():  # NaN/inf given, or finite values beyond float32's range
+            raise nonfinite_error(x, "features", "check the network/run that produced them",
+                                  "converting them to float32")
+        x = x32
         out = {}
         for name, y in labels.items():
             if y is None:

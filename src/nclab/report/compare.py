@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from nclab.report import sections as S
-from nclab.report.curves import group_keys
+from nclab.report.curves import constant_by_construction, group_keys
 from nclab.report.figures import FigureSink, plot_panels, run_color
 from nclab.report.html import RawHTML, esc, is_acc_key, link, num_cell, table
 from nclab.report.load import RunData, load_run
@@ -98,7 +98,8 @@ def _curves(runs: list[RunData], labels: list[str], sink: FigureSink) -> str:
     keys = list(dict.fromkeys(k for _, s in with_series for k in s.values))
     xkey = with_series[0][1].xkey
     out = ['<p class="note">Colour = run; line style = quantity within a panel (see each panel\'s legend).</p>']
-    for g in group_keys(keys, compact=True):
+    flat = set.intersection(*(constant_by_construction(s.values) for _, s in with_series))
+    for g in group_keys(keys, compact=True, drop=flat):
         if g.name.startswith("layers_") and len(with_series) > 3:
             continue
         fig = plot_panels(g.panels, with_series, xlabel=xkey)

@@ -36,6 +36,11 @@ NC_PANELS = [
 ]
 # Counts and bookkeeping, not curves.
 HIDDEN = {"n_samples", "n_classes", "time_s"}
+# With K = 2 classes the centred means satisfy n_0 m_0 = -n_1 m_1: their norms ratio, their one angle and so their
+# distance to the 2-class ETF are fixed by the class counts, and a single pair of weight rows has one angle (no
+# spread). These curves are flat by construction, so the report leaves them out rather than show "collapse".
+CONSTANT_AT_K2 = ("etf_error_means", "equinorm_means", "equiangular_means", "equiangular_weights", "maxangle_means",
+                  "maxangle_weights")
 # Per-layer figure: one panel per metric (line per tap) for these, in this order.
 LAYER_METRICS = ["nc1", "cdnv", "etf_error_means", "equinorm_means", "ncc_mismatch", "self_duality"]
 
@@ -97,9 +102,29 @@ def _panel(title: str, ylabel: str, lines: list[Line], metric_like: str = "") ->
     return Panel(title, "accuracy" if pct else ylabel, lines, logy=_logy(metric_like), percent=pct)
 
 
-def group_keys(keys: list[str], *, compact: bool = False) -> list[Group]:
-    """Figures for these metric keys. ``compact`` (comparisons) keeps only the mean of fine_within_coarse."""
-    keys = [k for k in keys if k not in SKIP]
+def constant_by_construction(values: dict) -> set[str]:
+    """Keys of ``values`` ({key: (n,) array}) whose view has K = 2 classes (its ``n_classes`` series) and whose
+    metric is in :data:`CONSTANT_AT_K2`."""
+    import numpy as np
+
+    out = set()
+    for k in values:
+        view, _, metric = k.rpartition(".")
+        if metric not in CONSTANT_AT_K2 or not k.startswith("nc."):
+            continue
+        nk = values.get(f"{view}.n_classes")
+        if nk is None and view.count(".") >= 3:  # a per-layer key: nc.<split>.<labels>.<tap>.<metric>
+            nk = values.get(".".join(view.split(".")[:3]) + ".n_classes")
+        n = np.asarray(nk, dtype=float) if nk is not None else np.array([])
+        if n.size and np.nanmax(n) == 2 and np.nanmin(n) == 2:
+            out.add(k)
+    return out
+
+
+def group_keys(keys: list[str], *, compact: bool = False, drop: set[str] | frozenset = frozenset()) -> list[Group]:
+    """Figures for these metric keys, without those in ``drop`` (e.g. :func:`constant_by_construction`).
+    ``compact`` (comparisons) keeps only the mean of fine_within_coarse."""
+    keys = [k for k in keys if k not in SKIP and k not in drop]
     used: set[str] = set()
     groups: list[Group] = []
 

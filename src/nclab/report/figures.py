@@ -19,7 +19,7 @@ matplotlib.use("Agg", force=False)  # noqa: E402  (headless; respects an already
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, PercentFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter, PercentFormatter  # noqa: E402
 
 from nclab.report.html import esc  # noqa: E402
 from nclab.utils.io import atomic_write_bytes  # noqa: E402
@@ -132,12 +132,16 @@ def _grid(nrows: int, ncols: int, pw: float, ph: float, top: float = 0.45, left:
 
 
 def _log_axis(ax) -> None:
-    """Plain labels on a log y axis; label the minor ticks too when the range is under a decade (else
-    there may be no labelled tick at all)."""
+    """Plain labels on a log y axis. Under a decade a log axis has at most one labelled (major) tick, and its
+    2..9 minor ticks crowd together at the top; there the axis gets about five round values instead, at the
+    size of every other tick label."""
     ax.yaxis.set_major_formatter(_LOG_LABELS)
+    ax.yaxis.set_minor_formatter(NullFormatter())
     lo, hi = ax.get_ylim()
-    ax.yaxis.set_minor_formatter(_LOG_LABELS if lo > 0 and hi / lo < 10 else NullFormatter())
-    ax.tick_params(axis="y", which="minor", labelsize=7)
+    if lo > 0 and hi / lo < 10:
+        ticks = [t for t in MaxNLocator(nbins=5).tick_values(lo, hi) if lo <= t <= hi and t > 0]
+        if len(ticks) >= 2:
+            ax.yaxis.set_major_locator(FixedLocator(ticks))
 
 
 def log_spaced(xs: Sequence[np.ndarray]) -> bool:

@@ -25,14 +25,15 @@ a { color:var(--accent); }
 .pill { display:inline-block; padding:1px 10px; border-radius:999px; font-size:13px; font-weight:600;
         color:#fff; background:var(--muted); vertical-align:middle; }
 .pill.complete { background:var(--ok); } .pill.running, .pill.paused { background:var(--warn); }
-.pill.stopped_nan, .pill.interrupted, .pill.failed { background:var(--bad); }
+.pill.stopped_nan, .pill.interrupted, .pill.failed, .pill.damaged { background:var(--bad); }
 .banner { border:2px solid var(--bad); background:#fdecea; color:#5f1410; border-radius:8px; padding:12px 16px;
           margin:14px 0; font-size:16px; }
 .banner.warn { border-color:var(--warn); background:#fff4e0; color:#4d3100; }
 .banner strong { display:block; font-size:18px; margin-bottom:2px; }
 nav.toc { background:var(--soft); border-radius:8px; padding:8px 14px; margin:12px 0; font-size:14px; }
 nav.toc a { margin-right:14px; white-space:nowrap; }
-table { border-collapse:collapse; margin:6px 0 14px; font-size:14px; }
+table { border-collapse:collapse; margin:6px 0 14px; font-size:14px; display:block; max-width:100%; overflow-x:auto; }
+td, th { overflow-wrap:anywhere; }
 th, td { border:1px solid var(--line); padding:4px 10px; text-align:left; vertical-align:top; }
 th { background:var(--soft); font-weight:600; }
 td.num { text-align:right; font-variant-numeric:tabular-nums; white-space:nowrap; }

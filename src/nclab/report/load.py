@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from nclab.rundir import RunDir
-from nclab.utils.io import read_jsonl
+from nclab.rundir import RunDir, check_jsonl
 
 # Keys of metrics.jsonl that are bookkeeping, not curves.
 X_KEYS = ("epoch", "step")
@@ -58,14 +57,21 @@ class RunData:
     extra_series: dict[str, Series] = field(default_factory=dict)  # other *.jsonl files (e.g. theory `step` series)
     checkpoints: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    damage: list[str] = field(default_factory=list)  # of problems, those that are damaged data files
 
     @property
     def features_dir(self) -> Path:
         return self.path / "features"
 
     @property
-    def status_name(self) -> str:
+    def recorded_status(self) -> str:
+        """The status status.json records ("unknown" without one)."""
         return str(self.status.get("status") or "unknown")
+
+    @property
+    def status_name(self) -> str:
+        """``recorded_status``, or "damaged" where a data file of the run is damaged (see ``damage``)."""
+        return "damaged" if self.damage else self.recorded_status
 
     @property
     def title(self) -> str:
@@ -157,14 +163,17 @@ def load_run(path: str | Path, *, missing_ok: bool = False) -> RunData:
     data.config = _try(p, "config.yaml", lambda: _read_yaml(rd.config_path), {})
     data.run_info = _try(p, "run.json", lambda: _read_json(rd.run_info_path), {})
     data.status = _try(p, "status.json", lambda: _read_json(rd.status_path), {})
+    n0 = len(p)
     data.results = _try(p, "results.json", lambda: _read_json(rd.results_path), {})
-    data.series = _try(p, "metrics.jsonl", lambda: to_series(read_jsonl(rd.metrics_path)), None)
+    p += check_results(data.results)
+    data.series = _try(p, "metrics.jsonl", lambda: to_series(_checked(rd.metrics_path, p)), None)
     if rd.path.is_dir():
         for f in sorted(rd.path.glob("*.jsonl")):
             if f.name != "metrics.jsonl":
-                s = _try(p, f.name, lambda f=f: to_series(read_jsonl(f)), None)
+                s = _try(p, f.name, lambda f=f: to_series(_checked(f, p)), None)
                 if s is not None and len(s):
                     data.extra_series[f.stem] = s
+    data.damage = p[n0:]
     data.checkpoints = _try(p, "checkpoints/", lambda: _checkpoint_names(rd.checkpoints), [])
     fdir = rd.path / "features"
     if fdir.is_dir():  # the feature plots skip what they cannot read: say so here (headers only, cheap)
@@ -173,6 +182,64 @@ def load_run(path: str | Path, *, missing_ok: bool = False) -> RunData:
         if (fdir / "centroids.npz").exists():
             _try(p, "features/centroids.npz", lambda: np.load(fdir / "centroids.npz", allow_pickle=False).close(), None)
     return data
+
+
+def _checked(path: Path, problems: list[str]) -> list[dict]:
+    rows, found = check_jsonl(path)
+    problems += found
+    return rows
+
+
+def _number_or_null(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def check_results(res: dict) -> list[str]:
+    """Problems with the sections of results.json the report draws (docs/architecture.md, "results.json"): each
+    names the key. An absent section is no problem; one of the wrong shape is, since the report leaves it out."""
+    out: list[str] = []
+
+    def bad(key: str, what: str) -> None:
+        out.append(f"results.json: {key} {what}")
+
+    from nclab.report.sections import RESULT_ROWS, SPLIT_ROWS  # the numbers the results table shows
+
+    for key in dict.fromkeys(k for k, _, _ in RESULT_ROWS + SPLIT_ROWS):
+        v = lookup(res, key)
+        if isinstance(v, dict) and "test_acc" in v:
+            v, key = v["test_acc"], f"{key}.test_acc"
+        if not isinstance(v, dict) and not _number_or_null(v):
+            bad(f"'{key}'", f"is {type(v).__name__}, expected a number or null")
+    for key in ("recovery", "probe", "baselines", "paper"):
+        if key in res and not isinstance(res[key], dict):
+            bad(f"'{key}'", f"is {type(res[key]).__name__}, expected an object")
+    if "tables" in res:
+        t = res["tables"]
+        if not isinstance(t, list):
+            bad("'tables'", f"is {type(t).__name__}, expected a list of tables")
+        else:
+            for i, tab in enumerate(t):
+                if not isinstance(tab, dict) or not isinstance(tab.get("rows"), list) or not isinstance(
+                        tab.get("columns", []), list):
+                    bad(f"'tables' item {i + 1}", "is not an object with 'columns' and 'rows' lists")
+                elif any(not isinstance(r, list) for r in tab["rows"]):
+                    bad(f"'tables' item {i + 1}", "has a row that is not a list")
+    if "grid" in res:
+        g = res["grid"]
+        if (not isinstance(g, dict) or not isinstance(g.get("cells", []), list)
+                or not isinstance(g.get("axes", {}), dict)):
+            bad("'grid'", "is not an object with an 'axes' object and a 'cells' list")
+        elif any(not isinstance(c, dict) for c in g.get("cells", [])):
+            bad("'grid'.'cells'", "holds an item that is not an object")
+    if "subruns" in res:
+        sr = res["subruns"]
+        if not isinstance(sr, list) or any(not isinstance(x, str) for x in sr):
+            bad("'subruns'", "is not a list of folder names")
+    if "recovery" in res and isinstance(res["recovery"], dict):
+        per = res["recovery"].get("per_superclass")
+        if per is not None and (not isinstance(per, list) or any(not isinstance(x, dict) for x in per)):
+            bad("'recovery.per_superclass'", "is not a list of objects")
+    return out
 
 
 def lookup(d: Any, dotted: str) -> Any:

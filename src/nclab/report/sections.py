@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from nclab.report.curves import FWC, group_keys
+from nclab.report.curves import FWC, constant_by_construction, group_keys
 from nclab.report.figures import FigureSink, heatmap_figure, plot_panels, superclass_figure
 from nclab.report.html import RawHTML, esc, fmt_value, is_acc_key, kv_table, link, num_cell, table
 from nclab.report.load import RunData, last_good_checkpoint, load_run, lookup, scalar
@@ -26,6 +26,7 @@ STATUS_TEXT = {
     "paused": "paused at its time limit",
     "failed": "failed",
     "unknown": "unknown (no status.json)",
+    "damaged": "damaged",
 }
 
 # (row key, label, paper key) — the results table, in this order; ``ours`` comes from results.json.
@@ -206,7 +207,13 @@ def status_banner(run: RunData) -> str:
     ckpt = last_good_checkpoint(run.checkpoints)
     ep = f" (epoch {epoch})" if isinstance(epoch, int) and epoch > 0 else ""
     ck = (f"the last good checkpoint is checkpoints/{ckpt}{ep}" if ckpt else "no checkpoint was saved")
-    if st == "stopped_nan":
+    if st == "damaged":
+        rec = run.recorded_status
+        head = "This run directory is damaged: its files cannot be trusted."
+        body = (f"status.json records \"{STATUS_TEXT.get(rec, rec)}\", but {len(run.damage)} problem(s) were found "
+                "in its data files (listed under \"Problems reading this run\"); figures and tables leave the "
+                "damaged rows out. Restore the files from a copy or rerun the run.")
+    elif st == "stopped_nan":
         head = "Training stopped on NaN: this run did not finish."
         body = f"The loss became non-finite; {ck}. Results after the last good checkpoint are not valid."
     elif st == "interrupted":
@@ -243,6 +250,8 @@ def status_banner(run: RunData) -> str:
 def header(run: RunData, toc: list[tuple[str, str]]) -> str:
     st = run.status_name
     label = STATUS_TEXT.get(st, st)
+    if st == "damaged":
+        label = f"damaged (status.json: {STATUS_TEXT.get(run.recorded_status, run.recorded_status)})"
     if st == "complete" and experiment_unfinished(run):
         label = "training complete, experiment unfinished"
     if run.status.get("resumed"):
@@ -392,7 +401,6 @@ def results_section(run: RunData) -> str:
     if final:
         out.append("<h3>Final logged metrics</h3>")
         out.append(table(["metric", "last logged value"], final))
-        out.append(recovery_callback_note(run))
     return "\n".join(x for x in out if x)
 
 
@@ -418,29 +426,46 @@ FINAL_NC = ("nc1", "cdnv", "etf_error_means", "self_duality", "ncc_mismatch", "n
 
 
 def recovery_callback_note(run: RunData) -> str:
-    """Why the logged recovery curve can end below the final recovery (different fits, both documented)."""
+    """How the logged recovery curve was clustered: the run's recorded recovery settings (config ``recovery``),
+    with any key the ``recovery`` callback overrides named (then its last point can differ from the final
+    recovery in the results table)."""
+    from nclab.contracts.recovery import BY_NAME
+
     cb = lookup(run.config, "callbacks.recovery")
     if not isinstance(cb, dict) or run.series is None or "recovery.test_acc" not in run.series.values:
         return ""
     n_train = run.run_info.get("n_train")
+    recorded = lookup(run.config, "recovery")
+    overrides = {k: v for k, v in cb.items() if k in BY_NAME}
 
     def subset(m) -> str:
         if not m or (isinstance(n_train, int) and m >= n_train):
             return "all train samples"
         return f"a {int(m):,}-sample train subset"
 
-    def how(normalize, var) -> str:
-        return f"normalize {normalize}" + (f", whitening at {var} of the variance" if normalize == "whiten" else "")
+    def how(settings: dict) -> str:
+        norm = settings.get("normalize", "whiten")
+        return (f"{settings.get('method', 'kmeans')}, normalize {norm}"
+                + (f" at {settings.get('whiten_var', 0.95)} of the variance" if norm == "whiten" else ""))
 
+    if isinstance(recorded, dict):  # configs that record the run's settings
+        used = {**recorded, **overrides}
+        changed = [f"{k}={v}" for k, v in overrides.items() if recorded.get(k) != v]
+        if not changed:
+            return (f'<p class="note">Logged recovery (curves) uses the run\'s recovery settings ({how(used)}, '
+                    f"{subset(used.get('max_train'))}), the same as the final recovery in the results table.</p>")
+        return (f'<p class="note">Logged recovery (curves) uses the run\'s recovery settings with '
+                f"{', '.join(changed)} (callbacks.recovery): {how(used)}, {subset(used.get('max_train'))}; the "
+                "final recovery in the results table uses the run's own, so the last point and it can differ.</p>")
+    # a run written before configs recorded the settings: the callback's own defaults were whiten at 0.95
     final = lookup(run.results, "recovery.test_acc")
     opts = lookup(run.results, "recovery.options") or {}
     tail = ""
     if isinstance(final, (int, float)):
         tail = (f"; the results table's recovery ({fmt_value(final, percent=True)}) clusters "
-                f"{subset(opts.get('max_train'))} ({how(opts.get('normalize', 'whiten'), opts.get('whiten_var', 0.95))})"
-                ", so the two can differ")
+                f"{subset(opts.get('max_train'))} ({how(opts)}), so the two can differ")
     return (f'<p class="note">Logged recovery (curves, last logged values): the training callback clusters '
-            f"{subset(cb.get('max_train'))} ({how(cb.get('normalize', 'whiten'), cb.get('whiten_var', 0.95))}){tail}.</p>")
+            f"{subset(cb.get('max_train'))} ({how(cb)}){tail}.</p>")
 
 
 def curves_section(run: RunData, sink: FigureSink) -> str:
@@ -448,7 +473,7 @@ def curves_section(run: RunData, sink: FigureSink) -> str:
     series = [("", run.series)] if run.series is not None and len(run.series) else []
     series += [(name, s) for name, s in run.extra_series.items()]
     for sname, s in series:
-        for g in group_keys(list(s.values)):
+        for g in group_keys(list(s.values), drop=constant_by_construction(s.values)):
             fig = plot_panels(g.panels, [(run.name, s)], xlabel=s.xkey)
             if fig is not None:
                 title = f"{g.title} [{sname}.jsonl]" if sname else g.title
@@ -666,7 +691,8 @@ def subruns_section(run: RunData, sink: FigureSink, out_dir: Path, max_overlay: 
     if 1 < len(with_series) <= max_overlay:
         xkey = with_series[0][1].xkey
         keys = list(dict.fromkeys(k for _, s in with_series for k in s.values))
-        for g in group_keys(keys, compact=True):
+        flat = set.intersection(*(constant_by_construction(s.values) for _, s in with_series))
+        for g in group_keys(keys, compact=True, drop=flat):
             if g.name.startswith("layers_") and len(with_series) > 3:
                 continue  # a line per (layer, sub-run) is unreadable; each sub-run's own report has them
             fig = plot_panels(g.panels, with_series, xlabel=xkey)

@@ -19,6 +19,7 @@ import yaml
 
 from nclab.contracts.recovery import PARAMS as RECOVERY_PARAMS
 from nclab.contracts.recovery import RecoverySpec
+from nclab.utils.yamlio import DuplicateKeyError, safe_load_unique
 from nclab.utils.errors import NclabError
 
 ANY = object()
@@ -176,6 +177,11 @@ SCHEMA: dict[str, Any] = {
         "keep_checkpoints": Opt(False, (bool,), help="also keep checkpoints/epoch_XXXX.pt"),
         "eval_every": Opt(1, (int,), minimum=1),
         "eval_batch_size": Opt(1024, (int,), minimum=1),
+        "sync_bn": Opt(False, (bool,), help="under torchrun: SyncBatchNorm, BatchNorm statistics over the global batch "
+                                            "(CUDA only; without it each rank normalises its own shard)"),
+        "dist_timeout_s": Opt(300.0, NUM, minimum=1e-3,
+                              help="under torchrun: seconds a collective waits for the other ranks before this rank "
+                                   "stops with an error (a rank that died or hangs); ignored in one process"),
     },
     # the run's fine-label recovery settings, recorded once: the final recovery, the recovery callback (unless
     # callbacks.recovery overrides a key), `nclab recover --run` and the report read them (nclab.contracts.recovery)
@@ -259,8 +265,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def _saved_run_fixups(raw: dict) -> None:
     """A run's saved config.yaml may predate a rule; keep such runs resumable and measurable when the rule changed
-    nothing they computed. Session 11: model.head_width with head_depth 1 is now an error, but a one-layer head
-    always ignored it (dln-cifar10-imbalanced saved it for its M = 1 sub-runs)."""
+    nothing they computed: model.head_width with head_depth 1 is an error, but a one-layer head always ignored
+    it, and runs saved before the rule (dln-cifar10-imbalanced's M = 1 sub-runs) still carry it."""
     m = raw.get("model")
     if isinstance(m, dict) and m.get("head_width") is not None and m.get("head_depth", 1) == 1:
         m["head_width"] = None
@@ -275,13 +281,15 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
     else:
         path = resolve_config_path(source)
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = safe_load_unique(path.read_text())
         except UnicodeDecodeError:
             raise NclabError(f"{path} is not UTF-8 text; pass a YAML config file") from None
+        except DuplicateKeyError as e:
+            raise NclabError(f"{path}: {e.problem}; keep one of them") from None
         except yaml.YAMLError as e:
             raise NclabError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file")
         if raw is None:  # an empty file is a mistake more often than a wish for every default
-            raise NclabError(f"{path} is empty; write the config sections (see configs/tiny.yaml), or pass no "
+            raise NclabError(f"{path} is empty; write the config sections (see `nclab train --config tiny`, shipped in nclab/configs/tiny.yaml), or pass no "
                              "config to use the defaults")
         if not isinstance(raw, dict):
             raise NclabError(f"{path} must hold a mapping of config sections, got {type(raw).__name__}")
@@ -316,7 +324,7 @@ def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = (), prefix: str 
 
 def check_run_name(name: str) -> str:
     """A run name is one folder name under --runs (no path separators, not empty, not . or ..)."""
-    if not name or name in (".", "..") or "/" in name or os.sep in name:
+    if not isinstance(name, str) or not name.strip() or name in (".", "..") or "/" in name or os.sep in name:
         raise NclabError(f"run name {name!r} must be one folder name (no '/', not empty, not '.' or '..'); use "
                          "--run-dir PATH for an exact location")
     return name

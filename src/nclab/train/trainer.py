@@ -12,6 +12,9 @@ directory (see :mod:`nclab.rundir`). Guarantees:
   and the learning rate a pure function of the step (:mod:`nclab.train.schedules`).
 - A non-finite loss stops at once: status ``stopped_nan``, metrics cut back to the last good
   checkpoint, :class:`NclabError` naming epoch, step and that checkpoint.
+- Under torchrun (``WORLD_SIZE`` > 1): DistributedDataParallel over rank shards of the same global batches,
+  statistics summed over the ranks, rank 0 alone writes the run directory (:mod:`nclab.train.distributed`,
+  docs/distributed.md). Otherwise nothing of it runs.
 
 metrics.jsonl (1-based ``epoch``): ``lr`` (at the epoch's last step), ``train_loss``/``train_acc``
 (mean over the epoch's training steps: train mode, augmented, the loss incl. penalties),
@@ -36,6 +39,8 @@ from nclab.data.batches import BatchIterator
 from nclab.data.types import Dataset, Split
 from nclab.models import flip_mean_features
 from nclab.rundir import RunDir
+from nclab.runlock import run_lock
+from nclab.train import distributed as ddp
 from nclab.train import losses
 from nclab.train.callbacks import Callback, build_callbacks
 from nclab.train.checkpoint import read_checkpoint, rng_state, set_rng_state
@@ -106,6 +111,8 @@ class Trainer:
         self.run = RunDir(run_dir)
         c = self.cfg
         self.device = resolve_device(c["train"]["device"])
+        # under torchrun: join the process group; only rank 0 writes the run directory (see _dist_setup)
+        self.distributed = self._dist_setup(run_dir)
         if c["train"]["threads"]:
             torch.set_num_threads(c["train"]["threads"])
         seed_everything(c["seed"])
@@ -114,6 +121,8 @@ class Trainer:
         self.num_classes = self._num_classes()
         self._targets: dict[str, torch.Tensor] = {}
         self.model = self._build_model()
+        if self.distributed and c["train"]["sync_bn"]:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.optimizer = self._build_optimizer()
         self._lookahead: list[torch.Tensor] | None = None  # the moving average (see _lookahead_sync)
         if c["optim"]["stem_bias_epochs"] is not None and self._stem_bias() is None:
@@ -129,14 +138,30 @@ class Trainer:
         self._elapsed = 0.0
         self._last_ckpt: tuple[int, Path] | None = None
         self._fwd = _compiled(self.model, c["train"]["compile"], self.device)
+        self._ddp_fwd: torch.nn.Module | None = None  # under torchrun: the DDP-wrapped model (built in fit)
         self._t_built = t_built
         # The non-finite-loss check reads the loss on the host. On CPU that is free; on a GPU each read makes
         # the host wait for the device, so there the losses stay on the device and are checked every
         # NONFINITE_CHECK_EVERY steps (the stop still names the first bad step; nothing is checkpointed between
-        # a bad step and its check). Eager ResNet-18 on an H200 showed no difference (host-bound either way).
+        # a bad step and its check). Deferring the read matters most under CUDA graphs, where the host is fast.
         self.nonfinite_check_every = 1 if self.device.type == "cpu" else NONFINITE_CHECK_EVERY
+        if self.distributed:  # every rank has its data and model: collectives now get train.dist_timeout_s
+            ddp.ready(c["train"]["dist_timeout_s"])
 
     # setup -------------------------------------------------------------------------------
+    def _dist_setup(self, run_dir) -> bool:
+        """torchrun (WORLD_SIZE > 1): init the process group, this rank's device, a read-only run directory
+        on ranks other than 0. One process: nothing changes."""
+        t = self.cfg["train"]
+        if not ddp.init_from_env(self.device, t["dist_timeout_s"]):
+            return False
+        if t["sync_bn"] and self.device.type != "cuda":
+            raise NclabError("train.sync_bn needs CUDA GPUs (torch's SyncBatchNorm has no CPU kernel); "
+                             "set train.sync_bn=false on CPU")
+        self.device = ddp.local_device(self.device)
+        self.run = ddp.run_dir_for_rank(run_dir)
+        return True
+
     def _prepare_dataset(self, ds: Dataset | None) -> Dataset:
         d = self.cfg["data"]
         if ds is None:
@@ -175,7 +200,7 @@ class Trainer:
         return h
 
     def _is_split(self) -> bool:
-        return self.hierarchy is not None and bool(self.hierarchy.meta.get("split") or str(self.hierarchy.spec).startswith("split"))
+        return self.hierarchy is not None and self.hierarchy.kind == "split"
 
     def _num_classes(self) -> int:
         if self.cfg["data"]["labels"] == "coarse":
@@ -264,26 +289,29 @@ class Trainer:
             self._mean_std = self.dataset.channel_stats()
         return self._mean_std
 
-    def _loader_for(self, x, y, batch_size, train: bool) -> BatchIterator:
+    def _loader_for(self, x, y, batch_size, train: bool, shard: bool = False) -> BatchIterator:
         mean, std = self._stats()
         aug = self.cfg["data"]["augment"]
         return BatchIterator(x, y, batch_size, shuffle=train, drop_last=train, seed=self.cfg["seed"],
                              augment=Augment(aug["crop"], aug["flip"]) if train and self.dataset.is_image else None,
                              mean=mean, std=std, device=getattr(self, "device", "cpu"),
-                             channels_last=self.cfg["train"]["channels_last"])
+                             channels_last=self.cfg["train"]["channels_last"],
+                             shard=(ddp.rank(), ddp.world_size()) if shard else None)
 
-    def _loader(self, split: str, train: bool) -> BatchIterator:
+    def _loader(self, split: str, train: bool, shard: bool = False) -> BatchIterator:
         s = getattr(self.dataset, split)
         bs = self.cfg["optim"]["batch_size"] if train else self.cfg["train"]["eval_batch_size"]
-        return self._loader_for(s.x, self.train_targets(split), bs, train)
+        return self._loader_for(s.x, self.train_targets(split), bs, train, shard=shard or (train and self.distributed))
 
-    def eval_loader(self, split: str) -> BatchIterator:
-        """Batches of ``split`` in storage order, no augmentation; ``y`` = :meth:`train_targets`."""
+    def eval_loader(self, split: str, shard: bool = False) -> BatchIterator:
+        """Batches of ``split`` in storage order, no augmentation; ``y`` = :meth:`train_targets`. ``shard``
+        (under torchrun): only this rank's rows of each batch (:class:`BatchIterator` ``shard``)."""
         if split not in ("train", "test"):
             raise NclabError(f"split must be 'train' or 'test', got {split!r}")
-        if split not in self._eval_loaders:
-            self._eval_loaders[split] = self._loader(split, train=False)
-        return self._eval_loaders[split]
+        key = (split, True) if shard and self.distributed else split
+        if key not in self._eval_loaders:
+            self._eval_loaders[key] = self._loader(split, train=False, shard=key != split)
+        return self._eval_loaders[key]
 
     def autocast(self) -> torch.autocast:
         """The bf16 autocast context of this run (disabled unless ``train.bf16``), for forward passes outside fit."""
@@ -308,12 +336,17 @@ class Trainer:
         self.model.eval()
         total, correct, n = 0.0, 0, 0
         lcfg = self.cfg["loss"]
-        for x, y in self.eval_loader(split):
+        for x, y in self.eval_loader(split, shard=self.distributed):
+            if not len(y):  # a rank's empty shard of a short last batch
+                continue
             with self.autocast():
                 z = self.eval_logits(x)
             total += float(losses.data_loss(lcfg["name"], z, y, lcfg["label_smoothing"])) * len(y)
             correct += int((z.argmax(1) == y).sum())
             n += len(y)
+        if self.distributed:  # each rank evaluated its shard
+            total, correct, n = ddp.sum_floats(total, correct, n)
+            correct, n = int(correct), int(n)
         self.model.train(was)
         return {"loss": total / max(n, 1), "acc": correct / max(n, 1)}
 
@@ -323,7 +356,11 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         """Write ``checkpoints/last.pt`` atomically (and ``epoch_XXXX.pt`` with ``train.keep_checkpoints``): model,
-        optimiser, every RNG state, metrics and callback states, so a resume equals an uninterrupted run."""
+        optimiser, every RNG state, metrics and callback states, so a resume equals an uninterrupted run.
+        Under torchrun only rank 0 writes (the ranks hold the same state)."""
+        if self.distributed and not ddp.is_main():
+            self._last_ckpt = (self.epoch, self._ckpt_path())
+            return self._ckpt_path()
         state = {
             "epoch": self.epoch, "global_step": self.global_step,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -380,19 +417,36 @@ class Trainer:
     def _write_metrics(self) -> None:
         import json
 
+        if self.distributed and not ddp.is_main():
+            return
         # strict JSON lines: a non-finite value (e.g. from a user callback) is written as null
         atomic_write_text(self.run.metrics_path, "".join(json.dumps(json_clean(r)) + "\n" for r in self.metrics))
 
     def _append_metrics(self, row: dict) -> None:
         import json
 
-        with open(self.run.metrics_path, "a") as f:
-            f.write(json.dumps(json_clean(row)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        if self.distributed and not ddp.is_main():
+            return
+        try:
+            with open(self.run.metrics_path, "a") as f:
+                f.write(json.dumps(json_clean(row)) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a full disk's write error carries no file name: give it the one being written
+            raise type(e)(e.errno, e.strerror or str(e), str(self.run.metrics_path)) from None
 
     # training ------------------------------------------------------------------------------
     def _start(self, resume: bool, force: bool) -> None:
+        if not self.distributed:
+            self._start_main(resume, force)
+            return
+        # rank 0 checks and prepares the run directory; its decision (or its error) reaches every rank
+        resume = ddp.main_first(lambda: self._start_main(resume, force))
+        if resume and not ddp.is_main():
+            self.load_checkpoint()
+
+    def _start_main(self, resume: bool, force: bool) -> bool:
+        """Check and prepare the run directory, load the checkpoint on a resume; returns whether it resumed."""
         run = self.run
         holds_run = run.metrics_path.exists() or self._ckpt_path().exists()
         if (resume or force) and holds_run:  # a run's own folder only (never a user's folder of other files)
@@ -406,6 +460,8 @@ class Trainer:
             if changed:
                 say(f"note: resuming with config keys changed from the run's config.yaml: {', '.join(changed)}")
             self.load_checkpoint()
+            say(f"resuming {run.path} from epoch {self.epoch} of {self.cfg['optim']['epochs']} "
+                f"(checkpoint {self._ckpt_path()})")
             self._write_metrics()  # drop rows written after the checkpoint (the rerun rewrites them)
         else:
             if holds_run:
@@ -432,6 +488,7 @@ class Trainer:
         run.write_status("running", "", epoch=self.epoch, wall_time_s=self._elapsed, resumed=resume)
         if resume and self.epoch >= int(self.cfg["optim"]["epochs"]):
             say(f"{run.path} already trained all {self.epoch} epochs; nothing to train (raise optim.epochs to continue)")
+        return resume
 
     def _nan_stop(self, epoch: int, step: int | None, value: float | str, what: str = "training loss") -> None:
         if self._last_ckpt:
@@ -449,10 +506,16 @@ class Trainer:
 
     def _check_state_finite(self, epoch: int) -> None:
         """The step losses are checked before each update, so the epoch's last update is checked here: a
-        diverged model must not reach a checkpoint (one host sync)."""
+        diverged model must not reach a checkpoint (one host sync). The optimiser's state counts too: finite
+        weights with an overflowed momentum or second moment would make a checkpoint that diverges on resume."""
         vals = [torch.isfinite(v).all() for v in self.model.state_dict().values() if v.is_floating_point()]
         if vals and not bool(torch.stack(vals).all()):
             self._nan_stop(epoch, None, "non-finite", what="a model parameter or buffer")
+        opt = [torch.isfinite(v).all() for st in self.optimizer.state.values() for v in st.values()
+               if isinstance(v, torch.Tensor) and v.is_floating_point()]
+        opt += [torch.isfinite(v).all() for v in self._lookahead or []]
+        if opt and not bool(torch.stack(opt).all()):
+            self._nan_stop(epoch, None, "non-finite", what="the optimiser state")
 
     def _time_is_up(self, first_epoch: int) -> bool:
         """``train.time_limit_s``: would one more epoch (at this call's mean epoch time) pass the limit?"""
@@ -461,7 +524,8 @@ class Trainer:
             return False
         now = time.perf_counter()
         per_epoch = (now - self._t_fit) / max(1, self.epoch - first_epoch)
-        return now - self._t_built + per_epoch > limit
+        up = now - self._t_built + per_epoch > limit
+        return ddp.broadcast_object(up) if self.distributed else up  # rank 0's clock decides for all
 
     def _pause(self) -> None:
         """Checkpoint (unless this epoch's is written), status ``paused``, raise :class:`RunPaused`."""
@@ -476,7 +540,10 @@ class Trainer:
         raise RunPaused(msg)
 
     def _check_finite(self, step_losses: torch.Tensor, start: int, stop: int, epoch: int, bar) -> None:
-        """Stop at the first non-finite loss among steps ``start..stop-1`` of this epoch (one host sync)."""
+        """Stop at the first non-finite loss among steps ``start..stop-1`` of this epoch (one host sync). Under
+        torchrun the ranks' shares are summed first: every rank sees the global batch losses and stops together."""
+        if self.distributed:
+            step_losses[start:stop] = ddp.all_reduce_sum(step_losses[start:stop])
         bad = ~torch.isfinite(step_losses[start:stop])
         if bool(bad.any()):
             step = start + int(bad.nonzero()[0, 0])
@@ -537,14 +604,16 @@ class Trainer:
             for g in self.optimizer.param_groups:
                 g["lr"] = lr * g["lr_scale"]
             with self.autocast():
-                if lcfg["lambda_h"] > 0:  # same ops as forward(), keeping the head input
+                if lcfg["lambda_h"] > 0 and self.distributed:
+                    z, h0 = self._ddp_fwd(x, True)  # through DDP, so the gradients are averaged
+                elif lcfg["lambda_h"] > 0:  # same ops as forward(), keeping the head input
                     h0 = self.model.backbone(x)
                     h = h0
                     for layer in head[:-1]:
                         h = layer(h)
                     z = head[-1](h)
                 else:
-                    z = self._fwd(x)
+                    z = self._fwd(x) if self._ddp_fwd is None else self._ddp_fwd(x)
             loss = losses.data_loss(lcfg["name"], z, y, lcfg["label_smoothing"])
             if lcfg["lambda_w"] > 0:
                 loss = loss + losses.weight_penalty(head, lcfg["lambda_w"])
@@ -552,6 +621,13 @@ class Trainer:
                 loss = loss + losses.feature_penalty(h0, lcfg["lambda_h"])
             lv = loss.detach()
             step_losses[step] = lv
+            if self.distributed:
+                # a rank's loss is the mean over its rows; DDP averages the ranks' gradients, so weighting by
+                # rows * world / global rows gives the gradient of the global batch's mean loss (1 for equal shards)
+                share = len(y) * ddp.world_size() / loader.global_batch_size(step)
+                if share != 1.0:
+                    loss = loss * share
+                step_losses[step] = lv * (share / ddp.world_size())  # summed over the ranks in _check_finite
             if (step + 1) % self.nonfinite_check_every == 0 or step == spe - 1:
                 self._check_finite(step_losses, checked, step + 1, e, bar)
                 checked = step + 1
@@ -570,6 +646,9 @@ class Trainer:
                 left = ((epochs - e - 1) * spe + spe - step - 1) * dt / (step + 1)
                 bar.set_postfix_str(f"loss={float(lv):.4f} img/s={ips:.0f} eta={_fmt_time(left)}", refresh=False)
         bar.close()
+        if self.distributed:  # the epoch's statistics over all ranks' shards
+            loss_sum, correct, seen = ddp.sum_floats(loss_sum, correct, seen)
+            correct, seen = int(correct), int(seen)
         dt = time.perf_counter() - t0
         return {"lr": lr, "train_loss": float(loss_sum) / max(seen, 1), "train_acc": int(correct) / max(seen, 1),
                 "train_time_s": dt, "images_per_s": seen / max(dt, 1e-9)}
@@ -578,10 +657,20 @@ class Trainer:
         """Train to ``optim.epochs``; returns ``{"status", "epoch", "metrics" (last row), "checkpoint"}``.
 
         With ``train.time_limit_s`` it may instead checkpoint, set status ``paused`` and raise
-        :class:`~nclab.utils.errors.RunPaused`; ``fit(resume=True)`` continues (same result as no pause)."""
+        :class:`~nclab.utils.errors.RunPaused`; ``fit(resume=True)`` continues (same result as no pause).
+        Holds the run directory's lock (:func:`nclab.runlock.run_lock`) throughout: a second writer fails at once."""
+        if self.distributed and not ddp.is_main():  # rank 0 alone writes the run directory, so it alone locks it
+            return self._fit(resume, force)
+        with run_lock(self.run.path):  # the one writer of the run directory
+            return self._fit(resume, force)
+
+    def _fit(self, resume: bool, force: bool) -> dict[str, Any]:
         c = self.cfg
         epochs = c["optim"]["epochs"]
         self._start(resume, force)
+        if self.distributed and self._ddp_fwd is None:
+            self._ddp_fwd = ddp.wrap_ddp(_TrainForward(self.model, self._fwd), self.device,
+                                         params_change=c["optim"]["stem_bias_epochs"] is not None)
         first_epoch, self._t_fit = self.epoch, time.perf_counter()
         try:
             for cb in self.callbacks:
@@ -609,6 +698,7 @@ class Trainer:
                 self.metrics.append(logs)
                 self._append_metrics(logs)
                 if self.epoch % c["train"]["checkpoint_every"] == 0 or self.epoch == epochs:
+                    self._check_state_finite(e)  # again: callbacks ran since; only a finite state is kept
                     self.save_checkpoint()
                 self.run.write_status("running", "", epoch=self.epoch, wall_time_s=self._elapsed)
                 say(_epoch_line(logs, epochs))
@@ -628,18 +718,45 @@ class Trainer:
                 self.run.write_status("failed", str(err), wall_time_s=self._elapsed)
             raise
         except Exception as err:
-            self.run.write_status("failed", f"{type(err).__name__}: {err}", wall_time_s=self._elapsed)
+            if self.distributed and ddp.is_collective_error(err):  # a peer died or hung: one line, then stop
+                msg = ddp.lost_peer_message(err, c["train"]["dist_timeout_s"], self._last_ckpt and self._last_ckpt[0])
+                self.run.write_status("failed", msg, wall_time_s=self._elapsed)
+                raise NclabError(msg) from err
+            try:
+                self.run.write_status("failed", f"{type(err).__name__}: {err}", wall_time_s=self._elapsed)
+            except OSError:  # e.g. the full disk that caused err: report err (its path), not this write's
+                pass
             raise
         self.run.write_status("complete", "", epoch=self.epoch, wall_time_s=self._elapsed)
         return {"status": "complete", "epoch": self.epoch, "metrics": self.metrics[-1] if self.metrics else {},
                 "checkpoint": str(self._ckpt_path()), "run_dir": str(self.run.path)}
 
 
+class _TrainForward(torch.nn.Module):
+    """What DDP wraps: ``forward(x)`` = the (compiled) model's logits; ``forward(x, True)`` = (logits, head
+    input) for the feature penalty (the same ops as the trainer's own lambda_h path)."""
+
+    def __init__(self, model: torch.nn.Module, fwd: torch.nn.Module):
+        super().__init__()
+        self.model = model
+        self._fwd = [fwd]  # not a submodule: the same parameters as model
+
+    def forward(self, x: torch.Tensor, with_head_input: bool = False):
+        if not with_head_input:
+            return self._fwd[0](x)
+        head = self.model.head
+        h0 = self.model.backbone(x)
+        h = h0
+        for layer in head[:-1]:
+            h = layer(h)
+        return head[-1](h), h0
+
+
 def _compiled(model: torch.nn.Module, mode, device: torch.device) -> torch.nn.Module:
     """``train.compile``: False = the eager model; True/"default" = ``torch.compile``; else that mode.
 
-    ``reduce-overhead`` means CUDA graphs: on a CPU there are none, and inductor alone measured slower than
-    eager on our 2-core CPU (docs/training.md), so there it keeps the eager model.
+    ``reduce-overhead`` means CUDA graphs: on a CPU there are none, and inductor alone is slower than eager
+    there for these models (docs/training.md), so on a CPU it keeps the eager model.
     """
     if mode is False or (mode == "reduce-overhead" and device.type != "cuda"):
         return model

@@ -23,7 +23,19 @@ _UMASK = _current_umask()
 
 
 def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
+    """Write through a temp file in the same folder, then rename; an OSError names ``path`` (the file being
+    written), never the hidden temp file, and a disk-full error from a write/fsync (which has no file name)
+    gets it too."""
     path = Path(path)
+    try:
+        return _atomic_write(path, write, mode)
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise type(e)(e.errno, e.strerror or str(e), str(path)) from None
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], mode: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -90,9 +102,15 @@ def atomic_save_npy(path: str | os.PathLike, array) -> Path:
 
 def torch_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load`` with ``weights_only=True`` (never unpickle arbitrary objects)."""
+    import warnings
+
     import torch
 
-    return torch.load(path, map_location=map_location, weights_only=True)
+    # torch warns (pickle protocol, legacy format) before it raises on a file that is no checkpoint; the caller
+    # turns the exception into one error line, which the warnings would otherwise precede
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def _json_default(o: Any) -> Any:

@@ -20,14 +20,24 @@ def is_quiet() -> bool:
     return _QUIET
 
 
+def bars_enabled(stream=None) -> bool:
+    """Bars redraw one line with carriage returns: only a terminal shows that; a log file or pipe would collect
+    every redraw, so there the commands' one line per epoch or stage stands alone."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        return not _QUIET and stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
 def progress(iterable: Iterable[T] | None = None, **kwargs) -> "tqdm":  # noqa: F821
-    """A tqdm bar on stderr, disabled when quiet."""
+    """A tqdm bar on stderr, disabled when quiet or when stderr is not a terminal (:func:`bars_enabled`)."""
     from tqdm.auto import tqdm
 
     kwargs.setdefault("file", sys.stderr)
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("leave", False)
-    return tqdm(iterable, disable=_QUIET, **kwargs)
+    return tqdm(iterable, disable=not bars_enabled(kwargs["file"]), **kwargs)
 
 
 def say(msg: str) -> None:

@@ -1,0 +1,77 @@
+"""The one-way import rule of docs/architecture.md, checked on the source: no module imports a layer above its
+own, at module level or inside a function."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# layer of each top-level module or subpackage of nclab (docs/architecture.md, "Layers")
+LAYERS = {
+    "utils": 0, "contracts": 0, "rundir": 0, "runlock": 0,
+    "data": 1, "models": 1,
+    "train": 2,
+    "collapse": 3, "finegrain": 3, "theory": 3,
+    "experiments": 4, "integrations": 4, "track": 4, "demo": 4,
+    "report": 5,
+    "commands": 6, "cli": 6, "__main__": 6,
+}
+
+
+def modules():
+    for f in sorted((SRC / "nclab").rglob("*.py")):
+        parts = f.relative_to(SRC).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        yield name, f
+
+
+def layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.get(parts[1]) if parts[0] == "nclab" and len(parts) > 1 else None
+
+
+def imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module, node.lineno
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name, node.lineno
+
+
+def test_every_part_of_the_package_has_a_layer():
+    unplaced = sorted({name.split(".")[1] for name, _ in modules() if name != "nclab"} - set(LAYERS))
+    assert not unplaced, f"add {unplaced} to LAYERS here and to docs/architecture.md"
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    upward = []
+    for name, path in modules():
+        if name == "nclab":  # the package's lazy public API (nclab.__getattr__) may name any layer
+            continue
+        mine = layer(name)
+        for target, line in imports(path):
+            theirs = layer(target)
+            if theirs is not None and theirs > mine:
+                upward.append(f"{name}:{line} imports {target}")
+    assert not upward, "\n".join(upward)
+
+
+def test_the_metric_functions_and_the_second_pass_do_not_import_each_other_at_module_level():
+    def module_level(path):
+        tree = ast.parse(path.read_text())
+        return {n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+
+    metrics = module_level(SRC / "nclab" / "collapse" / "metrics.py")
+    second = module_level(SRC / "nclab" / "collapse" / "second_pass.py")
+    assert "nclab.collapse.second_pass" not in metrics and "nclab.collapse.metrics" not in second
+    assert "nclab.collapse.geometry" in metrics and "nclab.collapse.geometry" in second
+
+
+def test_the_rule_catches_an_upward_import(tmp_path):
+    """The checker itself: a planted upward import is found."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from nclab.report import write_report\n")
+    assert [t for t, _ in imports(bad) if layer(t) is not None and layer(t) > LAYERS["train"]] == ["nclab.report"]
