@@ -272,10 +272,10 @@ def _num_classes(trainer) -> int | None:
 def fine_labels(trainer, split: str) -> torch.Tensor:
     """Fine labels of ``split`` in storage order (``eval_loader`` yields the *training* targets, which
     are coarse under ``data.labels=coarse``). For a ``split:M`` hierarchy the fine level is the pseudo
-    classes the net trains on; otherwise it is the dataset's own labels."""
+    classes the net trains on (before any ``data.label_noise``); otherwise it is the dataset's own labels."""
     h = getattr(trainer, "hierarchy", None)
     if h is not None and h.kind == "split":
-        return trainer.train_targets(split)
+        return getattr(trainer, "clean_targets", trainer.train_targets)(split)
     return getattr(trainer.dataset, split).y
 
 

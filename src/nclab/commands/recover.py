@@ -55,6 +55,12 @@ def add_parser(sub) -> None:
     p.add_argument("--confusion", action="store_true", help="include the confusion matrix in --json output")
     p.add_argument("--probe", action="store_true",
                    help="also fit a supervised linear probe inside each superclass (an upper bound, not the protocol)")
+    p.add_argument("--compare-methods", action="store_true",
+                   help="run every candidate method/normalisation (nclab.finegrain.select) and print its train-split "
+                        "selection score next to its test accuracy; the choice uses train labels only (run mode: "
+                        "the run's saved features/ when present)")
+    p.add_argument("--candidates", default=None, metavar="A,B,...",
+                   help="with --compare-methods: only these candidates (default all)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.set_defaults(func=run)
@@ -88,6 +94,10 @@ def run(args) -> int:
     given = [a for a in ARRAYS if getattr(args, a)]
     if args.run and given:
         raise NclabError("pass either --run or the --features-*/--*-train/--*-test arrays, not both")
+    if args.candidates and not args.compare_methods:
+        raise NclabError("--candidates selects the candidates of --compare-methods; add --compare-methods")
+    if args.compare_methods:
+        return _compare(args, opts, given)
     if args.run:
         rep = _from_run(args, opts)
     elif given:
@@ -109,12 +119,18 @@ def run(args) -> int:
         print(f"fine-label recovery: test {rep['test_acc']:.4f} (true-coarse routing {rep['oracle_test_acc']:.4f}), "
               f"train clustering {rep['train_acc']:.4f}, coarse test {rep['coarse_test_acc']:.4f}, "
               f"ARI {rep['ari']:.3f}, NMI {rep['nmi']:.3f}")
+        ke = rep.get("k_estimation")
+        if ke:
+            print(f"  k per superclass estimated by {ke['criterion']} (1..{ke['k_max']}): the hierarchy's count in "
+                  f"{ke['correct']} of {ke['groups']} superclasses")
         changed = rep.get("settings", {}).get("changed")
         if changed:
             print(f"  settings changed from the run's: {'; '.join(changed)}")
         probe = {q["coarse"]: q for q in rep.get("probe", {}).get("per_superclass", [])}
         for p in rep["per_superclass"]:
             extra = f"  probe test {probe[p['coarse']]['test_acc']:.4f}" if p["coarse"] in probe else ""
+            if ke:
+                extra += f"  k {p.get('k')} (true {len(p['fine'])})"
             print(f"  {p['coarse']:>3} {p['name'][:30]:<30} train {p['train_acc']:.4f}  test {p['test_acc']:.4f}{extra}")
         if "probe" in rep:
             print(f"linear probe (supervised): test {rep['probe']['test_acc']:.4f} "
@@ -207,3 +223,69 @@ def _from_run(args, opts) -> dict:
             res["probe"] = rep["probe"]
         run.write_results(res)
     return rep
+
+
+def _saved_arrays(run) -> dict | None:
+    """A run's ``features/*.npy`` (written by reproduce / recover --save), or None when any is missing."""
+    keys = ("train_features", "train_coarse", "train_fine", "test_features", "test_coarse_pred", "test_fine")
+    folder = run.path / "features"
+    if not all((folder / f"{k}.npy").exists() for k in keys):
+        return None
+    out = {k: np.load(folder / f"{k}.npy") for k in keys}
+    if (folder / "train_coarse_noisy.npy").exists():
+        out["train_coarse_noisy"] = np.load(folder / "train_coarse_noisy.npy")
+    return out
+
+
+def _compare(args, opts: dict, given: list[str]) -> int:
+    """``--compare-methods``: every candidate on one run's (or the arrays') features; the choice uses train only."""
+    from nclab.finegrain.evaluate import as_hierarchy
+    from nclab.finegrain.select import choose, compare_methods
+
+    if args.run and given:
+        raise NclabError("pass either --run or the --features-*/--*-train/--*-test arrays, not both")
+    base = {k: v for k, v in opts.items() if v is not None}
+    if args.run:
+        from nclab.rundir import RunDir
+
+        run = RunDir(args.run).require()
+        arrays = _saved_arrays(run)
+        if arrays is None:
+            from nclab.finegrain.pipeline import recover_trainer
+            from nclab.train import Trainer, load_config
+
+            cfg = load_config(str(run.config_path))
+            cfg["callbacks"] = {}
+            tr = Trainer(cfg, run.path)
+            tr.load_checkpoint(model_only=True)
+            arrays = recover_trainer(tr, keep_arrays=True)["_arrays"]
+        hierarchy = None  # inferred from the train (fine, coarse) pairs
+    elif given:
+        missing = [a for a in ARRAYS if a not in given and not (a == "coarse_pred" and args.oracle)]
+        if missing:
+            raise NclabError(f"arrays mode needs --{' --'.join(m.replace('_', '-') for m in missing)}")
+        a = {k: _load(getattr(args, k), k) for k in ARRAYS if getattr(args, k)}
+        arrays = {"train_features": a["features_train"], "train_coarse": a["coarse_train"],
+                  "train_fine": a["fine_train"], "test_features": a["features_test"],
+                  "test_coarse_pred": None if args.oracle else a["coarse_pred"], "test_fine": a["fine_test"]}
+        fine_all = np.concatenate([a["fine_train"].ravel(), a["fine_test"].ravel()]).astype(np.int64)
+        hierarchy = _hierarchy(args.hierarchy, int(fine_all.max()) + 1)
+    else:
+        raise NclabError("--compare-methods needs --run runs/NAME or the six --features-*/--*-train/--*-test arrays")
+    if hierarchy is None:
+        hierarchy = as_hierarchy(None, arrays["train_fine"], arrays["train_coarse"])
+    names = [n.strip() for n in args.candidates.split(",") if n.strip()] if args.candidates else None
+    rows = compare_methods(arrays, hierarchy, base, names)
+    sel = choose([rows])
+    out = {"chosen": sel["chosen"], "rule": sel["rule"], "candidates": rows}
+    if args.json:
+        print(json.dumps(json_clean(out)))
+        return 0
+    w = max(len(r["name"]) for r in rows)
+    print(f"{'candidate':<{w}}  {'train acc':>9}  {'train silh.':>11}  {'test acc':>8}  {'oracle test':>11}")
+    for r in rows:
+        mark = "  <- chosen" if r["name"] == sel["chosen"] else ""
+        print(f"{r['name']:<{w}}  {100 * r['train_acc']:8.2f}%  {r['train_silhouette']:11.4f}  "
+              f"{100 * r['test_acc']:7.2f}%  {100 * r['oracle_test_acc']:10.2f}%{mark}")
+    print(f"selection: {sel['rule']}")
+    return 0

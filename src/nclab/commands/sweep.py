@@ -3,7 +3,10 @@
 Cells run one after another into ``OUT/<key>=<v>_<key>=<v>/`` (each an ``nclab reproduce`` run without the
 fine-trained baseline); a cell whose results.json holds a recovery and whose run is complete is skipped, so
 rerunning the command resumes the sweep cell by cell. ``OUT/results.json`` gets ``grid`` (axes and one entry
-per finished cell: ``recovery_acc``, ``coarse_acc``, ``nc1`` = last logged ``nc.train.coarse.nc1``) and a table.
+per finished cell: ``recovery_acc``, ``coarse_acc``, ``nc1`` = last logged ``nc.train.coarse.nc1``,
+``recovery_over_probe`` = recovery / the supervised probe's test accuracy (cells train no fine-label baseline), and
+with ``data.label_noise`` ``clean_train_recovery_acc`` / ``corrupted_train_recovery_acc``) and a table; e.g.
+``--grid data.label_noise.rate=0,0.2,0.4`` sweeps label noise.
 Axis names: ``lr`` (optim.lr), ``wd`` (optim.weight_decay), ``epochs``, ``bs`` (optim.batch_size), ``seed``, or
 any dotted config key. With a ``seed`` axis of 2+ values, ``grid.over_seeds`` and a second table give the mean and
 standard deviation over seeds of each combination of the other axes (the report's heatmaps show those means).
@@ -87,6 +90,20 @@ def _nc1(d: Path):
     return vals[-1] if vals else None
 
 
+def cell_row(cell: dict, d: Path, res: dict) -> dict:
+    """One finished cell's entry in ``grid.cells``: the axes, ``run``, :data:`SUMMARY_METRICS` from its
+    results.json (``recovery_over_probe`` = results.json ``ratios.recovered_over_probe``; the label-noise pair
+    only for runs with ``data.label_noise``)."""
+    rec = res.get("recovery", {})
+    noise = rec.get("label_noise") or {}
+    row = {**cell, "run": d.name, "recovery_acc": rec.get("test_acc"), "coarse_acc": res.get("coarse_test_acc"),
+           "nc1": _nc1(d), "recovery_over_probe": (res.get("ratios") or {}).get("recovered_over_probe")}
+    if noise:
+        row["clean_train_recovery_acc"] = noise.get("recovery_train_acc_clean")
+        row["corrupted_train_recovery_acc"] = noise.get("recovery_train_acc_corrupted_true_routing")
+    return row
+
+
 def _inherited_time_limit(args, cell_dirs: list[Path]) -> list[str]:
     """A sweep paused by ``--time-limit`` and rerun without one keeps its slice length for every cell
     (:func:`~nclab.finegrain.experiments.inherited_time_limit`); ``--force`` retrains from scratch and inherits
@@ -155,8 +172,7 @@ def _run_cells(args, exp, axes: dict, cells: list[dict], plan: list) -> int:
                                random_init=False, raw_pixels=False, probe=not args.no_probe, max_train=args.max_train,
                                out=d, resume=d.exists() and not args.force, force=args.force)
             res = RunDir(d).read_results()
-            rows.append({**cell, "run": d.name, "recovery_acc": res.get("recovery", {}).get("test_acc"),
-                         "coarse_acc": res.get("coarse_test_acc"), "nc1": _nc1(d)})
+            rows.append(cell_row(cell, d, res))
             _write(exp, args, axes, rows)
     except RunPaused as e:
         exp.write_status("paused", f"cell {len(rows) + 1} of {len(cells)}: {e}")
@@ -195,7 +211,7 @@ def _write(exp, args, axes: dict, rows: list[dict]) -> dict:
             return f"{100 * v:.2f} %"
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    cols = list(axes) + list(SUMMARY_METRICS)
+    cols = list(axes) + [m for m in SUMMARY_METRICS if m not in OPTIONAL_METRICS or any(m in r for r in rows)]
     results = {"experiment": f"sweep:{args.experiment}", "recipe": args.recipe,
                "grid": {"axes": axes, "cells": rows}, "subruns": [r["run"] for r in rows],
                "tables": [{"title": f"{args.experiment} grid: final recovery (test) accuracy, coarse test accuracy, "
@@ -213,7 +229,9 @@ def _write(exp, args, axes: dict, rows: list[dict]) -> dict:
     return results
 
 
-SUMMARY_METRICS = ("recovery_acc", "coarse_acc", "nc1")
+SUMMARY_METRICS = ("recovery_acc", "coarse_acc", "nc1", "recovery_over_probe", "clean_train_recovery_acc",
+                   "corrupted_train_recovery_acc")
+OPTIONAL_METRICS = ("clean_train_recovery_acc", "corrupted_train_recovery_acc")  # label-noise cells only
 ACC_METRICS = tuple(m for m in SUMMARY_METRICS if m.endswith("_acc"))
 
 
@@ -232,6 +250,8 @@ def seed_summary(axes: dict, rows: list[dict]) -> list[dict]:
         group = [r for r in rows if all(r.get(a) == v for a, v in key.items())]
         row: dict = {**key, "n": len(group)}
         for m in SUMMARY_METRICS:
+            if m in OPTIONAL_METRICS and not any(m in r for r in rows):
+                continue
             vals = [float(r[m]) for r in group if isinstance(r.get(m), (int, float)) and math.isfinite(r[m])]
             row[f"{m}_mean"] = statistics.fmean(vals) if vals else None
             row[f"{m}_std"] = statistics.stdev(vals) if len(vals) > 1 else None

@@ -19,7 +19,7 @@ from nclab.utils.errors import NclabError
 __all__ = ["Param", "PARAMS", "RecoverySpec", "spec_from_options", "METHODS", "NORMALIZATIONS", "CLUSTERINGS"]
 
 METHODS = ("kmeans", "pursuit", "gmm", "spectral", "agglomerative")
-NORMALIZATIONS = ("none", "center", "l2", "center+l2", "whiten")
+NORMALIZATIONS = ("none", "center", "l2", "center+l2", "whiten", "pca")
 CLUSTERINGS = ("per_coarse", "global")
 
 
@@ -75,8 +75,12 @@ PARAMS: tuple[Param, ...] = (
     Param("method", str, "kmeans", "kmeans (paper A's protocol), pursuit (two-class superclasses: the most bimodal "
           "of the k-means split and minimum-kurtosis splits), gmm, spectral, agglomerative", choices=METHODS),
     Param("normalize", str, "whiten", "feature normalisation inside each superclass before clustering: none, center, "
-          "l2, center+l2, or whiten (PCA axes holding whiten_var of the variance, each scaled to unit variance)",
-          choices=NORMALIZATIONS),
+          "l2, center+l2, whiten (PCA axes holding whiten_var of the variance, each scaled to unit variance), or "
+          "pca (the pca_dims top principal axes of the centred group, unscaled)", choices=NORMALIZATIONS),
+    Param("pca_dims", int, None, "normalize pca: principal axes kept per superclass; null = its number of fine "
+          "classes", low=1, nullable=True),
+    Param("gmm_covariance", str, "auto", "method gmm: full, diag, or auto (full when the group has at least 10 "
+          "points per cluster per dimension, else diag)", choices=("auto", "full", "diag")),
     Param("whiten_var", float, 0.95, "share of the group's variance the whitening keeps", low=0.0, high=1.0,
           low_open=True),
     Param("guard", bool, True, "k-means with a normalisation: the un-normalised features' partition is one more "
@@ -85,6 +89,12 @@ PARAMS: tuple[Param, ...] = (
     Param("clustering", str, "per_coarse", "per_coarse (paper A: k_c clusters inside each superclass, test rows "
           "routed by the predicted superclass) or global (one clustering into all fine classes, no routing)",
           choices=CLUSTERINGS),
+    Param("fine_per_coarse", str, None, "clusters per superclass: null = the hierarchy's number of fine classes "
+          "under it; auto = estimated inside each superclass by k_criterion on the un-normalised features, in "
+          "1..k_max (nclab.finegrain.kselect)", choices=("auto",), nullable=True),
+    Param("k_criterion", str, "silhouette", "with fine_per_coarse auto: silhouette (k-means partition, largest "
+          "wins), bic (diagonal GMM, smallest wins) or gap (gap statistic)", choices=("silhouette", "bic", "gap")),
+    Param("k_max", int, 10, "with fine_per_coarse auto: the largest k tried", low=2),
     Param("n_init", int, 10, "k-means restarts", low=1),
     Param("seed", int, 0, "seed of the clustering restarts", low=0),
     Param("max_train", int, None, "cluster at most this many train samples (a fixed random subset); null = all",
@@ -101,8 +111,13 @@ class RecoverySpec:
     method: str = DEFAULTS["method"]
     normalize: str = DEFAULTS["normalize"]
     whiten_var: float = DEFAULTS["whiten_var"]
+    pca_dims: int | None = DEFAULTS["pca_dims"]
+    gmm_covariance: str = DEFAULTS["gmm_covariance"]
     guard: bool = DEFAULTS["guard"]
     clustering: str = DEFAULTS["clustering"]
+    fine_per_coarse: str | None = DEFAULTS["fine_per_coarse"]
+    k_criterion: str = DEFAULTS["k_criterion"]
+    k_max: int = DEFAULTS["k_max"]
     n_init: int = DEFAULTS["n_init"]
     seed: int = DEFAULTS["seed"]
     max_train: int | None = DEFAULTS["max_train"]

@@ -1,7 +1,9 @@
 """Trainer callback: fine-label recovery accuracy at chosen epochs (next to NC1 in metrics.jsonl).
 
 Keys: ``recovery.test_acc`` (predicted routing), ``recovery.oracle_test_acc`` (true-coarse routing),
-``recovery.train_acc`` (clustering accuracy on the fit set), ``recovery.time_s``. Config::
+``recovery.train_acc`` (clustering accuracy on the fit set), ``recovery.time_s``; under ``data.label_noise``
+also ``recovery.train_acc_clean`` and ``recovery.train_acc_corrupted_true_routing``
+(:mod:`nclab.finegrain.noisy`). Config::
 
     recovery: {normalize: whiten, whiten_var: 0.95}        # the run's settings (nclab.contracts.recovery)
     callbacks:
@@ -57,5 +59,11 @@ class RecoveryCallback(Callback):
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             rep = recover_trainer(trainer, tap=self.tap, spec=self.spec(trainer))
         self.last = rep
-        return {"recovery.test_acc": rep["test_acc"], "recovery.oracle_test_acc": rep["oracle_test_acc"],
-                "recovery.train_acc": rep["train_acc"], "recovery.time_s": time.perf_counter() - t0}
+        out = {"recovery.test_acc": rep["test_acc"], "recovery.oracle_test_acc": rep["oracle_test_acc"],
+               "recovery.train_acc": rep["train_acc"]}
+        noise = rep.get("label_noise")
+        if noise:  # data.label_noise: the fit set's clean rows, and the corrupted ones sent to their true superclass
+            out["recovery.train_acc_clean"] = noise["recovery_train_acc_clean"]
+            out["recovery.train_acc_corrupted_true_routing"] = noise["recovery_train_acc_corrupted_true_routing"]
+        out["recovery.time_s"] = time.perf_counter() - t0
+        return out

@@ -51,6 +51,7 @@ def evaluate_recovery(
     *,
     fit_on: str = "train",
     return_model: bool = False,
+    noisy_coarse: bool = False,
     **options: Any,
 ) -> dict | tuple[dict, FineLabelRecovery]:
     """Fit :class:`FineLabelRecovery` and report it.
@@ -58,7 +59,8 @@ def evaluate_recovery(
     Inputs: features (N, D) / (M, D); ``train_coarse`` (N,) true coarse labels used to group the fit set;
     ``train_fine`` (N,) only for naming and the train accuracy; ``test_coarse_pred`` (M,) the network's
     predicted coarse labels used for routing (None = no predictor, routing falls back to the true coarse
-    labels and ``test_acc`` equals ``oracle_test_acc``); ``test_fine`` (M,) true labels.
+    labels and ``test_acc`` equals ``oracle_test_acc``); ``test_fine`` (M,) true labels. ``noisy_coarse``:
+    ``train_coarse`` are the noisy labels the net was trained on (see :meth:`FineLabelRecovery.fit`).
     ``fit_on="test"`` clusters the test features instead (grouped by their true coarse labels, as the train
     features are, and named with the test fine labels; routing is unchanged); then ``train_acc`` and the
     per-superclass ``train_acc`` report the clustering accuracy on the test fit set.
@@ -82,7 +84,7 @@ def evaluate_recovery(
         raise NclabError(f"predicted coarse labels have shape {routed.shape}, test fine labels {test_fine.shape}; pass matching arrays")
     rec = FineLabelRecovery(h, **options)
     if fit_on == "train":
-        rec.fit(train_features, train_coarse, train_fine)
+        rec.fit(train_features, train_coarse, train_fine, noisy_coarse=noisy_coarse)
         fit_fine, fit_pred, fit_coarse = np.asarray(train_fine, dtype=np.int64), rec.fit_pred_, np.asarray(train_coarse)
     else:
         rec.fit(test_features, test_true_coarse, test_fine)
@@ -106,6 +108,8 @@ def evaluate_recovery(
             "n_train": int(tr.sum()),
             "n_test": int(te.sum()),
             **guard,
+            **({} if g is None else {"k": g.k}),
+            **({} if g is None or g.k_scores is None else {"k_scores": {str(k): v for k, v in g.k_scores.items()}}),
         })
     out = {
         "test_acc": _acc(pred, test_fine),
@@ -123,11 +127,25 @@ def evaluate_recovery(
                     "routing": ("none" if rec.clustering == "global"
                                 else "predicted" if test_coarse_pred is not None else "oracle"),
                     "method": rec.method, "normalize": rec.normalize, "clustering": rec.clustering,
-                    "n_init": rec.n_init, "seed": rec.seed, "whiten_var": rec.whiten_var, "guard": rec.guard},
+                    "n_init": rec.n_init, "seed": rec.seed, "whiten_var": rec.whiten_var, "guard": rec.guard,
+                    "pca_dims": rec.pca_dims, "gmm_covariance": rec.gmm_covariance,
+                    "fine_per_coarse": rec.fine_per_coarse, "k_criterion": rec.k_criterion, "k_max": rec.k_max},
         # superclasses (group ids; -1 = the one global group) where the guard's partition was the better optimum
         "guarded": sorted(int(c) for c in rec.guarded_),
     }
+    if rec.fine_per_coarse == "auto":
+        out["k_estimation"] = k_estimation_summary(rec)
     return (out, rec) if return_model else out
+
+
+def k_estimation_summary(rec: FineLabelRecovery) -> dict:
+    """How often ``fine_per_coarse="auto"`` found the hierarchy's number of fine classes: ``criterion``,
+    ``k_max``, ``correct`` (groups whose estimate equals the true count), ``groups``, ``fraction_correct`` and
+    ``per_group`` (group id, ``k_estimated``, ``k_true``)."""
+    per = [{"group": int(c), "k_estimated": int(g.k), "k_true": len(g.fine)} for c, g in rec.groups_.items()]
+    ok = sum(p["k_estimated"] == p["k_true"] for p in per)
+    return {"criterion": rec.k_criterion, "k_max": rec.k_max, "correct": ok, "groups": len(per),
+            "fraction_correct": ok / len(per) if per else float("nan"), "per_group": per}
 
 
 def flatten_pixels(x) -> np.ndarray:

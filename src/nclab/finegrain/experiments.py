@@ -229,6 +229,47 @@ def _fine_baseline_cfg(cfg: dict, name: str) -> dict:
     return load_config(c)
 
 
+# results.json "ratios": (key, numerator, denominator), each a dotted results.json key (same recipe, same budget)
+RATIOS = (
+    ("recovered_over_fine_trained", "recovery.test_acc", "baselines.fine_trained.test_acc"),
+    ("pursuit_over_fine_trained", "recovery_pursuit.test_acc", "baselines.fine_trained.test_acc"),
+    ("recovered_over_probe", "recovery.test_acc", "probe.test_acc"),
+    ("oracle_recovered_over_oracle_probe", "recovery.oracle_test_acc", "probe.oracle_test_acc"),
+)
+
+
+def recovery_ratios(res: dict) -> dict[str, float]:
+    """Recovered fine-label test accuracy relative to its supervised references (paper A's claim is relative:
+    recovery "nearly matches" the same network trained on the fine labels). Keys of :data:`RATIOS` whose two
+    accuracies are both in ``res`` (and the denominator > 0): ``recovered_over_fine_trained`` = recovery (predicted
+    routing) / the fine-trained baseline's test accuracy; ``pursuit_over_fine_trained`` the same for the
+    projection-pursuit split; ``recovered_over_probe`` = recovery / supervised linear probe, both with predicted
+    routing; ``oracle_recovered_over_oracle_probe`` = both routed by the true superclass. Split runs: none."""
+    if res.get("recovery", {}).get("kind") == "split":
+        return {}
+
+    def get(key: str):
+        v: Any = res
+        for part in key.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    out = {}
+    for name, num, den in RATIOS:
+        a, b = get(num), get(den)
+        if a is not None and b is not None and b > 0:
+            out[name] = float(a) / float(b)
+    return out
+
+
+RATIO_LABELS = {
+    "recovered_over_fine_trained": "ratio: recovery / same network trained on the fine labels",
+    "pursuit_over_fine_trained": "ratio: projection-pursuit recovery / same network trained on the fine labels",
+    "recovered_over_probe": "ratio: recovery / linear probe (both predicted routing)",
+    "oracle_recovered_over_oracle_probe": "ratio: recovery / linear probe (both true coarse routing)",
+}
+
+
 def _table(res: dict) -> dict:
     rec = res.get("recovery", {})
     if rec.get("kind") == "split":  # cifar10-finer: the net was trained on pseudo classes finer than the data
@@ -254,6 +295,8 @@ def _table(res: dict) -> dict:
             rows.append([f"baseline: {k.replace('_', ' ')}, coarse accuracy of its predictions", _pct(v["coarse_test_acc"])])
     if res.get("paper", {}).get("fine_test_acc") is not None:
         rows.append(["paper A (ResNet-18, 350 epochs, CIFAR-10)", _pct(res["paper"]["fine_test_acc"])])
+    for k, v in (res.get("ratios") or {}).items():
+        rows.append([RATIO_LABELS.get(k, k), f"{v:.3f}"])
     return {"title": f"{res['experiment']}: fine-label test accuracy", "columns": ["method", "test accuracy"], "rows": rows}
 
 
@@ -321,9 +364,10 @@ def _analyse(tr, results: dict, write, *, spec, probe: bool, which: tuple) -> No
     two_way = bool((np.bincount(hier.fine_to_coarse) == 2).any())  # pursuit only changes two-class superclasses
     if opts.get("method", "kmeans") == "kmeans" and opts.get("clustering", "per_coarse") == "per_coarse" and two_way:
         # the same protocol with the projection-pursuit split (unsupervised; see nclab.finegrain.pursuit)
-        pursuit = evaluate_recovery(arrays["train_features"], arrays["train_coarse"], arrays["train_fine"],
-                                    arrays["test_features"], arrays["test_coarse_pred"], arrays["test_fine"],
-                                    hier, **{**opts, "method": "pursuit"})
+        noisy = "train_coarse_noisy" in arrays  # label noise: group by the labels the net was trained on
+        pursuit = evaluate_recovery(arrays["train_features"], arrays["train_coarse_noisy" if noisy else "train_coarse"],
+                                    arrays["train_fine"], arrays["test_features"], arrays["test_coarse_pred"],
+                                    arrays["test_fine"], hier, noisy_coarse=noisy, **{**opts, "method": "pursuit"})
         results["recovery_pursuit"] = {k: pursuit[k] for k in ("test_acc", "oracle_test_acc", "train_acc", "ari",
                                                                 "nmi", "per_superclass", "options")}
         write()
@@ -376,6 +420,7 @@ def _run_experiment(name: str, *, recipe: str, data: str | None, hierarchy: str 
                                "hierarchy": cfg["data"]["hierarchy"], "source": cfg["data"]["source"]}
 
     def write() -> None:
+        results["ratios"] = recovery_ratios(results)
         results["tables"] = [_table(results)]
         run.write_results(results)
 

@@ -90,9 +90,20 @@ def recover_trainer(trainer, *, tap: str | None = None, spec: RecoverySpec | Non
     ytr = st.fine["train"] if idx is None else st.fine["train"][idx]
     ctr = st.coarse["train"] if idx is None else st.coarse["train"][idx]
     opts = spec.estimator_kwargs()
+    noise = trainer.label_noise if st.kind == "coarse" else None
+    if noise is not None:  # the protocol groups the fit set by the (noisy) coarse labels the net was trained on
+        ctr = noise.labels if idx is None else noise.labels[idx]
     rep, rec = evaluate_recovery(ftr, ctr, ytr, fte, st.route(pte), st.fine["test"], st.hierarchy,
-                                 return_model=True, **opts)
+                                 return_model=True, noisy_coarse=noise is not None, **opts)
     rep["kind"] = st.kind
+    if noise is not None:
+        from nclab.finegrain.noisy import noise_split_report
+
+        true_c = st.coarse["train"] if idx is None else st.coarse["train"][idx]
+        nz = trainer.cfg["data"]["label_noise"]
+        rep["label_noise"] = {"rate": nz["rate"], "kind": nz["kind"], "seed": nz["seed"], "grouped_by": "noisy labels",
+                              **noise_split_report(ftr, ctr, true_c, ytr, ptr, rec.fit_pred_, rec,
+                                                   st.hierarchy.num_coarse)}
     rep["options"]["max_train"] = max_train  # None = all train samples
     rep["net_test_acc"] = float(np.mean(pte == trainer.train_targets("test").numpy()))
     if st.kind == "split":
@@ -101,14 +112,17 @@ def recover_trainer(trainer, *, tap: str | None = None, spec: RecoverySpec | Non
         pseudo = {s: trainer.train_targets(s).numpy().astype(np.int64) for s in ("train", "test")}
         ps_tr = pseudo["train"] if idx is None else pseudo["train"][idx]
         pr = evaluate_recovery(ftr, h.coarse_of(ps_tr), ps_tr, fte, h.fine_to_coarse[pte], pseudo["test"], h, **opts)
-        rep["pseudo_recovery"] = {k: pr[k] for k in ("train_acc", "test_acc", "oracle_test_acc", "ari", "nmi")}
+        rep["pseudo_recovery"] = {k: pr[k] for k in ("train_acc", "test_acc", "oracle_test_acc", "ari", "nmi",
+                                                     "k_estimation") if k in pr}
         rep["true_class_test_acc"] = float(np.mean(h.fine_to_coarse[pte] == st.fine["test"]))
     if keep_arrays:
         rep["_arrays"] = {
             "train_features": ftr, "test_features": fte, "train_fine": ytr, "test_fine": st.fine["test"],
-            "train_coarse": ctr, "test_coarse": st.coarse["test"], "test_coarse_pred": st.route(pte),
-            "centroids": rec.centroids(),
+            "train_coarse": st.coarse["train"] if idx is None else st.coarse["train"][idx],
+            "test_coarse": st.coarse["test"], "test_coarse_pred": st.route(pte), "centroids": rec.centroids(),
         }
+        if noise is not None:  # the labels the fit set was grouped by (train_coarse stays the true ones)
+            rep["_arrays"]["train_coarse_noisy"] = ctr
     return rep
 
 
@@ -160,12 +174,17 @@ def baselines(trainer, test_route: np.ndarray, *, spec: RecoverySpec | None = No
     idx = train_subset(len(ds.train), max_train, seed)
     sel = slice(None) if idx is None else idx
     ytr, ctr = st.fine["train"][sel], st.coarse["train"][sel]
+    noise = trainer.label_noise if st.kind == "coarse" else None
+    if noise is not None:  # grouped by the labels the net was trained on, as recover_trainer groups them
+        ctr = noise.labels[sel]
+    opts_noise = {"noisy_coarse": noise is not None}
     out = {}
     keys = ("test_acc", "oracle_test_acc", "train_acc", "ari", "nmi")
     opts = spec.estimator_kwargs()
     if "raw_pixels" in which:
         xtr = flatten_pixels(ds.train.x if idx is None else ds.train.x[torch.as_tensor(idx)])
-        r = evaluate_recovery(xtr, ctr, ytr, flatten_pixels(ds.test.x), test_route, st.fine["test"], st.hierarchy, **opts)
+        r = evaluate_recovery(xtr, ctr, ytr, flatten_pixels(ds.test.x), test_route, st.fine["test"], st.hierarchy,
+                              **opts_noise, **opts)
         out["raw_pixels"] = {k: r[k] for k in keys}
     if "random_init" in which:
         model = random_init_model(trainer)
@@ -173,6 +192,6 @@ def baselines(trainer, test_route: np.ndarray, *, spec: RecoverySpec | None = No
         ftr, _ = extract(model, tl if idx is None else subset_loader(tl, idx), autocast=trainer.autocast,
                          flip=trainer.tta_flip)
         fte, _ = extract(model, trainer.eval_loader("test"), autocast=trainer.autocast, flip=trainer.tta_flip)
-        r = evaluate_recovery(ftr, ctr, ytr, fte, test_route, st.fine["test"], st.hierarchy, **opts)
+        r = evaluate_recovery(ftr, ctr, ytr, fte, test_route, st.fine["test"], st.hierarchy, **opts_noise, **opts)
         out["random_init"] = {k: r[k] for k in keys}
     return out

@@ -25,6 +25,7 @@ from scipy.optimize import linear_sum_assignment
 
 from nclab.data.hierarchy import Hierarchy
 from nclab.finegrain.kmeans import kmeans
+from nclab.finegrain.kselect import CRITERIA, estimate_k
 from nclab.finegrain.pursuit import bimodal_split
 from nclab.contracts.recovery import CLUSTERINGS, DEFAULTS, METHODS, NORMALIZATIONS
 from nclab.finegrain.whiten import pca_whitener
@@ -80,6 +81,8 @@ class _Group:
     normalize: str = "none"  # the group's normalisation
     shares: tuple[float, float] | None = None  # guard: within-cluster SS in the normalised space (own, raw's)
     guarded: bool = False  # the guard kept the un-normalised clustering's partition
+    k: int = 0  # clusters used (the hierarchy's count, or the estimate under fine_per_coarse="auto")
+    k_scores: dict | None = None  # fine_per_coarse="auto": criterion value of each candidate k
 
 
 def within_ss(z: np.ndarray, labels: np.ndarray) -> float:
@@ -102,7 +105,8 @@ class FineLabelRecovery:
         (``n_neighbors``); spectral and agglomerative cluster at most ``max_samples`` points per group and
         extend to the rest by nearest centroid.
     normalize : "none" | "center" (subtract the group's fit mean) | "l2" (unit rows) | "center+l2" |
-        "whiten" (PCA whitening per group keeping ``whiten_var`` of the variance).
+        "whiten" (PCA whitening per group keeping ``whiten_var`` of the variance) | "pca" (projection on the
+        group's top ``pca_dims`` principal axes, default its number of fine classes, unscaled).
     guard : k-means with a normalisation other than "none": the un-normalised features' k-means partition is
         one more candidate solution of the normalised objective. It is moved into the normalised space (centres
         = its cluster means there, then one nearest-centre step) and kept when its :func:`within_ss` there is
@@ -133,6 +137,11 @@ class FineLabelRecovery:
         max_samples: int = 5000,
         whiten_var: float = DEFAULTS["whiten_var"],
         guard: bool = DEFAULTS["guard"],
+        fine_per_coarse: str | None = DEFAULTS["fine_per_coarse"],
+        k_criterion: str = DEFAULTS["k_criterion"],
+        k_max: int = DEFAULTS["k_max"],
+        pca_dims: int | None = DEFAULTS["pca_dims"],
+        gmm_covariance: str = DEFAULTS["gmm_covariance"],
     ):
         if method not in METHODS:
             raise NclabError(f"unknown recovery method {method!r}; use one of {', '.join(METHODS)}")
@@ -163,6 +172,19 @@ class FineLabelRecovery:
         if not isinstance(guard, (bool, np.bool_)):
             raise NclabError(f"guard must be true or false, got {guard!r}")
         self.guard = bool(guard)
+        if fine_per_coarse not in (None, "auto"):
+            raise NclabError(f"fine_per_coarse must be 'auto' or None (the hierarchy's count), got {fine_per_coarse!r}")
+        if k_criterion not in CRITERIA:
+            raise NclabError(f"unknown k_criterion {k_criterion!r}; use one of {', '.join(CRITERIA)}")
+        if isinstance(k_max, bool) or int(k_max) != k_max or k_max < 2:
+            raise NclabError(f"k_max must be an integer >= 2, got {k_max!r}")
+        self.fine_per_coarse, self.k_criterion, self.k_max = fine_per_coarse, k_criterion, int(k_max)
+        if pca_dims is not None and (isinstance(pca_dims, bool) or int(pca_dims) != pca_dims or pca_dims < 1):
+            raise NclabError(f"pca_dims must be a positive integer or None, got {pca_dims!r}")
+        if gmm_covariance not in ("auto", "full", "diag"):
+            raise NclabError(f"gmm_covariance must be auto, full or diag, got {gmm_covariance!r}")
+        self.pca_dims = None if pca_dims is None else int(pca_dims)
+        self.gmm_covariance = gmm_covariance
 
     # ----------------------------------------------------------------------------- helpers
     def _f2c(self, coarse: np.ndarray | None, fine: np.ndarray | None) -> np.ndarray:
@@ -225,9 +247,9 @@ class FineLabelRecovery:
     def _transform(self, x: np.ndarray, g: _Group) -> np.ndarray:
         """Apply the group's fitted normalisation to rows of x (n, D) -> (n, D')."""
         z = x
-        if g.normalize in ("center", "center+l2", "whiten"):
+        if g.normalize in ("center", "center+l2", "whiten", "pca"):
             z = z - g.mean
-        if g.normalize == "whiten":
+        if g.normalize in ("whiten", "pca"):
             z = z @ g.proj
         if g.normalize in ("l2", "center+l2"):
             z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
@@ -252,7 +274,8 @@ class FineLabelRecovery:
             from sklearn.mixture import GaussianMixture
 
             # full covariances need many points per cluster (else they overfit); start from our k-means
-            cov = "full" if len(z) >= 10 * k * z.shape[1] else "diag"
+            cov = self.gmm_covariance if self.gmm_covariance != "auto" else (
+                "full" if len(z) >= 10 * k * z.shape[1] else "diag")
             km = kmeans(z, k, n_init=self.n_init, max_iter=self.max_iter, seed=seed, device=self.device)
             gm = GaussianMixture(k, covariance_type=cov, means_init=km.centers, reg_covar=1e-4,
                                  random_state=seed, max_iter=self.max_iter)
@@ -279,7 +302,7 @@ class FineLabelRecovery:
         """The guard (class docstring): cluster the raw rows ``xg`` too and keep that partition, moved to the
         normalised space ``z`` by one nearest-centre step, when its within-cluster sum of squares there is lower
         than the normalised clustering's own (``cl``)."""
-        k = len(g.fine)
+        k = g.k
         # a candidate, not the protocol's clustering: a few restarts suffice (raw pixels make this the costly part)
         raw_cl = kmeans(xg, k, n_init=min(self.n_init, 3), max_iter=self.max_iter, seed=seed, device=self.device).labels
         centers = np.stack([z[raw_cl == j].mean(0) if (raw_cl == j).any() else z.mean(0) for j in range(k)])
@@ -306,8 +329,13 @@ class FineLabelRecovery:
         return _nearest(z, g.centers)
 
     # ----------------------------------------------------------------------------- API
-    def fit(self, features: np.ndarray | torch.Tensor, coarse: np.ndarray | None = None, fine: np.ndarray | None = None) -> "FineLabelRecovery":
+    def fit(self, features: np.ndarray | torch.Tensor, coarse: np.ndarray | None = None, fine: np.ndarray | None = None,
+            *, noisy_coarse: bool = False) -> "FineLabelRecovery":
         """Cluster ``features`` (N, D) grouped by ``coarse`` (N,) and name clusters with ``fine`` (N,).
+
+        ``noisy_coarse``: ``coarse`` are noisy training labels (``data.label_noise``), so a row's coarse label
+        may differ from its fine label's superclass; such rows are clustered in the superclass they are labelled
+        with and take no part in naming (their fine class is not among that superclass's names).
 
         ``coarse`` may be omitted for ``clustering="global"`` (and is then taken from the hierarchy and
         ``fine`` if given). Without ``fine`` the clusters keep placeholder names (cluster index offsets) and
@@ -326,7 +354,7 @@ class FineLabelRecovery:
             coarse = f2c[fine]
         if coarse is not None and coarse.max() >= f2c.max() + 1:
             raise NclabError(f"coarse label {int(coarse.max())} outside the hierarchy's {int(f2c.max()) + 1} superclasses")
-        if coarse is not None and fine is not None:
+        if coarse is not None and fine is not None and not noisy_coarse:
             check_consistent(f2c, coarse, fine, "fit")
         if self.clustering == "global":
             plan = [(-1, list(range(len(f2c))), np.arange(len(x)))]
@@ -345,22 +373,33 @@ class FineLabelRecovery:
             g = _Group(c, classes, xg.mean(0), None, np.empty(0), np.empty(0), np.empty(0), normalize=self.normalize)
             if self.normalize == "whiten":
                 g.proj = self._whitener(xg)
+            elif self.normalize == "pca":
+                from nclab.finegrain.whiten import pca_axes
+
+                g.proj = pca_axes(xg, self.pca_dims or len(classes))
             z = self._transform(xg, g)
             seed = self.seed + 1009 * (c + 1)
-            cl, g.centers, g.model = self._cluster(z, len(classes), seed)
-            if self.guard and self.normalize != "none" and len(classes) > 1 and g.model is None and (
-                    self.method == "kmeans" or (self.method == "pursuit" and len(classes) > 2)):
+            k = len(classes)
+            if self.fine_per_coarse == "auto":
+                # estimated on the un-normalised rows: whitening gives noise axes unit variance too, which hides
+                # the cluster structure the criteria look for (docs/recovery.md)
+                k, g.k_scores = estimate_k(xg, self.k_max, self.k_criterion, seed=seed)
+                k = max(1, min(k, len(idx)))
+            g.k = k
+            cl, g.centers, g.model = self._cluster(z, k, seed)
+            if self.guard and self.normalize != "none" and k > 1 and g.model is None and (
+                    self.method == "kmeans" or (self.method == "pursuit" and k > 2)):
                 cl = self._guarded(xg, z, cl, g, seed)
             g.raw_centers = np.stack([xg[cl == j].mean(0) if (cl == j).any() else g.mean
-                                      for j in range(len(classes))]).astype(np.float32)
+                                      for j in range(k)]).astype(np.float32)
             if fine is not None:
-                g.names = hungarian_names(cl, fine[idx], len(classes), classes)
-            else:
-                g.names = np.asarray(classes, dtype=np.int64)  # arbitrary but one-to-one
+                g.names = hungarian_names(cl, fine[idx], k, classes)
+            else:  # arbitrary but one-to-one where k matches the hierarchy
+                g.names = np.asarray([classes[j % len(classes)] for j in range(k)], dtype=np.int64)
             self.groups_[c] = g
             self.labels_[idx] = cl + offset
             self.fit_pred_[idx] = g.names[cl]
-            offset += len(classes)
+            offset += k
         return self
 
     def predict(self, features: np.ndarray | torch.Tensor, coarse: np.ndarray | None = None) -> np.ndarray:

@@ -30,3 +30,12 @@ def pca_whitener(x: np.ndarray, keep_var: float = 1.0) -> np.ndarray:
     keep = int(np.searchsorted(np.cumsum(var) / total, keep_var - 1e-12) + 1)
     keep = max(1, min(keep, int((var > var[0] * 1e-10).sum())))
     return (vecs[:, :keep] / np.sqrt(var[:keep])).astype(np.float32)
+
+
+def pca_axes(x: np.ndarray, m: int) -> np.ndarray:
+    """The top ``m`` principal axes (D, min(m, rank)) of rows ``x`` (n, D) centred by their mean, unscaled
+    (orthonormal columns): projecting onto them keeps the directions of largest variance at their own scale."""
+    xc = (x - x.mean(0)).astype(np.float64)
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    keep = max(1, min(int(m), int((s > (s[0] if s.size else 0) * 1e-10).sum())))
+    return vt[:keep].T.astype(np.float32)

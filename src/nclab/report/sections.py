@@ -55,6 +55,22 @@ RESULT_ROWS = [
      "random_init"),
     ("baselines.random_init.oracle_test_acc", "Baseline: recovery from random-init network features — oracle (true) "
      "coarse routing", "random_init_oracle"),
+    ("ratios.recovered_over_fine_trained", "Ratio: recovery (predicted routing) / same network trained on the fine "
+     "labels", "recovered_over_fine_trained"),
+    ("ratios.pursuit_over_fine_trained", "Ratio: projection-pursuit recovery / same network trained on the fine labels",
+     "pursuit_over_fine_trained"),
+    ("ratios.recovered_over_probe", "Ratio: recovery / linear probe (both predicted routing)", "recovered_over_probe"),
+    ("ratios.oracle_recovered_over_oracle_probe", "Ratio: recovery / linear probe (both true coarse routing)",
+     "oracle_recovered_over_oracle_probe"),
+    ("recovery.label_noise.recovery_train_acc_clean", "Label noise: recovery on clean train samples",
+     "noise_clean_train_acc"),
+    ("recovery.label_noise.recovery_train_acc_corrupted_true_routing", "Label noise: recovery on corrupted train "
+     "samples, routed to their true superclass", "noise_corrupted_train_acc_true_routing"),
+    ("recovery.label_noise.net_agrees_noisy_label_corrupted", "Label noise: corrupted train samples where the net "
+     "predicts the noisy label", "noise_memorised"),
+    ("recovery.label_noise.nc1_clean", "Label noise: NC1 of the clean train samples (NC1)", "noise_nc1_clean"),
+    ("recovery.label_noise.nc1_corrupted_noisy_labels", "Label noise: NC1 of the corrupted train samples by their "
+     "noisy labels (NC1)", "noise_nc1_corrupted"),
 ]
 
 # cifar10-finer (labels finer than the data): nothing is routed; the questions are whether the features keep the
@@ -283,7 +299,11 @@ def header(run: RunData, toc: list[tuple[str, str]]) -> str:
 
 def results_rows(run: RunData) -> list[tuple[str, float | None, float | None]]:
     """(label, ours, paper) rows of the results table; also what `nclab demo` prints."""
+    from nclab.finegrain.experiments import recovery_ratios
+
     res, paper = run.results, run.results.get("paper") if isinstance(run.results.get("paper"), dict) else {}
+    if "ratios" not in res and isinstance(res.get("recovery"), dict):  # written before results.json had them
+        res = {**res, "ratios": recovery_ratios(res)}
     rows: list[tuple[str, float | None, float | None]] = []
     used_paper: set[str] = set()
     used_keys: set[str] = set()
@@ -333,7 +353,7 @@ def results_text(run: RunData) -> str:
 
 
 def _pct(label: str) -> bool:
-    return not any(s in label for s in ("ARI", "NMI"))
+    return not any(s in label for s in ("ARI", "NMI", "Ratio", "NC1"))
 
 
 def results_section(run: RunData) -> str:
@@ -359,15 +379,22 @@ def results_section(run: RunData) -> str:
     if isinstance(per, list) and per:
         _, fine_names, _ = hierarchy_of(run)
         rows2 = []
+        estimated = any(isinstance(s, dict) and s.get("k_scores") is not None for s in per)
         for i, s in enumerate(per):
             if not isinstance(s, dict):
                 continue
             fines = ", ".join(fine_names[f] if 0 <= int(f) < len(fine_names) else str(f) for f in s.get("fine") or [])
             rows2.append([s.get("coarse", i), s.get("name", ""), fines, s.get("train_acc"), s.get("test_acc"),
-                          s.get("test_acc_predicted_routing")])
+                          s.get("test_acc_predicted_routing")] + ([s.get("k")] if estimated else []))
         out.append("<h3>Recovery per superclass</h3>")
         out.append(table(["coarse", "name", "fine labels", "train clustering acc", "test acc, true-coarse routing",
-                          "test acc, predicted routing"], rows2, percent_cols=(3, 4, 5)))
+                          "test acc, predicted routing"] + (["clusters (k estimated)"] if estimated else []),
+                         rows2, percent_cols=(3, 4, 5)))
+        ke = lookup(run.results, "recovery.k_estimation")
+        if isinstance(ke, dict) and ke.get("groups"):
+            out.append(f'<p class="note">k per superclass estimated without labels ({esc(ke.get("criterion"))}, '
+                       f'1..{esc(ke.get("k_max"))}): the hierarchy\'s number of fine classes in {esc(ke.get("correct"))} '
+                       f'of {esc(ke.get("groups"))} superclasses.</p>')
         out.append('<p class="note">Rows = samples whose true superclass is this one. With predicted routing a '
                    "sample the network sends to another superclass counts as an error here.</p>")
     final = _final_metrics(run)

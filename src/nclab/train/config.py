@@ -93,6 +93,13 @@ SCHEMA: dict[str, Any] = {
         "normalize": Opt(True, (bool,), help="standardise inputs with the train split's channel stats"),
         "image_size": Opt(None, (int,), nullable=True, minimum=1,
                           help="imagefolder sources: shorter side resized to this, then a centre square crop"),
+        "label_noise": {
+            "rate": Opt(0.0, NUM, minimum=0, below=1, help="fraction of train labels (the labels the net is trained "
+                        "on) changed to another class; exactly round(rate * N) of them (nclab.data.noise)"),
+            "kind": Opt("symmetric", (str,), choices=("symmetric", "asymmetric"),
+                        help="symmetric: a uniformly drawn other class; asymmetric: class c -> (c + 1) mod K"),
+            "seed": Opt(0, (int,), minimum=0, help="seed of which labels are changed (and, symmetric, to what)"),
+        },
         "augment": {
             "crop": Opt(0, (int,), minimum=0, help="random translate by up to this many pixels (reflect pad)"),
             "flip": Opt(False, (bool,)),

@@ -213,20 +213,39 @@ class Trainer:
         return self.dataset.num_classes
 
     def train_targets(self, split: str) -> torch.Tensor:
-        """int64 (N,) labels the net is trained on for ``split`` ("train"/"test"): fine, coarse or pseudo."""
+        """int64 (N,) labels the net is trained on for ``split`` ("train"/"test"): fine, coarse or pseudo; on the
+        train split after ``data.label_noise`` (:attr:`label_noise`; the test split is never corrupted)."""
         if split not in self._targets:
-            y = getattr(self.dataset, split).y
-            if self.cfg["data"]["labels"] == "coarse":
-                t = self.hierarchy.coarse_of(y)
-            elif self._is_split():
-                from nclab.data import split_labels
-
-                # split:M:SEED shuffles by SEED; a plain split:M by the run seed
-                t = torch.as_tensor(split_labels(y, self.hierarchy, self.cfg["seed"]))
-            else:
-                t = y
-            self._targets[split] = t.to(torch.int64)
+            noise = self.label_noise if split == "train" else None
+            self._targets[split] = (torch.from_numpy(noise.labels.copy()) if noise is not None
+                                    else self.clean_targets(split))
         return self._targets[split]
+
+    def clean_targets(self, split: str) -> torch.Tensor:
+        """int64 (N,) the labels of ``split`` at the training level (fine, coarse or pseudo) before label noise."""
+        y = getattr(self.dataset, split).y
+        if self.cfg["data"]["labels"] == "coarse":
+            t = self.hierarchy.coarse_of(y)
+        elif self._is_split():
+            from nclab.data import split_labels
+
+            # split:M:SEED shuffles by SEED; a plain split:M by the run seed
+            t = split_labels(y, self.hierarchy, self.cfg["seed"])
+        else:
+            t = y
+        return torch.as_tensor(t).to(torch.int64)
+
+    @property
+    def label_noise(self):
+        """The corrupted training labels (:class:`nclab.data.noise.NoisyLabels`: ``labels``, ``corrupted`` mask,
+        ``clean``, each (N_train,)) under ``data.label_noise.rate`` > 0, else None."""
+        if not hasattr(self, "_label_noise"):
+            from nclab.data.noise import corrupt_labels, noise_spec
+
+            rate, kind, seed = noise_spec(self.cfg["data"].get("label_noise"))
+            self._label_noise = (corrupt_labels(self.clean_targets("train").numpy(), self.num_classes, rate, kind, seed)
+                                 if rate > 0 else None)
+        return self._label_noise
 
     def _build_model(self):
         from nclab.models import build_model, model_kwargs
