@@ -2,7 +2,8 @@
 
 Synthetic: :func:`nclab.data.make_hierarchical_gaussian` (2 superclasses x 5 fine classes, the shape of CIFAR-10
 under ``mod:2``; and 4 superclasses x 2) at several fine separations and seeds, plus a hierarchy with a different
-count in each superclass (2, 3, 4, 5; orthonormal fine directions, no coarse offset). Real: ``--features DIR ...`` (a run's ``features/``: train_features,
+count in each superclass (2, 3, 4, 5; orthonormal fine directions, no coarse offset). Real: ``--features DIR ...`` \
+(a run's ``features/``: train_features,
 train_coarse, train_fine), the hierarchy inferred from the train (fine, coarse) pairs. Each criterion runs exactly
 as the recovery runs it (:func:`nclab.finegrain.kselect.estimate_k` on the group's un-normalised features, seeded
 as in ``FineLabelRecovery.fit``, candidates up to ``--k-max``). Printed: right / superclasses per setting and

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
-from nclab.contracts.recovery import METHODS, PARAMS, RecoverySpec, spec_from_options
+from nclab.contracts.recovery import METHODS, PARAMS, RecoverySpec, spec_from_options  # noqa: F401 (METHODS: re-exported for the CLI)
 from nclab.utils.errors import NclabError
 from nclab.utils.io import json_clean
 
@@ -131,7 +130,8 @@ def run(args) -> int:
             extra = f"  probe test {probe[p['coarse']]['test_acc']:.4f}" if p["coarse"] in probe else ""
             if ke:
                 extra += f"  k {p.get('k')} (true {len(p['fine'])})"
-            print(f"  {p['coarse']:>3} {p['name'][:30]:<30} train {p['train_acc']:.4f}  test {p['test_acc']:.4f}{extra}")
+            print(f"  {p['coarse']:>3} {p['name'][:30]:<30} train {p['train_acc']:.4f}  "
+                  f"test {p['test_acc']:.4f}{extra}")
         if "probe" in rep:
             print(f"linear probe (supervised): test {rep['probe']['test_acc']:.4f} "
                   f"(true-coarse routing {rep['probe']['oracle_test_acc']:.4f})")
@@ -149,7 +149,8 @@ def _from_arrays(args, opts) -> dict:
     a = {k: _load(getattr(args, k), k) for k in ARRAYS if getattr(args, k)}
     for k, v in a.items():
         if v.size == 0:
-            raise NclabError(f"--{k.replace('_', '-')} {getattr(args, k)} is empty; pass the arrays of a non-empty split")
+            raise NclabError(f"--{k.replace('_', '-')} {getattr(args, k)} is empty; "
+                             "pass the arrays of a non-empty split")
     fine_all = np.concatenate([a["fine_train"].ravel(), a["fine_test"].ravel()])
     if not np.issubdtype(fine_all.dtype, np.integer) and not (
             np.issubdtype(fine_all.dtype, np.floating) and np.all(fine_all == np.round(fine_all))):

@@ -52,7 +52,8 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         values = [float(v) if isinstance(v, str) and _is_float(v) else v for v in values]
         same = [a for a in axes if ALIASES.get(a, a) == ALIASES.get(k, k)]
         if same:
-            raise NclabError(f"--grid names axis {ALIASES.get(k, k)} twice ({same[0]!r} and {k!r}); give each axis once")
+            raise NclabError(f"--grid names axis {ALIASES.get(k, k)} twice ({same[0]!r} and {k!r}); "
+                             "give each axis once")
         if len({repr(v) for v in values}) != len(values):
             raise NclabError(f"--grid {it!r} repeats a value; give each value once")
         axes[k] = values
@@ -114,10 +115,9 @@ def _inherited_time_limit(args, cell_dirs: list[Path]) -> list[str]:
 
 
 def run(args) -> int:
-    from nclab.finegrain.experiments import build_config, check_max_train, run_experiment, time_limit_override
+    from nclab.finegrain.experiments import build_config, check_max_train, time_limit_override
     from nclab.rundir import RunDir
     from nclab.train.config import config_diff
-    from nclab.utils.progress import say
 
     axes = parse_grid(args.grid)
     check_max_train(args.max_train)

@@ -81,7 +81,8 @@ def evaluate_recovery(
     routed = (test_true_coarse if test_coarse_pred is None
               else class_indices(test_coarse_pred, "predicted coarse", h.num_coarse))
     if routed.shape != test_fine.shape:
-        raise NclabError(f"predicted coarse labels have shape {routed.shape}, test fine labels {test_fine.shape}; pass matching arrays")
+        raise NclabError(f"predicted coarse labels have shape {routed.shape}, test fine labels {test_fine.shape}; "
+                         "pass matching arrays")
     rec = FineLabelRecovery(h, **options)
     if fit_on == "train":
         rec.fit(train_features, train_coarse, train_fine, noisy_coarse=noisy_coarse)

@@ -152,8 +152,8 @@ def _cli(name: str, args) -> int:
     res = run_experiment(
         name, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy, overrides=time_limit_override(args),
         epochs=args.epochs, device=args.device, baseline=not args.no_baseline,
-        random_init=not args.no_random_init, probe=not args.no_probe, max_train=args.max_train, out=args.out, resume=args.resume,
-        force=args.force)
+        random_init=not args.no_random_init, probe=not args.no_probe, max_train=args.max_train, out=args.out,
+        resume=args.resume, force=args.force)
     if args.json:
         print(json.dumps(res))
     else:
@@ -273,13 +273,15 @@ RATIO_LABELS = {
 def _table(res: dict) -> dict:
     rec = res.get("recovery", {})
     if rec.get("kind") == "split":  # cifar10-finer: the net was trained on pseudo classes finer than the data
-        rows = [["true classes recovered by clustering all features (one group, no routing)", _pct(rec.get("test_acc"))],
+        rows = [["true classes recovered by clustering all features (one group, no routing)",
+                 _pct(rec.get("test_acc"))],
                 ["true-class accuracy of the net (its pseudo-class predictions mapped to their classes)",
                  _pct(res.get("true_class_test_acc"))],
                 ["pseudo-class accuracy of the net (the labels it was trained on)", _pct(res.get("net_test_acc"))],
                 ["pseudo classes recovered by clustering inside each true class (true-class routing)",
                  _pct(res.get("pseudo_recovery", {}).get("oracle_test_acc"))]]
-        rows += [[f"baseline: {k.replace('_', ' ')}", _pct(v.get("test_acc"))] for k, v in res.get("baselines", {}).items()]
+        rows += [[f"baseline: {k.replace('_', ' ')}", _pct(v.get("test_acc"))]
+                 for k, v in res.get("baselines", {}).items()]
         return {"title": f"{res['experiment']}: test accuracy", "columns": ["method", "test accuracy"], "rows": rows}
     rows = [["recovery (predicted coarse routing)", _pct(rec.get("test_acc"))],
             ["recovery (true coarse routing)", _pct(rec.get("oracle_test_acc"))],
@@ -292,12 +294,14 @@ def _table(res: dict) -> dict:
     for k, v in res.get("baselines", {}).items():
         rows.append([f"baseline: {k.replace('_', ' ')}", _pct(v.get("test_acc"))])
         if v.get("coarse_test_acc") is not None:
-            rows.append([f"baseline: {k.replace('_', ' ')}, coarse accuracy of its predictions", _pct(v["coarse_test_acc"])])
+            rows.append([f"baseline: {k.replace('_', ' ')}, coarse accuracy of its predictions",
+                         _pct(v["coarse_test_acc"])])
     if res.get("paper", {}).get("fine_test_acc") is not None:
         rows.append(["paper A (ResNet-18, 350 epochs, CIFAR-10)", _pct(res["paper"]["fine_test_acc"])])
     for k, v in (res.get("ratios") or {}).items():
         rows.append([RATIO_LABELS.get(k, k), f"{v:.3f}"])
-    return {"title": f"{res['experiment']}: fine-label test accuracy", "columns": ["method", "test accuracy"], "rows": rows}
+    return {"title": f"{res['experiment']}: fine-label test accuracy", "columns": ["method", "test accuracy"],
+            "rows": rows}
 
 
 def _pct(v) -> str:
@@ -307,7 +311,8 @@ def _pct(v) -> str:
 def summary_text(res: dict) -> str:
     t = res["tables"][0]
     w = max(len(r[0]) for r in t["rows"])
-    return "\n".join([t["title"]] + [f"  {r[0]:<{w}}  {r[1]}" for r in t["rows"]] + [f"  results: {res.get('results_path')}"])
+    return "\n".join([t["title"]] + [f"  {r[0]:<{w}}  {r[1]}" for r in t["rows"]]
+                     + [f"  results: {res.get('results_path')}"])
 
 
 # what a finished analysis of the trained run wrote (reused by a later --resume slice; see _analysis_key)

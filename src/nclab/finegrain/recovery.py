@@ -240,7 +240,8 @@ class FineLabelRecovery:
                 continue
             y = np.asarray(y)
             if y.shape != (x.shape[0],):
-                raise NclabError(f"{name} labels have shape {y.shape} but features have {x.shape[0]} rows; pass matching arrays")
+                raise NclabError(f"{name} labels have shape {y.shape} but features have {x.shape[0]} rows; "
+                                 "pass matching arrays")
             out[name] = class_indices(y, name)
         return x, out
 
@@ -283,7 +284,8 @@ class FineLabelRecovery:
             return lab, gm.means_.astype(np.float32), gm
         # spectral / agglomerative are O(n^2): cluster a subsample, extend by nearest centroid
         rng = np.random.default_rng(seed)
-        sub = np.sort(rng.choice(len(z), self.max_samples, replace=False)) if len(z) > self.max_samples else np.arange(len(z))
+        sub = (np.sort(rng.choice(len(z), self.max_samples, replace=False)) if len(z) > self.max_samples
+               else np.arange(len(z)))
         zs = z[sub]
         if self.method == "spectral":
             from sklearn.cluster import SpectralClustering
@@ -353,7 +355,8 @@ class FineLabelRecovery:
                 raise NclabError("per-superclass recovery needs coarse labels in fit")
             coarse = f2c[fine]
         if coarse is not None and coarse.max() >= f2c.max() + 1:
-            raise NclabError(f"coarse label {int(coarse.max())} outside the hierarchy's {int(f2c.max()) + 1} superclasses")
+            raise NclabError(f"coarse label {int(coarse.max())} outside the hierarchy's "
+                             f"{int(f2c.max()) + 1} superclasses")
         if coarse is not None and fine is not None and not noisy_coarse:
             check_consistent(f2c, coarse, fine, "fit")
         if self.clustering == "global":

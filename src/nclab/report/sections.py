@@ -44,7 +44,8 @@ RESULT_ROWS = [
      "routing", "probe_test_acc"),
     ("probe.oracle_test_acc", "Supervised linear probe inside each superclass — oracle (true) coarse routing",
      "probe_oracle_test_acc"),
-    ("baselines.fine_trained", "Baseline: same network trained on the fine labels (fine test accuracy)", "fine_trained"),
+    ("baselines.fine_trained", "Baseline: same network trained on the fine labels (fine test accuracy)",
+     "fine_trained"),
     ("baselines.fine_trained.coarse_test_acc", "Baseline: that network's predictions mapped to superclasses "
      "(coarse test accuracy)", "fine_trained_coarse_test_acc"),
     ("baselines.raw_pixels", "Baseline: recovery from raw inputs (fine test accuracy) — predicted coarse routing",
@@ -151,7 +152,8 @@ def hierarchy_of(run: RunData) -> tuple[dict[int, int], list[str], list[str]]:
             except (OSError, ValueError):
                 continue
     if not fine_names:
-        fine_names = [str(n) for n in lookup(run.results, "recovery.fine_names") or run.run_info.get("class_names") or []]
+        fine_names = [str(n) for n in
+                      lookup(run.results, "recovery.fine_names") or run.run_info.get("class_names") or []]
     nf = max(f2c) + 1 if f2c else len(fine_names)
     fine_names = fine_names + [str(i) for i in range(len(fine_names), nf)]
     nc = max(f2c.values()) + 1 if f2c else len(coarse_names)
@@ -393,7 +395,8 @@ def results_section(run: RunData) -> str:
         ke = lookup(run.results, "recovery.k_estimation")
         if isinstance(ke, dict) and ke.get("groups"):
             out.append(f'<p class="note">k per superclass estimated without labels ({esc(ke.get("criterion"))}, '
-                       f'1..{esc(ke.get("k_max"))}): the hierarchy\'s number of fine classes in {esc(ke.get("correct"))} '
+                       f'1..{esc(ke.get("k_max"))}): the hierarchy\'s number of fine classes in '
+                       f'{esc(ke.get("correct"))} '
                        f'of {esc(ke.get("groups"))} superclasses.</p>')
         out.append('<p class="note">Rows = samples whose true superclass is this one. With predicted routing a '
                    "sample the network sends to another superclass counts as an error here.</p>")
@@ -635,7 +638,8 @@ def grid_section(run: RunData, sink: FigureSink, out_dir: Path) -> str:
             rows.append("<tr>" + "".join(tds) + "</tr>")
         head = f"<tr><th>{esc(yname or '')} \\ {esc(xname)}</th>" + "".join(
             f"<th>{esc(fmt_value(x))}</th>" for x in xs) + "</tr>"
-        out.append(f"<h3>{esc(m)}</h3><table class=\"heat\"><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>")
+        out.append(f"<h3>{esc(m)}</h3><table class=\"heat\"><thead>{head}</thead>"
+                   f"<tbody>{''.join(rows)}</tbody></table>")
         title = f"{m} (mean over {', '.join(averaged)})" if averaged else m
         fig = heatmap_figure(title, vals, [fmt_value(x) for x in xs], [fmt_value(y) for y in ys] if yname else [""],
                              xname, yname or "", log=log, percent=pct)
@@ -671,8 +675,10 @@ def subruns_section(run: RunData, sink: FigureSink, out_dir: Path, max_overlay: 
         return next((v for k in keys if sr.series is not None and (v := sr.series.last(k)) is not None), None)
 
     # (column, percent?, value of a sub-run); columns no sub-run has a value for are left out
-    cols = [("coarse test acc", True, lambda sr, rr: next((v for k, v in rr.items() if k.startswith("Coarse test")), None)),
-            ("recovery test acc", True, lambda sr, rr: next((v for k, v in rr.items() if "predicted coarse" in k), None)),
+    cols = [("coarse test acc", True,
+             lambda sr, rr: next((v for k, v in rr.items() if k.startswith("Coarse test")), None)),
+            ("recovery test acc", True,
+             lambda sr, rr: next((v for k, v in rr.items() if "predicted coarse" in k), None)),
             ("last test_acc", True, lambda sr, rr: last(sr, "test_acc")),
             ("last loss", False, lambda sr, rr: last(sr, "train_loss", "loss")),
             ("last NC1 (coarse / layer 0)", False, lambda sr, rr: last(sr, "nc.train.coarse.nc1", "nc1", "layer0.nc1"))]

@@ -84,7 +84,8 @@ SCHEMA: dict[str, Any] = {
     "seed": Opt(0, (int,), minimum=0),
     "data": {
         "source": Opt("synthetic", (str,), help="dataset spec for nclab.data.load_dataset"),
-        "hierarchy": Opt(None, (str,), nullable=True, help="coarse-label spec (mod:K, cifar100, ...); null = dataset's own"),
+        "hierarchy": Opt(None, (str,), nullable=True,
+                         help="coarse-label spec (mod:K, cifar100, ...); null = dataset's own"),
         "labels": Opt("fine", (str,), choices=("fine", "coarse")),
         "subsample": Opt(None, (int, float, list, dict), nullable=True,
                          help="train subsample: ratio (float), per-class counts (list) or kwargs dict"),
@@ -292,7 +293,8 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
         except yaml.YAMLError as e:
             raise NclabError(f"{path} is not valid YAML ({str(e).splitlines()[0]}); fix the file")
         if raw is None:  # an empty file is a mistake more often than a wish for every default
-            raise NclabError(f"{path} is empty; write the config sections (see `nclab train --config tiny`, shipped in nclab/configs/tiny.yaml), or pass no "
+            raise NclabError(f"{path} is empty; write the config sections (see `nclab train --config tiny`, "
+                             "shipped in nclab/configs/tiny.yaml), or pass no "
                              "config to use the defaults")
         if not isinstance(raw, dict):
             raise NclabError(f"{path} must hold a mapping of config sections, got {type(raw).__name__}")

@@ -49,7 +49,7 @@ from nclab.train.loggers import build_loggers, check_loggers
 from nclab.train.schedules import lr_at
 from nclab.utils import clock
 from nclab.utils.errors import NclabError, RunPaused
-from nclab.utils.io import atomic_torch_save, atomic_write_text, json_clean, remove_stale_temps, torch_load
+from nclab.utils.io import atomic_torch_save, atomic_write_text, json_clean, remove_stale_temps
 from nclab.utils.progress import progress, say
 from nclab.utils.seed import seed_everything
 
@@ -104,8 +104,8 @@ class Trainer:
     ``dataset``, ``hierarchy``, ``device``, ``optimizer``, ``callbacks``, ``epoch`` (completed epochs).
     """
 
-    def __init__(self, cfg: dict | str | os.PathLike, run_dir: str | os.PathLike, callbacks: list[Callback] | None = None,
-                 dataset: Dataset | None = None):
+    def __init__(self, cfg: dict | str | os.PathLike, run_dir: str | os.PathLike,
+                 callbacks: list[Callback] | None = None, dataset: Dataset | None = None):
         # train.time_limit_s counts from the CLI command's start, else from here (data loading included)
         t_built = clock.command_start() or time.perf_counter()
         self.cfg = load_config(cfg)
@@ -199,7 +199,8 @@ class Trainer:
 
             h = build_hierarchy(d["hierarchy"], self.dataset.class_names, dataset=self.dataset)
         if d["labels"] == "coarse" and h is None:
-            raise NclabError(f"data.labels=coarse but {self.dataset.name} has no hierarchy; set data.hierarchy (e.g. mod:5)")
+            raise NclabError(f"data.labels=coarse but {self.dataset.name} has no hierarchy; "
+                             "set data.hierarchy (e.g. mod:5)")
         return h
 
     def _is_split(self) -> bool:
@@ -470,7 +471,8 @@ class Trainer:
             if holds_run:
                 if not force:
                     raise NclabError(f"run directory {run.path} already holds a run; pass --resume to continue it, "
-                                     f"--force to overwrite, or choose another run directory (train: --name or --run-dir; "
+                                     f"--force to overwrite, or choose another run directory "
+                                     f"(train: --name or --run-dir; "
                                      f"reproduce/sweep: --out)")
                 for p in [run.metrics_path, self._ckpt_path(), *run.checkpoints.glob("epoch_*.pt"),
                           run.results_path, run.report_path]:
@@ -490,7 +492,8 @@ class Trainer:
         }, resumed=resume)
         run.write_status("running", "", epoch=self.epoch, wall_time_s=self._elapsed, resumed=resume)
         if resume and self.epoch >= int(self.cfg["optim"]["epochs"]):
-            say(f"{run.path} already trained all {self.epoch} epochs; nothing to train (raise optim.epochs to continue)")
+            say(f"{run.path} already trained all {self.epoch} epochs; "
+                "nothing to train (raise optim.epochs to continue)")
         return resume
 
     def _nan_stop(self, epoch: int, step: int | None, value: float | str, what: str = "training loss") -> None:
