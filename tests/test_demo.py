@@ -20,7 +20,7 @@ def test_demo_config_is_cifar10_coarse_and_falls_back_to_digits(cifar_jpeg):
                            "labels": "coarse", "subsample": [1000] * 10}
     assert cfg["optim"]["epochs"] == 3 and cfg["seed"] == 1
     assert set(cfg["callbacks"]) == {"nc_metrics", "recovery"}
-    assert cfg["callbacks"]["recovery"]["epochs"] == [2, 3]  # the curve's points stay inside a shorter run
+    assert cfg["callbacks"]["recovery"]["epochs"] == [3]  # the curve's points stay inside a shorter run
     digits = demo_config(data="digits")
     assert digits["data"]["source"] == "digits" and digits["recovery"]["normalize"] == "center+l2"
 
