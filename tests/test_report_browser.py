@@ -50,11 +50,11 @@ class Chromium:
         self.w, self.r = cmd_w, ev_r
         self.buf, self.next_id, self.events = b"", 0, []
 
-    def send(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 60) -> dict:
+    def send(self, method: str, params: dict | None = None, sid: str | None = None, timeout: float = 60) -> dict:
         self.next_id += 1
         msg = {"id": self.next_id, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
+        if sid:
+            msg["sessionId"] = sid
         os.write(self.w, json.dumps(msg).encode() + b"\0")
         deadline = time.monotonic() + timeout
         while True:
@@ -108,17 +108,17 @@ def load_page(html: Path, tmp: Path, shot: Path) -> dict:
         target = br.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         s = br.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         for domain in ("Page", "Runtime", "Log", "Network"):
-            br.send(f"{domain}.enable", session=s)
+            br.send(f"{domain}.enable", sid=s)
         br.send("Emulation.setDeviceMetricsOverride",
-                {"width": 1280, "height": 2000, "deviceScaleFactor": 1, "mobile": False}, session=s)
-        br.send("Page.navigate", {"url": html.resolve().as_uri()}, session=s)
+                {"width": 1280, "height": 2000, "deviceScaleFactor": 1, "mobile": False}, sid=s)
+        br.send("Page.navigate", {"url": html.resolve().as_uri()}, sid=s)
         br.wait_event("Page.loadEventFired")
         expr = ("JSON.stringify({imgs: Array.from(document.images).map(i => [i.complete, i.naturalWidth, "
                 "i.getAttribute('data-file')]), height: document.documentElement.scrollHeight, "
                 "title: document.title})")
         page = json.loads(br.send("Runtime.evaluate", {"expression": expr, "returnByValue": True},
-                                  session=s)["result"]["value"])
-        shot.write_bytes(base64.b64decode(br.send("Page.captureScreenshot", {"format": "png"}, session=s)["data"]))
+                                  sid=s)["result"]["value"])
+        shot.write_bytes(base64.b64decode(br.send("Page.captureScreenshot", {"format": "png"}, sid=s)["data"]))
         errors = [e for e in br.events if e.get("method") in ("Runtime.exceptionThrown", "Network.loadingFailed")
                   or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")
                   or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "assert"))]
