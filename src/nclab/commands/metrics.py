@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 from nclab.utils.io import json_clean
 
@@ -43,14 +42,6 @@ def _load_npy(path: str, what: str):
     from nclab.utils.arrays import load_array
 
     return load_array(path, f"--{what}")
-
-
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def from_arrays(args) -> dict:
@@ -139,13 +130,13 @@ def main(args) -> int:
         mode, other = ("--features", "--run") if args.features else ("--run", "--features")
         raise NclabError(f"{', '.join(extra)} only apply with {other}; drop {'it' if len(extra) == 1 else 'them'} "
                          f"when using {mode}")
-    res = _clean(from_arrays(args) if args.features else from_run(args))
+    res = json_clean(from_arrays(args) if args.features else from_run(args))  # non-finite -> None
     from nclab.train import distributed as ddp
 
     if not ddp.is_main():  # under torchrun every rank holds the same merged metrics; rank 0 prints them
         return 0
     if args.json:
-        print(json.dumps(json_clean(res), indent=2))  # strict JSON: NaN -> null
+        print(json.dumps(res, indent=2))
         return 0
     _print_table(res)
     return 0

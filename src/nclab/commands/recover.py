@@ -177,11 +177,11 @@ def recorded_spec(run, cfg: dict) -> tuple[RecoverySpec, str]:
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         raw = None
     if isinstance(raw, dict) and "recovery" in raw:
-        return RecoverySpec.from_mapping(cfg["recovery"]), "config.yaml"
+        return RecoverySpec.of_config(cfg), "config.yaml"
     old = spec_from_options(run.read_results().get("recovery", {}).get("options"))
     if old is not None:
         return old, "results.json"
-    return RecoverySpec.from_mapping(cfg["recovery"]), "defaults"
+    return RecoverySpec.of_config(cfg), "defaults"
 
 
 def _from_run(args, opts) -> dict:

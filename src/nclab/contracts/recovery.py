@@ -131,6 +131,11 @@ class RecoverySpec:
             raise NclabError(f"unknown {where} setting(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
         return cls(**{k: BY_NAME[k].check(v, f"{where}.{k}") for k, v in d.items()})
 
+    @classmethod
+    def of_config(cls, cfg: Mapping[str, Any]) -> "RecoverySpec":
+        """The settings a run config records in its ``recovery`` section (defaults where it has none)."""
+        return cls.from_mapping(cfg.get("recovery"), "config key recovery")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

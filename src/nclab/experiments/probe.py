@@ -14,7 +14,6 @@ and layer (the first ones in data order) in memory.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from nclab.data.hierarchy import Hierarchy
 from nclab.models.hooks import INPUT_SUFFIX, LayerTaps, resolve_layers
 from nclab.models.sources import LoadedModel, load_model
 from nclab.utils.errors import NclabError, RunPaused
+from nclab.utils.io import json_clean
 
 WEIGHT_METRICS = ("equinorm_weights", "equiangular_weights", "maxangle_weights", "etf_error_weights",
                   "of_error_weights", "self_duality", "ncc_mismatch", "classifier_acc")
@@ -521,15 +521,7 @@ def _split_metrics(acc: _Accumulators, hier, clf, clf_input, cache, batches, tap
         res = hierarchy_metrics(st, hier, w, b if w is not None else None, second_fine=seconds.get((name, "fine")),
                                 second_coarse=seconds.get((name, "coarse")))
         out[name] = res
-    return _clean(out)
-
-
-def _clean(obj):
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+    return json_clean(out)
 
 
 def _recover(accs: dict[str, _Accumulators], names: list[str], hier, route_k, options: dict) -> dict[str, dict]:

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from nclab.collapse.large_k import SparseClassStats, large_k_metrics
-from nclab.experiments.probe import ProbeResult, _as_loaded, _clean
+from nclab.experiments.probe import ProbeResult, _as_loaded
 from nclab.models.hooks import LayerTaps, resolve_layers
 from nclab.utils.errors import NclabError
+from nclab.utils.io import json_clean
 
 
 def read_tokens(pattern: str, tokenizer=None) -> np.ndarray:
@@ -109,7 +110,7 @@ def probe_text(model, text: str | np.ndarray, *, layers: str | Sequence[str], hi
         if hier is not None:
             coarse = st.to_class_stats().coarsen(hier.fine_to_coarse)
             per["coarse"] = large_k_metrics(coarse)
-        metrics[n] = _clean(per)
+        metrics[n] = json_clean(per)
     info = {"family": lm.family, "kind": "causal_lm", "device": str(dev), "num_classes": vocab,
             "token_positions": int(nwin * context), "context": context, "classifier": classifier,
             "hierarchy": None if hier is None else hier.spec,

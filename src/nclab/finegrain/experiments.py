@@ -433,7 +433,7 @@ def _run_experiment(name: str, *, recipe: str, data: str | None, hierarchy: str 
     from nclab.contracts.recovery import RecoverySpec
 
     # the run's recorded settings (config ``recovery``), with what the command line changed
-    spec = RecoverySpec.from_mapping(cfg["recovery"]).replace(max_train=max_train, **(recovery_options or {}))
+    spec = RecoverySpec.of_config(cfg).replace(max_train=max_train, **(recovery_options or {}))
     which = tuple(k for k, on in (("raw_pixels", raw_pixels), ("random_init", random_init)) if on)
     opts = {k: v for k, v in spec.to_dict().items() if k != "max_train"}
     key = _analysis_key(run, max_train=spec.max_train, options=opts, probe=probe, baselines=which)

@@ -68,7 +68,7 @@ def train_subset(n: int, max_train: int | None, seed: int) -> np.ndarray | None:
 
 def run_spec(trainer, spec: RecoverySpec | None = None, **changes) -> RecoverySpec:
     """``spec``, or the run's recorded settings (config ``recovery``), with ``changes`` applied (None = keep)."""
-    base = spec if spec is not None else RecoverySpec.from_mapping(trainer.cfg.get("recovery"), "config key recovery")
+    base = spec if spec is not None else RecoverySpec.of_config(trainer.cfg)
     return base.replace(**changes)
 
 

@@ -85,17 +85,13 @@ def check_checkpoint(state: object, path, *, resume: bool) -> dict:
 
 
 def read_checkpoint(path, *, map_location, resume: bool) -> dict:
-    """Load ``path`` with ``weights_only=True`` and :func:`check_checkpoint` it. Torch's own warnings during the
-    load are silenced: an unreadable file gets one error line, not warnings first."""
-    import warnings
-
+    """Load ``path`` with :func:`nclab.utils.io.torch_load` (``weights_only=True``, torch's warnings silenced, so
+    an unreadable file gets one error line) and :func:`check_checkpoint` it."""
     from nclab.utils.errors import NclabError
     from nclab.utils.io import torch_load
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = torch_load(path, map_location=map_location)
+        state = torch_load(path, map_location=map_location)
     except Exception as e:
         raise NclabError(f"checkpoint {path} cannot be read ({type(e).__name__}); it may be truncated or not a "
                          f"checkpoint; {_fix(path)}") from None
