@@ -10,6 +10,11 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_PIP_ARGS ?=
 BIN := $(VENV)/bin
+# the datasets folder the shipped configs read ($NCLAB_DATA, docs/data.md); this project's machines keep it in
+# ../shared/datasets. Set NCLAB_DATA yourself to point elsewhere.
+ifneq ($(wildcard ../shared/datasets),)
+export NCLAB_DATA ?= $(abspath ../shared/datasets)
+endif
 STAMP := $(VENV)/.nclab-installed
 TEST_STAMP := $(VENV)/.nclab-test-installed
 

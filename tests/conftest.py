@@ -22,6 +22,15 @@ def pytest_configure(config) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _data_folder(monkeypatch):
+    """The shipped configs read ``$NCLAB_DATA/cifar10-jpeg.tar.gz``: point it at the shared copy's folder."""
+    import os
+
+    if not os.environ.get("NCLAB_DATA") and SHARED_DATASETS.is_dir():
+        monkeypatch.setenv("NCLAB_DATA", str(SHARED_DATASETS))
+
+
+@pytest.fixture(autouse=True)
 def _isolated_nclab_cache(request, tmp_path_factory, monkeypatch):
     if request.node.get_closest_marker("persistent_cache") is None:
         monkeypatch.setenv("NCLAB_CACHE", str(tmp_path_factory.mktemp("nclab-cache")))

@@ -99,8 +99,7 @@ def _stats_main(out: Path, run_dir: str) -> None:
     from nclab.collapse.callback import NCMetricsCallback
     from nclab.train import Trainer, load_config
 
-    cfg = load_config(Path(run_dir) / "config.yaml")
-    cfg["callbacks"] = {}
+    cfg = load_config(Path(run_dir) / "config.yaml").replace(callbacks={})
     tr = Trainer(cfg, run_dir)
     tr.model.load_state_dict(torch.load(Path(run_dir) / "checkpoints" / "last.pt", weights_only=True)["model"])
     res["callback"] = NCMetricsCallback(epochs="all", splits=["train", "test"]).compute(tr)

@@ -334,7 +334,7 @@ def test_a_saved_run_with_head_width_and_a_one_layer_head_still_loads(tmp_path):
     run = tmp_path / "old"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "mlp", "head_depth": 1, "head_width": 16}}))
-    assert load_config(str(run / "config.yaml"))["model"]["head_width"] is None
+    assert load_config(str(run / "config.yaml")).model.head_width is None
     (tmp_path / "new.yaml").write_text((run / "config.yaml").read_text())
     with pytest.raises(NclabError, match="head_width"):
         load_config(str(tmp_path / "new.yaml"))

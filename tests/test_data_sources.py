@@ -728,3 +728,18 @@ def test_cache_entry_of_the_old_format_is_replaced(tmp_path):
     load_dataset(f"imagefolder:{root}", cache_dir=cache)
     assert cache_mod.STATS["misses"] == misses + 1
     assert [p.name for p in (cache / "datasets").iterdir()] == [entry.name]
+
+
+def test_nclab_data_names_the_data_folder(tmp_path, monkeypatch):
+    from nclab.data.load import data_root, expand_data_path
+
+    make_folder(tmp_path / "datasets" / "toy")
+    monkeypatch.setenv("NCLAB_DATA", str(tmp_path / "datasets"))
+    direct = load_dataset(f"imagefolder:{tmp_path / 'datasets' / 'toy'}", cache_dir=tmp_path / "c")
+    for spec in ("imagefolder:$NCLAB_DATA/toy", "imagefolder:${NCLAB_DATA}/toy"):
+        ds = load_dataset(spec, cache_dir=tmp_path / "c")
+        assert torch.equal(ds.train.x, direct.train.x) and ds.class_names == direct.class_names
+    assert expand_data_path("$NCLAB_DATA") == str(tmp_path / "datasets")
+    assert expand_data_path("rel/$NCLAB_DATA") == "rel/$NCLAB_DATA"  # only a leading variable is expanded
+    monkeypatch.delenv("NCLAB_DATA")
+    assert data_root() == Path("data") and expand_data_path("$NCLAB_DATA/x") == str(Path("data") / "x")

@@ -16,13 +16,14 @@ def test_demo_config_is_cifar10_coarse_and_falls_back_to_digits(cifar_jpeg):
     from nclab.demo import demo_config
 
     cfg = demo_config(epochs=3, seed=1, data=f"imagefolder:{cifar_jpeg}")
-    assert cfg["data"] == {**cfg["data"], "source": f"imagefolder:{cifar_jpeg}", "hierarchy": "mod:5",
-                           "labels": "coarse", "subsample": [1000] * 10}
-    assert cfg["optim"]["epochs"] == 3 and cfg["seed"] == 1
-    assert set(cfg["callbacks"]) == {"nc_metrics", "recovery"}
-    assert cfg["callbacks"]["recovery"]["epochs"] == [3]  # the curve's points stay inside a shorter run
+    data = cfg.data.to_dict()
+    assert data == {**data, "source": f"imagefolder:{cifar_jpeg}", "hierarchy": "mod:5",
+                    "labels": "coarse", "subsample": [1000] * 10}
+    assert cfg.optim.epochs == 3 and cfg.seed == 1
+    assert set(cfg.callbacks) == {"nc_metrics", "recovery"}
+    assert cfg.callbacks["recovery"]["epochs"] == [3]  # the curve's points stay inside a shorter run
     digits = demo_config(data="digits")
-    assert digits["data"]["source"] == "digits" and digits["recovery"]["normalize"] == "center+l2"
+    assert digits.data.source == "digits" and digits.recovery.normalize == "center+l2"
 
 
 @pytest.mark.slow

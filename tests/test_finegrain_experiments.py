@@ -259,8 +259,8 @@ def test_sweep_runs_cells_and_resumes(tmp_path, capsys):
 
 def test_cifar100_config_uses_official_superclasses():
     cfg = build_config("cifar100-coarse20", recipe="tiny", data="digits")
-    assert cfg["data"]["hierarchy"] == "cifar100" and cfg["data"]["labels"] == "coarse"
-    assert build_config("cifar10-coarse5", recipe="tiny", hierarchy="adjacent:5")["data"]["hierarchy"] == "adjacent:5"
+    assert cfg.data.hierarchy == "cifar100" and cfg.data.labels == "coarse"
+    assert build_config("cifar10-coarse5", recipe="tiny", hierarchy="adjacent:5").data.hierarchy == "adjacent:5"
 
 
 def test_recover_cli_on_a_run(coarse5, capsys):

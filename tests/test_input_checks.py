@@ -40,7 +40,7 @@ def test_the_same_key_in_different_sections_is_fine(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("optim:\n  name: sgd\nloss:\n  name: mse\n")
     c = load_config(str(cfg))
-    assert c["optim"]["name"] == "sgd" and c["loss"]["name"] == "mse"
+    assert c.optim.name == "sgd" and c.loss.name == "mse"
 
 
 def test_duplicate_key_in_a_hierarchy_file_is_refused(tmp_path):

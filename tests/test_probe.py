@@ -441,7 +441,7 @@ def test_run_source_equals_the_trained_model(tmp_path):
     lm = load_model(f"run:{tmp_path / 'run'}")
     x = tr.dataset.test.x[:32]
     torch.testing.assert_close(lm.module(x), tr.model.eval()(x))
-    res = probe(lm, tr.cfg["data"]["source"], layers="backbone.fc1,backbone.fc2", hierarchy="adjacent:2",
+    res = probe(lm, tr.cfg.data.source, layers="backbone.fc1,backbone.fc2", hierarchy="adjacent:2",
                 classifier="head.0")
     assert res.metrics["train"]["head.0:input"]["fine"]["classifier_acc"] is not None
 

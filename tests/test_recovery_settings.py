@@ -39,11 +39,11 @@ def test_every_consumer_takes_its_defaults_and_choices_from_the_one_table():
 
     sig = inspect.signature(FineLabelRecovery.__init__).parameters
     cfg = load_config(None)
-    assert cfg["recovery"] == RecoverySpec().to_dict()
+    assert cfg.recovery.to_dict() == RecoverySpec().to_dict()
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["recover"]
     flags = {a.dest: a for a in sub._actions}
     for p in PARAMS:
-        assert cfg["recovery"][p.name] == p.default
+        assert getattr(cfg.recovery, p.name) == p.default
         if p.name != "max_train":
             assert sig[p.name].default == p.default, p.name
             assert flags[p.name].default is None  # unset = the run's recorded value

@@ -470,7 +470,7 @@ def test_recovery_callback_passes_options_and_honours_log_points(tmp_path):
     from nclab.train import Trainer, load_config
 
     class Cfg:
-        cfg = {"optim": {"epochs": 100}}
+        cfg = load_config({"optim": {"epochs": 100}})
 
     cb = RecoveryCallback(log_points=8, max_train=100, seed=3, n_init=2, whiten_var=0.5)
     # log_epochs(100, 8) = round(100 ** (i / 7)), i = 0..7 (by hand)

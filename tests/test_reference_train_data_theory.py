@@ -258,7 +258,7 @@ def test_subsample_picks_what_its_docstring_says(tmp_path):
     tr = Trainer(base_cfg(seed=4, data={"subsample": {"counts": [5, 2, 3]}, "normalize": False}), tmp_path / "m",
                  dataset=ds)
     assert np.array_equal(tr.dataset.train.x[:, 0].numpy().astype(int), want([5, 2, 3], 4))
-    assert tr.cfg["data"]["subsample"] == {"counts": [5, 2, 3]}
+    assert tr.cfg.data.subsample == {"counts": [5, 2, 3]}
 
 
 def test_synthetic_test_split_is_fresh_data():

@@ -90,19 +90,19 @@ def test_losses_against_hand_computed():
 # config ------------------------------------------------------------------------------------------
 def test_config_defaults_and_overrides():
     cfg = load_config({"optim": {"lr": 1}}, ["optim.momentum=0.5", "data.augment.flip=true", "schedule.name=cosine"])
-    assert cfg["optim"]["lr"] == 1.0 and isinstance(cfg["optim"]["lr"], float)
-    assert cfg["optim"]["momentum"] == 0.5 and cfg["data"]["augment"]["flip"] is True
-    assert cfg["loss"]["name"] == "ce" and cfg["train"]["checkpoint_every"] == 1
-    assert cfg["train"]["compile"] is False
-    assert load_config({}, ["train.compile=true"])["train"]["compile"] is True
-    assert load_config({}, ["train.compile=reduce-overhead"])["train"]["compile"] == "reduce-overhead"
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert cfg.optim.momentum == 0.5 and cfg.data.augment.flip is True
+    assert cfg.loss.name == "ce" and cfg.train.checkpoint_every == 1
+    assert cfg.train.compile is False
+    assert load_config({}, ["train.compile=true"]).train.compile is True
+    assert load_config({}, ["train.compile=reduce-overhead"]).train.compile == "reduce-overhead"
 
 
 def test_reduce_overhead_compile_keeps_the_eager_model_on_cpu(tmp_path):
     # reduce-overhead = CUDA graphs; without a GPU the trainer runs the plain model (no inductor compile)
     tr = Trainer(base_cfg(train={"compile": "reduce-overhead"}), tmp_path / "r", dataset=digits_dataset(5, 1))
     assert tr._fwd is tr.model
-    assert load_config("paper_resnet18")["train"]["compile"] == "reduce-overhead"
+    assert load_config("paper_resnet18").train.compile == "reduce-overhead"
 
 
 @pytest.mark.parametrize("src,over,match", [
@@ -142,8 +142,8 @@ def test_shipped_configs_validate_and_are_packaged():
         pkg_copy = configs_dir() / f"{name}.yaml"
         assert load_config(name) == load_config(str(pkg_copy))
     paper = load_config("paper_resnet18")
-    assert (paper["optim"]["lr"], paper["optim"]["momentum"], paper["optim"]["weight_decay"],
-            paper["optim"]["batch_size"], paper["optim"]["epochs"], paper["schedule"]["name"]) == \
+    assert (paper.optim.lr, paper.optim.momentum, paper.optim.weight_decay,
+            paper.optim.batch_size, paper.optim.epochs, paper.schedule.name) == \
         (0.1, 0.9, 5e-4, 128, 350, "multistep")
     with pytest.raises(NclabError, match="did you mean tiny"):
         load_config("tinyy")
@@ -162,7 +162,7 @@ def test_loss_decreases_on_real_digits(tmp_path):
     assert out["status"] == "complete"
     assert json.loads((tmp_path / "run" / "status.json").read_text())["status"] == "complete"
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
-    assert saved == tr.cfg
+    assert saved == tr.cfg.to_dict()
     for k in ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc") + TIMING_KEYS:
         assert k in rows[-1]
 
@@ -440,24 +440,24 @@ def test_lookahead_sync_follows_its_formula(tmp_path):
 
     w0 = floats()
     tr.global_step = 5
-    tr._lookahead_sync()  # first sync: the average starts at the weights
+    tr.lookahead.after_step(tr.model, tr.global_step)  # first sync: the average starts at the weights
     assert all(torch.equal(v, w0[k]) for k, v in floats().items())
     shift(1.0)
     w1 = floats()
     tr.global_step = 7
-    tr._lookahead_sync()  # not a multiple of 5: no change
+    tr.lookahead.after_step(tr.model, tr.global_step)  # not a multiple of 5: no change
     assert all(torch.equal(v, w1[k]) for k, v in floats().items())
     # step 10: the average was w0 and the weights w0 + 1, so both become w0 + 1 - d
     tr.global_step = 10
     d10 = 0.6 * (10 / T) ** 3
     assert d10 > 0.01
-    tr._lookahead_sync()
+    tr.lookahead.after_step(tr.model, tr.global_step)
     for k, v in floats().items():
         torch.testing.assert_close(v, w0[k] + 1 - d10, rtol=1e-6, atol=1e-6)
     # last step: the weights move on by +2 first, so w <- dT (w0 + 1 - d10) + (1 - dT)(w0 + 3 - d10)
     shift(2.0)
     tr.global_step = T
-    tr._lookahead_sync()
+    tr.lookahead.after_step(tr.model, tr.global_step)
     for k, v in floats().items():
         torch.testing.assert_close(v, w0[k] + 3 - d10 - 2 * 0.6, rtol=1e-6, atol=1e-6)
     with pytest.raises(NclabError, match="lookahead_decay"):

@@ -7,7 +7,7 @@ Public API (each name is importable from ``nclab`` and loaded on first use)::
 
     load_dataset(spec)                  a Dataset from a source spec (cifar10:PATH, imagefolder:PATH, digits, ...)
     build_hierarchy(spec, names)        a Hierarchy (fine -> coarse): mod:K, adjacent:K, random:SEED, file:PATH, ...
-    load_config(path_or_dict, overrides) the validated training config (every default filled in)
+    load_config(path_or_dict, overrides) the validated training config: a frozen Config (every default filled in)
     Trainer(cfg, run_dir)               trains and writes a run directory; .fit(resume=False)
     metrics_from_arrays(H, y, W, b)     every NC metric of features H (N, D) with labels y (N,)
     ClassStats, SecondPass              the streaming statistics behind them (mergeable across ranks)
@@ -37,6 +37,7 @@ _API = {
     "build_hierarchy": "nclab.data",
     "Hierarchy": "nclab.data",
     "load_config": "nclab.train",
+    "Config": "nclab.train",
     "Trainer": "nclab.train",
     "metrics_from_arrays": "nclab.collapse",
     "ClassStats": "nclab.collapse",

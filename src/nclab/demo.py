@@ -23,7 +23,10 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nclab.train.config import Config
 
 CIFAR_COPY = Path("..") / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
@@ -65,7 +68,7 @@ def default_source() -> str | None:
     return f"imagefolder:{CIFAR_COPY}" if CIFAR_COPY.is_file() else None
 
 
-def demo_config(epochs: int | None = None, seed: int = 0, device: str = "cpu", data: str | None = None) -> dict:
+def demo_config(epochs: int | None = None, seed: int = 0, device: str = "cpu", data: str | None = None) -> Config:
     """The resolved demo config: CIFAR-10 when ``data`` (a CIFAR-10 source spec) is given or the shared copy
     exists, else (or with ``data="digits"``) the digits fallback; ``epochs``/``seed``/``device`` overridable."""
     from nclab.train import load_config
@@ -122,17 +125,17 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, seed: 
             and run.read_config().get("name") != "demo":
         raise NclabError(f"{out} holds another run, not a demo (the demo overwrites its folder); pass another --out")
     cfg = demo_config(epochs, seed, device, data)
-    source = cfg["data"]["source"]
+    source = cfg.data.source
     if source == "digits":
         say(f"demo: no CIFAR-10 copy at {CIFAR_COPY} (pass --data SPEC); using the bundled digits, where raw pixels "
             "are already good features")
     ds = load_dataset(source)
     if ds.num_classes != 10 and source != "digits":
         raise NclabError(f"the demo's data must be CIFAR-10 (10 classes); {source} has {ds.num_classes}")
-    results: dict[str, Any] = {"experiment": EXPERIMENT, "source": ds.source, "hierarchy": cfg["data"]["hierarchy"]}
+    results: dict[str, Any] = {"experiment": EXPERIMENT, "source": ds.source, "hierarchy": cfg.data.hierarchy}
 
-    say(f"demo: training {cfg['model']['name']} on the {cfg['data']['hierarchy']} coarse labels of {ds.name} "
-        f"({cfg['optim']['epochs']} epochs) -> {out}")
+    say(f"demo: training {cfg.model.name} on the {cfg.data.hierarchy} coarse labels of {ds.name} "
+        f"({cfg.optim.epochs} epochs) -> {out}")
     tr = Trainer(cfg, out, dataset=ds)
     tr.fit(force=True)
     spec = run_spec(tr)  # the run's recorded recovery settings: `nclab recover --run` reads the same ones
@@ -148,10 +151,9 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, seed: 
     nc = _nc_table(tr.metrics)
     if baseline:
         say("demo: the same network trained on the 10 fine labels (baseline)")
-        bcfg = copy.deepcopy(cfg)
-        bcfg["data"]["labels"], bcfg["name"] = "fine", "demo-baseline"
-        bcfg["callbacks"] = {}  # only its test accuracy is needed
-        bcfg["train"]["eval_every"] = bcfg["optim"]["epochs"]
+        bcfg = cfg.replace(name="demo-baseline", data=cfg.data.replace(labels="fine"),
+                           callbacks={},  # only its test accuracy is needed
+                           train=cfg.train.replace(eval_every=cfg.optim.epochs))
         btr = Trainer(bcfg, out / "baseline", dataset=ds)
         btr.fit(force=True)
         results["baselines"]["fine_trained"] = {"test_acc": float(btr.evaluate("test")["acc"]), "run": "baseline"}

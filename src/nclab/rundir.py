@@ -92,8 +92,10 @@ class RunDir:
         return self
 
     # writers -----------------------------------------------------------------------------
-    def write_config(self, config: dict) -> None:
-        atomic_write_text(self.config_path, yaml.safe_dump(config, sort_keys=False))
+    def write_config(self, config) -> None:
+        """config.yaml: a mapping, or a typed config (anything with ``to_dict()``, e.g. nclab.train.Config)."""
+        d = config.to_dict() if hasattr(config, "to_dict") else config
+        atomic_write_text(self.config_path, yaml.safe_dump(d, sort_keys=False))
 
     def write_run_info(self, extra: dict | None = None, *, resumed: bool = False) -> None:
         """Write run.json; on a resume the first call's command line and start time are kept as

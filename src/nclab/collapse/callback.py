@@ -200,9 +200,9 @@ class NCMetricsCallback(Callback):
     # which epochs -------------------------------------------------------------------------------
     def _total_epochs(self, trainer) -> int | None:
         cfg = getattr(trainer, "cfg", None) or getattr(trainer, "config", None) or {}
-        try:
-            return int(cfg["optim"]["epochs"])
-        except (KeyError, TypeError, ValueError):
+        try:  # nclab's Trainer holds a Config; other trainers may hold a mapping
+            return int(cfg.optim.epochs if hasattr(cfg, "optim") else cfg["optim"]["epochs"])
+        except (KeyError, TypeError, ValueError, AttributeError):
             return None
 
     def should_log(self, trainer, epoch: int) -> bool:

@@ -5,6 +5,7 @@ minutes on a 2-core CPU, no network (see nclab.demo)."""
 from __future__ import annotations
 
 import json
+from nclab.train.config import option
 
 
 def add_parser(sub) -> None:
@@ -16,7 +17,7 @@ def add_parser(sub) -> None:
                         "../shared/datasets/cifar10-jpeg.tar.gz, else the bundled digits")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 6; digits fallback 30)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and clustering (default 0)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+    p.add_argument("--device", choices=option("train.device").choices, default="cpu",
                    help="default cpu (the demo is small; auto picks CUDA when present)")
     p.add_argument("--no-baseline", action="store_true", help="skip the fine-label-trained baseline network")
     p.add_argument("--quiet", action="store_true", help="no progress output")

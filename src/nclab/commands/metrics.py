@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from nclab.utils.io import json_clean
+from nclab.train.config import option
 
 
 def add_parser(sub) -> None:
@@ -32,7 +33,9 @@ def add_parser(sub) -> None:
     run.add_argument("--splits", default="train", help="comma list of train,test (default: train)")
     run.add_argument("--taps", default=None,
                      help="comma list of model taps for per-layer metrics (default: head layers)")
-    run.add_argument("--device", default=None, choices=("cpu", "cuda"), help="override the run's train.device")
+    run.add_argument("--device", default=None,
+                     choices=[c for c in option("train.device").choices if c != "auto"],
+                     help="override the run's train.device")
     p.add_argument("--json", action="store_true", help="print only the metrics JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=main)
@@ -97,7 +100,7 @@ def from_run(args) -> dict:
     from nclab.train import Trainer, load_config
 
     cfg = load_config(run.config_path, overrides=[f"train.device={args.device}"] if args.device else [])
-    cfg["callbacks"] = {}  # measuring only: the run's own callbacks (recovery, ...) are not needed
+    cfg = cfg.replace(callbacks={})  # measuring only: the run's own callbacks (recovery, ...) are not needed
     trainer = Trainer(cfg, run.path)
     state = trainer.load_checkpoint(ckpt, model_only=True)  # one error line for a damaged or foreign file
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]

@@ -167,7 +167,7 @@ def _from_arrays(args, opts) -> dict:
     return rep
 
 
-def recorded_spec(run, cfg: dict) -> tuple[RecoverySpec, str]:
+def recorded_spec(run, cfg) -> tuple[RecoverySpec, str]:
     """The recovery settings a run recorded: its config's ``recovery`` section, or, for a run written before
     configs had one, the options of its results.json recovery; else the defaults. Returns (spec, where)."""
     import yaml
@@ -196,8 +196,7 @@ def _from_run(args, opts) -> dict:
     check_max_train(args.max_train)
     if args.fit_on != "train" or args.oracle:
         raise NclabError("--fit-on test / --oracle apply to arrays mode; a run report always has both routings")
-    cfg = load_config(str(run.config_path))
-    cfg["callbacks"] = {}  # measuring only: no callbacks run
+    cfg = load_config(str(run.config_path)).replace(callbacks={})  # measuring only: no callbacks run
     recorded, where = recorded_spec(run, cfg)
     spec = recorded.replace(**opts)
     changed = spec.differences(recorded)
@@ -258,8 +257,7 @@ def _compare(args, opts: dict, given: list[str]) -> int:
             from nclab.finegrain.pipeline import recover_trainer
             from nclab.train import Trainer, load_config
 
-            cfg = load_config(str(run.config_path))
-            cfg["callbacks"] = {}
+            cfg = load_config(str(run.config_path)).replace(callbacks={})
             tr = Trainer(cfg, run.path)
             tr.load_checkpoint(model_only=True)
             arrays = recover_trainer(tr, keep_arrays=True)["_arrays"]

@@ -6,6 +6,7 @@ import contextlib
 
 import json
 from pathlib import Path
+from nclab.train.config import option
 
 
 def add_parser(sub) -> None:
@@ -20,7 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--name", default=None, help="run name (default: the config's name)")
     p.add_argument("--runs", default="runs", help="parent folder of run directories (default: runs)")
     p.add_argument("--run-dir", default=None, help="exact run directory (overrides --runs/--name)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="same as --set train.device=...")
+    p.add_argument("--device", choices=option("train.device").choices, default=None,
+                   help="same as --set train.device=...")
     p.add_argument("--epochs", type=int, default=None, help="same as --set optim.epochs=N")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="same as --set train.time_limit_s=SECONDS: pause cleanly before passing SECONDS "
@@ -59,7 +61,7 @@ def run(args) -> int:
     if args.resume and args.force:
         raise NclabError("--resume continues the run and --force starts it over; pass one of them")
     cfg = load_config(config, overrides)
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / check_run_name(cfg["name"])
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.runs) / check_run_name(cfg.name)
     from nclab.report import try_write_report
     from nclab.runlock import run_lock
     from nclab.train import distributed as ddp

@@ -132,9 +132,18 @@ class RecoverySpec:
         return cls(**{k: BY_NAME[k].check(v, f"{where}.{k}") for k, v in d.items()})
 
     @classmethod
-    def of_config(cls, cfg: Mapping[str, Any]) -> "RecoverySpec":
-        """The settings a run config records in its ``recovery`` section (defaults where it has none)."""
+    def of_config(cls, cfg: Any) -> "RecoverySpec":
+        """The settings a run config records in its ``recovery`` section (defaults where it has none): a
+        :class:`nclab.train.config.Config` (its typed ``recovery``) or a config mapping (e.g. an old config.yaml)."""
+        rec = getattr(cfg, "recovery", None)
+        if isinstance(rec, RecoverySpec):
+            return rec
         return cls.from_mapping(cfg.get("recovery"), "config key recovery")
+
+    def replace_checked(self, changes: Mapping[str, Any], where: str = "recovery") -> "RecoverySpec":
+        """A copy with ``changes`` (a mapping of settings, None values kept as None), validated; errors name
+        ``where``."""
+        return RecoverySpec.from_mapping({**self.to_dict(), **dict(changes)}, where)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -6,7 +6,7 @@ groupings; ``subsample`` makes deterministic (imbalanced) training subsets. See 
 
 from nclab.data.builders import build_hierarchy, split_labels
 from nclab.data.hierarchy import Hierarchy
-from nclab.data.load import load_dataset
+from nclab.data.load import data_root, load_dataset
 from nclab.data.subsample import subsample
 from nclab.data.synthetic import make_hierarchical_gaussian
 from nclab.data.types import Dataset, Split
@@ -16,6 +16,7 @@ __all__ = [
     "Split",
     "Hierarchy",
     "load_dataset",
+    "data_root",
     "build_hierarchy",
     "split_labels",
     "subsample",

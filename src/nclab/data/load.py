@@ -1,7 +1,9 @@
 """``load_dataset(spec)``: parse a source spec and dispatch to the right reader.
 
 Spec syntax: ``NAME[:ARG]`` where NAME is one of ``cifar10, cifar100, imagefolder, mnist, fashion-mnist,
-digits, synthetic``; ARG is a path (for file sources) or ``k=v,...`` (for ``synthetic``).
+digits, synthetic``; ARG is a path (for file sources) or ``k=v,...`` (for ``synthetic``). A path may start with
+``$NCLAB_DATA`` (or ``${NCLAB_DATA}``): the data folder, :func:`data_root` (the shipped configs name their data
+that way, so they hold no machine's own path).
 """
 
 from __future__ import annotations
@@ -13,6 +15,24 @@ from nclab.data.types import Dataset
 from nclab.utils.errors import NclabError
 
 SOURCES = ("cifar10", "cifar100", "imagefolder", "mnist", "fashion-mnist", "digits", "synthetic")
+
+
+DATA_ENV = "NCLAB_DATA"
+
+
+def data_root() -> Path:
+    """The data folder: ``$NCLAB_DATA``, else ``data`` under the working directory."""
+    env = os.environ.get(DATA_ENV, "").strip()
+    return Path(env).expanduser() if env else Path("data")
+
+
+def expand_data_path(arg: str) -> str:
+    """``$NCLAB_DATA/x`` / ``${NCLAB_DATA}/x`` -> ``<data_root()>/x``; ``~`` expanded; other paths unchanged."""
+    for var in ("${" + DATA_ENV + "}", "$" + DATA_ENV):
+        if arg.startswith(var):
+            rest = arg[len(var):].lstrip("/" + os.sep)
+            return str(data_root() / rest) if rest else str(data_root())
+    return os.path.expanduser(arg) if arg.startswith("~") else arg
 
 
 def default_cache_dir() -> Path:
@@ -42,6 +62,8 @@ def load_dataset(spec: str, *, cache_dir: str | os.PathLike | None = None, downl
         raise NclabError(f"image_size resizes imagefolder sources only; {name} images have a fixed size "
                          "(drop data.image_size / --image-size)")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if name not in ("synthetic", "digits") and arg:
+        arg = expand_data_path(arg)
     if name == "synthetic":
         from nclab.data.synthetic import load_synthetic
 

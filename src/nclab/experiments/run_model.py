@@ -17,8 +17,8 @@ def load_run_model(path: str, num_classes: int | None = None) -> LoadedModel:
     if not run.config_path.is_file() or not ckpt.is_file():
         raise NclabError(f"{path} is not a finished nclab run (needs config.yaml and checkpoints/last.pt); "
                          "pass run:RUN_DIR of a run trained by nclab train")
-    cfg = load_config(run.config_path, overrides=["train.device=cpu"])
-    cfg["callbacks"] = {}  # the model and its normalisation only
+    # the model and its normalisation only: no callbacks
+    cfg = load_config(run.config_path, overrides=["train.device=cpu"]).replace(callbacks={})
     trainer = Trainer(cfg, run.path)  # builds the model and the run's own normalisation exactly as trained
     state = trainer.load_checkpoint(ckpt, model_only=True)  # checked: one error line for a damaged file
     ds = trainer.dataset

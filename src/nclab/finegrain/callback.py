@@ -38,13 +38,13 @@ class RecoveryCallback(Callback):
 
     def spec(self, trainer) -> RecoverySpec:
         """The run's recovery settings (config ``recovery``) with this callback's overrides."""
-        return RecoverySpec.from_mapping({**trainer.cfg.get("recovery", {}), **self.overrides}, "callbacks.recovery")
+        return RecoverySpec.of_config(trainer.cfg).replace_checked(self.overrides, "callbacks.recovery")
 
     def should_log(self, trainer, epoch: int) -> bool:
         if self.epochs in ("every", "all"):
             return True
         if self.epochs == "log":
-            return epoch in set(log_epochs(int(trainer.cfg["optim"]["epochs"]), self.log_points))
+            return epoch in set(log_epochs(int(trainer.cfg.optim.epochs), self.log_points))
         return epoch in self.epochs
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:

@@ -172,7 +172,7 @@ def recipe_config(recipe: str) -> str:
 
 def build_config(name: str, *, recipe: str = "fast", data: str | None = None, hierarchy: str | None = None,
                  overrides: list[str] | None = None, epochs: int | None = None, device: str | None = None,
-                 labels: str | None = None, run_name: str | None = None, callbacks: bool = True) -> dict:
+                 labels: str | None = None, run_name: str | None = None, callbacks: bool = True):
     """The resolved training config of experiment ``name`` (user ``overrides`` applied last)."""
     from nclab.train import load_config
 
@@ -190,12 +190,12 @@ def build_config(name: str, *, recipe: str = "fast", data: str | None = None, hi
     if device:
         pre.append(f"train.device={device}")
     cfg = load_config(base, pre)
-    if callbacks and not cfg["callbacks"]:
-        cfg["callbacks"] = json.loads(json.dumps(CALLBACKS["paper" if recipe == "paper" else "default"]))
+    if callbacks and not cfg.callbacks:
+        cfg = cfg.replace(callbacks=json.loads(json.dumps(CALLBACKS["paper" if recipe == "paper" else "default"])))
     return load_config(cfg, list(overrides or []))
 
 
-def _train(cfg: dict, run_dir: Path, resume: bool, force: bool):
+def _train(cfg, run_dir: Path, resume: bool, force: bool):
     """Train (or resume, or skip when complete) one run; returns the Trainer with its final model loaded."""
     from nclab.train import Trainer
     from nclab.train.config import config_diff
@@ -216,17 +216,11 @@ def _train(cfg: dict, run_dir: Path, resume: bool, force: bool):
     return tr
 
 
-def _fine_baseline_cfg(cfg: dict, name: str) -> dict:
+def _fine_baseline_cfg(cfg, name: str):
     """Same recipe, trained on the fine labels (split experiment: the true classes); no recovery callback."""
-    from nclab.train import load_config
-
-    c = json.loads(json.dumps(cfg))
-    c["data"]["labels"] = "fine"
-    if name == "cifar10-finer":
-        c["data"]["hierarchy"] = None
-    c["name"] = cfg["name"] + "-baseline"
-    c["callbacks"] = {k: v for k, v in c["callbacks"].items() if k != "recovery"}
-    return load_config(c)
+    data = cfg.data.replace(labels="fine", hierarchy=None if name == "cifar10-finer" else cfg.data.hierarchy)
+    return cfg.replace(data=data, name=cfg.name + "-baseline",
+                       callbacks={k: v for k, v in cfg.callbacks.items() if k != "recovery"})
 
 
 # results.json "ratios": (key, numerator, denominator), each a dotted results.json key (same recipe, same budget)
@@ -422,7 +416,7 @@ def _run_experiment(name: str, *, recipe: str, data: str | None, hierarchy: str 
     run = RunDir(out)
     t0 = time.perf_counter()
     results: dict[str, Any] = {"experiment": name, "paper": EXPERIMENTS[name]["paper"], "recipe": recipe,
-                               "hierarchy": cfg["data"]["hierarchy"], "source": cfg["data"]["source"]}
+                               "hierarchy": cfg.data.hierarchy, "source": cfg.data.source}
 
     def write() -> None:
         results["ratios"] = recovery_ratios(results)

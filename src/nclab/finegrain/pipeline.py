@@ -50,7 +50,7 @@ def _one_group(names: list[str]) -> Hierarchy:
 def setup_for(trainer) -> Setup:
     ds, h = trainer.dataset, trainer.hierarchy
     y = {s: getattr(ds, s).y.numpy().astype(np.int64) for s in ("train", "test")}
-    if trainer.cfg["data"]["labels"] == "coarse":
+    if trainer.cfg.data.labels == "coarse":
         return Setup("coarse", h, y, {s: h.coarse_of(v) for s, v in y.items()}, h)
     if h is not None and h.kind == "split":
         return Setup("split", _one_group(ds.class_names), y, {s: np.zeros_like(v) for s, v in y.items()}, h)
@@ -100,8 +100,8 @@ def recover_trainer(trainer, *, tap: str | None = None, spec: RecoverySpec | Non
         from nclab.finegrain.noisy import noise_split_report
 
         true_c = st.coarse["train"] if idx is None else st.coarse["train"][idx]
-        nz = trainer.cfg["data"]["label_noise"]
-        rep["label_noise"] = {"rate": nz["rate"], "kind": nz["kind"], "seed": nz["seed"], "grouped_by": "noisy labels",
+        nz = trainer.cfg.data.label_noise
+        rep["label_noise"] = {"rate": nz.rate, "kind": nz.kind, "seed": nz.seed, "grouped_by": "noisy labels",
                               **noise_split_report(ftr, ctr, true_c, ytr, ptr, rec.fit_pred_, rec,
                                                    st.hierarchy.num_coarse)}
     rep["options"]["max_train"] = max_train  # None = all train samples
@@ -144,17 +144,17 @@ def random_init_model(trainer):
     """A fresh model with the trainer's architecture and init seed, built without touching the global RNG."""
     from nclab.models import build_model
 
-    m = {k: v for k, v in trainer.cfg["model"].items() if v is not None}
-    name = m.pop("name")
+    m = trainer.cfg.model.backbone_kwargs()
+    name = trainer.cfg.model.name
     dev = torch.device(trainer.device)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        torch.manual_seed(int(trainer.cfg["seed"]))
+        torch.manual_seed(int(trainer.cfg.seed))
         model = build_model(name, trainer.num_classes, trainer.dataset.input_shape, **m)
         if hasattr(model, "data_init"):
             x = trainer.dataset.train.x[:5000]
             model.data_init(trainer.eval_loader("train").prepare(x.to(dev)))
     model = model.to(dev)
-    if trainer.cfg["train"]["channels_last"] and trainer.dataset.is_image:
+    if trainer.cfg.train.channels_last and trainer.dataset.is_image:
         model = model.to(memory_format=torch.channels_last)
     return model
 

@@ -1,6 +1,9 @@
 """Training configs: defaults, validation, ``--set key=value`` overrides.
 
-``load_config(path_or_dict_or_name, overrides)`` returns a plain nested dict with every key present.
+``load_config(path_or_dict_or_name, overrides)`` returns a frozen :class:`Config` (sections :class:`DataSpec`,
+:class:`ModelSpec`, :class:`OptimSpec`, :class:`ScheduleSpec`, :class:`LossSpec`, :class:`TrainSpec`,
+:class:`~nclab.contracts.recovery.RecoverySpec`) with every key present. The dataclass fields are the one table of
+each key's type, allowed values or interval, default and help (:func:`opt`); ``SCHEMA`` is derived from them.
 A bare name (``fast``) resolves to a shipped config (``nclab/configs/fast.yaml``).
 Validation: an unknown key names itself and the closest valid keys (difflib); a wrong type or value
 says what is allowed. ``callbacks`` and ``data.subsample`` are free-form (checked by their consumers).
@@ -12,6 +15,7 @@ import copy
 import difflib
 import math
 import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,120 +83,260 @@ NUM = (int, float)
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 MODEL_NAMES = ("resnet18", "fastnet", "vgg11", "vgg16", "mlp", "linear")
 
-SCHEMA: dict[str, Any] = {
-    "name": Opt("run", (str,), help="run name: the run directory is runs/<name>/ (one folder name, no '/')"),
-    "seed": Opt(0, (int,), minimum=0),
-    "data": {
-        "source": Opt("synthetic", (str,), help="dataset spec for nclab.data.load_dataset"),
-        "hierarchy": Opt(None, (str,), nullable=True,
-                         help="coarse-label spec (mod:K, cifar100, ...); null = dataset's own"),
-        "labels": Opt("fine", (str,), choices=("fine", "coarse")),
-        "subsample": Opt(None, (int, float, list, dict), nullable=True,
-                         help="train subsample: ratio (float), per-class counts (list) or kwargs dict"),
-        "limit_per_class": Opt(None, (int,), nullable=True, minimum=1,
-                               help="keep the first n samples of each class in train AND test (tiny runs)"),
-        "normalize": Opt(True, (bool,), help="standardise inputs with the train split's channel stats"),
-        "image_size": Opt(None, (int,), nullable=True, minimum=1,
-                          help="imagefolder sources: shorter side resized to this, then a centre square crop"),
-        "label_noise": {
-            "rate": Opt(0.0, NUM, minimum=0, below=1, help="fraction of train labels (the labels the net is trained "
-                        "on) changed to another class; exactly round(rate * N) of them (nclab.data.noise)"),
-            "kind": Opt("symmetric", (str,), choices=("symmetric", "asymmetric"),
-                        help="symmetric: a uniformly drawn other class; asymmetric: class c -> (c + 1) mod K"),
-            "seed": Opt(0, (int,), minimum=0, help="seed of which labels are changed (and, symmetric, to what)"),
-        },
-        "augment": {
-            "crop": Opt(0, (int,), minimum=0, help="random translate by up to this many pixels (reflect pad)"),
-            "flip": Opt(False, (bool,)),
-        },
-    },
-    "model": {
-        "name": Opt("mlp", (str,), choices=MODEL_NAMES),
-        "head_depth": Opt(1, (int,), minimum=1),
-        "head_bias": Opt(True, (bool,)),
-        "head_width": Opt(None, (int,), nullable=True, minimum=1),
-        # backbone-specific (passed only when set, i.e. not null)
-        "width": Opt(None, (int,), nullable=True, minimum=1, help="mlp hidden width / resnet18 base width"),
-        "depth": Opt(None, (int,), nullable=True, minimum=0, help="mlp hidden layers"),
-        "batchnorm": Opt(None, (bool,), nullable=True, help="mlp: BatchNorm after each hidden layer"),
-        "widths": Opt(None, (list,), nullable=True, help="fastnet group widths, 3 ints"),
-        "act": Opt(None, (str,), nullable=True, choices=("gelu", "relu")),
-        "whiten": Opt(None, (bool,), nullable=True, help="fastnet: data-whitened frozen stem"),
-        "bn_momentum": Opt(None, (float,), nullable=True, minimum=0, below=1,
-                           help="fastnet: BatchNorm momentum (PyTorch's convention: weight of the new batch)"),
-        "scale": Opt(None, (float,), nullable=True, minimum=1e-12, help="fastnet: feature scale before the classifier"),
-    },
-    "optim": {
-        "name": Opt("sgd", (str,), choices=("sgd", "adam", "adamw")),
-        "lr": Opt(0.1, NUM, minimum=0),
-        "momentum": Opt(0.9, NUM, minimum=0, below=1),
-        "nesterov": Opt(False, (bool,)),
-        "weight_decay": Opt(5e-4, NUM, minimum=0),
-        "betas": Opt([0.9, 0.999], (list,), help="adam/adamw: two numbers in [0, 1)"),
-        "bias_lr_scale": Opt(1.0, NUM, minimum=0, help="lr multiplier (and 1/x weight decay) for BatchNorm parameters"),
-        "batch_size": Opt(128, (int,), minimum=1),
-        "epochs": Opt(10, (int,), minimum=1),
-        "stem_bias_epochs": Opt(None, (int,), nullable=True, minimum=0,
-                                help="fastnet: train the whitening stem's bias for this many epochs, then freeze it "
-                                     "(airbench's progressive freezing: the first conv then needs no input gradient); "
-                                     "null = never freeze"),
-        "lookahead_every": Opt(None, (int,), nullable=True, minimum=1,
-                               help="every N steps pull the weights towards an exponential moving average of "
-                                    "themselves and continue from it (airbench's lookahead); null = off"),
-        "lookahead_decay": Opt(0.95 ** 5, NUM, minimum=0, below=1,
-                               help="lookahead: the average's decay per sync at the end of training; it ramps "
-                                    "up as (step/total)^3 so early training follows the raw weights "
-                                    "(at 1 the weights would never move; airbench: 0.95**5 = 0.774)"),
-    },
-    "schedule": {
-        "name": Opt("multistep", (str,), choices=("multistep", "cosine", "onecycle", "constant")),
-        "milestones": Opt([1 / 3, 2 / 3], (list,), help="multistep: fractions of training (epochs), numbers in [0, 1]"),
-        "gamma": Opt(0.1, NUM, minimum=0),
-        "warmup": Opt(0.0, NUM, minimum=0, below=1, help="fraction of steps with linear warm-up (all schedules)"),
-        "start_factor": Opt(0.0, NUM, minimum=0, help="warm-up starts at lr * start_factor"),
-        "final_factor": Opt(0.0, NUM, minimum=0, help="cosine/onecycle end at lr * final_factor"),
-    },
-    "loss": {
-        "name": Opt("ce", (str,), choices=("ce", "mse")),
-        "label_smoothing": Opt(0.0, NUM, minimum=0, below=1, help="ce only: targets (1 - e) onehot + e / K"),
-        "lambda_w": Opt(0.0, NUM, minimum=0, help="explicit penalty lambda_w/2 * sum_l ||W_l||_F^2 on head weights"),
-        "lambda_h": Opt(0.0, NUM, minimum=0, help="explicit penalty lambda_h/2 * mean_i ||h_i||^2 on head.0 features"),
-    },
-    "train": {
-        "device": Opt("auto", (str,), choices=("auto", "cpu", "cuda")),
-        "bf16": Opt(True, (bool,), help="bf16 autocast (CPU with AVX-512 bf16, CUDA)"),
-        "channels_last": Opt(True, (bool,)),
-        "compile": Opt(False, (bool, str), choices=COMPILE_MODES,
-                       help="torch.compile the forward pass: false, true (= default), or a torch.compile mode "
-                            "(reduce-overhead adds CUDA graphs)"),
-        "threads": Opt(None, (int,), nullable=True, minimum=1, help="torch CPU threads (null = torch default)"),
-        "tta": Opt("none", (str,), choices=("none", "flip"),
+
+def opt(default: Any, types: tuple, **kw: Any) -> Any:
+    """A dataclass field whose metadata holds its :class:`Opt` (the one place its domain and default live)."""
+    o = Opt(default, types, **kw)
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(_frozen(default)), metadata={"opt": o})
+    return field(default=default, metadata={"opt": o})
+
+
+def _frozen(v: Any) -> Any:
+    """Typed fields hold tuples where the YAML has lists (a frozen config has no mutable lists to change)."""
+    return tuple(_frozen(x) for x in v) if isinstance(v, list) else v
+
+
+def _plain(v: Any) -> Any:
+    """The YAML/JSON form of a field value: tuples back to lists, sections to dicts."""
+    if isinstance(v, Section):
+        return v.to_dict()
+    if isinstance(v, RecoverySpec):
+        return v.to_dict()
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+@dataclass(frozen=True)
+class Section:
+    """A config section: each field is an :func:`opt` leaf or a nested section. ``schema()`` is the table the
+    YAML is checked against (did-you-mean errors, types, choices, intervals); ``from_checked`` builds the frozen
+    record from a checked mapping; ``to_dict`` gives the mapping back (what config.yaml holds)."""
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(cls):
+            if "opt" in f.metadata:
+                out[f.name] = f.metadata["opt"]
+            elif "schema" in f.metadata:
+                out[f.name] = f.metadata["schema"]
+            else:
+                out[f.name] = f.metadata["section"].schema()
+        return out
+
+    @classmethod
+    def from_checked(cls, d: dict[str, Any]) -> Any:
+        kw = {}
+        for f in fields(cls):
+            v = d[f.name]
+            if "section" in f.metadata:
+                kw[f.name] = f.metadata["section"].from_checked(v)
+            elif "build" in f.metadata:
+                kw[f.name] = f.metadata["build"](v)
+            elif f.metadata["opt"].types is ANY or f.name in _FREE_FORM:
+                kw[f.name] = copy.deepcopy(v)
+            else:
+                kw[f.name] = _frozen(copy.deepcopy(v))
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with the fields in ``changes`` replaced (checked like the YAML): ``cfg.optim.replace(lr=0.05)``.
+        A section or free-form mapping given here replaces the old one whole."""
+        return type(self).from_checked(_check({**self.to_dict(), **_plain(changes)}, self.schema()))
+
+
+def section(cls: type) -> Any:
+    return field(default_factory=cls, metadata={"section": cls})
+
+
+# free-form values (checked by their consumers) keep the YAML's own lists and dicts
+_FREE_FORM = {"subsample", "loggers", "callbacks"}
+
+
+@dataclass(frozen=True)
+class LabelNoiseSpec(Section):
+    rate: float = opt(0.0, NUM, minimum=0, below=1, help="fraction of train labels (the labels the net is trained "
+                      "on) changed to another class; exactly round(rate * N) of them (nclab.data.noise)")
+    kind: str = opt("symmetric", (str,), choices=("symmetric", "asymmetric"),
+                    help="symmetric: a uniformly drawn other class; asymmetric: class c -> (c + 1) mod K")
+    seed: int = opt(0, (int,), minimum=0, help="seed of which labels are changed (and, symmetric, to what)")
+
+
+@dataclass(frozen=True)
+class AugmentSpec(Section):
+    crop: int = opt(0, (int,), minimum=0, help="random translate by up to this many pixels (reflect pad)")
+    flip: bool = opt(False, (bool,))
+
+
+@dataclass(frozen=True)
+class DataSpec(Section):
+    source: str = opt("synthetic", (str,), help="dataset spec for nclab.data.load_dataset")
+    hierarchy: str | None = opt(None, (str,), nullable=True,
+                                help="coarse-label spec (mod:K, cifar100, ...); null = dataset's own")
+    labels: str = opt("fine", (str,), choices=("fine", "coarse"))
+    subsample: Any = opt(None, (int, float, list, dict), nullable=True,
+                         help="train subsample: ratio (float), per-class counts (list) or kwargs dict")
+    limit_per_class: int | None = opt(None, (int,), nullable=True, minimum=1,
+                                      help="keep the first n samples of each class in train AND test (tiny runs)")
+    normalize: bool = opt(True, (bool,), help="standardise inputs with the train split's channel stats")
+    image_size: int | None = opt(None, (int,), nullable=True, minimum=1,
+                                 help="imagefolder sources: shorter side resized to this, then a centre square crop")
+    label_noise: LabelNoiseSpec = section(LabelNoiseSpec)
+    augment: AugmentSpec = section(AugmentSpec)
+
+
+@dataclass(frozen=True)
+class ModelSpec(Section):
+    name: str = opt("mlp", (str,), choices=MODEL_NAMES)
+    head_depth: int = opt(1, (int,), minimum=1)
+    head_bias: bool = opt(True, (bool,))
+    head_width: int | None = opt(None, (int,), nullable=True, minimum=1)
+    # backbone-specific (passed only when set, i.e. not null)
+    width: int | None = opt(None, (int,), nullable=True, minimum=1, help="mlp hidden width / resnet18 base width")
+    depth: int | None = opt(None, (int,), nullable=True, minimum=0, help="mlp hidden layers")
+    batchnorm: bool | None = opt(None, (bool,), nullable=True, help="mlp: BatchNorm after each hidden layer")
+    widths: tuple | None = opt(None, (list,), nullable=True, help="fastnet group widths, 3 ints")
+    act: str | None = opt(None, (str,), nullable=True, choices=("gelu", "relu"))
+    whiten: bool | None = opt(None, (bool,), nullable=True, help="fastnet: data-whitened frozen stem")
+    bn_momentum: float | None = opt(None, (float,), nullable=True, minimum=0, below=1,
+                                    help="fastnet: BatchNorm momentum (PyTorch's convention: weight of the new batch)")
+    scale: float | None = opt(None, (float,), nullable=True, minimum=1e-12,
+                              help="fastnet: feature scale before the classifier")
+
+    def backbone_kwargs(self) -> dict[str, Any]:
+        """The keys that are set (not null), without ``name``: what the model builder receives."""
+        d = self.to_dict()
+        d.pop("name")
+        return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class OptimSpec(Section):
+    name: str = opt("sgd", (str,), choices=("sgd", "adam", "adamw"))
+    lr: float = opt(0.1, NUM, minimum=0)
+    momentum: float = opt(0.9, NUM, minimum=0, below=1)
+    nesterov: bool = opt(False, (bool,))
+    weight_decay: float = opt(5e-4, NUM, minimum=0)
+    betas: tuple = opt([0.9, 0.999], (list,), help="adam/adamw: two numbers in [0, 1)")
+    bias_lr_scale: float = opt(1.0, NUM, minimum=0,
+                               help="lr multiplier (and 1/x weight decay) for BatchNorm parameters")
+    batch_size: int = opt(128, (int,), minimum=1)
+    epochs: int = opt(10, (int,), minimum=1)
+    stem_bias_epochs: int | None = opt(None, (int,), nullable=True, minimum=0,
+                                       help="fastnet: train the whitening stem's bias for this many epochs, then "
+                                            "freeze it (airbench's progressive freezing: the first conv then needs "
+                                            "no input gradient); null = never freeze")
+    lookahead_every: int | None = opt(None, (int,), nullable=True, minimum=1,
+                                      help="every N steps pull the weights towards an exponential moving average of "
+                                           "themselves and continue from it (airbench's lookahead); null = off")
+    lookahead_decay: float = opt(0.95 ** 5, NUM, minimum=0, below=1,
+                                 help="lookahead: the average's decay per sync at the end of training; it ramps "
+                                      "up as (step/total)^3 so early training follows the raw weights "
+                                      "(at 1 the weights would never move; airbench: 0.95**5 = 0.774)")
+
+
+@dataclass(frozen=True)
+class ScheduleSpec(Section):
+    name: str = opt("multistep", (str,), choices=("multistep", "cosine", "onecycle", "constant"))
+    milestones: tuple = opt([1 / 3, 2 / 3], (list,),
+                            help="multistep: fractions of training (epochs), numbers in [0, 1]")
+    gamma: float = opt(0.1, NUM, minimum=0)
+    warmup: float = opt(0.0, NUM, minimum=0, below=1, help="fraction of steps with linear warm-up (all schedules)")
+    start_factor: float = opt(0.0, NUM, minimum=0, help="warm-up starts at lr * start_factor")
+    final_factor: float = opt(0.0, NUM, minimum=0, help="cosine/onecycle end at lr * final_factor")
+
+
+@dataclass(frozen=True)
+class LossSpec(Section):
+    name: str = opt("ce", (str,), choices=("ce", "mse"))
+    label_smoothing: float = opt(0.0, NUM, minimum=0, below=1, help="ce only: targets (1 - e) onehot + e / K")
+    lambda_w: float = opt(0.0, NUM, minimum=0,
+                          help="explicit penalty lambda_w/2 * sum_l ||W_l||_F^2 on head weights")
+    lambda_h: float = opt(0.0, NUM, minimum=0,
+                          help="explicit penalty lambda_h/2 * mean_i ||h_i||^2 on head.0 features")
+
+
+@dataclass(frozen=True)
+class TrainSpec(Section):
+    device: str = opt("auto", (str,), choices=("auto", "cpu", "cuda"))
+    bf16: bool = opt(True, (bool,), help="bf16 autocast (CPU with AVX-512 bf16, CUDA)")
+    channels_last: bool = opt(True, (bool,))
+    compile: bool | str = opt(False, (bool, str), choices=COMPILE_MODES,
+                              help="torch.compile the forward pass: false, true (= default), or a torch.compile mode "
+                                   "(reduce-overhead adds CUDA graphs)")
+    threads: int | None = opt(None, (int,), nullable=True, minimum=1, help="torch CPU threads (null = torch default)")
+    tta: str = opt("none", (str,), choices=("none", "flip"),
                    help="test-time augmentation for evaluation and recovery features: flip = mean of the "
-                        "penultimate features of x and its mirror image (logits follow, the classifier is linear)"),
-        "time_limit_s": Opt(None, NUM, nullable=True, minimum=0,
-                            help="pause cleanly (checkpoint, status 'paused', exit code 75) at the first epoch end "
-                                 "after which another epoch would pass this many seconds since the nclab command "
-                                 "started (Python API: since the Trainer was built); continue with --resume. At "
-                                 "least one epoch runs per call"),
-        "checkpoint_every": Opt(1, (int,), minimum=1),
-        "keep_checkpoints": Opt(False, (bool,), help="also keep checkpoints/epoch_XXXX.pt"),
-        "eval_every": Opt(1, (int,), minimum=1),
-        "eval_batch_size": Opt(1024, (int,), minimum=1),
-        "sync_bn": Opt(False, (bool,), help="under torchrun: SyncBatchNorm, BatchNorm statistics over the global batch "
-                                            "(CUDA only; without it each rank normalises its own shard)"),
-        "dist_timeout_s": Opt(300.0, NUM, minimum=1e-3,
-                              help="under torchrun: seconds a collective waits for the other ranks before this rank "
-                                   "stops with an error (a rank that died or hangs); ignored in one process"),
-        "loggers": Opt(None, (list, dict), nullable=True,
+                        "penultimate features of x and its mirror image (logits follow, the classifier is linear)")
+    time_limit_s: float | None = opt(None, NUM, nullable=True, minimum=0,
+                                     help="pause cleanly (checkpoint, status 'paused', exit code 75) at the first "
+                                          "epoch end after which another epoch would pass this many seconds since "
+                                          "the nclab command started (Python API: since the Trainer was built); "
+                                          "continue with --resume. At least one epoch runs per call")
+    checkpoint_every: int = opt(1, (int,), minimum=1)
+    keep_checkpoints: bool = opt(False, (bool,), help="also keep checkpoints/epoch_XXXX.pt")
+    eval_every: int = opt(1, (int,), minimum=1)
+    eval_batch_size: int = opt(1024, (int,), minimum=1)
+    sync_bn: bool = opt(False, (bool,), help="under torchrun: SyncBatchNorm, BatchNorm statistics over the global "
+                                             "batch (CUDA only; without it each rank normalises its own shard)")
+    dist_timeout_s: float = opt(300.0, NUM, minimum=1e-3,
+                                help="under torchrun: seconds a collective waits for the other ranks before this "
+                                     "rank stops with an error (a rank that died or hangs); ignored in one process")
+    loggers: Any = opt(None, (list, dict), nullable=True,
                        help="export every metrics row: a list of tensorboard, mlflow, wandb, or {kind: {options}} "
-                            "(nclab.train.loggers; each needs its pip extra, e.g. pip install nclab[tensorboard])"),
-    },
-    # the run's fine-label recovery settings, recorded once: the final recovery, the recovery callback (unless
-    # callbacks.recovery overrides a key), `nclab recover --run` and the report read them (nclab.contracts.recovery)
-    "recovery": {p.name: Opt(p.default, (int, float) if p.kind is float else (p.kind,), choices=p.choices,
-                             nullable=p.nullable, minimum=p.low, help=p.help) for p in RECOVERY_PARAMS},
-    "callbacks": Opt({}, (dict,), help="NAME: {kwargs} or dotted.path:Class: {kwargs}"),
-}
+                            "(nclab.train.loggers; each needs its pip extra, e.g. pip install nclab[tensorboard])")
+
+
+# the run's fine-label recovery settings, recorded once: the final recovery, the recovery callback (unless
+# callbacks.recovery overrides a key), `nclab recover --run` and the report read them (nclab.contracts.recovery)
+RECOVERY_SCHEMA = {p.name: Opt(p.default, (int, float) if p.kind is float else (p.kind,), choices=p.choices,
+                               nullable=p.nullable, minimum=p.low, help=p.help) for p in RECOVERY_PARAMS}
+
+
+@dataclass(frozen=True)
+class Config(Section):
+    """A validated training config (built by :func:`load_config` alone; frozen: derive changed copies with
+    :meth:`replace` or :meth:`with_overrides`). ``to_dict()`` is what the run's config.yaml holds."""
+
+    name: str = opt("run", (str,), help="run name: the run directory is runs/<name>/ (one folder name, no '/')")
+    seed: int = opt(0, (int,), minimum=0)
+    data: DataSpec = section(DataSpec)
+    model: ModelSpec = section(ModelSpec)
+    optim: OptimSpec = section(OptimSpec)
+    schedule: ScheduleSpec = section(ScheduleSpec)
+    loss: LossSpec = section(LossSpec)
+    train: TrainSpec = section(TrainSpec)
+    recovery: RecoverySpec = field(default_factory=RecoverySpec, metadata={
+        "schema": RECOVERY_SCHEMA, "build": lambda d: RecoverySpec.from_mapping(d, "config key recovery")})
+    callbacks: dict = opt({}, (dict,), help="NAME: {kwargs} or dotted.path:Class: {kwargs}")
+
+    def with_overrides(self, overrides: list[str]) -> "Config":
+        """A copy with ``--set``-style ``key=value`` overrides applied (validated as load_config does)."""
+        return load_config(self.to_dict(), overrides)
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with the fields in ``changes`` replaced, validated as load_config does:
+        ``cfg.replace(callbacks={}, train=cfg.train.replace(device="cpu"))``."""
+        return load_config({**self.to_dict(), **_plain(changes)})
+
+
+SCHEMA: dict[str, Any] = Config.schema()
+
+
+def option(key: str) -> Opt:
+    """The :class:`Opt` of a dotted config key (``option("train.device").choices``): command-line flags that
+    mirror a config key take their choices, default and help from it."""
+    node: Any = SCHEMA
+    for part in key.split("."):
+        node = node[part]
+    return node
 
 
 def defaults(schema: dict = SCHEMA) -> dict:
@@ -276,8 +420,14 @@ def _saved_run_fixups(raw: dict) -> None:
         m["head_width"] = None
 
 
-def load_config(source: str | os.PathLike | dict | None = None, overrides: list[str] | None = None) -> dict:
-    """Load (YAML path, shipped name, or dict), apply ``key=value`` overrides, validate, fill defaults."""
+def load_config(source: str | os.PathLike | dict | Config | None = None,
+                overrides: list[str] | None = None) -> Config:
+    """Load (YAML path, shipped name, mapping, or a :class:`Config`), apply ``key=value`` overrides, validate, fill
+    defaults: the one place a config is parsed; everything downstream takes the frozen :class:`Config`."""
+    if isinstance(source, Config):
+        if not overrides:
+            return source
+        source = source.to_dict()
     if source is None:
         raw: dict = {}
     elif isinstance(source, dict):
@@ -311,12 +461,13 @@ def load_config(source: str | os.PathLike | dict | None = None, overrides: list[
         # free-form sections (callbacks, data.subsample) take nested overrides as-is
         cfg = _check(_merge(cfg, node), SCHEMA)
     _cross_check(cfg)
-    return cfg
+    return Config.from_checked(cfg)
 
 
-def config_diff(old: dict, new: dict, ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
+def config_diff(old: dict | Config, new: dict | Config, ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
     """Sorted dotted keys present in both configs whose values differ (nested sections recursed; ``ignore``:
     dotted keys left out). A key only one side has (one added or dropped by an upgrade) is not a difference."""
+    old, new = (c.to_dict() if isinstance(c, Config) else c for c in (old, new))
     out = []
     for k in sorted(set(old) & set(new)):
         key, a, b = f"{prefix}{k}", old[k], new[k]

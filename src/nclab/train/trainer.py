@@ -1,6 +1,6 @@
 """The crash-safe trainer.
 
-``Trainer(cfg, run_dir).fit(resume=False)`` trains ``cfg["model"]`` on ``cfg["data"]`` and writes the run
+``Trainer(cfg, run_dir).fit(resume=False)`` trains ``cfg.model`` on ``cfg.data`` and writes the run
 directory (see :mod:`nclab.rundir`). Guarantees:
 
 - Checkpoints (``checkpoints/last.pt``) every ``train.checkpoint_every`` epochs and at the end, written
@@ -44,9 +44,10 @@ from nclab.train import distributed as ddp
 from nclab.train import losses
 from nclab.train.callbacks import Callback, build_callbacks
 from nclab.train.checkpoint import read_checkpoint, rng_state, set_rng_state
-from nclab.train.config import config_diff, load_config
+from nclab.train.config import Config, config_diff, load_config
 from nclab.train.loggers import build_loggers, check_loggers
 from nclab.train.schedules import lr_at
+from nclab.train.tricks import Lookahead, StemBiasFreeze, TimeSlice
 from nclab.utils import clock
 from nclab.utils.errors import NclabError, RunPaused
 from nclab.utils.io import atomic_torch_save, atomic_write_text, json_clean, remove_stale_temps
@@ -104,61 +105,60 @@ class Trainer:
     ``dataset``, ``hierarchy``, ``device``, ``optimizer``, ``callbacks``, ``epoch`` (completed epochs).
     """
 
-    def __init__(self, cfg: dict | str | os.PathLike, run_dir: str | os.PathLike,
+    def __init__(self, cfg: Config | dict | str | os.PathLike, run_dir: str | os.PathLike,
                  callbacks: list[Callback] | None = None, dataset: Dataset | None = None):
         # train.time_limit_s counts from the CLI command's start, else from here (data loading included)
         t_built = clock.command_start() or time.perf_counter()
-        self.cfg = load_config(cfg)
+        self.cfg = load_config(cfg)  # a Config passes through as it is; a path or mapping is parsed here, once
         self.run = RunDir(run_dir)
         c = self.cfg
-        self.device = resolve_device(c["train"]["device"])
+        self.device = resolve_device(c.train.device)
         # under torchrun: join the process group; only rank 0 writes the run directory (see _dist_setup)
         self.distributed = self._dist_setup(run_dir)
-        if c["train"]["threads"]:
-            torch.set_num_threads(c["train"]["threads"])
-        seed_everything(c["seed"])
+        if c.train.threads:
+            torch.set_num_threads(c.train.threads)
+        seed_everything(c.seed)
         self.dataset = self._prepare_dataset(dataset)
         self.hierarchy = self._build_hierarchy()
         self.num_classes = self._num_classes()
         self._targets: dict[str, torch.Tensor] = {}
         self.model = self._build_model()
-        if self.distributed and c["train"]["sync_bn"]:
+        if self.distributed and c.train.sync_bn:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.optimizer = self._build_optimizer()
-        self._lookahead: list[torch.Tensor] | None = None  # the moving average (see _lookahead_sync)
-        if c["optim"]["stem_bias_epochs"] is not None and self._stem_bias() is None:
-            raise NclabError(f"optim.stem_bias_epochs applies to fastnet with its whitened stem (model.whiten), "
-                             f"not to model {c['model']['name']}; set it to null")
-        self.callbacks = list(callbacks or []) + build_callbacks(c["callbacks"])
-        check_loggers(c["train"]["loggers"])  # a missing extra fails here, before any training
+        self.stem_freeze = StemBiasFreeze(c.optim.stem_bias_epochs, self.model, c.model.name)
+        self.callbacks = list(callbacks or []) + build_callbacks(c.callbacks)
+        check_loggers(c.train.loggers)  # a missing extra fails here, before any training
         self.loggers: list = []
         self.train_loader = self._loader("train", train=True)
         self._eval_loaders: dict[str, BatchIterator] = {}
         self.steps_per_epoch = len(self.train_loader)
+        self.lookahead = Lookahead(c.optim.lookahead_every, c.optim.lookahead_decay,
+                                   self.steps_per_epoch * c.optim.epochs)
         self.epoch = 0
         self.global_step = 0
         self.metrics: list[dict] = []
         self._elapsed = 0.0
         self._last_ckpt: tuple[int, Path] | None = None
-        self._fwd = _compiled(self.model, c["train"]["compile"], self.device)
+        self._fwd = _compiled(self.model, c.train.compile, self.device)
         self._ddp_fwd: torch.nn.Module | None = None  # under torchrun: the DDP-wrapped model (built in fit)
-        self._t_built = t_built
+        self.time_slice = TimeSlice(c.train.time_limit_s, t_built)
         # The non-finite-loss check reads the loss on the host. On CPU that is free; on a GPU each read makes
         # the host wait for the device, so there the losses stay on the device and are checked every
         # NONFINITE_CHECK_EVERY steps (the stop still names the first bad step; nothing is checkpointed between
         # a bad step and its check). Deferring the read matters most under CUDA graphs, where the host is fast.
         self.nonfinite_check_every = 1 if self.device.type == "cpu" else NONFINITE_CHECK_EVERY
         if self.distributed:  # every rank has its data and model: collectives now get train.dist_timeout_s
-            ddp.ready(c["train"]["dist_timeout_s"])
+            ddp.ready(c.train.dist_timeout_s)
 
     # setup -------------------------------------------------------------------------------
     def _dist_setup(self, run_dir) -> bool:
         """torchrun (WORLD_SIZE > 1): init the process group, this rank's device, a read-only run directory
         on ranks other than 0. One process: nothing changes."""
-        t = self.cfg["train"]
-        if not ddp.init_from_env(self.device, t["dist_timeout_s"]):
+        t = self.cfg.train
+        if not ddp.init_from_env(self.device, t.dist_timeout_s):
             return False
-        if t["sync_bn"] and self.device.type != "cuda":
+        if t.sync_bn and self.device.type != "cuda":
             raise NclabError("train.sync_bn needs CUDA GPUs (torch's SyncBatchNorm has no CPU kernel); "
                              "set train.sync_bn=false on CPU")
         self.device = ddp.local_device(self.device)
@@ -166,24 +166,24 @@ class Trainer:
         return True
 
     def _prepare_dataset(self, ds: Dataset | None) -> Dataset:
-        d = self.cfg["data"]
+        d = self.cfg.data
         if ds is None:
             try:
                 from nclab.data import load_dataset
             except ImportError:
                 raise NclabError("nclab.data.load_dataset is not available in this install; pass dataset= to Trainer")
-            ds = load_dataset(d["source"], image_size=d["image_size"])
+            ds = load_dataset(d.source, image_size=d.image_size)
         else:
             check_dataset(ds)  # a caller's own arrays: fail here with a plain message, not deep inside a step
-        if d["subsample"] is not None:
+        if d.subsample is not None:
             from nclab.data import subsample
 
-            s = d["subsample"]
+            s = d.subsample
             kw = dict(s) if isinstance(s, dict) else ({"counts": s} if isinstance(s, list) else {"ratio": s})
-            kw.setdefault("seed", self.cfg["seed"])  # on a copy: the resolved config keeps what the user wrote
+            kw.setdefault("seed", self.cfg.seed)  # on a copy: the resolved config keeps what the user wrote
             ds = subsample(ds, **kw)
-        if d["limit_per_class"]:
-            n = d["limit_per_class"]
+        if d.limit_per_class:
+            n = d.limit_per_class
             ds = Dataset(ds.name, limit_per_class(ds.train, n), limit_per_class(ds.test, n), ds.class_names,
                          ds.source, ds.checksum, ds.hierarchy, dict(ds.meta))
         if len(ds.train.y) == 0:
@@ -192,13 +192,13 @@ class Trainer:
         return ds
 
     def _build_hierarchy(self):
-        d = self.cfg["data"]
+        d = self.cfg.data
         h = self.dataset.hierarchy
-        if d["hierarchy"]:
+        if d.hierarchy:
             from nclab.data import build_hierarchy
 
-            h = build_hierarchy(d["hierarchy"], self.dataset.class_names, dataset=self.dataset)
-        if d["labels"] == "coarse" and h is None:
+            h = build_hierarchy(d.hierarchy, self.dataset.class_names, dataset=self.dataset)
+        if d.labels == "coarse" and h is None:
             raise NclabError(f"data.labels=coarse but {self.dataset.name} has no hierarchy; "
                              "set data.hierarchy (e.g. mod:5)")
         return h
@@ -207,7 +207,7 @@ class Trainer:
         return self.hierarchy is not None and self.hierarchy.kind == "split"
 
     def _num_classes(self) -> int:
-        if self.cfg["data"]["labels"] == "coarse":
+        if self.cfg.data.labels == "coarse":
             return self.hierarchy.num_coarse
         if self._is_split():
             return self.hierarchy.num_fine
@@ -225,13 +225,13 @@ class Trainer:
     def clean_targets(self, split: str) -> torch.Tensor:
         """int64 (N,) the labels of ``split`` at the training level (fine, coarse or pseudo) before label noise."""
         y = getattr(self.dataset, split).y
-        if self.cfg["data"]["labels"] == "coarse":
+        if self.cfg.data.labels == "coarse":
             t = self.hierarchy.coarse_of(y)
         elif self._is_split():
             from nclab.data import split_labels
 
             # split:M:SEED shuffles by SEED; a plain split:M by the run seed
-            t = split_labels(y, self.hierarchy, self.cfg["seed"])
+            t = split_labels(y, self.hierarchy, self.cfg.seed)
         else:
             t = y
         return torch.as_tensor(t).to(torch.int64)
@@ -241,20 +241,19 @@ class Trainer:
         """The corrupted training labels (:class:`nclab.data.noise.NoisyLabels`: ``labels``, ``corrupted`` mask,
         ``clean``, each (N_train,)) under ``data.label_noise.rate`` > 0, else None."""
         if not hasattr(self, "_label_noise"):
-            from nclab.data.noise import corrupt_labels, noise_spec
+            from nclab.data.noise import corrupt_labels
 
-            rate, kind, seed = noise_spec(self.cfg["data"].get("label_noise"))
-            self._label_noise = (corrupt_labels(self.clean_targets("train").numpy(), self.num_classes, rate, kind, seed)
-                                 if rate > 0 else None)
+            nz = self.cfg.data.label_noise
+            self._label_noise = (corrupt_labels(self.clean_targets("train").numpy(), self.num_classes, nz.rate,
+                                                nz.kind, nz.seed) if nz.rate > 0 else None)
         return self._label_noise
 
     def _build_model(self):
         from nclab.models import build_model, model_kwargs
 
-        m = dict(self.cfg["model"])
-        name = m.pop("name")
+        name = self.cfg.model.name
         allowed = set(model_kwargs(name)) | {"head_depth", "head_bias", "head_width"}
-        given = {k: v for k, v in m.items() if v is not None}
+        given = self.cfg.model.backbone_kwargs()
         extra = sorted(k for k in given if k not in allowed)
         if extra:
             raise NclabError(f"model.{extra[0]} does not apply to model {name}; it takes {', '.join(sorted(allowed))}")
@@ -264,30 +263,30 @@ class Trainer:
             x = xt[:: max(1, len(xt) // 5000)][:5000]  # strided: files are often stored class by class
             it = self._loader_for(x, torch.zeros(len(x), dtype=torch.int64), 5000, False)
             model.data_init(it.prepare(it.x))
-        if self.cfg["train"]["channels_last"] and self.dataset.is_image:
+        if self.cfg.train.channels_last and self.dataset.is_image:
             model = model.to(memory_format=torch.channels_last)
         return model
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
-        o = self.cfg["optim"]
-        scale = o["bias_lr_scale"]
+        o = self.cfg.optim
+        scale = o.bias_lr_scale
         bn = {id(p) for mod in self.model.modules() if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm)
               for p in mod.parameters()}
         main = [p for p in self.model.parameters() if p.requires_grad and id(p) not in bn]
         bias = [p for p in self.model.parameters() if p.requires_grad and id(p) in bn]
         # BatchNorm params: lr * scale and weight_decay / scale, so the decay per step lr * wd is unchanged
-        groups = [{"params": main, "lr_scale": 1.0, "weight_decay": o["weight_decay"]},
-                  {"params": bias, "lr_scale": scale, "weight_decay": o["weight_decay"] / scale if scale else 0.0}]
+        groups = [{"params": main, "lr_scale": 1.0, "weight_decay": o.weight_decay},
+                  {"params": bias, "lr_scale": scale, "weight_decay": o.weight_decay / scale if scale else 0.0}]
         groups = [g for g in groups if g["params"]]
-        if o["name"] == "sgd":
-            return torch.optim.SGD(groups, lr=o["lr"], momentum=o["momentum"],
-                                   nesterov=o["nesterov"] and o["momentum"] > 0)
-        betas = tuple(o["betas"])
-        cls = torch.optim.Adam if o["name"] == "adam" else torch.optim.AdamW
-        return cls(groups, lr=o["lr"], betas=betas)
+        if o.name == "sgd":
+            return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum,
+                                   nesterov=o.nesterov and o.momentum > 0)
+        betas = tuple(o.betas)
+        cls = torch.optim.Adam if o.name == "adam" else torch.optim.AdamW
+        return cls(groups, lr=o.lr, betas=betas)
 
     def _stats(self):
-        if not self.cfg["data"]["normalize"]:
+        if not self.cfg.data.normalize:
             return None, None
         if not hasattr(self, "_mean_std"):
             self._mean_std = self.dataset.channel_stats()
@@ -295,16 +294,16 @@ class Trainer:
 
     def _loader_for(self, x, y, batch_size, train: bool, shard: bool = False) -> BatchIterator:
         mean, std = self._stats()
-        aug = self.cfg["data"]["augment"]
-        return BatchIterator(x, y, batch_size, shuffle=train, drop_last=train, seed=self.cfg["seed"],
-                             augment=Augment(aug["crop"], aug["flip"]) if train and self.dataset.is_image else None,
+        aug = self.cfg.data.augment
+        return BatchIterator(x, y, batch_size, shuffle=train, drop_last=train, seed=self.cfg.seed,
+                             augment=Augment(aug.crop, aug.flip) if train and self.dataset.is_image else None,
                              mean=mean, std=std, device=getattr(self, "device", "cpu"),
-                             channels_last=self.cfg["train"]["channels_last"],
+                             channels_last=self.cfg.train.channels_last,
                              shard=(ddp.rank(), ddp.world_size()) if shard else None)
 
     def _loader(self, split: str, train: bool, shard: bool = False) -> BatchIterator:
         s = getattr(self.dataset, split)
-        bs = self.cfg["optim"]["batch_size"] if train else self.cfg["train"]["eval_batch_size"]
+        bs = self.cfg.optim.batch_size if train else self.cfg.train.eval_batch_size
         return self._loader_for(s.x, self.train_targets(split), bs, train, shard=shard or (train and self.distributed))
 
     def eval_loader(self, split: str, shard: bool = False) -> BatchIterator:
@@ -319,12 +318,12 @@ class Trainer:
 
     def autocast(self) -> torch.autocast:
         """The bf16 autocast context of this run (disabled unless ``train.bf16``), for forward passes outside fit."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg["train"]["bf16"])
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.bf16)
 
     # evaluation ----------------------------------------------------------------------------
     @property
     def tta_flip(self) -> bool:
-        return self.cfg["train"]["tta"] == "flip" and self.dataset.is_image
+        return self.cfg.train.tta == "flip" and self.dataset.is_image
 
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits used for evaluation: the plain forward pass, or with ``train.tta: flip`` the classifier
@@ -339,13 +338,13 @@ class Trainer:
         was = self.model.training
         self.model.eval()
         total, correct, n = 0.0, 0, 0
-        lcfg = self.cfg["loss"]
+        lcfg = self.cfg.loss
         for x, y in self.eval_loader(split, shard=self.distributed):
             if not len(y):  # a rank's empty shard of a short last batch
                 continue
             with self.autocast():
                 z = self.eval_logits(x)
-            total += float(losses.data_loss(lcfg["name"], z, y, lcfg["label_smoothing"])) * len(y)
+            total += float(losses.data_loss(lcfg.name, z, y, lcfg.label_smoothing)) * len(y)
             correct += int((z.argmax(1) == y).sum())
             n += len(y)
         if self.distributed:  # each rank evaluated its shard
@@ -370,11 +369,11 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "rng": rng_state(), "metrics": self.metrics, "elapsed_s": self._elapsed,
             "callbacks": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in self.callbacks],
-            "num_classes": self.num_classes, "lookahead": self._lookahead,
+            "num_classes": self.num_classes, "lookahead": self.lookahead.average,
         }
         # the numbered copy first: a kill between the two writes then leaves last.pt one epoch behind (that epoch
         # is retrained and both are written again), never an epoch that is neither kept nor retrained
-        if self.cfg["train"]["keep_checkpoints"]:
+        if self.cfg.train.keep_checkpoints:
             atomic_torch_save(self._ckpt_path(f"epoch_{self.epoch:04d}.pt"), state)
         path = atomic_torch_save(self._ckpt_path(), state)
         self._last_ckpt = (self.epoch, path)
@@ -404,14 +403,13 @@ class Trainer:
         now = self.optimizer.state_dict()["param_groups"]
         if len(saved) != len(now) or any(set(a) != set(b) for a, b in zip(saved, now)):
             raise NclabError(f"checkpoint {path} holds the state of another optimiser than optim.name="
-                             f"{self.cfg['optim']['name']}; {fix}")
+                             f"{self.cfg.optim.name}; {fix}")
         self.optimizer.load_state_dict(state["optimizer"])
         set_rng_state({**state["rng"], "torch": state["rng"]["torch"].cpu()})
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.metrics = list(state["metrics"])
         self._elapsed = float(state["elapsed_s"])
-        la = state.get("lookahead")
-        self._lookahead = None if la is None else [t.to(self.device) for t in la]
+        self.lookahead.load(state.get("lookahead"), self.device)
         for cb, s in zip(self.callbacks, state.get("callbacks", [])):
             if s is not None and hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(s)
@@ -464,7 +462,7 @@ class Trainer:
             if changed:
                 say(f"note: resuming with config keys changed from the run's config.yaml: {', '.join(changed)}")
             self.load_checkpoint()
-            say(f"resuming {run.path} from epoch {self.epoch} of {self.cfg['optim']['epochs']} "
+            say(f"resuming {run.path} from epoch {self.epoch} of {self.cfg.optim.epochs} "
                 f"(checkpoint {self._ckpt_path()})")
             self._write_metrics()  # drop rows written after the checkpoint (the rerun rewrites them)
         else:
@@ -482,16 +480,16 @@ class Trainer:
                     if (run.path / sub).is_dir():
                         shutil.rmtree(run.path / sub)
             run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(self.cfg)
+        run.write_config(self.cfg.to_dict())
         run.write_run_info({
             "device": str(self.device), "dataset": self.dataset.name, "source": self.dataset.source,
             "checksum": self.dataset.checksum, "num_classes": self.num_classes,
             "hierarchy": self.hierarchy.to_dict() if self.hierarchy is not None else None,
-            "labels": self.cfg["data"]["labels"], "n_train": len(self.dataset.train), "n_test": len(self.dataset.test),
+            "labels": self.cfg.data.labels, "n_train": len(self.dataset.train), "n_test": len(self.dataset.test),
             "resumed_from_epoch": self.epoch if resume else None,
         }, resumed=resume)
         run.write_status("running", "", epoch=self.epoch, wall_time_s=self._elapsed, resumed=resume)
-        if resume and self.epoch >= int(self.cfg["optim"]["epochs"]):
+        if resume and self.epoch >= int(self.cfg.optim.epochs):
             say(f"{run.path} already trained all {self.epoch} epochs; "
                 "nothing to train (raise optim.epochs to continue)")
         return resume
@@ -519,27 +517,24 @@ class Trainer:
             self._nan_stop(epoch, None, "non-finite", what="a model parameter or buffer")
         opt = [torch.isfinite(v).all() for st in self.optimizer.state.values() for v in st.values()
                if isinstance(v, torch.Tensor) and v.is_floating_point()]
-        opt += [torch.isfinite(v).all() for v in self._lookahead or []]
+        opt += [torch.isfinite(v).all() for v in self.lookahead.average or []]
         if opt and not bool(torch.stack(opt).all()):
             self._nan_stop(epoch, None, "non-finite", what="the optimiser state")
 
     def _time_is_up(self, first_epoch: int) -> bool:
         """``train.time_limit_s``: would one more epoch (at this call's mean epoch time) pass the limit?"""
-        limit = self.cfg["train"]["time_limit_s"]
-        if limit is None or self.epoch >= self.cfg["optim"]["epochs"]:
+        if self.epoch >= self.cfg.optim.epochs:
             return False
-        now = time.perf_counter()
-        per_epoch = (now - self._t_fit) / max(1, self.epoch - first_epoch)
-        up = now - self._t_built + per_epoch > limit
+        up = self.time_slice.is_up(self._t_fit, self.epoch - first_epoch)
         return ddp.broadcast_object(up) if self.distributed else up  # rank 0's clock decides for all
 
     def _pause(self) -> None:
         """Checkpoint (unless this epoch's is written), status ``paused``, raise :class:`RunPaused`."""
         if not self._last_ckpt or self._last_ckpt[0] != self.epoch:
             self.save_checkpoint()
-        spent = time.perf_counter() - self._t_built
-        msg = (f"{self.run.path}: time limit of {self.cfg['train']['time_limit_s']:g} s reached after epoch "
-               f"{self.epoch} of {self.cfg['optim']['epochs']} ({spent:.0f} s); continue with --resume (the limit is "
+        spent = self.time_slice.spent()
+        msg = (f"{self.run.path}: time limit of {self.cfg.train.time_limit_s:g} s reached after epoch "
+               f"{self.epoch} of {self.cfg.optim.epochs} ({spent:.0f} s); continue with --resume (the limit is "
                "kept in the run's config: each resume runs one more slice; add --set train.time_limit_s=null to "
                "run to the end)")
         self.run.write_status("paused", msg, epoch=self.epoch, wall_time_s=self._elapsed)
@@ -556,63 +551,32 @@ class Trainer:
             bar.close()
             self._nan_stop(epoch, step, float(step_losses[step]))
 
-    def _stem_bias(self) -> torch.nn.Parameter | None:
-        stem = getattr(getattr(self.model, "backbone", None), "stem", None)
-        return getattr(stem, "bias", None) if getattr(stem, "whiten", False) else None
-
-    def _freeze_stem_bias(self, e: int) -> None:
-        """optim.stem_bias_epochs: the whitening stem's bias trains in epochs 0..N-1 and is frozen from epoch N
-        on (a pure function of the epoch, so a resumed run freezes at the same step). Frozen, it gets no
-        gradient, hence no update or weight decay, and autograd skips the first conv's input gradient."""
-        n = self.cfg["optim"]["stem_bias_epochs"]
-        if n is not None:
-            self._stem_bias().requires_grad_(e < n)
-
-    def _lookahead_sync(self) -> None:
-        """optim.lookahead_every: every N steps (and at the last step) the moving average a of every float
-        tensor of the model state (weights and BatchNorm statistics) takes a step a ← d·a + (1 − d)·w towards
-        the weights w, and the weights jump to it: w ← a. The decay ramps as d = decay·(t/T)³ over the T steps
-        of training (airbench94), so early training follows the raw weights and late training averages them.
-        Its state is checkpointed, so a resumed run continues the same average."""
-        every = self.cfg["optim"]["lookahead_every"]
-        total = self.steps_per_epoch * self.cfg["optim"]["epochs"]
-        t = self.global_step
-        if not every or (t % every and t != total):
-            return
-        live = [v for v in self.model.state_dict().values() if v.is_floating_point()]
-        with torch.no_grad():
-            if self._lookahead is None:
-                self._lookahead = [v.detach().clone() for v in live]
-            d = self.cfg["optim"]["lookahead_decay"] * (t / total) ** 3
-            for a, w in zip(self._lookahead, live):
-                a.lerp_(w, 1 - d)
-                w.copy_(a)
-
     def _train_epoch(self, e: int) -> dict:
         c = self.cfg
-        o, lcfg = c["optim"], c["loss"]
+        o, lcfg = c.optim, c.loss
         loader = self.train_loader
         loader.set_epoch(e)
         self.model.train()
-        self._freeze_stem_bias(e)
-        spe, epochs = self.steps_per_epoch, o["epochs"]
+        self.stem_freeze.on_epoch_start(e)
+        spe, epochs = self.steps_per_epoch, o.epochs
+        schedule = c.schedule.to_dict()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         seen = 0
         step_losses = torch.zeros(spe, dtype=torch.float64, device=self.device)  # checked in slices
         checked = 0
-        lr = o["lr"]
+        lr = o.lr
         head = self.model.head
         t0 = time.perf_counter()
         bar = progress(total=spe, desc=f"epoch {e + 1}/{epochs}", unit="step")
         for step, (x, y) in enumerate(loader):
-            lr = lr_at(c["schedule"], o["lr"], e * spe + step, spe, epochs)
+            lr = lr_at(schedule, o.lr, e * spe + step, spe, epochs)
             for g in self.optimizer.param_groups:
                 g["lr"] = lr * g["lr_scale"]
             with self.autocast():
-                if lcfg["lambda_h"] > 0 and self.distributed:
+                if lcfg.lambda_h > 0 and self.distributed:
                     z, h0 = self._ddp_fwd(x, True)  # through DDP, so the gradients are averaged
-                elif lcfg["lambda_h"] > 0:  # same ops as forward(), keeping the head input
+                elif lcfg.lambda_h > 0:  # same ops as forward(), keeping the head input
                     h0 = self.model.backbone(x)
                     h = h0
                     for layer in head[:-1]:
@@ -620,11 +584,11 @@ class Trainer:
                     z = head[-1](h)
                 else:
                     z = self._fwd(x) if self._ddp_fwd is None else self._ddp_fwd(x)
-            loss = losses.data_loss(lcfg["name"], z, y, lcfg["label_smoothing"])
-            if lcfg["lambda_w"] > 0:
-                loss = loss + losses.weight_penalty(head, lcfg["lambda_w"])
-            if lcfg["lambda_h"] > 0:
-                loss = loss + losses.feature_penalty(h0, lcfg["lambda_h"])
+            loss = losses.data_loss(lcfg.name, z, y, lcfg.label_smoothing)
+            if lcfg.lambda_w > 0:
+                loss = loss + losses.weight_penalty(head, lcfg.lambda_w)
+            if lcfg.lambda_h > 0:
+                loss = loss + losses.feature_penalty(h0, lcfg.lambda_h)
             lv = loss.detach()
             step_losses[step] = lv
             if self.distributed:
@@ -641,7 +605,7 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
             self.global_step = e * spe + step + 1
-            self._lookahead_sync()
+            self.lookahead.after_step(self.model, self.global_step)
             loss_sum += lv.double() * len(y)
             correct += (z.detach().argmax(1) == y).sum()
             seen += len(y)
@@ -672,14 +636,14 @@ class Trainer:
 
     def _fit(self, resume: bool, force: bool) -> dict[str, Any]:
         c = self.cfg
-        epochs = c["optim"]["epochs"]
+        epochs = c.optim.epochs
         self._start(resume, force)
         if self.distributed and self._ddp_fwd is None:
             self._ddp_fwd = ddp.wrap_ddp(_TrainForward(self.model, self._fwd), self.device,
-                                         params_change=c["optim"]["stem_bias_epochs"] is not None)
+                                         params_change=self.stem_freeze.changes_params)
         first_epoch, self._t_fit = self.epoch, time.perf_counter()
         try:
-            self.loggers = build_loggers(c["train"]["loggers"], self.run.path, c["name"])
+            self.loggers = build_loggers(c.train.loggers, self.run.path, c.name)
             for cb in self.callbacks:
                 cb.on_train_start(self)
             for e in range(self.epoch, epochs):
@@ -688,7 +652,7 @@ class Trainer:
                 self._check_state_finite(e)
                 logs: dict[str, Any] = {"epoch": e + 1, "lr": tr["lr"], "train_loss": tr["train_loss"],
                                         "train_acc": tr["train_acc"]}
-                if (e + 1) % c["train"]["eval_every"] == 0 or e + 1 == epochs:
+                if (e + 1) % c.train.eval_every == 0 or e + 1 == epochs:
                     ev = self.evaluate("test")
                     if not math.isfinite(ev["loss"]):  # finite weights can still overflow the logits
                         self._nan_stop(e, None, ev["loss"], what="test loss")
@@ -706,7 +670,7 @@ class Trainer:
                 self._append_metrics(logs)
                 for lg in self.loggers:
                     lg.log_metrics(logs, step=self.epoch)
-                if self.epoch % c["train"]["checkpoint_every"] == 0 or self.epoch == epochs:
+                if self.epoch % c.train.checkpoint_every == 0 or self.epoch == epochs:
                     self._check_state_finite(e)  # again: callbacks ran since; only a finite state is kept
                     self.save_checkpoint()
                 self.run.write_status("running", "", epoch=self.epoch, wall_time_s=self._elapsed)
@@ -728,7 +692,7 @@ class Trainer:
             raise
         except Exception as err:
             if self.distributed and ddp.is_collective_error(err):  # a peer died or hung: one line, then stop
-                msg = ddp.lost_peer_message(err, c["train"]["dist_timeout_s"], self._last_ckpt and self._last_ckpt[0])
+                msg = ddp.lost_peer_message(err, c.train.dist_timeout_s, self._last_ckpt and self._last_ckpt[0])
                 self.run.write_status("failed", msg, wall_time_s=self._elapsed)
                 raise NclabError(msg) from err
             try:
