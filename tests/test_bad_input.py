@@ -430,12 +430,16 @@ def test_recovery_options_and_eval_split_are_checked(tmp_path):
     from nclab.finegrain import FineLabelRecovery
     from nclab.train import Trainer, load_config
 
+    x, y = np.random.default_rng(0).normal(size=(20, 3)), np.arange(20) % 4
+    c = y // 2
     for kw, msg in (({"n_init": "ten"}, "n_init must be a positive integer"), ({"n_init": 0}, "n_init"),
                     ({"max_samples": 2.5}, "max_samples"), ({"seed": -1}, "seed must be a non-negative"),
                     ({"whiten_var": "0.9"}, "whiten_var must be a number")):
+        rec = FineLabelRecovery(**kw)  # __init__ only stores; fit checks
         with pytest.raises(NclabError, match=msg):
-            FineLabelRecovery(**kw)
-    FineLabelRecovery(n_init=np.int64(3), whiten_var=1)  # numpy ints and an int variance share are fine
+            rec.fit(x, c, y)
+    # numpy ints and an int variance share are fine
+    FineLabelRecovery(n_init=np.int64(3), whiten_var=1).fit(x, c, y)
     tr = Trainer(load_config("tiny", ["optim.epochs=1", "data.source=synthetic"]), tmp_path / "r")
     with pytest.raises(NclabError, match="split must be 'train' or 'test'"):
         tr.evaluate("val")

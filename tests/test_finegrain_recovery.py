@@ -174,8 +174,9 @@ def test_inferred_hierarchy_and_bad_input():
         FineLabelRecovery(f2c).fit(bad, f2c[ytr], ytr)
     with pytest.raises(NclabError, match="appears under"):
         FineLabelRecovery().fit(xtr, np.zeros_like(ytr) + (np.arange(len(ytr)) % 2), ytr)
+    unfitted = FineLabelRecovery(f2c, method="dbscan")  # __init__ only stores; fit checks
     with pytest.raises(NclabError, match="unknown"):
-        FineLabelRecovery(f2c, method="dbscan")
+        unfitted.fit(xtr, f2c[ytr], ytr)
     rec = FineLabelRecovery(f2c).fit(xtr, f2c[ytr], ytr)
     with pytest.raises(NclabError, match="columns"):
         rec.predict(xte[:, :5], f2c[yte])
@@ -190,8 +191,9 @@ def test_estimator_validation_names_each_problem():
                       ({"clustering": "tree"}, "unknown clustering"),
                       ({"whiten_var": 0.0}, r"whiten_var must be a number in \(0, 1\]"),
                       ({"whiten_var": 1.5}, r"whiten_var must be a number in \(0, 1\]")]:
+        rec = FineLabelRecovery(f2c, **kw)  # __init__ only stores; fit checks
         with pytest.raises(NclabError, match=match):
-            FineLabelRecovery(f2c, **kw)
+            rec.fit(xtr, ctr, ytr)
     with pytest.raises(NclabError, match="needs a hierarchy or fine labels"):
         FineLabelRecovery().fit(xtr, ctr)
     with pytest.raises(NclabError, match=r"1 of 0\.\.6 are missing \(1\)"):

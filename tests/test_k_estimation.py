@@ -65,10 +65,12 @@ def test_silhouette_scores_match_sklearn_on_a_plain_blob_pair():
 
 
 def test_bad_settings_are_named():
-    with pytest.raises(NclabError, match="k_criterion"):
-        FineLabelRecovery(np.array([0, 0]), fine_per_coarse="auto", k_criterion="elbow")
-    with pytest.raises(NclabError, match="fine_per_coarse"):
-        FineLabelRecovery(np.array([0, 0]), fine_per_coarse=3)
+    x, fine = np.random.default_rng(0).normal(size=(8, 2)), np.arange(8) % 2
+    for kw, needle in (({"fine_per_coarse": "auto", "k_criterion": "elbow"}, "k_criterion"),
+                       ({"fine_per_coarse": 3}, "fine_per_coarse")):
+        rec = FineLabelRecovery(np.array([0, 0]), **kw)  # __init__ only stores; fit checks
+        with pytest.raises(NclabError, match=needle):
+            rec.fit(x, np.zeros(8, np.int64), fine)
     from nclab.contracts.recovery import RecoverySpec
 
     with pytest.raises(NclabError, match="recovery.k_max"):

@@ -26,7 +26,8 @@ CLUSTERINGS = ("per_coarse", "global")
 @dataclass(frozen=True)
 class Param:
     """One setting: ``kind`` is ``int``, ``float``, ``str`` or ``bool``; ``choices`` or the interval
-    ``[low, high]`` (``low_open``: ``low`` excluded) constrain it; ``nullable`` admits None."""
+    ``[low, high]`` (``low_open``: ``low`` excluded) constrain it; ``nullable`` admits None; ``noun`` names the
+    setting in the estimator's "unknown ..." message (default: its name)."""
 
     name: str
     kind: type
@@ -37,6 +38,7 @@ class Param:
     high: float | None = None
     low_open: bool = False
     nullable: bool = False
+    noun: str | None = None
 
     def describe(self) -> str:
         if self.choices:
@@ -73,10 +75,12 @@ class Param:
 
 PARAMS: tuple[Param, ...] = (
     Param("method", str, "kmeans", "kmeans (paper A's protocol), pursuit (two-class superclasses: the most bimodal "
-          "of the k-means split and minimum-kurtosis splits), gmm, spectral, agglomerative", choices=METHODS),
+          "of the k-means split and minimum-kurtosis splits), gmm, spectral, agglomerative", choices=METHODS,
+          noun="recovery method"),
     Param("normalize", str, "whiten", "feature normalisation inside each superclass before clustering: none, center, "
           "l2, center+l2, whiten (PCA axes holding whiten_var of the variance, each scaled to unit variance), or "
-          "pca (the pca_dims top principal axes of the centred group, unscaled)", choices=NORMALIZATIONS),
+          "pca (the pca_dims top principal axes of the centred group, unscaled)", choices=NORMALIZATIONS,
+          noun="normalisation"),
     Param("pca_dims", int, None, "normalize pca: principal axes kept per superclass; null = its number of fine "
           "classes", low=1, nullable=True),
     Param("gmm_covariance", str, "auto", "method gmm: full, diag, or auto (full when the group has at least 10 "

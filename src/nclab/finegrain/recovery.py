@@ -25,9 +25,10 @@ from scipy.optimize import linear_sum_assignment
 
 from nclab.data.hierarchy import Hierarchy
 from nclab.finegrain.kmeans import kmeans
-from nclab.finegrain.kselect import CRITERIA, estimate_k
+from nclab.finegrain.kselect import estimate_k
 from nclab.finegrain.pursuit import bimodal_split
-from nclab.contracts.recovery import CLUSTERINGS, DEFAULTS, METHODS, NORMALIZATIONS
+from nclab.contracts.recovery import CLUSTERINGS, DEFAULTS, METHODS, NORMALIZATIONS, PARAMS, Param, RecoverySpec
+from nclab.finegrain.base import EstimatorMixin, InvalidParameterError
 from nclab.finegrain.whiten import pca_whitener
 from nclab.utils.errors import NclabError
 from nclab.utils.finite import nonfinite_error
@@ -35,7 +36,8 @@ from nclab.utils.finite import nonfinite_error
 if TYPE_CHECKING:  # annotations only: the estimator works on numpy arrays (tensors are converted)
     import torch
 
-__all__ = ["FineLabelRecovery", "hungarian_names", "within_ss", "METHODS", "NORMALIZATIONS", "CLUSTERINGS"]
+__all__ = ["FineLabelRecovery", "ESTIMATOR_PARAMS", "hungarian_names", "within_ss", "METHODS", "NORMALIZATIONS",
+           "CLUSTERINGS"]
 
 
 def hungarian_names(clusters: np.ndarray, fine: np.ndarray, n_clusters: int, classes: Sequence[int]) -> np.ndarray:
@@ -92,7 +94,21 @@ def within_ss(z: np.ndarray, labels: np.ndarray) -> float:
     return float(sum(((z[labels == j] - z[labels == j].mean(0)) ** 2).sum() for j in np.unique(labels)))
 
 
-class FineLabelRecovery:
+# FineLabelRecovery's parameters that are not recovery settings of a run (nclab.contracts.recovery.PARAMS holds
+# those): with PARAMS, one row per __init__ parameter, checked by fit
+ESTIMATOR_PARAMS: tuple[Param, ...] = (
+    Param("hierarchy", object, None, "a Hierarchy, a fine->coarse integer array (num_fine,), or None to infer it from "
+          "the (coarse, fine) pairs seen in fit (checked there, with the labels)", nullable=True),
+    Param("max_iter", int, 300, "k-means (and GMM) iterations", low=1),
+    Param("device", object, "cpu", "torch device of the k-means: 'cpu', 'cuda', 'cuda:1' or a torch.device"),
+    Param("n_neighbors", int, 10, "method spectral: neighbours of the kNN graph", low=1),
+    Param("max_samples", int, 5000, "methods spectral and agglomerative: points clustered per group (the rest "
+          "join the nearest centroid)", low=1),
+)
+_OWN_DEFAULTS = {p.name: p.default for p in ESTIMATOR_PARAMS}
+
+
+class FineLabelRecovery(EstimatorMixin):
     """Recover fine labels by clustering features within each superclass.
 
     Parameters
@@ -120,7 +136,17 @@ class FineLabelRecovery:
     clustering : "per_coarse" (the paper's protocol) or "global" (one clustering with K_fine clusters,
         Hungarian over all fine classes; routing labels are then ignored).
     n_init, max_iter, seed, device : k-means restarts, iterations, RNG seed, torch device.
+
+    scikit-learn's conventions (:mod:`nclab.finegrain.base`): ``__init__`` only stores the parameters; ``fit``
+    checks them against ``_parameter_constraints`` (the rows of :data:`nclab.contracts.recovery.PARAMS` and of
+    :data:`ESTIMATOR_PARAMS`); ``get_params``/``set_params``/:func:`nclab.finegrain.clone`; predict, score,
+    centroids and ``guarded_`` raise :class:`nclab.finegrain.NotFittedError` before ``fit``. Fitted attributes:
+    ``groups_``, ``labels_``, ``fit_pred_``, ``fine_to_coarse_``, ``n_features_in_``, ``guarded_``.
     """
+
+    _parameter_constraints = {**{p.name: p for p in ESTIMATOR_PARAMS}, **{p.name: p for p in PARAMS if p.name in
+                                                                         RecoverySpec().estimator_kwargs()}}
+    _fit_call = "fit(features, coarse, fine)"
 
     def __init__(
         self,
@@ -130,11 +156,11 @@ class FineLabelRecovery:
         normalize: str = DEFAULTS["normalize"],
         clustering: str = DEFAULTS["clustering"],
         n_init: int = DEFAULTS["n_init"],
-        max_iter: int = 300,
+        max_iter: int = _OWN_DEFAULTS["max_iter"],
         seed: int = DEFAULTS["seed"],
-        device: str = "cpu",
-        n_neighbors: int = 10,
-        max_samples: int = 5000,
+        device: str = _OWN_DEFAULTS["device"],
+        n_neighbors: int = _OWN_DEFAULTS["n_neighbors"],
+        max_samples: int = _OWN_DEFAULTS["max_samples"],
         whiten_var: float = DEFAULTS["whiten_var"],
         guard: bool = DEFAULTS["guard"],
         fine_per_coarse: str | None = DEFAULTS["fine_per_coarse"],
@@ -143,48 +169,43 @@ class FineLabelRecovery:
         pca_dims: int | None = DEFAULTS["pca_dims"],
         gmm_covariance: str = DEFAULTS["gmm_covariance"],
     ):
-        if method not in METHODS:
-            raise NclabError(f"unknown recovery method {method!r}; use one of {', '.join(METHODS)}")
-        if normalize not in NORMALIZATIONS:
-            raise NclabError(f"unknown normalisation {normalize!r}; use one of {', '.join(NORMALIZATIONS)}")
-        if clustering not in CLUSTERINGS:
-            raise NclabError(f"unknown clustering {clustering!r}; use one of {', '.join(CLUSTERINGS)}")
-        for name, v in (("n_init", n_init), ("max_iter", max_iter), ("n_neighbors", n_neighbors),
-                        ("max_samples", max_samples), ("seed", seed)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if name == "seed" else 1):
-                raise NclabError(f"{name} must be a {'non-negative' if name == 'seed' else 'positive'} integer, "
-                                 f"got {v!r}")
-        if isinstance(whiten_var, (bool, str)) or not isinstance(whiten_var, (int, float, np.floating)) or not (
-                0.0 < whiten_var <= 1.0):
-            raise NclabError(f"whiten_var must be a number in (0, 1] (share of variance the whitening keeps), "
-                             f"got {whiten_var!r}")
+        # stores only (scikit-learn's convention); fit validates against _parameter_constraints
         self.hierarchy = hierarchy
         self.method = method
         self.normalize = normalize
         self.clustering = clustering
-        self.n_init = int(n_init)
-        self.max_iter = int(max_iter)
-        self.seed = int(seed)
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.seed = seed
         self.device = device
-        self.n_neighbors = int(n_neighbors)
-        self.max_samples = int(max_samples)
-        self.whiten_var = float(whiten_var)
-        if not isinstance(guard, (bool, np.bool_)):
-            raise NclabError(f"guard must be true or false, got {guard!r}")
-        self.guard = bool(guard)
-        if fine_per_coarse not in (None, "auto"):
-            raise NclabError(f"fine_per_coarse must be 'auto' or None (the hierarchy's count), got {fine_per_coarse!r}")
-        if k_criterion not in CRITERIA:
-            raise NclabError(f"unknown k_criterion {k_criterion!r}; use one of {', '.join(CRITERIA)}")
-        if isinstance(k_max, bool) or int(k_max) != k_max or k_max < 2:
-            raise NclabError(f"k_max must be an integer >= 2, got {k_max!r}")
-        self.fine_per_coarse, self.k_criterion, self.k_max = fine_per_coarse, k_criterion, int(k_max)
-        if pca_dims is not None and (isinstance(pca_dims, bool) or int(pca_dims) != pca_dims or pca_dims < 1):
-            raise NclabError(f"pca_dims must be a positive integer or None, got {pca_dims!r}")
-        if gmm_covariance not in ("auto", "full", "diag"):
-            raise NclabError(f"gmm_covariance must be auto, full or diag, got {gmm_covariance!r}")
-        self.pca_dims = None if pca_dims is None else int(pca_dims)
+        self.n_neighbors = n_neighbors
+        self.max_samples = max_samples
+        self.whiten_var = whiten_var
+        self.guard = guard
+        self.fine_per_coarse = fine_per_coarse
+        self.k_criterion = k_criterion
+        self.k_max = k_max
+        self.pca_dims = pca_dims
         self.gmm_covariance = gmm_covariance
+
+    def _validate_params(self) -> None:
+        """The table's checks (:class:`nclab.finegrain.base.EstimatorMixin`), then ``device``, which must parse as
+        a torch device (``hierarchy`` is checked with the labels, by :meth:`_f2c`)."""
+        super()._validate_params()
+        import torch
+
+        if not isinstance(self.device, (str, torch.device)):
+            ok = False
+        else:
+            try:
+                torch.device(self.device)
+                ok = True
+            except (RuntimeError, ValueError):
+                ok = False
+        if not ok:
+            raise InvalidParameterError(f"FineLabelRecovery: device must be a torch device such as 'cpu', 'cuda' or "
+                                        f"'cuda:1' (or a torch.device), got {self.device!r}; pass e.g. device='cpu' "
+                                        "(the default)")
 
     # ----------------------------------------------------------------------------- helpers
     def _f2c(self, coarse: np.ndarray | None, fine: np.ndarray | None) -> np.ndarray:
@@ -321,8 +342,7 @@ class FineLabelRecovery:
     @property
     def guarded_(self) -> list[int]:
         """Groups (superclass ids; -1 = the global group) whose partition came from the guard."""
-        if not hasattr(self, "groups_"):
-            raise NclabError("FineLabelRecovery.guarded_ read before fit")
+        self._check_fitted("guarded_ read")
         return [c for c, g in self.groups_.items() if g.guarded]
 
     def _assign(self, z: np.ndarray, g: _Group) -> np.ndarray:
@@ -344,6 +364,7 @@ class FineLabelRecovery:
         only the cluster structure is usable (``labels_``). Sets ``groups_``, ``labels_`` (N,) cluster ids,
         ``fit_pred_`` (N,) named fine predictions of the fit samples.
         """
+        self._validate_params()
         x, lab = self._check(features, {"coarse": coarse, "fine": fine})
         coarse, fine = lab["coarse"], lab["fine"]
         f2c = self._f2c(coarse, fine)
@@ -365,6 +386,7 @@ class FineLabelRecovery:
             plan = [(c, [int(f) for f in np.flatnonzero(f2c == c)], np.flatnonzero(coarse == c))
                     for c in range(int(f2c.max()) + 1)]
         self.groups_: dict[int, _Group] = {}
+        self.n_features_in_ = x.shape[1]
         self.labels_ = np.full(len(x), -1, dtype=np.int64)
         self.fit_pred_ = np.full(len(x), -1, dtype=np.int64)
         offset = 0
@@ -408,14 +430,13 @@ class FineLabelRecovery:
     def predict(self, features: np.ndarray | torch.Tensor, coarse: np.ndarray | None = None) -> np.ndarray:
         """Fine labels (N,) for ``features`` (N, D), routed by ``coarse`` (N,) (predicted or true superclass)
         to that superclass's nearest centroid. ``coarse`` is ignored for ``clustering="global"``."""
-        if not hasattr(self, "groups_"):
-            raise NclabError("FineLabelRecovery.predict called before fit")
+        self._check_fitted("predict called")
         x, lab = self._check(features, {"coarse": coarse})
         coarse = lab["coarse"]
         dim = next(iter(self.groups_.values())).mean.shape[0]
         if x.shape[1] != dim:
             raise NclabError(f"features have {x.shape[1]} columns but the recovery was fitted on {dim}")
-        if self.clustering == "global":
+        if -1 in self.groups_:  # fitted with clustering="global" (the fitted state, not a later set_params)
             g = self.groups_[-1]
             return g.names[self._assign(self._transform(x, g), g)]
         if coarse is None:
@@ -438,6 +459,7 @@ class FineLabelRecovery:
         """Accuracy (fraction in [0, 1]) of ``predict(features, coarse)`` against ``fine`` (N,): features (N, D),
         coarse (N,) the routing labels. ``fine`` is checked like ``fit``'s labels (shape, integer class
         indices of the fitted hierarchy), so a label column (N, 1) cannot broadcast into a wrong score."""
+        self._check_fitted("score called")
         pred = self.predict(features, coarse)
         f = np.asarray(fine)
         if f.shape != pred.shape:
@@ -448,6 +470,7 @@ class FineLabelRecovery:
     def centroids(self) -> dict[str, np.ndarray]:
         """Arrays for ``centroids.npz``: ``c<k>`` (k_c, D) raw-space cluster means, ``c<k>_fine`` (k_c,) names
         (``c-1`` is the single group of global clustering)."""
+        self._check_fitted("centroids called")
         out = {}
         for c, g in self.groups_.items():
             out[f"c{c}"] = g.raw_centers
