@@ -9,7 +9,9 @@ within-class scatter per superclass) accumulates counts, means and scatter (neve
 A second pass runs only where it is needed — NC4 at the classifier's input (``--classifier``) and the exact
 projected NC1 of layers wider than ``max_scatter_dim`` — from the first pass's features when they fit in
 ``max_cache_bytes``, else by a second forward pass. Recovery keeps at most ``max_samples`` rows per split
-and layer (the first ones in data order) in memory.
+and layer (the first ones in data order) in memory. The forward passes run in eval mode under
+``torch.inference_mode()`` at ``precision`` (``auto``: bf16 autocast + channels_last where the device computes
+bf16 natively, else fp32; :mod:`nclab.utils.precision`); only they change, the statistics are float64.
 """
 
 from __future__ import annotations
