@@ -4,10 +4,14 @@
    the same stage names) at 4 layers (layer1..layer4, spatial means) on the CIFAR-10 copy (synthetic uint8
    images where the copy is absent), coarse labels ``adjacent:5``. Each measurement runs in a fresh
    subprocess so its peak RSS is its own:
-   * ``probe``: :func:`nclab.experiments.probe.probe` (one streamed pass, ClassStats per layer);
-   * ``baseline``: the obvious loop — forward hooks append every batch's features, ``torch.cat`` per layer,
-     then ``hierarchy_metrics_from_arrays`` on the concatenated (N, D) arrays.
-   Prints images/s and peak RSS at N = 10,000 and N = 50,000 (``--small``: 1,000 and 5,000).
+   * ``probe``: :func:`nclab.experiments.probe.probe` (one streamed pass, ClassStats per layer) at its default
+     ``precision="auto"`` (bf16 autocast + channels_last where the device computes bf16 natively, else fp32;
+     the precision it resolved to is printed);
+   * ``probe-fp32``: the same at ``precision="fp32"``;
+   * ``baseline``: the obvious loop, fp32 and contiguous — forward hooks append every batch's features,
+     ``torch.cat`` per layer, then ``hierarchy_metrics_from_arrays`` on the concatenated (N, D) arrays.
+   Prints images/s, peak RSS and layer4's coarse NC1 (the bf16 effect on the metric) at N = 10,000 and
+   N = 50,000 (``--small``: 1,000 and 2,000), then probe / baseline and probe-fp32 / baseline speed.
 2. Tokens: K = 50,257, D = 768, 2,000,000 synthetic token positions (Zipf-distributed labels, class means
    plus noise) streamed through ``SparseClassStats`` in 16,384-row batches, then ``large_k_metrics`` (NC1,
    tiled CDNV / equiangularity / hyperspherical energies). Prints the time of both steps and the peak RSS.
@@ -30,6 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
+MODES = ("probe", "probe-fp32", "baseline")
 
 
 def _rss_mb() -> float:
@@ -82,11 +87,14 @@ def one_image_run(mode: str, n: int, device: str, bs: int) -> dict:
     rss0 = _rss_mb()
     t0 = time.perf_counter()
     layers = [("" if hasattr(net, "layer1") else "backbone.") + k for k in LAYERS]  # nclab's stages: backbone.*
-    if mode == "probe":
+    precision = "fp32"
+    if mode.startswith("probe"):
         from nclab.experiments.probe import probe
 
-        res = probe(net, _Reiter(x, y, bs, device), layers=layers, hierarchy=hier, num_classes=10, device=device)
+        res = probe(net, _Reiter(x, y, bs, device), layers=layers, hierarchy=hier, num_classes=10, device=device,
+                    precision="fp32" if mode == "probe-fp32" else "auto")
         nc1 = res.metrics["data"][layers[-1]]["coarse"]["nc1"]
+        precision = res.info["precision"]
     else:
         from nclab.collapse import hierarchy_metrics_from_arrays
 
@@ -105,7 +113,7 @@ def one_image_run(mode: str, n: int, device: str, bs: int) -> dict:
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     return {"mode": mode, "n": n, "seconds": dt, "images_per_s": n / dt, "peak_rss_mb": _rss_mb(),
-            "rss_before_mb": rss0, "model": name, "data": src, "layer4_coarse_nc1": nc1,
+            "rss_before_mb": rss0, "model": name, "data": src, "layer4_coarse_nc1": nc1, "precision": precision,
             "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None}
 
 
@@ -121,19 +129,22 @@ def images(ns, device, bs):
     print(f"== images: 4 layers {LAYERS}, batch {bs}, device {device}")
     rows = []
     for n in ns:
-        for mode in ("probe", "baseline"):
+        for mode in MODES:
             cmd = [sys.executable, __file__, "--one", mode, str(n), "--device", device, "--batch-size", str(bs)]
             r = json.loads(
                 subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
             rows.append(r)
-            print(f"  {mode:<8s} N={n:>6d}  {r['images_per_s']:8.1f} images/s  peak RSS {r['peak_rss_mb']:7.0f} MB"
+            print(f"  {mode:<10s} {r['precision']:<4s} N={n:>6d}  {r['images_per_s']:8.1f} images/s  "
+                  f"peak RSS {r['peak_rss_mb']:7.0f} MB"
                   f"  (before the pass {r['rss_before_mb']:.0f} MB)  layer4 coarse nc1 {r['layer4_coarse_nc1']:.6g}"
                   f"  [{r['model']}, {r['data']}]")
     for n in ns:
-        p = next(r for r in rows if r["n"] == n and r["mode"] == "probe")
-        b = next(r for r in rows if r["n"] == n and r["mode"] == "baseline")
-        print(f"  N={n}: probe / baseline speed {p['images_per_s'] / b['images_per_s']:.2f}x; "
-              f"peak RSS probe {p['peak_rss_mb']:.0f} MB vs baseline {b['peak_rss_mb']:.0f} MB")
+        p, p32, b = (next(r for r in rows if r["n"] == n and r["mode"] == m) for m in MODES)
+        print(f"  N={n}: probe ({p['precision']}) / baseline speed {p['images_per_s'] / b['images_per_s']:.2f}x, "
+              f"probe-fp32 / baseline {p32['images_per_s'] / b['images_per_s']:.2f}x; layer4 coarse nc1 "
+              f"{p['layer4_coarse_nc1']:.6g} ({p['precision']}) vs {p32['layer4_coarse_nc1']:.6g} (fp32, probe) vs "
+              f"{b['layer4_coarse_nc1']:.6g} (baseline); peak RSS probe {p['peak_rss_mb']:.0f} MB vs baseline "
+              f"{b['peak_rss_mb']:.0f} MB")
 
 
 def tokens(n_tokens: int, k: int, d: int, device: str) -> None:
@@ -176,7 +187,7 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if a.part in ("images", "all"):
-        images((1000, 5000) if a.small else (10000, 50000), a.device, a.batch_size)
+        images((1000, 2000) if a.small else (10000, 50000), a.device, a.batch_size)
     if a.part in ("tokens", "all"):
         tokens(200_000 if a.small else 2_000_000, 50257, 768, a.device)
 

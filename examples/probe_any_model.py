@@ -40,7 +40,8 @@ def main() -> dict:
     hierarchy = ds.hierarchy
     net = build_and_train(ds, hierarchy)
     res = nclab.probe(net, SOURCE, layers="a1,a2", hierarchy=hierarchy, classifier="fc", recover=True,
-                      splits=("train", "test"), recovery_options={"n_init": 3})
+                      splits=("train", "test"), recovery_options={"n_init": 3},
+                      precision="fp32")  # exact fp32 forward; the default "auto" runs bf16 where the CPU has it
     for layer in res.layers:
         m = res.metrics["train"][layer]
         print(f"{layer:<9s} D={res.dims[layer]:<3d} coarse nc1={m['coarse']['nc1']:.4f}  "

@@ -159,7 +159,8 @@ def test_probe_metrics_equal_metrics_from_arrays(model_file):
     lm = load_model(_spec(model_file))
     ds = load_dataset("digits")
     hier = Hierarchy.from_mapping([0, 0, 1, 1, 2, 2, 3, 3, 4, 4], ds.class_names)
-    res = probe(lm, "digits", layers="blocks.1,hidden", hierarchy=hier, classifier="fc", batch_size=100)
+    res = probe(lm, "digits", layers="blocks.1,hidden", hierarchy=hier, classifier="fc", batch_size=100,
+                precision="fp32")  # the reference is an fp32 forward
     x = ds.train.x.float() * (1.0 / 255.0)
     y = ds.train.y
     W, b = lm.module.fc.weight.detach().double(), lm.module.fc.bias.detach().double()
@@ -188,7 +189,7 @@ def test_probe_equals_flat_metrics_from_arrays_on_separated_classes(model_file):
     """Well-separated classes (the synthetic mixture): NC1 is well conditioned, so any exact route agrees."""
     lm = load_model(_spec(model_file, "make_mlp"))
     ds = load_dataset(SYNTH)
-    res = probe(lm, SYNTH, layers="l1,l2", classifier="fc", batch_size=64)
+    res = probe(lm, SYNTH, layers="l1,l2", classifier="fc", batch_size=64, precision="fp32")
     W, b = lm.module.fc.weight.detach().double(), lm.module.fc.bias.detach().double()
     for layer in ("l1", "l2", "fc:input"):
         h = _features(lm.module, ds.train.x, layer)
@@ -259,7 +260,7 @@ def test_recovery_per_layer_equals_evaluate_recovery(model_file):
     ds = load_dataset("digits")
     hier = Hierarchy.from_mapping([0, 0, 1, 1, 2, 2, 3, 3, 4, 4], ds.class_names)
     res = probe(lm, "digits", layers="hidden", hierarchy=hier, classifier="fc", recover=True,
-                splits=("train", "test"), max_samples=500, recovery_options={"n_init": 2})
+                splits=("train", "test"), max_samples=500, recovery_options={"n_init": 2}, precision="fp32")
     from nclab.experiments.probe import sample_indices
 
     sel = sample_indices(len(ds.train.y), 500)  # the documented seeded subset of kept rows
@@ -401,7 +402,8 @@ def test_hf_vit_probe_equals_metrics_from_arrays(tmp_path):
     tr.ViTModel(cfg).save_pretrained(tmp_path)
     lm = load_model(f"hf:{tmp_path}")
     assert lm.input_shape == (1, 8, 8)
-    res = probe(lm, "digits", layers="model.encoder.layer.*", hierarchy="mod:5", limit=200, reduce="mean")
+    res = probe(lm, "digits", layers="model.encoder.layer.*", hierarchy="mod:5", limit=200, reduce="mean",
+                precision="fp32")
     assert res.reductions["model.encoder.layer.1"].endswith("token_mean")
     ds = load_dataset("digits")
     from nclab.experiments.probe import sample_indices

@@ -1,7 +1,8 @@
 """``nclab probe``: NC metrics (and fine-label recovery) of any model at named layers, streamed.
 
     nclab probe --model SPEC --data SOURCE --hierarchy H --layers L1,L2 [--split train,test] [--recover]
-                [--classifier fc] [--weights PATH] [--device cuda] [--batch-size N] [--max-samples N] --out DIR [--json]
+                [--classifier fc] [--weights PATH] [--device cuda] [--precision auto|fp32|bf16] [--batch-size N]
+                [--max-samples N] --out DIR [--json]
     nclab probe --model hf:PATH --text FILE_OR_GLOB --layers transformer.h.* --out DIR   (token-level collapse)
     nclab probe --list-layers SPEC [--json]
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from nclab.utils.errors import NclabError
 from nclab.utils.io import json_clean
+from nclab.utils.precision import DEFAULT_PRECISION, PRECISIONS
 
 
 def add_parser(sub) -> None:
@@ -38,6 +40,11 @@ def add_parser(sub) -> None:
     p.add_argument("--reduce", default="auto", choices=("auto", "flatten", "mean"),
                    help="how a layer output becomes (N, D): auto = spatial mean of 4-D maps, flatten otherwise")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    # checked in main (not argparse choices), so a bad value is the one-line error: of every other bad input
+    p.add_argument("--precision", default=DEFAULT_PRECISION, metavar="{" + ",".join(PRECISIONS) + "}",
+                   help="the forward pass's precision (statistics are float64 either way): "
+                        + "; ".join(f"{k} = {v}" for k, v in PRECISIONS.items())
+                        + f" (default {DEFAULT_PRECISION}; --data only, --text runs fp32)"),
     p.add_argument("--batch-size", type=int, default=256, help="inputs per forward pass (default 256)")
     p.add_argument("--max-samples", type=int, default=10000, help="rows per split kept for --recover (default 10000)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N samples of each split")
@@ -137,6 +144,10 @@ def main(args) -> int:
             raise NclabError("--device cuda but no CUDA device is available; use --device cpu")
     elif args.device != "cpu":
         raise NclabError(f"--device must be cpu or cuda, got {args.device!r}")
+    if args.precision not in PRECISIONS:
+        raise NclabError(f"--precision must be one of {', '.join(PRECISIONS)}; got {args.precision!r}")
+    if args.text and args.precision == "bf16":
+        raise NclabError("--precision bf16 is for --data probes; a --text probe runs fp32 (drop --precision)")
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
     if not splits or any(s not in ("train", "test") for s in splits) or len(set(splits)) != len(splits):
         raise NclabError(f"--split must be train, test or train,test; got {args.split!r}")
@@ -154,6 +165,7 @@ def main(args) -> int:
                          classifier=args.classifier, weights=args.weights, device=args.device,
                          batch_size=args.batch_size, context=args.context, max_tokens=args.max_tokens,
                          progress=None if args.quiet or args.json else progress)
+        res.info.setdefault("precision", "fp32")
     else:
         from nclab.experiments.probe import probe
 
@@ -161,7 +173,8 @@ def main(args) -> int:
                     recover=args.recover, device=args.device, batch_size=args.batch_size,
                     max_samples=args.max_samples, splits=splits, reduce=args.reduce, weights=args.weights,
                     image_size=args.image_size, mean=mean, std=std, limit=args.limit, time_limit=args.time_limit,
-                    state_path=state, progress=None if args.quiet or args.json else progress)
+                    state_path=state, progress=None if args.quiet or args.json else progress,
+                    precision=args.precision)
     from nclab.report.probe import write_probe_report
     from nclab.utils.io import atomic_write_json
 

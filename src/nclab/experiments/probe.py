@@ -9,12 +9,15 @@ within-class scatter per superclass) accumulates counts, means and scatter (neve
 A second pass runs only where it is needed — NC4 at the classifier's input (``--classifier``) and the exact
 projected NC1 of layers wider than ``max_scatter_dim`` — from the first pass's features when they fit in
 ``max_cache_bytes``, else by a second forward pass. Recovery keeps at most ``max_samples`` rows per split
-and layer (the first ones in data order) in memory.
+and layer (the first ones in data order) in memory. The forward passes run in eval mode under
+``torch.inference_mode()`` at ``precision`` (``auto``: bf16 autocast + channels_last where the device computes
+bf16 natively, else fp32; :mod:`nclab.utils.precision`); only they change, the statistics are float64.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -31,6 +34,7 @@ from nclab.models.hooks import INPUT_SUFFIX, LayerTaps, resolve_layers
 from nclab.models.sources import LoadedModel, load_model
 from nclab.utils.errors import NclabError, RunPaused
 from nclab.utils.io import json_clean
+from nclab.utils.precision import DEFAULT_PRECISION, resolve_precision
 
 WEIGHT_METRICS = ("equinorm_weights", "equiangular_weights", "maxangle_weights", "etf_error_weights",
                   "of_error_weights", "self_duality", "ncc_mismatch", "classifier_acc")
@@ -343,9 +347,58 @@ def _labelled(batches, device):
         yield x, y.to(torch.int64)
 
 
-def _forward(taps: LayerTaps, x: torch.Tensor, clf_layer: str | None):
+class _Runner:
+    """The probe's forward pass at a resolved precision (``"fp32"`` or ``"bf16"``), always under
+    ``torch.inference_mode()``. ``bf16``: autocast to bfloat16 on the batch's device and, for 4-D inputs,
+    channels_last: inside the ``with`` block the model's 4-D parameters and buffers hold channels_last copies
+    (``.data`` swapped), the originals are put back on exit, so the caller's model keeps its memory format.
+    A model whose forward cannot take channels_last maps (``.view`` on them) is run contiguous instead."""
+
+    def __init__(self, net: nn.Module, precision: str):
+        self.net, self.precision = net, precision
+        self.bf16 = precision == "bf16"
+        self.channels_last = self.bf16
+        self._saved: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def __enter__(self) -> "_Runner":
+        if self.channels_last:
+            for t in [*self.net.parameters(), *self.net.buffers()]:
+                if t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last):
+                    self._saved.append((t, t.data))
+                    t.data = t.data.contiguous(memory_format=torch.channels_last)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for t, data in self._saved:
+            t.data = data
+        self._saved = []
+
+    def __call__(self, taps: LayerTaps, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.bf16:
+            with torch.inference_mode():
+                return taps(x)
+        try:
+            return self._bf16(taps, x, self.channels_last)
+        except RuntimeError:
+            if not (self.channels_last and x.dim() == 4):
+                raise
+        self.channels_last = False  # e.g. x.view(n, -1) on a channels_last map: run contiguous from now on
+        self._restore()
+        return self._bf16(taps, x, False)
+
+    def _bf16(self, taps, x, channels_last: bool):
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return taps(x)
+
+
+def _forward(run: _Runner, taps: LayerTaps, x: torch.Tensor, clf_layer: str | None):
     try:
-        feats = taps(x)
+        feats = run(taps, x)
     except (RuntimeError, ValueError, TypeError, IndexError) as e:  # the data do not fit the model
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise NclabError(f"the model's forward pass failed on a batch of shape {tuple(x.shape)} ({first}); "
@@ -353,6 +406,17 @@ def _forward(taps: LayerTaps, x: torch.Tensor, clf_layer: str | None):
     if clf_layer is None:
         return feats, None
     return feats, (feats[clf_layer] if clf_layer in taps.requested else feats.pop(clf_layer))
+
+
+@contextmanager
+def _kept_as_given(net: nn.Module | None):
+    """Puts every module's training flag back on exit (the probe runs the model in eval mode)."""
+    modes = [] if net is None else [(m, m.training) for m in net.modules()]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 class _Taps(LayerTaps):
@@ -370,7 +434,8 @@ def probe(model, data, *, layers: str | Sequence[str], hierarchy=None, classifie
           weights: str | None = None, num_classes: int | None = None, image_size: int | None = None,
           mean: Sequence[float] | None = None, std: Sequence[float] | None = None, max_scatter_dim: int = 4096,
           max_cache_bytes: int = 256 << 20, limit: int | None = None, recovery_options: dict | None = None,
-          time_limit: float | None = None, state_path: str | Path | None = None, progress=None) -> ProbeResult:
+          time_limit: float | None = None, state_path: str | Path | None = None, progress=None,
+          precision: str = DEFAULT_PRECISION) -> ProbeResult:
     """Probe ``model`` on ``data`` at ``layers``; see the module docstring and docs/probe.md.
 
     ``model``: a spec (``torchvision:resnet18``, ``hf:PATH``, ``python:F.py:FN``, ``run:DIR``, ...), an
@@ -387,8 +452,26 @@ def probe(model, data, *, layers: str | Sequence[str], hierarchy=None, classifie
     samples per split (nclab sources; storage order kept).
     ``time_limit``/``state_path``: pause with :class:`RunPaused` between batches once ``time_limit`` seconds
     have passed, saving the first-pass state to ``state_path`` (read back by a later call with the same path).
+    ``precision``: the forward pass's, one of :data:`nclab.utils.precision.PRECISIONS` — ``"auto"`` (bf16 where
+    the device computes it natively, else fp32), ``"fp32"`` or ``"bf16"`` (autocast, channels_last for 4-D
+    inputs); the statistics are float64 either way. The resolved one is ``info["precision"]``. The model is
+    run in eval mode under ``torch.inference_mode()``; its training flags and memory format are put back after.
     """
     t0 = time.perf_counter()
+    used = resolve_precision(precision, device)
+    given = model.module if isinstance(model, LoadedModel) else model
+    with _kept_as_given(given if isinstance(given, nn.Module) else None):
+        return _probe(model, data, layers, used, t0, hierarchy=hierarchy, classifier=classifier, recover=recover,
+                      device=device, batch_size=batch_size, max_samples=max_samples, splits=splits, reduce=reduce,
+                      weights=weights, num_classes=num_classes, image_size=image_size, mean=mean, std=std,
+                      max_scatter_dim=max_scatter_dim, max_cache_bytes=max_cache_bytes, limit=limit,
+                      recovery_options=recovery_options, time_limit=time_limit, state_path=state_path,
+                      progress=progress, requested=precision)
+
+
+def _probe(model, data, layers, used: str, t0: float, *, hierarchy, classifier, recover, device, batch_size,
+           max_samples, splits, reduce, weights, num_classes, image_size, mean, std, max_scatter_dim,
+           max_cache_bytes, limit, recovery_options, time_limit, state_path, progress, requested) -> ProbeResult:
     lm = _as_loaded(model, weights)
     if lm.kind == "causal_lm":
         raise NclabError(f"{lm.spec} is a causal language model: probe it at token level with --text FILE "
@@ -409,12 +492,16 @@ def probe(model, data, *, layers: str | Sequence[str], hierarchy=None, classifie
     route_k = None if clf is None else int(clf[0].shape[0])
     want_logits = recover and clf is not None and hier is not None and route_k in (hier.num_coarse, hier.num_fine)
     state = _load_state(state_path)
+    if state and state.get("precision", "fp32") != used:  # a state from before --precision is an fp32 one
+        raise NclabError(f"the paused probe in {state_path} ran at precision {state.get('precision', 'fp32')}, "
+                         f"this one resolves to {used}; resume with --precision {state.get('precision', 'fp32')}")
     results: dict[str, dict] = dict(state.get("metrics", {}))
     accs: dict[str, _Accumulators] = {}
     reductions: dict[str, str] = dict(state.get("reductions", {}))
     dims: dict[str, int] = dict(state.get("dims", {}))
     keep = int(max_samples) if recover else 0
-    with _Taps(net, names, [classifier] if want_logits else [], reduce=reduce) as taps:
+    with _Runner(net, used) as run, _Taps(net, names, [classifier] if want_logits else [], reduce=reduce,
+                                           upcast=True) as taps:
         for sp, batches in split_data.items():
             total = len(batches.y) if isinstance(batches, _SourceBatches) else None
             acc = _Accumulators(names, k, f2c, max_scatter_dim, dev, keep, total)
@@ -431,7 +518,7 @@ def probe(model, data, *, layers: str | Sequence[str], hierarchy=None, classifie
                 if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
                     raise NclabError(f"label {int(y.max()) if int(y.max()) >= k else int(y.min())} outside "
                                      f"0..{k - 1}; pass num_classes= or a hierarchy that covers every label")
-                feats, logits = _forward(taps, x, classifier if want_logits else None)
+                feats, logits = _forward(run, taps, x, classifier if want_logits else None)
                 reductions.update({n: taps.reductions[n] for n in names})
                 acc.update(feats, y, logits)
                 if cache is not None and clf is None and all(f.shape[1] <= max_scatter_dim for f in feats.values()):
@@ -443,18 +530,20 @@ def probe(model, data, *, layers: str | Sequence[str], hierarchy=None, classifie
                     else:
                         cache = None
                 if time_limit is not None and time.perf_counter() - t0 > time_limit:
-                    _save_state(state_path, results, reductions, dims, accs, sp)
+                    _save_state(state_path, results, reductions, dims, accs, sp, used)
                     raise RunPaused(f"probe paused after {acc.batches} batches of split {sp} (time limit "
                                     f"{time_limit:g} s); rerun with --resume to continue")
             if not acc.stats:
                 raise NclabError(f"split {sp!r} yielded no batches; check the data")
             dims.update({n: int(s.dim) for n, s in acc.stats.items()})
-            results[sp] = _split_metrics(acc, hier, clf, clf_input, cache, batches, taps, dev)
-            _save_state(state_path, results, reductions, dims, accs, None)
+            results[sp] = _split_metrics(acc, hier, clf, clf_input, cache, batches, taps, dev,
+                                         forward=lambda x: run(taps, x))
+            _save_state(state_path, results, reductions, dims, accs, None, used)
     info: dict[str, Any] = {"family": lm.family, "kind": lm.kind, "preprocess": lm.preprocess,
                             "image_size": image_size or lm.image_size, "device": str(dev), "num_classes": k,
                             "hierarchy": None if hier is None else hier.spec, "classifier": classifier,
-                            "max_scatter_dim": max_scatter_dim, **lm.info}
+                            "max_scatter_dim": max_scatter_dim, "precision": used, "precision_requested": requested,
+                            **lm.info}
     if clf is None:
         info["not_applicable"] = {"metrics": list(WEIGHT_METRICS), "reason": "no --classifier named"}
     rec: dict[str, dict] = {}
@@ -478,9 +567,10 @@ def _skip(batches, n: int):
 
 
 def _split_metrics(acc: _Accumulators, hier, clf, clf_input, cache, batches, taps, dev,
-                   again=None) -> dict[str, dict]:
+                   again=None, forward=None) -> dict[str, dict]:
     """Every view of every layer, with a second pass where it is needed. ``again``: a callable yielding
-    ``(features {layer: (N, D)}, y)`` afresh, for batches that are not plain ``(x, y)`` pairs."""
+    ``(features {layer: (N, D)}, y)`` afresh, for batches that are not plain ``(x, y)`` pairs; ``forward``:
+    ``x -> features`` for a second forward pass over plain batches (default ``taps``), the first pass's own."""
     W = b = None
     if clf is not None:
         W, b = clf[0].to(dev), None if clf[1] is None else clf[1].to(dev)
@@ -502,7 +592,7 @@ def _split_metrics(acc: _Accumulators, hier, clf, clf_input, cache, batches, tap
 
         def _again():
             for x, y in _labelled(batches, dev):
-                yield taps(x), y
+                yield (forward or taps)(x), y
 
         f2c = None if hier is None else torch.as_tensor(hier.fine_to_coarse, device=dev)
         for feats, y in (cache if cache is not None else (again or _again)()):
@@ -558,13 +648,14 @@ def _load_state(path) -> dict:
         raise NclabError(f"probe state {path} cannot be read; delete it (or drop --resume) and start over") from None
 
 
-def _save_state(path, results, reductions, dims, accs, current) -> None:
+def _save_state(path, results, reductions, dims, accs, current, precision: str) -> None:
     if path is None:
         return
     from nclab.utils.io import atomic_torch_save
 
     st = {"metrics": results, "reductions": reductions, "dims": dims,
-          "accs": {sp: a.state_dict() for sp, a in accs.items() if sp in results}, "current": current}
+          "accs": {sp: a.state_dict() for sp, a in accs.items() if sp in results}, "current": current,
+          "precision": precision}
     if current is not None:
         st["accs_partial"] = accs[current].state_dict()
     atomic_torch_save(path, st)

@@ -87,8 +87,15 @@ def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
     return out
 
 
-def reduce_output(t: torch.Tensor, reduce: str = "auto") -> tuple[torch.Tensor, str]:
-    """``t`` (N, ...) as a 2-D feature matrix and the name of the reduction used (see module docstring)."""
+def reduce_output(t: torch.Tensor, reduce: str = "auto", upcast: bool = False) -> tuple[torch.Tensor, str]:
+    """``t`` (N, ...) as a 2-D feature matrix and the name of the reduction used (see module docstring).
+    ``upcast``: a bfloat16/float16 ``t`` gives float32 features (a mean accumulated and returned in float32)."""
+    low = upcast and t.dtype in (torch.bfloat16, torch.float16)
+    f, how = _reduce(t, reduce, torch.float32 if low else None)
+    return (f.float() if low else f), how
+
+
+def _reduce(t: torch.Tensor, reduce: str, acc) -> tuple[torch.Tensor, str]:
     if reduce not in REDUCTIONS:
         raise NclabError(f"unknown reduction {reduce!r}; use one of {', '.join(REDUCTIONS)}")
     if t.dim() == 0:
@@ -104,8 +111,8 @@ def reduce_output(t: torch.Tensor, reduce: str = "auto") -> tuple[torch.Tensor, 
     if reduce == "flatten" or (reduce == "auto" and t.dim() != 4):
         return t.flatten(1), "flatten"
     if t.dim() == 3:  # (N, T, D) token sequences: the mean over tokens
-        return t.mean(1), "token_mean"
-    return t.flatten(2).mean(2), ("spatial_mean" if t.dim() == 4 else "mean")
+        return t.mean(1, dtype=acc), "token_mean"
+    return t.flatten(2).mean(2, dtype=acc), ("spatial_mean" if t.dim() == 4 else "mean")
 
 
 class LayerTaps:
@@ -115,11 +122,12 @@ class LayerTaps:
     ``{name: (N, D) tensor}`` in the order of ``layers``; for a forward that needs other arguments run it
     yourself inside ``taps.capture()`` and read ``taps.features``. ``taps.reductions`` names the reduction
     per layer, ``taps.shapes`` the raw output shapes. ``stop_early=True`` ends the forward pass as soon as every
-    layer is captured (its output is then ``None``).
+    layer is captured (its output is then ``None``). ``upcast=True``: bfloat16/float16 outputs (an autocast
+    forward pass) give float32 features, their means accumulated in float32.
     """
 
     def __init__(self, model: nn.Module, layers: str | Sequence[str], *, reduce: str = "auto",
-                 detach: bool = True, stop_early: bool = False):
+                 detach: bool = True, stop_early: bool = False, upcast: bool = False):
         if reduce not in REDUCTIONS:
             raise NclabError(f"unknown reduction {reduce!r}; use one of {', '.join(REDUCTIONS)}")
         self.model = model
@@ -127,6 +135,7 @@ class LayerTaps:
         self.reduce = reduce
         self.detach = detach
         self.stop_early = stop_early
+        self.upcast = upcast
         self.features: dict[str, torch.Tensor] = {}
         self.reductions: dict[str, str] = {}
         self.shapes: dict[str, tuple[int, ...]] = {}
@@ -146,7 +155,7 @@ class LayerTaps:
                              "output is a tensor (see --list-layers)")
         self.shapes[name] = tuple(value.shape)
         t = value.detach() if self.detach else value
-        t, how = reduce_output(t, self.reduce)
+        t, how = reduce_output(t, self.reduce, self.upcast)
         self.features[name] = t
         self.reductions[name] = prefix + how
         if self.stop_early and len(self.features) == len(self.layers):
