@@ -5,6 +5,11 @@
 - ``python tests/dist_helpers.py stats OUT RUN_DIR`` under torchrun: the streaming NC statistics of fixed
   synthetic features, each rank feeding its own shard, merged with ``all_reduce``; then ``nclab metrics --run``.
   Every rank writes ``OUT/rank<r>.json``.
+- ``python tests/dist_helpers.py recovery OUT CFG RUN [CFG2 RUN2]`` under torchrun: trains CFG (a config with the
+  recovery callback) into RUN, counting in every rank the calls into the clustering code (a profile hook, which
+  observes and changes nothing) and recording every rank's metrics rows; then the sharded, gathered recovery
+  features of the final model (rank 0: ``OUT/features.npz``); the same features for CFG2 -> RUN2 (trained
+  without callbacks) in ``OUT/features2.npz``. Every rank writes ``OUT/rank<r>.json``.
 """
 
 from __future__ import annotations
@@ -112,6 +117,84 @@ def _stats_main(out: Path, run_dir: str) -> None:
     (out / f"rank{r}.json").write_text(json.dumps(res))
 
 
+class RecordLogs(Callback):
+    """Keeps a copy of each epoch's metrics row as this rank sees it (put after the callbacks that fill it)."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None:
+        self.rows.append(dict(logs, epoch=epoch))
+
+
+CLUSTERING_FILES = ("evaluate.py", "kmeans.py", "recovery.py", "kselect.py", "whiten.py", "pursuit.py")
+
+
+def count_clustering_calls(fn):
+    """``fn()`` and the number of Python calls it made into nclab.finegrain's clustering modules in this process
+    (sys.setprofile: observes every call, changes none)."""
+    import nclab.finegrain as fg
+
+    folder = str(Path(fg.__file__).resolve().parent)
+    wanted = {str(Path(folder) / f) for f in CLUSTERING_FILES}
+    calls: dict[str, int] = {}
+
+    def hook(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename in wanted:
+            key = f"{Path(frame.f_code.co_filename).stem}.{frame.f_code.co_name}"
+            calls[key] = calls.get(key, 0) + 1
+
+    sys.setprofile(hook)
+    try:
+        out = fn()
+    finally:
+        sys.setprofile(None)
+    return out, calls
+
+
+def _gathered_features(tr, out: Path, name: str) -> dict:
+    """Rank 0: the sharded + gathered recovery features of ``tr``'s model saved as OUT/NAME.npz; each rank: its
+    number of extracted rows."""
+    import torch
+
+    from nclab.contracts.recovery import RecoverySpec
+    from nclab.finegrain.pipeline import recovery_features
+
+    with torch.no_grad():
+        before = sum(float(b.double().sum()) for b in tr.model.buffers())
+    feats, calls = count_clustering_calls(lambda: recovery_features(tr, RecoverySpec.of_config(tr.cfg), shard=True))
+    local = {s: len(tr.eval_loader(s, shard=True).local_order()) for s in ("train", "test")}
+    if feats is not None:
+        np.savez(out / f"{name}.npz", idx=np.array([]) if feats["idx"] is None else feats["idx"],
+                 train_features=feats["train"][0], train_pred=feats["train"][1],
+                 test_features=feats["test"][0], test_pred=feats["test"][1])
+    with torch.no_grad():
+        buffers = sum(float(b.double().sum()) for b in tr.model.buffers())
+    return {"got_features": feats is not None, "local_rows": local, "calls": calls, "buffer_sum_before": before,
+            "buffer_sum": buffers}
+
+
+def _recovery_main(out: Path, cfg: str, run_dir: str, cfg2: str | None, run2: str | None) -> None:
+    from nclab.finegrain.callback import RecoveryCallback
+    from nclab.train import Trainer, distributed, load_config
+    from nclab.utils.io import json_clean
+
+    tr = Trainer(load_config(cfg), run_dir)
+    rec = RecordLogs()
+    tr.callbacks.append(rec)
+    _, calls = count_clustering_calls(lambda: tr.fit())
+    cb = next(c for c in tr.callbacks if isinstance(c, RecoveryCallback))
+    res = {"world": distributed.world_size(), "rank": distributed.rank(), "calls": calls, "rows": rec.rows,
+           "last": json_clean(cb.last), "features": _gathered_features(tr, out, "features")}
+    if cfg2:
+        tr2 = Trainer(load_config(cfg2), run2)
+        tr2.fit()
+        res["features2"] = _gathered_features(tr2, out, "features2")
+    (out / f"rank{distributed.rank()}.json").write_text(json.dumps(res))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "stats":
         _stats_main(Path(sys.argv[2]), sys.argv[3])
+    elif sys.argv[1] == "recovery":
+        _recovery_main(Path(sys.argv[2]), *sys.argv[3:5], *(sys.argv[5:7] or [None, None]))

@@ -286,3 +286,91 @@ def test_time_limit_pauses_all_ranks_together_and_the_run_resumes_in_one_process
     a, b = params(runs / "two"), params(run)
     assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
     assert close(strip(rows(runs / "two")), strip(rows(run)), rtol=1e-5, atol=1e-7)
+
+
+def _recovery_cfgs(tmp: Path) -> tuple[Path, Path]:
+    """The shipped ``tiny`` config on coarse labels (4 fine classes in 2 superclasses, 200 train / 80 test rows),
+    2 epochs, the recovery callback at the last one on a 150-row fit subset (the run's ``recovery.max_train``),
+    eval batches of 45 rows (uneven shards of 22 + 23); and the same MLP with BatchNorm, 1 epoch, no callbacks."""
+    from importlib.resources import files as package_files
+
+    base = yaml.safe_load(package_files("nclab.configs").joinpath("tiny.yaml").read_text())
+    base["data"] = dict(base["data"], source="synthetic:coarse=2,fine_per_coarse=2,dim=16,n_train=50,n_test=20,seed=0",
+                        labels="coarse")
+    base["optim"] = dict(base["optim"], epochs=2)
+    base["train"] = dict(base["train"], eval_batch_size=45, dist_timeout_s=30)
+    base["recovery"] = {"max_train": 150}
+    rec = dict(base, name="rec", callbacks={"recovery": {"epochs": [2]}})
+    bn = dict(base, name="bn", model=dict(base["model"], batchnorm=True), callbacks={})
+    bn["optim"] = dict(base["optim"], epochs=1)
+    paths = tmp / "rec.yaml", tmp / "bn.yaml"
+    for path, cfg in zip(paths, (rec, bn)):
+        path.write_text(yaml.safe_dump(cfg))
+    return paths
+
+
+def _one_process_features(run: Path) -> dict:
+    from nclab.contracts.recovery import RecoverySpec
+    from nclab.finegrain.pipeline import recovery_features
+    from nclab.train import Trainer, load_config
+
+    tr = Trainer(load_config(run / "config.yaml").replace(callbacks={}), run)
+    tr.load_checkpoint(model_only=True)
+    return recovery_features(tr, RecoverySpec.of_config(tr.cfg))
+
+
+@pytest.mark.slow  # torchrun processes: seconds each
+def test_two_rank_recovery_callback_gathers_shards_clusters_on_rank_0_and_matches_one_process(tmp_path):
+    cfg, bn = _recovery_cfgs(tmp_path)
+    one, two, two_bn, out = (tmp_path / n for n in ("one", "two", "two_bn", "out"))
+    out.mkdir()
+    p, _ = torchrun(tmp_path, str(TESTS / "dist_helpers.py"), "recovery", str(out), str(cfg), str(two), str(bn),
+                    str(two_bn))
+    assert p.returncode == 0, p.stderr[-3000:]
+    r0, r1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert (r0["world"], r0["rank"], r1["rank"]) == (2, 0, 1)
+
+    # rank 1 never entered the clustering code (counted by a profile hook in each process); rank 0 clustered
+    # once, at the one logged epoch; extracting the features alone clusters nowhere
+    assert r1["calls"] == {} and r0["calls"].get("evaluate.evaluate_recovery") == 1, (r0["calls"], r1["calls"])
+    assert r0["features"]["calls"] == r1["features"]["calls"] == {}
+    # every rank logged the same rows (rank 0's report, broadcast; time_s included), and holds the same report
+    assert r0["rows"] == r1["rows"] and [("recovery.test_acc" in r) for r in r0["rows"]] == [False, True]
+    assert r0["last"] == r1["last"] and r0["last"]["options"]["max_train"] == 150
+    logged = rows(two)
+    assert {k: v for k, v in logged[-1].items() if k.startswith("recovery.")} == \
+        {k: v for k, v in r0["rows"][-1].items() if k.startswith("recovery.")}
+
+    # each rank extracted its shard only (22 + 23 of every 45-row batch), rank 0 received all rows
+    a, b = r0["features"]["local_rows"], r1["features"]["local_rows"]
+    assert (a["train"] + b["train"], a["test"] + b["test"]) == (200, 80) and 0 < a["train"] < 200
+    assert r0["features"]["got_features"] and not r1["features"]["got_features"]
+    # gathered = one-process extraction of the final checkpoint, row for row, bit for bit (the 150-row subset of
+    # train, sharded, and all of test); with BatchNorm rank 1 first takes rank 0's running statistics
+    for name, run in (("features", two), ("features2", two_bn)):
+        got, ref = np.load(out / f"{name}.npz"), _one_process_features(run)
+        assert np.array_equal(got["idx"], ref["idx"]) and len(ref["idx"]) == 150
+        for split in ("train", "test"):
+            f, pr = ref[split]
+            assert got[f"{split}_features"].dtype == f.dtype and np.array_equal(got[f"{split}_features"], f), name
+            assert np.array_equal(got[f"{split}_pred"], pr), name
+    b0, b1 = r0["features2"], r1["features2"]
+    assert b0["buffer_sum_before"] != b1["buffer_sum_before"]  # DDP left each rank its own last BatchNorm update
+    assert b0["buffer_sum"] == b1["buffer_sum"] == b0["buffer_sum_before"]
+
+    # nclab recover --run on the 2-rank run's final checkpoint (one process, same settings): identical numbers
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert cli_main(["recover", "--run", str(two), "--json", "--quiet"]) == 0
+    rep = json.loads(buf.getvalue())
+    for k in ("test_acc", "oracle_test_acc", "train_acc"):
+        assert logged[-1][f"recovery.{k}"] == rep[k] == r0["last"][k], k
+    # the same config trained by one process: the features differ by DDP's float32 round-off only, too little to
+    # move any sample to another cluster, so the recovery numbers (counted accuracies) are identical
+    assert cli_main(["train", "--config", str(cfg), "--run-dir", str(one), "--quiet"]) == 0
+    ref1 = {k: v for k, v in rows(one)[-1].items() if k.startswith("recovery.") and not k.endswith("time_s")}
+    assert ref1 == {k: v for k, v in logged[-1].items() if k.startswith("recovery.") and not k.endswith("time_s")}
+    assert len(ref1) == 3

@@ -12,7 +12,8 @@ also ``recovery.train_acc_clean`` and ``recovery.train_acc_corrupted_true_routin
 The callback clusters with the run's ``recovery`` settings, so its curve and the final recovery agree; a
 setting given here as well overrides the run's for the curve only (e.g. a cheaper ``max_train``), and the
 report names it. ``epochs``: ``"log"`` (about ``log_points`` log-spaced epochs incl. first and last),
-``"every"`` / ``"all"``, or a list of 1-based epochs. Uses no global RNG.
+``"every"`` / ``"all"``, or a list of 1-based epochs. Uses no global RNG. Under torchrun each rank extracts
+the features of its shard, rank 0 alone clusters and every rank logs its numbers (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -52,13 +53,37 @@ class RecoveryCallback(Callback):
             logs.update(self.compute(trainer))
 
     def compute(self, trainer) -> dict[str, float]:
+        """The recovery keys of this epoch. One process: :func:`~nclab.finegrain.pipeline.recover_trainer`. Under
+        torchrun every rank extracts the features of its rows of each batch, rank 0 gathers them (storage order)
+        and alone clusters; its report and keys are broadcast, so every rank logs the same row."""
         from nclab.finegrain.pipeline import recover_trainer
 
         t0 = time.perf_counter()
         dev = torch.device(trainer.device)
+        spec = self.spec(trainer)
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            rep = recover_trainer(trainer, tap=self.tap, spec=self.spec(trainer))
+            if getattr(trainer, "distributed", False):
+                rep, out = self._compute_sharded(trainer, spec, t0)
+                self.last = rep
+                return out
+            rep = recover_trainer(trainer, tap=self.tap, spec=spec)
         self.last = rep
+        return self._keys(rep, t0)
+
+    def _compute_sharded(self, trainer, spec: RecoverySpec, t0: float) -> tuple[dict, dict[str, float]]:
+        from nclab.finegrain.pipeline import recover_from_features, recovery_features
+        from nclab.train import distributed as ddp
+
+        feats = recovery_features(trainer, spec, tap=self.tap, shard=True)  # all rows on rank 0, None elsewhere
+
+        def cluster() -> tuple[dict, dict[str, float]]:  # rank 0 only; an error there stops every rank
+            rep = recover_from_features(trainer, spec, feats)
+            return rep, self._keys(rep, t0)
+
+        return ddp.main_first(cluster)
+
+    @staticmethod
+    def _keys(rep: dict, t0: float) -> dict[str, float]:
         out = {"recovery.test_acc": rep["test_acc"], "recovery.oracle_test_acc": rep["oracle_test_acc"],
                "recovery.train_acc": rep["train_acc"]}
         noise = rep.get("label_noise")

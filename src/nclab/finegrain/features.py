@@ -53,20 +53,34 @@ def extract(model, batches: Iterable, *, tap: str | None = None, autocast=None, 
 
 
 def subset_loader(loader: BatchIterator, idx: np.ndarray) -> BatchIterator:
-    """An eval BatchIterator over rows ``idx`` of ``loader``'s data, with the same normalisation/device."""
+    """An eval BatchIterator over rows ``idx`` of ``loader``'s data, with the same normalisation/device and shard:
+    a sharded ``loader`` gives a sharded subset (this rank's rows of every batch of the ``idx`` rows)."""
     flat = (lambda t: None if t is None else t.flatten().tolist())
     sel = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=loader.x.device)
     return BatchIterator(loader.x.index_select(0, sel), loader.y.index_select(0, sel), loader.batch_size,
                          mean=flat(loader.mean), std=flat(loader.std), device=loader.device,
-                         channels_last=loader.channels_last)
+                         channels_last=loader.channels_last, shard=loader.shard)
 
 
-def trainer_features(trainer, split: str, *, tap: str | None = None, idx: np.ndarray | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def trainer_features(trainer, split: str, *, tap: str | None = None, idx: np.ndarray | None = None,
+                     shard: bool = False) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Features and predicted training labels of ``split`` ("train"/"test") of a :class:`nclab.train.Trainer`,
-    in storage order (``idx``: only those rows); with ``train.tta: flip`` the flip-averaged features."""
-    loader = trainer.eval_loader(split)
+    in storage order (``idx``: only those rows); with ``train.tta: flip`` the flip-averaged features.
+
+    ``shard`` (under torchrun; ignored in one process): every rank (all must call it) extracts only its rows of
+    each batch with rank 0's model buffers, and rank 0 receives all rows in storage order
+    (:func:`nclab.train.distributed.gather_in_order`); the other ranks get ``(None, None)``."""
+    shard = shard and bool(getattr(trainer, "distributed", False))
+    if shard:
+        from nclab.train import distributed as ddp
+
+        ddp.broadcast_buffers(trainer.model)  # each rank's own last BatchNorm update -> rank 0's (the checkpoint's)
+    loader = trainer.eval_loader(split, shard=shard)
     if idx is not None:
         loader = subset_loader(loader, idx)
     flip = tap is None and trainer.tta_flip
-    return extract(trainer.model, loader, tap=tap, autocast=trainer.autocast, flip=flip)
+    feats, pred = extract(trainer.model, loader, tap=tap, autocast=trainer.autocast, flip=flip)
+    if not shard:
+        return feats, pred
+    got = ddp.gather_in_order(loader.local_order(), loader.n, torch.from_numpy(feats), torch.from_numpy(pred))
+    return (None, None) if got is None else (got[0].numpy(), got[1].numpy())

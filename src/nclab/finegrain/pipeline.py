@@ -80,13 +80,33 @@ def recover_trainer(trainer, *, tap: str | None = None, spec: RecoverySpec | Non
 
     Returns the ``recovery`` dict (+ ``kind``, ``net_test_acc`` = the net's own accuracy on its training
     labels); with ``keep_arrays`` also ``"_arrays"`` (features, labels, predictions, centroids) for saving.
+    The two steps, :func:`recovery_features` and :func:`recover_from_features`, also run apart (the callback under
+    torchrun: features sharded over the ranks, clustering on rank 0).
     """
     spec = run_spec(trainer, spec, **changes)
-    max_train, seed = spec.max_train, spec.seed
+    return recover_from_features(trainer, spec, recovery_features(trainer, spec, tap=tap), keep_arrays=keep_arrays)
+
+
+@torch.no_grad()
+def recovery_features(trainer, spec: RecoverySpec, *, tap: str | None = None, shard: bool = False) -> dict | None:
+    """The features step of :func:`recover_trainer`: ``{"idx": the fit rows (None = all), "train": (features,
+    predictions) of those rows, "test": (features, predictions)}``. ``shard`` (under torchrun, every rank calls it):
+    each rank extracts its rows of every batch, rank 0 gets the dict of all rows, the other ranks ``None``
+    (:func:`nclab.finegrain.features.trainer_features`)."""
+    idx = train_subset(len(trainer.dataset.train), spec.max_train, spec.seed)
+    train = trainer_features(trainer, "train", tap=tap, idx=idx, shard=shard)
+    test = trainer_features(trainer, "test", tap=tap, shard=shard)
+    return None if train[0] is None else {"idx": idx, "train": train, "test": test}
+
+
+@torch.no_grad()
+def recover_from_features(trainer, spec: RecoverySpec, feats: dict, *, keep_arrays: bool = False) -> dict:
+    """The evaluation step of :func:`recover_trainer` on ``feats`` (:func:`recovery_features` of ``spec``)."""
+    max_train = spec.max_train
     st = setup_for(trainer)
-    idx = train_subset(len(trainer.dataset.train), max_train, seed)
-    ftr, ptr = trainer_features(trainer, "train", tap=tap, idx=idx)
-    fte, pte = trainer_features(trainer, "test", tap=tap)
+    idx = feats["idx"]
+    ftr, ptr = feats["train"]
+    fte, pte = feats["test"]
     ytr = st.fine["train"] if idx is None else st.fine["train"][idx]
     ctr = st.coarse["train"] if idx is None else st.coarse["train"][idx]
     opts = spec.estimator_kwargs()

@@ -208,6 +208,45 @@ def gather_rows(t: torch.Tensor, dst: int = 0) -> torch.Tensor | None:
     return torch.cat([b[:k] for b, k in zip(bins, sizes)]).to(t.device)
 
 
+def gather_in_order(positions: torch.Tensor, n: int, *tensors: torch.Tensor, dst: int = 0
+                    ) -> list[torch.Tensor] | None:
+    """Per-row ``tensors`` of every rank put back together in their original order on rank ``dst``: row ``i`` of
+    this rank's ``tensors[j]`` is row ``positions[i]`` (int, (m,)) of an ``n``-row whole, e.g. the features of this
+    rank's rows of sharded batches (:meth:`nclab.data.batches.BatchIterator.local_order`). Every row ``0..n-1`` must
+    come from exactly one rank. Returns the list of ``n``-row tensors on rank ``dst`` and ``None`` on the others;
+    not distributed: ``tensors`` placed by ``positions`` (the identity for an unsharded iterator). Collectives:
+    :func:`gather_rows` (one for ``positions``, one per tensor), each under the process group's timeout."""
+    pos = gather_rows(positions.detach().to("cpu", torch.int64), dst)
+    parts = [gather_rows(t, dst) for t in tensors]
+    if pos is None:
+        return None
+    if pos.numel() != n or not torch.equal(torch.sort(pos).values, torch.arange(n)):
+        raise NclabError(f"gather_in_order: the ranks hold {pos.numel()} rows that are not each of rows 0..{n - 1} "
+                         "once; every row must come from exactly one rank")
+    out = []
+    for t in parts:
+        o = torch.empty_like(t)
+        o[pos.to(t.device)] = t
+        out.append(o)
+    return out
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s buffers of ``module`` (BatchNorm running statistics) to every rank, in place; no-op when
+    not distributed. DDP sends rank 0's buffers to the others at the start of each training forward, so after the
+    last step each rank holds its own update of them: before the ranks evaluate shards of one model, this makes it
+    the model rank 0 checkpoints."""
+    import torch.distributed as dist
+
+    if not active():
+        return
+    for b in module.buffers():
+        buf = _comm_device(b.detach())
+        dist.broadcast(buf, src=src)
+        if rank() != src:
+            b.copy_(buf.to(b.device))
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """``obj`` of rank ``src`` on every rank (picklable objects; ``obj`` itself when not distributed)."""
     import torch.distributed as dist
