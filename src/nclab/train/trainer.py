@@ -649,6 +649,8 @@ class Trainer:
             for e in range(self.epoch, epochs):
                 t0 = time.perf_counter()
                 tr = self._train_epoch(e)
+                if self.distributed:  # every rank evaluates rank 0's model (the one checkpointed): its BatchNorm
+                    ddp.broadcast_buffers(self.model)  # statistics; DDP resends them before each step anyway
                 self._check_state_finite(e)
                 logs: dict[str, Any] = {"epoch": e + 1, "lr": tr["lr"], "train_loss": tr["train_loss"],
                                         "train_acc": tr["train_acc"]}
