@@ -2,8 +2,8 @@
 
 ``FineLabelRecovery`` (fit/predict), ``evaluate_recovery`` (the results.json ``recovery`` block),
 ``linear_probe`` (a supervised per-superclass upper bound, the ``probe`` block), ``kmeans`` (fast torch
-k-means), ``RecoveryCallback`` (in ``nclab.finegrain.callback``), experiments in ``nclab.finegrain.experiments``.
-See docs/recovery.md.
+k-means), ``RecoveryCallback`` (in ``nclab.finegrain.callback``); the paper's experiments are in
+``nclab.experiments.finegrain_runs``. See docs/recovery.md.
 """
 
 from nclab.finegrain.evaluate import evaluate_recovery
