@@ -14,7 +14,7 @@ LAYERS = {
     "data": 1, "models": 1,
     "train": 2,
     "collapse": 3, "finegrain": 3, "theory": 3,
-    "experiments": 4, "integrations": 4, "track": 4, "demo": 4,
+    "experiments": 4, "integrations": 4, "track": 4,
     "report": 5,
     "commands": 6, "cli": 6, "__main__": 6,
 }
@@ -57,6 +57,37 @@ def test_no_module_imports_a_layer_above_its_own():
             if theirs is not None and theirs > mine:
                 upward.append(f"{name}:{line} imports {target}")
     assert not upward, "\n".join(upward)
+
+
+# the science (collapse, finegrain, theory) and the application layer (experiments) take Python arguments only:
+# every command-line parser is in nclab.commands (docs/architecture.md, "Layers")
+NO_ARGPARSE = ("nclab.collapse", "nclab.finegrain", "nclab.theory", "nclab.experiments")
+PARSER_METHODS = {"add_argument", "add_parser", "add_subparsers", "add_argument_group", "set_defaults"}
+
+
+def parser_pieces(path: Path):
+    """``argparse`` imports and calls of argparse's parser-building methods (``p.add_argument(...)``, ...)."""
+    for target, line in imports(path):
+        if target == "argparse" or target.startswith("argparse."):
+            yield f"{line} imports {target}"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in PARSER_METHODS:
+            yield f"{node.lineno} calls .{node.func.attr}()"
+
+
+def test_science_and_experiments_do_not_parse_command_lines():
+    offenders = [f"{name}:{piece}" for name, path in modules()
+                 if any(name == p or name.startswith(p + ".") for p in NO_ARGPARSE) for piece in parser_pieces(path)]
+    assert not offenders, "move the parser into nclab.commands:\n" + "\n".join(offenders)
+
+
+def test_the_parser_rule_catches_a_parser(tmp_path):
+    """The checker itself: a planted argparse import (also inside a function) and a parser method call are found."""
+    bad = tmp_path / "bad.py"
+    bad.write_text("def add(sub):\n    import argparse\n    from argparse import ArgumentParser\n"
+                   "    sub.add_parser('x').add_argument('--y')\n")
+    assert sorted(parser_pieces(bad)) == ["2 imports argparse", "3 imports argparse", "4 calls .add_argument()",
+                                          "4 calls .add_parser()"]
 
 
 def test_the_metric_functions_and_the_second_pass_do_not_import_each_other_at_module_level():

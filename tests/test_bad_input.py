@@ -290,7 +290,7 @@ def test_resume_removes_temp_files_of_a_killed_write(tmp_path):
 def test_reproduce_resume_keeps_the_paused_runs_time_limit(tmp_path, monkeypatch):
     # the pause message promises "each resume runs one more slice", but reproduce/sweep rebuilt the config from
     # the command line: a plain --resume ran to the end (and could overrun a GPU slice)
-    import nclab.finegrain.experiments as ex
+    import nclab.experiments.finegrain_runs as ex
 
     rd = RunDir(tmp_path / "rp")
     rd.path.mkdir()
@@ -545,7 +545,7 @@ def test_sweep_with_an_unknown_data_source_writes_nothing(tmp_path, capsys):
 
 def test_theory_experiments_refuse_to_overwrite_a_run_without_force(tmp_path, capsys):
     # a --quick rerun replaced a finished run's results silently; now it takes --force, checked before any work
-    from nclab.theory.experiments import run_hierarchy_synthetic
+    from nclab.experiments.theory_runs import run_hierarchy_synthetic
 
     out = tmp_path / "h"
     run_hierarchy_synthetic(str(out), steps=5, fine_seps=[4.0], noises=[1.0])

@@ -13,7 +13,7 @@ from test_report import check_images, section_ids
 
 
 def test_demo_config_is_cifar10_coarse_and_falls_back_to_digits(cifar_jpeg):
-    from nclab.demo import demo_config
+    from nclab.experiments.demo import demo_config
 
     cfg = demo_config(epochs=3, seed=1, data=f"imagefolder:{cifar_jpeg}")
     data = cfg.data.to_dict()

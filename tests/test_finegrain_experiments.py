@@ -10,7 +10,7 @@ import torch
 
 from nclab.cli import main
 from nclab.finegrain.evaluate import evaluate_recovery, flatten_pixels
-from nclab.finegrain.experiments import build_config, run_experiment
+from nclab.experiments.finegrain_runs import build_config, run_experiment
 from nclab.rundir import RunDir
 
 TINY = dict(recipe="tiny", data="digits", epochs=3)
@@ -110,7 +110,7 @@ def test_resume_reuses_the_analysis_of_the_same_checkpoint_only(coarse5, tmp_pat
     import json
     import shutil
 
-    import nclab.finegrain.experiments as ex
+    import nclab.experiments.finegrain_runs as ex
 
     src, res = coarse5
     out = tmp_path / "copy"

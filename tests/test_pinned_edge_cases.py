@@ -221,7 +221,7 @@ def test_nc1_from_projection_takes_the_matrix_or_its_diagonal():
 def stubbed_experiment(tmp_path, monkeypatch):
     """run_experiment on a folder whose run is 'complete', with _train and _analyse replaced: each real analysis
     writes a new serial number into every result it owns, so a reused analysis shows the old number."""
-    import nclab.finegrain.experiments as ex
+    import nclab.experiments.finegrain_runs as ex
     from nclab.rundir import RunDir
 
     out = tmp_path / "exp"
@@ -286,7 +286,7 @@ def test_resume_redoes_the_analysis_when_a_setting_or_the_checkpoint_differs(stu
 
 
 def test_a_reused_analysis_keeps_only_the_baselines_asked_for(stubbed_experiment, monkeypatch):
-    import nclab.finegrain.experiments as ex
+    import nclab.experiments.finegrain_runs as ex
 
     out, calls, run = stubbed_experiment
     run(random_init=True)
@@ -300,7 +300,7 @@ def test_a_reused_analysis_keeps_only_the_baselines_asked_for(stubbed_experiment
 
 
 def test_resume_inherits_the_first_configured_time_limit(tmp_path):
-    from nclab.finegrain.experiments import inherited_time_limit
+    from nclab.experiments.finegrain_runs import inherited_time_limit
     from nclab.rundir import RunDir
 
     dirs = [tmp_path / "a", tmp_path / "b", tmp_path / "c"]
@@ -329,7 +329,7 @@ def test_a_sweep_cell_needs_a_complete_run_and_a_finished_results_json(tmp_path)
 
 def test_a_finished_sweep_rerun_with_a_time_limit_skips_its_cells(tmp_path, capsys, monkeypatch):
     # a time limit changes how a cell runs, not what it trains: a complete cell is skipped, not refused
-    import nclab.finegrain.experiments as ex
+    import nclab.experiments.finegrain_runs as ex
     from nclab.cli import main
     from nclab.commands.sweep import cell_name
     from nclab.rundir import RunDir

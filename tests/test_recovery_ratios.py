@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nclab.finegrain.experiments import _table, recovery_ratios
+from nclab.experiments.finegrain_runs import _table, recovery_ratios
 
 RES = {"experiment": "cifar10-coarse5", "coarse_test_acc": 0.95,
        "recovery": {"kind": "coarse", "test_acc": 0.8697, "oracle_test_acc": 0.9509},

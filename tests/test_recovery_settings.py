@@ -134,7 +134,7 @@ def test_recover_arrays_reports_the_guarded_superclasses(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def digits_demo(tmp_path_factory):
     """The demo's digits variant (a run folder whose recorded normalisation is center+l2, not the default)."""
-    from nclab.demo import run_demo
+    from nclab.experiments.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo") / "demo"
     res = run_demo(out, data="digits", epochs=6, baseline=False)
@@ -237,7 +237,7 @@ def test_resume_names_its_epoch_and_ctrl_c_names_the_resume_command(tmp_path, ca
 
 
 def test_closed_form_verdict_names_why_a_cell_misses():
-    from nclab.theory.experiments import closed_form_verdict
+    from nclab.experiments.theory_runs import closed_form_verdict
 
     ok = {"collapsed_but_optimum_keeps": [], "objective_rel_diff": 1e-9, "max_rel_diff": 1e-8}
     assert closed_form_verdict(ok, 100) == "yes"

@@ -6,7 +6,7 @@ import json
 
 
 from nclab.rundir import RunDir
-from nclab.theory.experiments import run_dln_synthetic, run_hierarchy_synthetic
+from nclab.experiments.theory_runs import run_dln_synthetic, run_hierarchy_synthetic
 
 
 def test_dln_synthetic_small(tmp_path):

@@ -48,7 +48,7 @@ _API = {
     "predict_ufm": "nclab.theory",
     "solve_ufm": "nclab.theory",
     "write_report": "nclab.report",
-    "run_demo": "nclab.demo",
+    "run_demo": "nclab.experiments.demo",
     "probe": "nclab.experiments.probe",
     "ProbeResult": "nclab.experiments.probe",
 }

@@ -1,4 +1,5 @@
-"""CLI subcommands: one module each, with ``add_parser(subparsers)``. See nclab.cli."""
+"""CLI subcommands: one module each, with ``add_parser(subparsers)``. See nclab.cli. ``reproduce_finegrain`` and
+``reproduce_theory`` hold the parsers of ``nclab reproduce``'s experiments (``reproduce.experiment_modules``)."""
 
 
 def missing_subcommand(parser) -> int:

@@ -1,6 +1,6 @@
 """``nclab demo [--out DIR] [--data SPEC] [--quiet] [--json]``: coarse-label training on a CIFAR-10 subset, NC
 metrics, fine-label recovery against raw-pixel and random-network baselines, and the HTML report, in under 3
-minutes on a 2-core CPU, no network (see nclab.demo)."""
+minutes on a 2-core CPU, no network (see nclab.experiments.demo)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from nclab.demo import run_demo
+    from nclab.experiments.demo import run_demo
     from nclab.report import load_run, results_text, try_write_report
 
     res = run_demo(args.out, epochs=args.epochs, seed=args.seed, device=args.device, baseline=not args.no_baseline,

@@ -185,7 +185,7 @@ def recorded_spec(run, cfg) -> tuple[RecoverySpec, str]:
 
 
 def _from_run(args, opts) -> dict:
-    from nclab.finegrain.experiments import check_max_train
+    from nclab.experiments.finegrain_runs import check_max_train
     from nclab.finegrain.pipeline import recover_trainer, save_arrays
     from nclab.rundir import RunDir
     from nclab.train import Trainer, load_config

@@ -1,7 +1,8 @@
 """``nclab reproduce <experiment>``: one command per paper experiment.
 
 Each module in :func:`experiment_modules` has ``add_experiments(subparsers)`` that adds one parser per
-experiment (with ``set_defaults(func=...)``).
+experiment (with ``set_defaults(func=...)``); the experiments themselves are in ``nclab.experiments``
+(``finegrain_runs``, ``theory_runs``).
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import os
 from nclab.commands import missing_subcommand
 
 def experiment_modules() -> list:
-    from nclab.finegrain import experiments as finegrain_experiments  # cifar10-coarse5, cifar100-coarse20, ...
-    from nclab.theory import experiments as theory_experiments  # dln-synthetic, dln-cifar10-imbalanced, ...
+    from nclab.commands import reproduce_finegrain  # cifar10-coarse5, cifar100-coarse20, cifar10-finer
+    from nclab.commands import reproduce_theory  # dln-synthetic, hierarchy-synthetic, dln-cifar10-imbalanced
 
-    return [finegrain_experiments, theory_experiments]
+    return [reproduce_finegrain, reproduce_theory]
 
 
 def add_parser(sub) -> None:

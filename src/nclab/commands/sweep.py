@@ -25,7 +25,8 @@ ALIASES = {"lr": "optim.lr", "wd": "optim.weight_decay", "epochs": "optim.epochs
 
 
 def add_parser(sub) -> None:
-    from nclab.finegrain.experiments import EXPERIMENTS, add_common_args
+    from nclab.commands.reproduce_finegrain import add_common_args
+    from nclab.experiments.finegrain_runs import EXPERIMENTS
 
     p = sub.add_parser("sweep", help="grid of runs of one experiment (e.g. the paper's lr x wd grid), resumable",
                        description=__doc__.split("\n\n")[0])
@@ -107,15 +108,17 @@ def cell_row(cell: dict, d: Path, res: dict) -> dict:
 
 def _inherited_time_limit(args, cell_dirs: list[Path]) -> list[str]:
     """A sweep paused by ``--time-limit`` and rerun without one keeps its slice length for every cell
-    (:func:`~nclab.finegrain.experiments.inherited_time_limit`); ``--force`` retrains from scratch and inherits
+    (:func:`~nclab.experiments.finegrain_runs.inherited_time_limit`); ``--force`` retrains from scratch and inherits
     nothing, like ``reproduce --force``."""
-    from nclab.finegrain.experiments import inherited_time_limit, time_limit_override
+    from nclab.commands.reproduce_finegrain import time_limit_override
+    from nclab.experiments.finegrain_runs import inherited_time_limit
 
     return [] if getattr(args, "force", False) else inherited_time_limit(time_limit_override(args), cell_dirs)
 
 
 def run(args) -> int:
-    from nclab.finegrain.experiments import build_config, check_max_train, time_limit_override
+    from nclab.commands.reproduce_finegrain import time_limit_override
+    from nclab.experiments.finegrain_runs import build_config, check_max_train
     from nclab.rundir import RunDir
     from nclab.train.config import config_diff
 
@@ -150,7 +153,7 @@ def run(args) -> int:
 
 
 def _run_cells(args, exp, axes: dict, cells: list[dict], plan: list) -> int:
-    from nclab.finegrain.experiments import run_experiment
+    from nclab.experiments.finegrain_runs import run_experiment
     from nclab.rundir import RunDir
     from nclab.utils.progress import say
 

@@ -3,8 +3,8 @@
 ``FineLabelRecovery`` (fit/predict), ``evaluate_recovery`` (the results.json ``recovery`` block),
 ``linear_probe`` (a supervised per-superclass upper bound, the ``probe`` block), ``kmeans`` (fast torch
 k-means), ``clone`` and ``NotFittedError`` (scikit-learn's estimator conventions, ``nclab.finegrain.base``),
-``RecoveryCallback`` (in ``nclab.finegrain.callback``), experiments in ``nclab.finegrain.experiments``.
-See docs/recovery.md.
+``RecoveryCallback`` (in ``nclab.finegrain.callback``); the paper's experiments are in
+``nclab.experiments.finegrain_runs``. See docs/recovery.md.
 """
 
 from nclab.finegrain.base import NotFittedError, clone

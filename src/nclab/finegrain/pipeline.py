@@ -161,22 +161,15 @@ def save_arrays(run: RunDir, arrays: dict) -> None:
 
 
 def random_init_model(trainer):
-    """A fresh model with the trainer's architecture and init seed, built without touching the global RNG."""
-    from nclab.models import build_model
+    """A fresh model with the trainer's architecture and init seed, built by the trainer's own builder
+    (:func:`nclab.train.trainer.build_model_for`: same kwargs, same data-dependent init on the same strided
+    training rows, same device and memory format) without touching the global RNG."""
+    from nclab.train.trainer import build_model_for
 
-    m = trainer.cfg.model.backbone_kwargs()
-    name = trainer.cfg.model.name
     dev = torch.device(trainer.device)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(int(trainer.cfg.seed))
-        model = build_model(name, trainer.num_classes, trainer.dataset.input_shape, **m)
-        if hasattr(model, "data_init"):
-            x = trainer.dataset.train.x[:5000]
-            model.data_init(trainer.eval_loader("train").prepare(x.to(dev)))
-    model = model.to(dev)
-    if trainer.cfg.train.channels_last and trainer.dataset.is_image:
-        model = model.to(memory_format=torch.channels_last)
-    return model
+        return build_model_for(trainer)
 
 
 def baselines(trainer, test_route: np.ndarray, *, spec: RecoverySpec | None = None,

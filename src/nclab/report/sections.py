@@ -301,7 +301,7 @@ def header(run: RunData, toc: list[tuple[str, str]]) -> str:
 
 def results_rows(run: RunData) -> list[tuple[str, float | None, float | None]]:
     """(label, ours, paper) rows of the results table; also what `nclab demo` prints."""
-    from nclab.finegrain.experiments import recovery_ratios
+    from nclab.experiments.finegrain_runs import recovery_ratios
 
     res, paper = run.results, run.results.get("paper") if isinstance(run.results.get("paper"), dict) else {}
     if "ratios" not in res and isinstance(res.get("recovery"), dict):  # written before results.json had them

@@ -97,6 +97,29 @@ def check_dataset(ds: Dataset) -> None:
                              "labels are 0-based indices into class_names")
 
 
+def build_model_for(trainer: Trainer) -> torch.nn.Module:
+    """A fresh model of ``trainer``'s config (``model``, ``train.channels_last``) on its device, initialised from
+    the global RNG as it stands, with the data-dependent init of models that have one: the one place models are
+    built for a run (the trainer, and the random-init baseline of ``nclab.finegrain.pipeline``)."""
+    from nclab.models import build_model, model_kwargs
+
+    name = trainer.cfg.model.name
+    allowed = set(model_kwargs(name)) | {"head_depth", "head_bias", "head_width"}
+    given = trainer.cfg.model.backbone_kwargs()
+    extra = sorted(k for k in given if k not in allowed)
+    if extra:
+        raise NclabError(f"model.{extra[0]} does not apply to model {name}; it takes {', '.join(sorted(allowed))}")
+    model = build_model(name, trainer.num_classes, trainer.dataset.input_shape, **given).to(trainer.device)
+    if hasattr(model, "data_init"):  # e.g. fastnet's whitening stem, from 5000 evenly strided training inputs
+        xt = trainer.dataset.train.x
+        x = xt[:: max(1, len(xt) // 5000)][:5000]  # strided: files are often stored class by class
+        it = trainer._loader_for(x, torch.zeros(len(x), dtype=torch.int64), 5000, False)
+        model.data_init(it.prepare(it.x))
+    if trainer.cfg.train.channels_last and trainer.dataset.is_image:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
 class Trainer:
     """Train one model on one dataset; see the module docstring for the guarantees.
 
@@ -249,23 +272,7 @@ class Trainer:
         return self._label_noise
 
     def _build_model(self):
-        from nclab.models import build_model, model_kwargs
-
-        name = self.cfg.model.name
-        allowed = set(model_kwargs(name)) | {"head_depth", "head_bias", "head_width"}
-        given = self.cfg.model.backbone_kwargs()
-        extra = sorted(k for k in given if k not in allowed)
-        if extra:
-            raise NclabError(f"model.{extra[0]} does not apply to model {name}; it takes {', '.join(sorted(allowed))}")
-        model = build_model(name, self.num_classes, self.dataset.input_shape, **given).to(self.device)
-        if hasattr(model, "data_init"):  # e.g. fastnet's whitening stem, from 5000 evenly strided training inputs
-            xt = self.dataset.train.x
-            x = xt[:: max(1, len(xt) // 5000)][:5000]  # strided: files are often stored class by class
-            it = self._loader_for(x, torch.zeros(len(x), dtype=torch.int64), 5000, False)
-            model.data_init(it.prepare(it.x))
-        if self.cfg.train.channels_last and self.dataset.is_image:
-            model = model.to(memory_format=torch.channels_last)
-        return model
+        return build_model_for(self)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         o = self.cfg.optim

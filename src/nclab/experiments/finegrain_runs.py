@@ -9,16 +9,16 @@ metrics.jsonl with ``nc.*`` and ``recovery.*`` keys, checkpoints), plus ``result
 baseline sub-run ``DIR/baseline`` (same recipe, trained on the fine/true labels). ``--resume`` continues
 whatever is unfinished: a complete run is not retrained, a partial one continues from its last checkpoint.
 ``results.json`` is rewritten after each stage, so a run cut short still leaves what was measured.
+
+The command-line parsers (``nclab reproduce``, ``nclab sweep``) are in ``nclab.commands.reproduce_finegrain``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 from typing import Any
-
 
 from nclab.rundir import RunDir
 from nclab.utils.errors import NclabError
@@ -67,68 +67,11 @@ EXPERIMENTS: dict[str, dict[str, Any]] = {
 }
 
 
-def add_experiments(sub) -> None:
-    for name, spec in EXPERIMENTS.items():
-        p = sub.add_parser(name, help=spec["help"], description=spec["help"] + ". " + __doc__.split("\n\n")[2])
-        add_common_args(p, spec)
-        p.set_defaults(func=lambda args, name=name: _cli(name, args))
-
-
-def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
-    p.add_argument("--recipe", default="fast",
-                   help="paper (ResNet-18, 350 epochs, GPU; paper A's recipe), fast (the 2-core CPU recipe; "
-                        "the default), or any config name/YAML path")
-    sweep = spec.get("sweep", False)  # sweep cells never train the baselines and always resume
-
-    def default(key: str) -> str:  # a sweep runs any experiment: name each one's default
-        if not sweep:
-            return spec[key] or "the recipe's"
-        return "the experiment's: " + ", ".join(f"{s[key] or 'the recipe' + chr(39) + 's'} for {n}"
-                                                for n, s in EXPERIMENTS.items())
-
-    p.add_argument("--data", default=None, help=f"dataset source spec (default: {default('data')})")
-    p.add_argument("--hierarchy", default=spec["hierarchy"], help=f"hierarchy spec (default {default('hierarchy')}; "
-                   "mod:K, adjacent:K, random:SEED, file:PATH, ...)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. --set optim.epochs=20 (repeatable)")
-    p.add_argument("--epochs", type=int, default=None, help="same as --set optim.epochs=N")
-    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
-                   help="same as --set train.time_limit_s=SECONDS: pause each training run cleanly before it would "
-                        "pass SECONDS (exit code 75), continue with --resume (for GPU time in slices)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
-                   help="same as --set train.device=...; default: the recipe's (auto = CUDA when present)")
-    p.add_argument("--no-baseline", action="store_true",
-                   help="(sweep cells never train it; accepted for symmetry)" if sweep else
-                   "skip training the fine-label baseline sub-run")
-    p.add_argument("--no-random-init", action="store_true",
-                   help="(sweep cells never compute it; accepted for symmetry)" if sweep else
-                   "skip the random-init-network baseline")
-    p.add_argument("--no-probe", action="store_true",
-                   help="skip the supervised linear probe inside each superclass (nclab.finegrain.probe)")
-    p.add_argument("--max-train", type=int, default=None,
-                   help="cluster at most this many train samples in the final recovery (default: all)")
-    p.add_argument("--out", default=None, help="sweep folder, one sub-folder per cell (default runs/sweep-<experiment>-"
-                   "<recipe>)" if sweep else "experiment/run directory (default runs/<experiment>-<recipe>)")
-    p.add_argument("--resume", action="store_true",
-                   help="(a sweep always skips complete cells and continues interrupted ones)" if sweep else
-                   "continue an interrupted experiment")
-    p.add_argument("--force", action="store_true",
-                   help="retrain every cell, complete ones too" if sweep else "overwrite an existing run in --out")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--json", action="store_true", help="print results.json on stdout")
-
-
 def check_max_train(max_train: int | None) -> None:
     """``--max-train`` is checked before any training (it is used only after it)."""
     if max_train is not None and int(max_train) < 1:
         raise NclabError(f"--max-train must be a positive number of train samples, got {max_train}; leave it out "
                          "to cluster all of them")
-
-
-def time_limit_override(args) -> list[str]:
-    """``args.overrides`` plus ``train.time_limit_s`` when ``--time-limit`` was given."""
-    extra = [] if args.time_limit is None else [f"train.time_limit_s={args.time_limit}"]
-    return list(args.overrides) + extra
 
 
 def inherited_time_limit(overrides: list[str], run_dirs: list[Path]) -> list[str]:
@@ -143,22 +86,6 @@ def inherited_time_limit(overrides: list[str], run_dirs: list[Path]) -> list[str
         if old is not None:
             return [f"train.time_limit_s={old}"]
     return []
-
-
-def _cli(name: str, args) -> int:
-    if args.resume and args.force:
-        raise NclabError("--resume continues the experiment and --force retrains it; pass one of them")
-    args.run_dir = str(default_out(name, args.recipe, args.out))  # where the CLI writes the report
-    res = run_experiment(
-        name, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy, overrides=time_limit_override(args),
-        epochs=args.epochs, device=args.device, baseline=not args.no_baseline,
-        random_init=not args.no_random_init, probe=not args.no_probe, max_train=args.max_train, out=args.out,
-        resume=args.resume, force=args.force)
-    if args.json:
-        print(json.dumps(res))
-    else:
-        print(summary_text(res))
-    return 0
 
 
 def default_out(name: str, recipe: str, out=None) -> Path:
