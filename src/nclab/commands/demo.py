@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="run directory (default runs/demo; overwritten)")
     p.add_argument("--data", default=None, metavar="SPEC",
                    help="a CIFAR-10 source (imagefolder:PATH, cifar10:PATH); default the copy at "
-                        "../shared/datasets/cifar10-jpeg.tar.gz, else the bundled digits")
+                        "$NCLAB_DATA/cifar10-jpeg.tar.gz (docs/data.md), else the bundled digits")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 6; digits fallback 30)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, initialisation and clustering (default 0)")
     p.add_argument("--device", choices=option("train.device").choices, default="cpu",

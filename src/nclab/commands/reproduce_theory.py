@@ -57,7 +57,7 @@ def add_experiments(sub) -> None:
                    help="run directory (default runs/dln-cifar10-imbalanced)")
     p.add_argument("--quick", action="store_true", help="M in {1,3}, width 64, 30 epochs")
     p.add_argument("--data", default=None,
-                   help="dataset spec (default imagefolder:../shared/datasets/cifar10-jpeg.tar.gz)")
+                   help="dataset spec (default imagefolder:$NCLAB_DATA/cifar10-jpeg.tar.gz)")
     p.add_argument("--depths", default=None, help="comma list of M (default 1,3,6)")
     p.add_argument("--epochs", type=int, default=None, help="full-batch epochs (default 600; quick 30)")
     p.add_argument("--width", type=int, default=None, help="MLP and head width (default 256; quick 64)")

@@ -35,6 +35,15 @@ def expand_data_path(arg: str) -> str:
     return os.path.expanduser(arg) if arg.startswith("~") else arg
 
 
+# the CIFAR-10 copy the shipped configs, the demo and the theory runs read by default (docs/data.md)
+CIFAR10_COPY = "imagefolder:$NCLAB_DATA/cifar10-jpeg.tar.gz"
+
+
+def default_cifar10() -> str | None:
+    """:data:`CIFAR10_COPY` when that file exists under :func:`data_root`, else None."""
+    return CIFAR10_COPY if Path(expand_data_path(CIFAR10_COPY.partition(":")[2])).is_file() else None
+
+
 def default_cache_dir() -> Path:
     """``$NCLAB_CACHE`` or ``~/.cache/nclab``."""
     env = os.environ.get("NCLAB_CACHE", "").strip()

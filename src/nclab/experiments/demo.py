@@ -1,7 +1,7 @@
 """``nclab demo``: paper A's effect in about two minutes on a laptop CPU, no network.
 
 Data: a class-balanced 10,000-image subset of the CIFAR-10 training split (1,000 per class; the full
-10,000-image test split), from the JPEG copy at ``../shared/datasets/cifar10-jpeg.tar.gz`` or any CIFAR-10
+10,000-image test split), from the JPEG copy at ``$NCLAB_DATA/cifar10-jpeg.tar.gz`` (docs/data.md) or any CIFAR-10
 source passed as ``data``. The 10 classes are merged into 5 superclasses by ``mod:5`` (airplane+dog,
 automobile+frog, bird+horse, cat+ship, deer+truck). A small fastnet (widths 32/64/64, the fast recipe's
 optimiser) is trained on the 5 coarse labels only; NC metrics (coarse and fine views, train and test) and
@@ -25,15 +25,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nclab.data.load import CIFAR10_COPY, data_root, default_cifar10
+
 if TYPE_CHECKING:
     from nclab.train.config import Config
-
-CIFAR_COPY = Path("..") / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
 
 CIFAR_CONFIG: dict[str, Any] = {
     "name": "demo",
     "seed": 0,
-    "data": {"source": f"imagefolder:{CIFAR_COPY}", "hierarchy": "mod:5", "labels": "coarse",
+    "data": {"source": CIFAR10_COPY, "hierarchy": "mod:5", "labels": "coarse",
              "subsample": [1000] * 10, "augment": {"crop": 2, "flip": True}},
     "model": {"name": "fastnet", "widths": [32, 64, 64], "head_bias": False},
     "optim": {"name": "sgd", "lr": 0.75, "momentum": 0.85, "nesterov": True, "weight_decay": 1.33e-3,
@@ -64,8 +64,8 @@ EXPERIMENT = "demo: trained on coarse labels only, recover the fine labels"
 
 
 def default_source() -> str | None:
-    """The CIFAR-10 copy the demo reads by default, or None when it is not at ``../shared/datasets``."""
-    return f"imagefolder:{CIFAR_COPY}" if CIFAR_COPY.is_file() else None
+    """The CIFAR-10 copy the demo reads by default, or None when it is not in the data folder ($NCLAB_DATA)."""
+    return default_cifar10()
 
 
 def demo_config(epochs: int | None = None, seed: int = 0, device: str = "cpu", data: str | None = None) -> Config:
@@ -127,7 +127,8 @@ def run_demo(out: str | Path = "runs/demo", *, epochs: int | None = None, seed: 
     cfg = demo_config(epochs, seed, device, data)
     source = cfg.data.source
     if source == "digits":
-        say(f"demo: no CIFAR-10 copy at {CIFAR_COPY} (pass --data SPEC); using the bundled digits, where raw pixels "
+        say(f"demo: no CIFAR-10 copy at {data_root() / 'cifar10-jpeg.tar.gz'} (set NCLAB_DATA to its folder or "
+            "pass --data SPEC); using the bundled digits, where raw pixels "
             "are already good features")
     ds = load_dataset(source)
     if ds.num_classes != 10 and source != "digits":

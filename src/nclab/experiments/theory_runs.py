@@ -13,7 +13,6 @@ import contextlib
 import json
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -331,12 +330,13 @@ CIFAR_COUNTS = [100, 100, 200, 200, 300, 300, 400, 400, 500, 500]
 
 
 def _default_cifar_source() -> str:
-    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
-        p = root.parent / "shared" / "datasets" / "cifar10-jpeg.tar.gz"
-        if p.exists():
-            return f"imagefolder:{p}"
-    raise NclabError("no CIFAR-10 found at ../shared/datasets/cifar10-jpeg.tar.gz; "
-                     "pass --data cifar10:PATH or imagefolder:PATH")
+    from nclab.data.load import default_cifar10
+
+    src = default_cifar10()
+    if src is None:
+        raise NclabError("no CIFAR-10 found at $NCLAB_DATA/cifar10-jpeg.tar.gz (docs/data.md); set NCLAB_DATA to "
+                         "the folder that holds it, or pass --data cifar10:PATH or imagefolder:PATH")
+    return src
 
 
 def run_dln_cifar10_imbalanced(out: str = "runs/dln-cifar10-imbalanced", quick: bool = False, source: str | None = None,
