@@ -1,10 +1,12 @@
 """Recovered / supervised ratios in results.json, the experiment table, the report rows and sweep cells."""
 
+import json
 from pathlib import Path
 
 import pytest
 
-from nclab.experiments.finegrain_runs import _table, recovery_ratios
+from nclab.experiments.finegrain_runs import _table
+from nclab.rundir import recovery_ratios
 
 RES = {"experiment": "cifar10-coarse5", "coarse_test_acc": 0.95,
        "recovery": {"kind": "coarse", "test_acc": 0.8697, "oracle_test_acc": 0.9509},
@@ -66,7 +68,7 @@ def test_report_derives_ratios_for_results_written_without_them(tmp_path):
 
     run = RunDir(tmp_path / "old")
     run.path.mkdir()
-    run.write_results(RES)  # no "ratios" key
+    (run.path / "results.json").write_text(json.dumps(RES))  # a version-0 file (no schema_version): no "ratios"
     run.write_status("complete", "")
     got = {label: v for label, v, _ in results_rows(load_run(run.path))}
     assert got["Ratio: recovery / linear probe (both true coarse routing)"] == pytest.approx(0.9509 / 0.9817)
@@ -80,7 +82,8 @@ def test_compare_report_lists_the_ratio_of_each_run(tmp_path):
     for name, fine_trained in (("a", 0.9091), ("b", 0.8697)):
         run = RunDir(tmp_path / name)
         run.path.mkdir()
-        run.write_results({**RES, "baselines": {"fine_trained": {"test_acc": fine_trained}}})
+        res = {**RES, "baselines": {"fine_trained": {"test_acc": fine_trained}}}
+        run.write_results({**res, "ratios": recovery_ratios(res)})  # as run_experiment writes them
         run.write_status("complete", "")
         dirs.append(run.path)
     html = write_compare_report(dirs, tmp_path / "cmp").read_text()

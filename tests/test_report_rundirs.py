@@ -99,3 +99,27 @@ def make_run(d: str | Path, *, status: str = "complete", epochs: int = 6, nan_fr
         for sub in res.get("subruns", []):
             make_run(d / sub, epochs=3, features=False)
     return d
+
+
+# ---- the run folders kept under docs/results (older files, written before run.json/results.json had versions) ----
+DOCS_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def docs_result_dirs() -> list[Path]:
+    """Every run folder under docs/results (each holds results.json; some run.json too)."""
+    return sorted(p for p in DOCS_RESULTS.iterdir() if p.is_dir())
+
+
+def test_nclab_report_renders_every_docs_results_folder(tmp_path):
+    import shutil
+
+    from nclab.cli import main
+
+    dirs = docs_result_dirs()
+    assert len(dirs) >= 10
+    for d in dirs:
+        run = shutil.copytree(d, tmp_path / d.name)  # the report writes report.html and figures/ into the folder
+        assert main(["report", str(run), "--quiet"]) == 0, d.name
+        html = (run / "report.html").read_text()
+        assert '<section id="results">' in html or '<section id="grid">' in html, d.name  # sweeps: the grid
+        assert "could not be drawn" not in html and "schema_version" not in html.split("Run info")[0], d.name

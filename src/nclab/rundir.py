@@ -3,15 +3,20 @@
 Layout of ``runs/<name>/`` (all writes atomic)::
 
     config.yaml        resolved config (every key, defaults filled in)
-    run.json           what was run: command line, nclab/torch/python versions, device, git commit,
-                       dataset source + checksum, hierarchy spec, start time
+    run.json           what was run (:class:`RunInfo`): command line, nclab/torch/python versions, device, git
+                       commit, dataset source + checksum, hierarchy, start time
     status.json        {"status": "running"|"complete"|"paused"|"stopped_nan"|"interrupted"|"failed",
                         "message": str, "epoch": int, "wall_time_s": float, "resumed": bool}
     metrics.jsonl      one JSON object per epoch (keys: docs/architecture.md, "metrics.jsonl")
     checkpoints/       last.pt (+ epoch_XXXX.pt); loaded with weights_only=True
-    results.json       final summary written by experiments (recovery accuracy, baselines, ...)
+    results.json       final summary written by experiments (:class:`Results`: recovery accuracy, baselines, ...)
     features/          optional saved features (.npy) for plots
     report.html        written by nclab.report (+ figures/*.png)
+
+run.json and results.json carry a ``schema_version`` (:data:`RunInfo.SCHEMA_VERSION`,
+:data:`Results.SCHEMA_VERSION`); ``RunInfo.from_dict`` / ``Results.from_dict`` (or :func:`read_run_info` /
+:func:`read_results`) read every version up to the current one (a file without the key is version 0) and
+refuse a newer one with one line.
 """
 
 from __future__ import annotations
@@ -22,13 +27,17 @@ import platform
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
 
 import yaml
 
 from nclab.utils.errors import NclabError
 from nclab.utils.io import atomic_write_json, atomic_write_text, read_jsonl
+
+if TYPE_CHECKING:
+    from nclab.data.hierarchy import Hierarchy
 
 STATUSES = ("running", "complete", "paused", "stopped_nan", "interrupted", "failed")
 
@@ -109,7 +118,8 @@ class RunDir:
             info["first_started"] = old.get("first_started", old.get("started"))
         if extra:
             info.update(extra)
-        atomic_write_json(self.run_info_path, info)
+        atomic_write_json(self.run_info_path, RunInfo.from_dict({"schema_version": RunInfo.SCHEMA_VERSION,
+                                                                  **info}).to_dict())
 
     def write_status(self, status: str, message: str = "", **fields: Any) -> None:
         if status not in STATUSES:
@@ -119,8 +129,13 @@ class RunDir:
         old.update({"status": status, "message": message})
         atomic_write_json(self.status_path, old)
 
-    def write_results(self, results: dict) -> None:
-        atomic_write_json(self.results_path, results)
+    def write_results(self, results: "dict | Results") -> None:
+        """Write results.json: every key of ``results`` plus ``schema_version`` (the dict is not changed). A dict
+        without ``schema_version`` holds current keys; one read from an older file goes through
+        :func:`read_results` first (it upgrades it)."""
+        res = results if isinstance(results, Results) else Results.from_dict(
+            {"schema_version": Results.SCHEMA_VERSION, **results})
+        atomic_write_json(self.results_path, res.to_dict())
 
     # readers -----------------------------------------------------------------------------
     def read_config(self) -> dict:
@@ -242,3 +257,288 @@ def environment_info() -> dict:
         "cpu_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
     }
+
+
+# ---- schemas of run.json and results.json ---------------------------------------------------------------------
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_dict(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+def _is_list(v: Any) -> bool:
+    return isinstance(v, list)
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _core(check: Callable[[Any], bool], *, parse: Callable[[Any], Any] | None = None,
+          dump: Callable[[Any], Any] | None = None) -> Any:
+    """A field of a file's typed core: ``check`` says whether a value has the documented type (``parse`` turns it
+    into the field's value, ``dump`` back into JSON). None = absent."""
+    return field(default=None, metadata={"check": check, "parse": parse, "dump": dump})
+
+
+# results.json "ratios": (key, numerator, denominator), each a dotted results.json key (same recipe, same budget)
+RATIOS = (
+    ("recovered_over_fine_trained", "recovery.test_acc", "baselines.fine_trained.test_acc"),
+    ("pursuit_over_fine_trained", "recovery_pursuit.test_acc", "baselines.fine_trained.test_acc"),
+    ("recovered_over_probe", "recovery.test_acc", "probe.test_acc"),
+    ("oracle_recovered_over_oracle_probe", "recovery.oracle_test_acc", "probe.oracle_test_acc"),
+)
+
+
+def recovery_ratios(res: dict) -> dict[str, float]:
+    """Recovered fine-label test accuracy relative to its supervised references (paper A's claim is relative:
+    recovery "nearly matches" the same network trained on the fine labels). Keys of :data:`RATIOS` whose two
+    accuracies are both in ``res`` (and the denominator > 0): ``recovered_over_fine_trained`` = recovery (predicted
+    routing) / the fine-trained baseline's test accuracy; ``pursuit_over_fine_trained`` the same for the
+    projection-pursuit split; ``recovered_over_probe`` = recovery / supervised linear probe, both with predicted
+    routing; ``oracle_recovered_over_oracle_probe`` = both routed by the true superclass. Split runs: none."""
+    if res.get("recovery", {}).get("kind") == "split":
+        return {}
+
+    def get(key: str):
+        v: Any = res
+        for part in key.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    out = {}
+    for name, num, den in RATIOS:
+        a, b = get(num), get(den)
+        if a is not None and b is not None and b > 0:
+            out[name] = float(a) / float(b)
+    return out
+
+
+def _ratios_of_v0(d: dict) -> dict | None:
+    """results.json written before it had ``ratios``: the ratios from the accuracies it holds."""
+    if "ratios" in d or not isinstance(d.get("recovery"), dict):
+        return None
+    return recovery_ratios(d) or None
+
+
+# What a version-0 file (no ``schema_version``) needs to read as the current version: per file, (current key,
+# its value made from the old file, or None where there is nothing to add). The one place old key names live;
+# the report and the other readers see current keys only. Version 0 run.json and results.json used the current
+# key names throughout (the git history of every writer shows no rename), so the table holds what version 0
+# lacks: results.json ``ratios`` (derived from the accuracies). run.json ``hierarchy`` dicts without ``kind``
+# (a split one carried ``meta.split``) are read by :meth:`Hierarchy.from_dict`.
+_LEGACY_KEYS: dict[str, tuple[tuple[str, Callable[[dict], Any]], ...]] = {
+    "run.json": (),
+    "results.json": (("ratios", _ratios_of_v0),),
+}
+
+
+class _Schema:
+    """Shared ``from_dict`` / ``to_dict`` of the typed file schemas: core fields (``_core``) plus ``extra``."""
+
+    SCHEMA_VERSION: ClassVar[int]
+    FILE: ClassVar[str]
+
+    @classmethod
+    def _core_fields(cls):
+        return [f for f in fields(cls) if "check" in f.metadata]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        """Read a file's dict: any version up to :attr:`SCHEMA_VERSION` (none = version 0, upgraded through
+        ``_LEGACY_KEYS``); a newer version raises :class:`NclabError` (one line). A core key whose value is null
+        or not of the documented type stays verbatim in ``extra`` (its field None), as does every other key, so
+        ``to_dict`` gives every key back."""
+        if not isinstance(d, Mapping):
+            raise NclabError(f"{cls.FILE} holds a JSON {type(d).__name__}, not an object")
+        d = dict(d)
+        version = d.pop("schema_version", 0)
+        if not _is_int(version) or version < 0:
+            raise NclabError(f"{cls.FILE}: schema_version is {version!r}, expected an integer >= 0")
+        if version > cls.SCHEMA_VERSION:
+            raise NclabError(f"{cls.FILE} has schema_version {version}, newer than this nclab reads "
+                             f"({cls.SCHEMA_VERSION}); upgrade nclab to read it")
+        if version == 0:
+            for key, make in _LEGACY_KEYS[cls.FILE]:
+                if key not in d and (v := make(d)) is not None:
+                    d[key] = v
+        kw: dict[str, Any] = {}
+        for f in cls._core_fields():
+            if f.name in d and d[f.name] is not None and f.metadata["check"](d[f.name]):
+                v = d.pop(f.name)
+                kw[f.name] = f.metadata["parse"](v) if f.metadata["parse"] else v
+        return cls(**kw, extra=d, file_version=version)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's JSON object, current version: ``schema_version``, the core keys set, then ``extra``."""
+        out: dict[str, Any] = {"schema_version": self.SCHEMA_VERSION}
+        for f in self._core_fields():
+            v = getattr(self, f.name)
+            if v is not None:
+                out[f.name] = f.metadata["dump"](v) if f.metadata["dump"] else v
+        out.update(self.extra)
+        return out
+
+    def __eq__(self, other: object) -> bool:  # by content (a Hierarchy holds an array); file_version aside
+        return type(other) is type(self) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _parse_hierarchy(v: Any) -> "Hierarchy | str":
+    if isinstance(v, str):
+        return v
+    from nclab.data.hierarchy import Hierarchy
+
+    try:
+        return Hierarchy.from_dict(v)
+    except (KeyError, TypeError, ValueError, NclabError) as e:
+        raise NclabError(f"run.json: hierarchy is not a valid hierarchy ({type(e).__name__}: {e})") from None
+
+
+def _dump_hierarchy(v: "Hierarchy | str") -> Any:
+    return v if isinstance(v, str) else v.to_dict()
+
+
+def _is_hierarchy(v: Any) -> bool:
+    return isinstance(v, str) or (isinstance(v, dict) and "fine_to_coarse" in v)
+
+
+@dataclass(frozen=True, eq=False)
+class RunInfo(_Schema):
+    """run.json: what was run (written by :meth:`RunDir.write_run_info`: the environment, then the command's own
+    keys). ``hierarchy``: a training run's whole label hierarchy (:class:`Hierarchy`, with its ``kind``); a sweep
+    folder, which trains nothing itself, records the spec string it passed on. Keys not listed are in ``extra``."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    FILE: ClassVar[str] = "run.json"
+
+    # environment (every run.json)
+    nclab_version: str | None = _core(_is_str)
+    torch_version: str | None = _core(_is_str)
+    python_version: str | None = _core(_is_str)
+    platform: str | None = _core(_is_str)
+    cuda_device: str | None = _core(_is_str)
+    cpu_threads: int | None = _core(_is_int)
+    git_commit: str | None = _core(_is_str)
+    argv: list[str] | None = _core(_is_str_list)
+    started: str | None = _core(_is_str)
+    first_argv: list[str] | None = _core(_is_str_list)  # a resumed run: the first call's
+    first_started: str | None = _core(_is_str)
+    # what the command ran (training runs: the trainer; theory / sweep folders: experiment)
+    experiment: str | None = _core(_is_str)
+    device: str | None = _core(_is_str)
+    dataset: str | None = _core(_is_str)  # the dataset's name
+    source: str | None = _core(_is_str)  # the data source it was loaded from (config data.source resolved)
+    checksum: str | None = _core(_is_str)
+    num_classes: int | None = _core(_is_int)
+    hierarchy: "Hierarchy | str | None" = _core(_is_hierarchy, parse=_parse_hierarchy, dump=_dump_hierarchy)
+    labels: str | None = _core(_is_str)  # the labels trained on: "coarse" | "fine"
+    n_train: int | None = _core(_is_int)
+    n_test: int | None = _core(_is_int)
+    resumed_from_epoch: int | None = _core(_is_int)
+    extra: dict[str, Any] = field(default_factory=dict)
+    file_version: int = field(default=SCHEMA_VERSION, compare=False)  # the version the file was written in
+
+    @property
+    def hierarchy_spec(self) -> str | None:
+        """The hierarchy's spec string (``mod:5``, ``split:2``, ...), None without one."""
+        h = self.hierarchy
+        return h if isinstance(h, str) else (h.spec or None) if h is not None else None
+
+
+@dataclass(frozen=True, eq=False)
+class Results(_Schema):
+    """results.json: the common typed core of what experiments write (keys: docs/architecture.md,
+    "results.json"); the nested blocks (``recovery``, ``baselines``, ...) stay mappings. ``hierarchy`` and
+    ``source`` are the spec strings of the experiment's config. Other keys (theory settings, ...) are in
+    ``extra``."""
+
+    SCHEMA_VERSION: ClassVar[int] = 1
+    FILE: ClassVar[str] = "results.json"
+
+    experiment: str | None = _core(_is_str)
+    recipe: str | None = _core(_is_str)
+    hierarchy: str | None = _core(_is_str)
+    source: str | None = _core(_is_str)
+    paper: dict | None = _core(_is_dict)  # the paper's numbers, keyed as the results table
+    coarse_test_acc: float | None = _core(_is_num)
+    net_test_acc: float | None = _core(_is_num)  # on the labels the net was trained on
+    true_class_test_acc: float | None = _core(_is_num)  # split runs
+    recovery: dict | None = _core(_is_dict)
+    pseudo_recovery: dict | None = _core(_is_dict)
+    recovery_pursuit: dict | None = _core(_is_dict)
+    probe: dict | None = _core(_is_dict)
+    baselines: dict | None = _core(_is_dict)
+    ratios: dict | None = _core(_is_dict)
+    final_metrics: dict | None = _core(_is_dict)
+    tables: list | None = _core(_is_list)
+    grid: dict | None = _core(_is_dict)
+    subruns: list | None = _core(_is_list)
+    analysis_of: dict | None = _core(_is_dict)
+    train_time_s: float | None = _core(_is_num)
+    wall_time_s: float | None = _core(_is_num)  # the experiment's last write adds it
+    extra: dict[str, Any] = field(default_factory=dict)
+    file_version: int = field(default=SCHEMA_VERSION, compare=False)
+
+    def recovery_groups(self) -> "Hierarchy | None":
+        """The fine -> coarse grouping the recovery recorded (``recovery.per_superclass`` with
+        ``recovery.fine_names``), None where it recorded none or it is not a valid hierarchy."""
+        from nclab.data.hierarchy import Hierarchy
+
+        per = (self.recovery or {}).get("per_superclass")
+        if not isinstance(per, list) or not per or not all(isinstance(s, dict) for s in per):
+            return None
+        try:
+            f2c = {int(f): int(s.get("coarse", i)) for i, s in enumerate(per) for f in s.get("fine") or []}
+            nf, nc = max(f2c) + 1, max(f2c.values()) + 1
+            names = {int(s.get("coarse", i)): str(s.get("name") or "") for i, s in enumerate(per)}
+            fine_names = [str(n) for n in (self.recovery or {}).get("fine_names") or []]
+            fine_names += [str(f) for f in range(len(fine_names), nf)]
+            return Hierarchy([f2c.get(f, -1) for f in range(nf)], fine_names[:nf],
+                             [names.get(c) or f"coarse {c}" for c in range(nc)])
+        except (TypeError, ValueError, NclabError):
+            return None
+
+
+def recovery_hierarchy(info: RunInfo, results: Results) -> "Hierarchy | None":
+    """The fine -> coarse grouping of the labels a run's recovery used: run.json's hierarchy (a ``split`` one:
+    its true classes, the coarse level, recovered in one group); a run with no hierarchy recorded (trained on
+    its own labels, or an older folder without run.json): the grouping results.json's recovery recorded."""
+    h = info.hierarchy
+    if h is not None and not isinstance(h, str):
+        if h.kind == "split":
+            import numpy as np
+
+            from nclab.data.hierarchy import Hierarchy
+
+            return Hierarchy(np.zeros(h.num_coarse, np.int64), list(h.coarse_names), ["all"], spec="global")
+        return h
+    return results.recovery_groups()
+
+
+def _schema_file(path: str | os.PathLike, name: str) -> Path:
+    p = Path(path)
+    return p / name if p.is_dir() else p
+
+
+def read_run_info(path: str | os.PathLike) -> RunInfo:
+    """run.json of the run directory ``path`` (or the file itself) as :class:`RunInfo`; no file gives an empty one."""
+    return RunInfo.from_dict(_read_json(_schema_file(path, "run.json")))
+
+
+def read_results(path: str | os.PathLike) -> Results:
+    """results.json of the run directory ``path`` (or the file itself) as :class:`Results`; no file: empty."""
+    return Results.from_dict(_read_json(_schema_file(path, "results.json")))

@@ -215,11 +215,12 @@ def _from_run(args, opts) -> dict:
 
         rep["probe"] = probe_saved_arrays(arrays, setup_for(tr).hierarchy)
     if args.save:
+        from nclab.rundir import read_results
         from nclab.runlock import run_lock
 
         with run_lock(run.path):  # --save writes into the run folder: one writer at a time, as for training
             save_arrays(run, arrays)
-            res = run.read_results()
+            res = read_results(run.path).to_dict()  # an older results.json read as the current version
             res["recovery"] = {k: v for k, v in rep.items() if k not in ("coarse_test_acc", "net_test_acc", "probe")}
             res["coarse_test_acc"] = rep["coarse_test_acc"]
             if "probe" in rep:

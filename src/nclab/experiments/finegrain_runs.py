@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nclab.rundir import RunDir
+from nclab.rundir import RunDir, recovery_ratios
 from nclab.utils.errors import NclabError
 from nclab.utils.progress import say
 
@@ -148,39 +148,6 @@ def _fine_baseline_cfg(cfg, name: str):
     data = cfg.data.replace(labels="fine", hierarchy=None if name == "cifar10-finer" else cfg.data.hierarchy)
     return cfg.replace(data=data, name=cfg.name + "-baseline",
                        callbacks={k: v for k, v in cfg.callbacks.items() if k != "recovery"})
-
-
-# results.json "ratios": (key, numerator, denominator), each a dotted results.json key (same recipe, same budget)
-RATIOS = (
-    ("recovered_over_fine_trained", "recovery.test_acc", "baselines.fine_trained.test_acc"),
-    ("pursuit_over_fine_trained", "recovery_pursuit.test_acc", "baselines.fine_trained.test_acc"),
-    ("recovered_over_probe", "recovery.test_acc", "probe.test_acc"),
-    ("oracle_recovered_over_oracle_probe", "recovery.oracle_test_acc", "probe.oracle_test_acc"),
-)
-
-
-def recovery_ratios(res: dict) -> dict[str, float]:
-    """Recovered fine-label test accuracy relative to its supervised references (paper A's claim is relative:
-    recovery "nearly matches" the same network trained on the fine labels). Keys of :data:`RATIOS` whose two
-    accuracies are both in ``res`` (and the denominator > 0): ``recovered_over_fine_trained`` = recovery (predicted
-    routing) / the fine-trained baseline's test accuracy; ``pursuit_over_fine_trained`` the same for the
-    projection-pursuit split; ``recovered_over_probe`` = recovery / supervised linear probe, both with predicted
-    routing; ``oracle_recovered_over_oracle_probe`` = both routed by the true superclass. Split runs: none."""
-    if res.get("recovery", {}).get("kind") == "split":
-        return {}
-
-    def get(key: str):
-        v: Any = res
-        for part in key.split("."):
-            v = v.get(part) if isinstance(v, dict) else None
-        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-    out = {}
-    for name, num, den in RATIOS:
-        a, b = get(num), get(den)
-        if a is not None and b is not None and b > 0:
-            out[name] = float(a) / float(b)
-    return out
 
 
 RATIO_LABELS = {

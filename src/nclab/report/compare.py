@@ -53,7 +53,7 @@ def _runs_table(runs: list[RunData], labels: list[str], out_dir: Path) -> str:
                      S.STATUS_TEXT.get(r.status_name, r.status_name)
                      + (" (resumed)" if r.status.get("resumed") else ""),
                      ds["source"], ds["hierarchy"], ds["labels"], S._fmt_duration(S.wall_time(r)),
-                     (r.run_info.get("git_commit") or "")[:10] or None])
+                     (r.info.git_commit or "")[:10] or None])
     banners = "".join(S.status_banner(r).replace("<strong>", f"<strong>{esc(lab)}: ", 1)
                       for r, lab in zip(runs, labels))
     return banners + table(["run", "experiment", "status", "dataset", "hierarchy", "labels", "wall time", "commit"],

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from nclab.rundir import RunDir, check_jsonl
+from nclab.rundir import Results, RunDir, RunInfo, check_jsonl
 
 # Keys of metrics.jsonl that are bookkeeping, not curves.
 X_KEYS = ("epoch", "step")
@@ -50,14 +50,19 @@ class RunData:
     path: Path
     name: str
     config: dict = field(default_factory=dict)
-    run_info: dict = field(default_factory=dict)
+    info: RunInfo = field(default_factory=RunInfo)  # run.json, typed (rundir.RunInfo)
+    res: Results = field(default_factory=Results)  # results.json, typed (rundir.Results)
     status: dict = field(default_factory=dict)
-    results: dict = field(default_factory=dict)
     series: Series | None = None
     extra_series: dict[str, Series] = field(default_factory=dict)  # other *.jsonl files (e.g. theory `step` series)
     checkpoints: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     damage: list[str] = field(default_factory=list)  # of problems, those that are damaged data files
+
+    # run.json / results.json in their current form (``to_dict``; {} where the file is absent or unreadable): what
+    # the sections look dotted keys up in
+    run_info: dict = field(default_factory=dict)
+    results: dict = field(default_factory=dict)
 
     @property
     def features_dir(self) -> Path:
@@ -75,7 +80,7 @@ class RunData:
 
     @property
     def title(self) -> str:
-        return str(self.results.get("experiment") or self.config.get("name") or self.name)
+        return str(self.res.experiment or self.config.get("name") or self.name)
 
 
 def _try(problems: list[str], what: str, fn, default):
@@ -161,10 +166,11 @@ def load_run(path: str | Path, *, missing_ok: bool = False) -> RunData:
     data = RunData(path=rd.path, name=rd.name or str(rd.path))
     p = data.problems
     data.config = _try(p, "config.yaml", lambda: _read_yaml(rd.config_path), {})
-    data.run_info = _try(p, "run.json", lambda: _read_json(rd.run_info_path), {})
+    data.info, data.run_info = _typed(p, rd.run_info_path, RunInfo)
     data.status = _try(p, "status.json", lambda: _read_json(rd.status_path), {})
     n0 = len(p)
-    data.results = _try(p, "results.json", lambda: _read_json(rd.results_path), {})
+    data.res, data.results = _typed(p, rd.results_path, Results)
+    newer = [x for x in p[n0:] if "newer than this nclab reads" in x]  # not damage: an nclab upgrade reads it
     p += check_results(data.results)
     data.series = _try(p, "metrics.jsonl", lambda: to_series(_checked(rd.metrics_path, p)), None)
     if rd.path.is_dir():
@@ -173,7 +179,7 @@ def load_run(path: str | Path, *, missing_ok: bool = False) -> RunData:
                 s = _try(p, f.name, lambda f=f: to_series(_checked(f, p)), None)
                 if s is not None and len(s):
                     data.extra_series[f.stem] = s
-    data.damage = p[n0:]
+    data.damage = [x for x in p[n0:] if x not in newer]
     data.checkpoints = _try(p, "checkpoints/", lambda: _checkpoint_names(rd.checkpoints), [])
     fdir = rd.path / "features"
     if fdir.is_dir():  # the feature plots skip what they cannot read: say so here (headers only, cheap)
@@ -182,6 +188,14 @@ def load_run(path: str | Path, *, missing_ok: bool = False) -> RunData:
         if (fdir / "centroids.npz").exists():
             _try(p, "features/centroids.npz", lambda: np.load(fdir / "centroids.npz", allow_pickle=False).close(), None)
     return data
+
+
+def _typed(problems: list[str], path: Path, schema):
+    """``(typed, its current-form dict)`` of run.json / results.json (``schema``: RunInfo / Results); an absent,
+    unreadable or too new file gives ``(schema(), {})``, the last two with a line in ``problems``."""
+    raw = _try(problems, path.name, lambda: _read_json(path), {})
+    obj = _try(problems, path.name, lambda: schema.from_dict(raw), None) if raw else None
+    return (obj, obj.to_dict()) if obj is not None else (schema(), {})
 
 
 def _checked(path: Path, problems: list[str]) -> list[dict]:

@@ -15,7 +15,7 @@ from nclab.report.curves import FWC, constant_by_construction, group_keys
 from nclab.report.figures import FigureSink, heatmap_figure, plot_panels, superclass_figure
 from nclab.report.html import RawHTML, esc, fmt_value, is_acc_key, kv_table, link, num_cell, table
 from nclab.report.load import RunData, last_good_checkpoint, load_run, lookup, scalar
-from nclab.rundir import RunDir
+from nclab.rundir import RunDir, recovery_hierarchy
 from nclab.utils.errors import NclabError
 
 STATUS_TEXT = {
@@ -95,70 +95,32 @@ SPLIT_ROWS = [
 # ---- helpers ------------------------------------------------------------------------------------------
 
 
-def _first(*candidates: Any) -> Any:
-    for c in candidates:
-        if c not in (None, "", [], {}):
-            return c
-    return None
-
-
 def dataset_info(run: RunData) -> dict[str, Any]:
-    ri, cfg = run.run_info, run.config
-    ds = ri.get("dataset") if isinstance(ri.get("dataset"), dict) else {}
+    """What the header shows of the data: run.json's record (:class:`nclab.rundir.RunInfo`); a folder without
+    run.json (older docs/results runs) shows its resolved config.yaml's specs instead."""
+    info = run.info
+    data = run.config.get("data") if isinstance(run.config.get("data"), dict) else {}
     return {
-        "source": _first(ds.get("source"), ri.get("dataset_source"), ri.get("data_source"), ri.get("source"),
-                         lookup(cfg, "data.source")),
-        "checksum": _first(ds.get("checksum"), ri.get("dataset_checksum"), ri.get("data_checksum"), ri.get("checksum")),
-        "name": _first(ds.get("name"), ri.get("dataset_name"),
-                       ri.get("dataset") if isinstance(ri.get("dataset"), str) else None),
-        "hierarchy": _first(ri.get("hierarchy_spec"),
-                            ri.get("hierarchy") if isinstance(ri.get("hierarchy"), str) else None,
-                            lookup(ri, "hierarchy.spec"), lookup(cfg, "data.hierarchy")),
-        "labels": lookup(cfg, "data.labels"),
+        "source": info.source or data.get("source"),
+        "checksum": info.checksum,
+        "name": info.dataset,
+        "hierarchy": info.hierarchy_spec or data.get("hierarchy"),
+        "labels": info.labels or data.get("labels"),
     }
 
 
 def hierarchy_of(run: RunData) -> tuple[dict[int, int], list[str], list[str]]:
-    """fine -> coarse mapping, fine names, coarse names of the labels the *recovery* used.
-
-    Taken from results.json's ``recovery.per_superclass`` when present (for a ``split:M`` run that is one
-    global group of the true classes, not the trainer's pseudo-class hierarchy), else from run.json's
-    hierarchy, else from the saved feature labels."""
-    f2c: dict[int, int] = {}
-    fine_names: list[str] = []
-    coarse_names: list[str] = []
-    per = lookup(run.results, "recovery.per_superclass")
-    if isinstance(per, list) and per:
-        for i, s in enumerate(per):
-            if isinstance(s, dict):
-                for f in s.get("fine") or []:
-                    f2c[int(f)] = int(s.get("coarse", i))
-        names = {int(s.get("coarse", i)): str(s.get("name", "")) for i, s in enumerate(per) if isinstance(s, dict)}
-        if names and all(names.values()):
-            coarse_names = [names.get(c, f"coarse {c}") for c in range(max(names) + 1)]
-        fine_names = [str(n) for n in lookup(run.results, "recovery.fine_names") or []]
-    h = run.run_info.get("hierarchy")
-    if not f2c and isinstance(h, dict) and isinstance(h.get("fine_to_coarse"), list):
-        f2c = {i: int(c) for i, c in enumerate(h["fine_to_coarse"])}
-        fine_names = [str(n) for n in h.get("fine_names") or []]
-        coarse_names = [str(n) for n in h.get("coarse_names") or []]
-    if not f2c:
-        fdir = run.features_dir
-        for split in ("train", "test"):
-            try:
-                fy, cy = np.load(fdir / f"{split}_fine.npy"), np.load(fdir / f"{split}_coarse.npy")
-                f2c = {int(f): int(c) for f, c in zip(*np.unique(np.stack([fy, cy], 1), axis=0).T)}
-                break
-            except (OSError, ValueError):
-                continue
-    if not fine_names:
-        fine_names = [str(n) for n in
-                      lookup(run.results, "recovery.fine_names") or run.run_info.get("class_names") or []]
-    nf = max(f2c) + 1 if f2c else len(fine_names)
-    fine_names = fine_names + [str(i) for i in range(len(fine_names), nf)]
-    nc = max(f2c.values()) + 1 if f2c else len(coarse_names)
-    coarse_names = coarse_names + [f"coarse {c}" for c in range(len(coarse_names), nc)]
-    return f2c, fine_names, coarse_names
+    """fine -> coarse mapping, fine names, coarse names of the labels the *recovery* used
+    (:func:`nclab.rundir.recovery_hierarchy`: run.json's hierarchy, whose ``kind`` says what a split run recovers;
+    without one, the grouping results.json's recovery recorded). Fine names are padded to the recovery confusion
+    matrix where there is no hierarchy."""
+    h = recovery_hierarchy(run.info, run.res)
+    if h is not None:
+        return {f: int(c) for f, c in enumerate(h.fine_to_coarse)}, list(h.fine_names), list(h.coarse_names)
+    fine_names = [str(n) for n in lookup(run.results, "recovery.fine_names") or []]
+    conf = lookup(run.results, "recovery.confusion")
+    n = len(conf) if isinstance(conf, list) else 0
+    return {}, fine_names + [str(i) for i in range(len(fine_names), n)], []
 
 
 def wall_time(run: RunData) -> float | None:
@@ -259,14 +221,13 @@ def header(run: RunData, toc: list[tuple[str, str]]) -> str:
     if run.status.get("resumed"):
         label += " (resumed from a checkpoint)"
     ds = dataset_info(run)
-    ri = run.run_info
-    argv = ri.get("argv") or ri.get("command")
-    cmd = shlex.join(str(a) for a in argv) if isinstance(argv, list) else argv
-    device = _first(ri.get("device"), lookup(run.config, "train.device"))
-    if ri.get("cuda_device") and device in (None, "cuda", "auto"):
-        device = f"{device or 'cuda'} ({ri['cuda_device']})"
-    env = ", ".join(f"{n} {v}" for n, v in (("nclab", ri.get("nclab_version")), ("torch", ri.get("torch_version")),
-                                             ("Python", ri.get("python_version"))) if v)
+    ri = run.info
+    cmd = shlex.join(ri.argv) if ri.argv else None
+    device = ri.device or lookup(run.config, "train.device")  # a folder without run.json: the config's
+    if ri.cuda_device and device in (None, "cuda", "auto"):
+        device = f"{device or 'cuda'} ({ri.cuda_device})"
+    env = ", ".join(f"{n} {v}" for n, v in (("nclab", ri.nclab_version), ("torch", ri.torch_version),
+                                             ("Python", ri.python_version)) if v)
     pairs = [
         ("command", cmd),
         ("dataset", " · ".join(str(v) for v in (ds["name"], ds["source"]) if v) or None),
@@ -275,8 +236,8 @@ def header(run: RunData, toc: list[tuple[str, str]]) -> str:
         ("trained on labels", ds["labels"]),
         ("environment", env or None),
         ("device", device),
-        ("git commit", ri.get("git_commit")),
-        ("started", ri.get("started")),
+        ("git commit", ri.git_commit),
+        ("started", ri.started),
         ("training wall time", _fmt_duration(wall_time(run)) if wall_time(run) is not None else None),
         ("experiment wall time (training, evaluation, recovery, baselines)",
          _fmt_duration(run.results["wall_time_s"]) if isinstance(run.results.get("wall_time_s"), (int, float))
@@ -301,11 +262,7 @@ def header(run: RunData, toc: list[tuple[str, str]]) -> str:
 
 def results_rows(run: RunData) -> list[tuple[str, float | None, float | None]]:
     """(label, ours, paper) rows of the results table; also what `nclab demo` prints."""
-    from nclab.experiments.finegrain_runs import recovery_ratios
-
-    res, paper = run.results, run.results.get("paper") if isinstance(run.results.get("paper"), dict) else {}
-    if "ratios" not in res and isinstance(res.get("recovery"), dict):  # written before results.json had them
-        res = {**res, "ratios": recovery_ratios(res)}
+    res, paper = run.results, run.res.paper or {}
     rows: list[tuple[str, float | None, float | None]] = []
     used_paper: set[str] = set()
     used_keys: set[str] = set()
@@ -437,7 +394,7 @@ def recovery_callback_note(run: RunData) -> str:
     cb = lookup(run.config, "callbacks.recovery")
     if not isinstance(cb, dict) or run.series is None or "recovery.test_acc" not in run.series.values:
         return ""
-    n_train = run.run_info.get("n_train")
+    n_train = run.info.n_train
     recorded = lookup(run.config, "recovery")
     overrides = {k: v for k, v in cb.items() if k in BY_NAME}
 
