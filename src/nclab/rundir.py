@@ -11,6 +11,7 @@ Layout of ``runs/<name>/`` (all writes atomic)::
     checkpoints/       last.pt (+ epoch_XXXX.pt); loaded with weights_only=True
     results.json       final summary written by experiments (:class:`Results`: recovery accuracy, baselines, ...)
     features/          optional saved features (.npy) for plots
+    baseline/          an experiment's fine-label baseline run (a run directory of its own)
     report.html        written by nclab.report (+ figures/*.png)
 
 run.json and results.json carry a ``schema_version`` (:data:`RunInfo.SCHEMA_VERSION`,
@@ -101,6 +102,21 @@ class RunDir:
         return self
 
     # writers -----------------------------------------------------------------------------
+    # sub-folders that experiments and the report add to a run directory (see the layout above)
+    OUTPUT_DIRS = ("features", "figures", "baseline")
+
+    def clear_outputs(self) -> None:
+        """Delete what a run wrote (metrics, checkpoints, results, report and :attr:`OUTPUT_DIRS`) before the run
+        starts over in the same folder; config.yaml, run.json and status.json are rewritten by the new run."""
+        import shutil
+
+        for p in [self.metrics_path, self.checkpoints / "last.pt", *self.checkpoints.glob("epoch_*.pt"),
+                  self.results_path, self.report_path]:
+            p.unlink(missing_ok=True)
+        for sub in self.OUTPUT_DIRS:
+            if (self.path / sub).is_dir():
+                shutil.rmtree(self.path / sub)
+
     def write_config(self, config) -> None:
         """config.yaml: a mapping, or a typed config (anything with ``to_dict()``, e.g. nclab.train.Config)."""
         d = config.to_dict() if hasattr(config, "to_dict") else config

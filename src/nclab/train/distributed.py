@@ -330,6 +330,9 @@ class ReadOnlyRunDir(RunDir):
     def write_results(self, *args, **kwargs) -> None:
         return None
 
+    def clear_outputs(self) -> None:
+        return None
+
 
 def run_dir_for_rank(path) -> RunDir:
     """The run directory this rank uses: the real one on rank 0, a :class:`ReadOnlyRunDir` elsewhere (only

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -479,13 +478,7 @@ class Trainer:
                                      f"--force to overwrite, or choose another run directory "
                                      f"(train: --name or --run-dir; "
                                      f"reproduce/sweep: --out)")
-                for p in [run.metrics_path, self._ckpt_path(), *run.checkpoints.glob("epoch_*.pt"),
-                          run.results_path, run.report_path]:
-                    p.unlink(missing_ok=True)
-                # what experiments add to a run directory belongs to the old run too
-                for sub in ("features", "figures", "baseline"):
-                    if (run.path / sub).is_dir():
-                        shutil.rmtree(run.path / sub)
+                run.clear_outputs()  # the old run's files, including what experiments added to its folder
             run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(self.cfg.to_dict())
         run.write_run_info({
