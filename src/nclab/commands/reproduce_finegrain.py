@@ -26,7 +26,7 @@ def add_experiments(sub) -> None:
 def add_common_args(p: argparse.ArgumentParser, spec: dict) -> None:
     p.add_argument("--recipe", default="fast",
                    help="paper (ResNet-18, 350 epochs, GPU; paper A's recipe), fast (the 2-core CPU recipe; "
-                        "the default), or any config name/YAML path")
+                        "the default), gpu-fast (a wider, deeper fastnet for one GPU), or any config name/YAML path")
     sweep = spec.get("sweep", False)  # sweep cells never train the baselines and always resume
 
     def default(key: str) -> str:  # a sweep runs any experiment: name each one's default

@@ -24,7 +24,7 @@ from nclab.rundir import RunDir, recovery_ratios
 from nclab.utils.errors import NclabError
 from nclab.utils.progress import say
 
-RECIPES = {"paper": "paper_resnet18", "fast": "fast"}
+RECIPES = {"paper": "paper_resnet18", "fast": "fast", "gpu-fast": "gpu_fast"}
 
 # Callback schedules per recipe: NC metrics + recovery are a full pass over the data each, affordable
 # often on a GPU, rarely on the 2-core CPU. The CPU curve clusters a 10,000-sample subset (2,000 per superclass),
@@ -38,6 +38,8 @@ RECIPES = {"paper": "paper_resnet18", "fast": "fast"}
 CALLBACKS = {
     "paper": {"nc_metrics": {"epochs": "log", "log_points": 30, "splits": ["train"]},
               "recovery": {"epochs": "log", "log_points": 15}},
+    "gpu-fast": {"nc_metrics": {"epochs": "log", "log_points": 8, "splits": ["train"]},
+                 "recovery": {"epochs": "log", "log_points": 6}},
     "default": {"nc_metrics": {"epochs": "log", "log_points": 3, "splits": ["train"]},
                 "recovery": {"epochs": "log", "log_points": 4, "max_train": 10000, "whiten_var": 0.8}},
 }
@@ -118,7 +120,7 @@ def build_config(name: str, *, recipe: str = "fast", data: str | None = None, hi
         pre.append(f"train.device={device}")
     cfg = load_config(base, pre)
     if callbacks and not cfg.callbacks:
-        cfg = cfg.replace(callbacks=json.loads(json.dumps(CALLBACKS["paper" if recipe == "paper" else "default"])))
+        cfg = cfg.replace(callbacks=json.loads(json.dumps(CALLBACKS.get(recipe, CALLBACKS["default"]))))
     return load_config(cfg, list(overrides or []))
 
 

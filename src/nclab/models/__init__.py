@@ -36,12 +36,12 @@ def _resnet18(input_shape, width: int = 64):
 
 
 def _fastnet(input_shape, widths=(64, 256, 256), act: str = "gelu", whiten: bool = True,
-             bn_momentum: float = 0.4, scale: float = 1 / 9):
+             bn_momentum: float = 0.4, scale: float = 1 / 9, group_depth: int = 2):
     ch = _image_ch("fastnet", input_shape)
     if min(input_shape[1:]) < 9:  # 2x2 stem (-1 px), then three 2x2 max-pools must leave >= 1 pixel
         raise NclabError(f"fastnet needs images of at least 9x9 pixels, got {input_shape[1]}x{input_shape[2]}; "
                          "use a larger data.image_size or model.name: resnet18 / vgg11 / mlp")
-    return fastnet_stages(ch, widths, act, whiten, bn_momentum, scale)
+    return fastnet_stages(ch, widths, act, whiten, bn_momentum, scale, group_depth)
 
 
 def _vgg(name, input_shape):

@@ -3,7 +3,8 @@
 Stem: 2x2 conv (padding 0) producing ``2 * 4 * C`` channels. With ``whiten=True`` its weights are set
 from the data (``data_init``): the eigenvectors ``v_i`` of the 2x2-patch covariance scaled by
 ``1/sqrt(lambda_i + eps)``, and their negatives; they stay frozen, only the bias trains.
-Then three groups ``conv3x3 -> maxpool2 -> BN -> act -> conv3x3 -> BN -> act`` of widths
+Then three groups ``conv3x3 -> maxpool2 -> BN -> act`` followed by ``group_depth - 1`` times
+``conv3x3 -> BN -> act`` (default 2 convs per group, airbench94's net; 3 is airbench96's deeper one), of widths
 ``widths`` (default 64/256/256), a global max-pool and a constant scale (default 1/9) -> features
 of dimension ``widths[-1]``. Convs start as a partial identity (dirac) map; BN weights are frozen at 1.
 """
@@ -37,18 +38,24 @@ def _dirac_conv(cin: int, cout: int) -> nn.Conv2d:
 
 
 class ConvGroup(nn.Module):
-    def __init__(self, cin: int, cout: int, act: str, bn_momentum: float):
+    def __init__(self, cin: int, cout: int, act: str, bn_momentum: float, depth: int = 2):
         super().__init__()
         self.conv1 = _dirac_conv(cin, cout)
         self.pool = nn.MaxPool2d(2)
         self.norm1 = FrozenWeightBN(cout, bn_momentum)
         self.conv2 = _dirac_conv(cout, cout)
         self.norm2 = FrozenWeightBN(cout, bn_momentum)
+        for i in range(3, depth + 1):  # deeper groups (airbench96): conv3, norm3, ...
+            self.add_module(f"conv{i}", _dirac_conv(cout, cout))
+            self.add_module(f"norm{i}", FrozenWeightBN(cout, bn_momentum))
+        self.depth = depth
         self.act = nn.GELU() if act == "gelu" else nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.norm1(self.pool(self.conv1(x))))
-        return self.act(self.norm2(self.conv2(x)))
+        for i in range(2, self.depth + 1):
+            x = self.act(getattr(self, f"norm{i}")(getattr(self, f"conv{i}")(x)))
+        return x
 
 
 class WhiteningStem(nn.Module):
@@ -83,8 +90,12 @@ class WhiteningStem(nn.Module):
 
 
 def fastnet_stages(in_ch: int, widths=(64, 256, 256), act: str = "gelu", whiten: bool = True,
-                   bn_momentum: float = 0.4, scale: float = 1 / 9) -> tuple["OrderedDict[str, nn.Module]", int]:
+                   bn_momentum: float = 0.4, scale: float = 1 / 9,
+                   group_depth: int = 2) -> tuple["OrderedDict[str, nn.Module]", int]:
     widths = list(widths)
+    if isinstance(group_depth, bool) or not isinstance(group_depth, int) or group_depth < 2:
+        raise NclabError(f"model.group_depth for fastnet must be an integer >= 2 (convs per group), "
+                         f"got {group_depth!r}")
     if len(widths) != 3 or not all(isinstance(w, int) and w > 0 for w in widths):
         raise NclabError(f"model.widths for fastnet must be 3 positive integers, got {widths!r}")
     if act not in ("gelu", "relu"):
@@ -93,7 +104,7 @@ def fastnet_stages(in_ch: int, widths=(64, 256, 256), act: str = "gelu", whiten:
     stages["stem"] = WhiteningStem(in_ch, act, whiten)
     cin = 2 * 4 * in_ch
     for i, w in enumerate(widths):
-        stages[f"group{i + 1}"] = ConvGroup(cin, w, act, bn_momentum)
+        stages[f"group{i + 1}"] = ConvGroup(cin, w, act, bn_momentum, group_depth)
         cin = w
     stages["pool"] = nn.Sequential(nn.AdaptiveMaxPool2d(1), Flatten(), Scale(scale))
     return stages, cin

@@ -209,6 +209,8 @@ class ModelSpec(Section):
                                     help="fastnet: BatchNorm momentum (PyTorch's convention: weight of the new batch)")
     scale: float | None = opt(None, (float,), nullable=True, minimum=1e-12,
                               help="fastnet: feature scale before the classifier")
+    group_depth: int | None = opt(None, (int,), nullable=True, minimum=2,
+                                  help="fastnet: convs per group (2 = airbench94's net, 3 = airbench96's)")
 
     def backbone_kwargs(self) -> dict[str, Any]:
         """The keys that are set (not null), without ``name``: what the model builder receives."""
