@@ -1,5 +1,6 @@
 """BatchIterator and augmentation: order/augmentation are pure functions of (seed, epoch, step)."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -115,3 +116,40 @@ def test_channels_last_and_errors():
 def test_mix_seed_is_stable():
     assert mix_seed(1, 2) == mix_seed(1, 2) != mix_seed(2, 1)
     assert 0 <= mix_seed(2**40, 7) < 2**63
+
+
+def test_augment_draws_cover_every_shift_independently_and_flip_half():
+    from nclab.data.augment import Augment
+    n, pad = 4000, 2
+    g = torch.Generator().manual_seed(0)
+    base = torch.randint(0, 256, (1, 1, 9, 9), generator=g, dtype=torch.uint8)
+    x = base.expand(n, 1, 9, 9).contiguous()
+    out = Augment(crop=pad, flip=True)(x, torch.Generator().manual_seed(1))
+    xp = F.pad(base.float(), (pad,) * 4, mode="reflect").to(torch.uint8)[0]
+    cands = {(dy, dx, f): (xp[:, dy:dy + 9, dx:dx + 9].flip(-1) if f else xp[:, dy:dy + 9, dx:dx + 9])
+             for dy in range(5) for dx in range(5) for f in (0, 1)}
+    seen = []
+    for i in range(n):
+        seen.append(next(k for k, v in cands.items() if torch.equal(out[i], v)))
+    seen = np.array(seen)
+    assert set(seen[:, 0]) == set(range(5)) and set(seen[:, 1]) == set(range(5))  # all shifts -pad..pad
+    assert (seen[:, 0] != seen[:, 1]).mean() > 0.7  # dy, dx drawn independently (equal w.p. 1/5)
+    assert abs(seen[:, 2].mean() - 0.5) < 0.05
+
+
+def test_augmentation_differs_between_steps_and_epochs():
+    from nclab.data.augment import Augment
+    from nclab.data.batches import BatchIterator
+    x = torch.randint(0, 256, (1, 3, 8, 8), dtype=torch.uint8).expand(32, 3, 8, 8).contiguous()
+    it = BatchIterator(x, torch.zeros(32, dtype=torch.int64), 8, shuffle=False, augment=Augment(2, True), seed=0)
+    e0 = [b for b, _ in it]
+    it.set_epoch(1)
+    e1 = [b for b, _ in it]
+    assert not torch.equal(e0[0], e0[1])  # same images, another step: other draws
+    assert not torch.equal(e0[0], e1[0])  # same step, another epoch: other draws
+
+
+def test_drop_last_keeps_a_batch_smaller_than_batch_size():
+    from nclab.data.batches import BatchIterator
+    it = BatchIterator(torch.randn(5, 2), torch.zeros(5, dtype=torch.int64), 8, shuffle=True, drop_last=True)
+    assert len(it) == 1 and len(next(iter(it))[1]) == 5

@@ -23,6 +23,7 @@ from nclab.collapse import (
 )
 from nclab.data.hierarchy import Hierarchy
 from nclab.utils.errors import NclabError
+from helpers_cli import save_arrays as _save
 
 
 # ------------------------------------------------------------------------------------------------
@@ -659,3 +660,390 @@ def test_a_nan_in_a_later_chunk_leaves_the_second_pass_as_it_was(monkeypatch):
     assert sp.n == sp.n_labelled == 600
     ref = SecondPass(stats, W, project=True).update(H[:600], y[:600]).update(H[600:], y[600:])
     assert sp.update(H[600:], y[600:]).result() == ref.result()  # usable afterwards, as if the bad batch never came
+
+
+def test_metrics_take_gradient_tracking_tensors_and_stay_usable():
+    # features straight from a model and W = model.classifier.weight (an nn.Parameter) must work with the out=
+    # work buffers, and must not leave the per-thread buffer failing every later call in the process
+    import torch
+
+    from nclab.collapse import metrics_from_arrays
+    from nclab.models import build_model
+
+    torch.manual_seed(0)
+    m = build_model("mlp", 3, (4,), width=8, depth=1)
+    x, y = torch.randn(60, 4), torch.arange(60) % 3
+    want = metrics_from_arrays(m.features(x).detach(), y, m.classifier.weight.detach(), num_classes=3)
+    got = metrics_from_arrays(m.features(x), y, m.classifier.weight, num_classes=3)
+    assert got == pytest.approx(want, rel=1e-12, nan_ok=True)
+    H = np.random.default_rng(1).normal(size=(90, 50))  # D > 2K: the projected route and its buffers
+    yy = np.arange(90) % 3
+    a = metrics_from_arrays(torch.from_numpy(H).requires_grad_(), yy)
+    assert metrics_from_arrays(H, yy) == pytest.approx(a, rel=1e-12, nan_ok=True)
+
+
+def test_second_pass_checks_labels_like_the_first():
+    from nclab.collapse import ClassStats
+    from nclab.collapse.second_pass import SecondPass
+
+    rng = np.random.default_rng(0)
+    H, y = rng.normal(size=(30, 4)), np.arange(30) % 3
+    sp = SecondPass(ClassStats(3).update(H, y), rng.normal(size=(3, 4)))
+    for bad, msg in ((y + 5, "label 7 outside 0..2"), (y - 1, "label -1 outside"), (y + 0.5, "must be integers")):
+        with pytest.raises(NclabError, match=msg):
+            sp.update(H, bad)
+    sp.update(H, y.astype(np.float64))  # whole-number floats are labels, as in ClassStats
+    assert sp.n == 30
+
+
+def test_whole_float_batch_size_and_trimmed_buffers():
+    from nclab.collapse import metrics_from_arrays
+    from nclab.collapse.stats import thread_scratch
+
+    rng = np.random.default_rng(0)
+    H, y = rng.normal(size=(3000, 8)), np.arange(3000) % 3
+    a = metrics_from_arrays(H, y, batch_size=np.float64(512))
+    assert metrics_from_arrays(H, y, batch_size=512) == pytest.approx(a, nan_ok=True)
+    H = rng.normal(size=(40_000, 300))  # 40,000 x 300 float64 buffers (96 MB each) must not stay pinned
+    metrics_from_arrays(H, np.arange(40_000) % 3, batch_size=40_000)
+    assert max((t.numel() * t.element_size() for t in thread_scratch()._t.values()), default=0) <= 64 << 20
+
+
+def _blobs(seed, N, D, K, offset=0.0, sep=3.0, noise=1.0):
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=(K, D)) * sep + offset
+    y = rng.integers(0, K, N)
+    y[:K] = np.arange(K)
+    return mu[y] + noise * rng.normal(size=(N, D)), y
+
+
+def _reference(H, y, W=None, b=None):
+    """NumPy float64 reference of the metrics checked here (all classes present): trace_within, trace_between,
+    nc1 = tr(Σ_W Σ_B⁺)/K in the basis of the centred means (SVD, not the engine's Householder), cdnv, NC4."""
+    H = np.asarray(H, np.float64)
+    N = len(y)
+    ks = np.unique(y)
+    K = len(ks)
+    mu = np.stack([H[y == k].mean(0) for k in ks])
+    Mc = mu - H.mean(0)
+    R = H - mu[np.searchsorted(ks, y)]
+    _, s, vt = np.linalg.svd(Mc, full_matrices=False)
+    Q = vt[s > s[0] * 1e-10].T  # (D, r) basis of the span of the centred means
+    RQ = R @ Q
+    sw = RQ.T @ RQ / N
+    sb = (Mc @ Q).T @ (Mc @ Q) / K
+    var = np.array([np.mean(np.sum(R[y == k] ** 2, 1)) for k in ks])
+    d2 = ((mu[:, None] - mu[None]) ** 2).sum(-1)
+    iu = np.triu_indices(K, 1)
+    out = {"n_samples": float(N), "trace_within": np.sum(R * R) / N, "trace_between": np.sum(Mc * Mc) / K,
+           "nc1": np.trace(sw @ np.linalg.inv(sb)) / K,
+           "cdnv": np.mean((var[iu[0]] + var[iu[1]]) / (2 * d2[iu]))}
+    if W is not None:
+        ncc = ks[np.argmin(((H[:, None, :] - mu[None]) ** 2).sum(-1), 1)]
+        pred = np.argmax(H @ np.asarray(W, np.float64).T + (0 if b is None else b), 1)
+        out["ncc_mismatch"] = np.mean(pred != ncc)
+        out["ncc_acc"] = np.mean(ncc == y)
+        out["classifier_acc"] = np.mean(pred == y)
+    return out
+
+
+def _assert_metrics(got, ref, rel=1e-9):
+    for k, v in ref.items():
+        assert got[k] == pytest.approx(v, rel=rel, abs=1e-14), (k, got[k], v)
+
+
+def test_default_route_first_pass_sees_every_row_when_the_data_spans_many_chunks():
+    # D = 1024 (> 2K): the default route takes the lean first pass in chunks of 16 x 512 rows and the second pass
+    # in chunks of 512; 9,000 rows span both chunkings, so each pass must visit every row exactly once
+    H, y = _blobs(1, 9000, 1024, 5, offset=2.0)
+    H = H.astype(np.float32)
+    W = np.random.default_rng(2).normal(size=(5, 1024))
+    got = metrics_from_arrays(H, y, W)
+    _assert_metrics(got, _reference(H, y, W), rel=1e-8)
+    assert 0 < got["ncc_mismatch"] < 1
+
+
+@pytest.mark.parametrize("N, bs", [(98, 97), (61, 12), (1, 1)])
+def test_second_pass_counts_a_last_chunk_of_one_row(N, bs):
+    # the projected route (D > 2K) with W: the last chunk of the second pass holds a single row
+    H, y = _blobs(3, N, 9, 1 if N == 1 else 3, offset=1.0)
+    W = np.random.default_rng(4).normal(size=(int(y.max()) + 1, 9))
+    got = metrics_from_arrays(H, y, W, batch_size=bs)
+    if N == 1:  # one sample: nothing about the spread is defined, but the row is counted in NC4
+        assert got["n_samples"] == 1 and got["trace_within"] == 0
+        assert got["ncc_mismatch"] == float(np.argmax(H[0] @ W.T) != 0)
+        return
+    _assert_metrics(got, _reference(H, y, W))
+
+
+@pytest.mark.parametrize("N", [1, 128, 129, 257])
+def test_lean_first_pass_includes_a_last_piece_of_one_row(N):
+    # counts and means only, float32 at D = 4096: converted in pieces of 128 rows; N = 129 / 257 leave one row
+    rng = np.random.default_rng(N)
+    y = np.arange(N) % 3
+    H = (rng.normal(size=(N, 4096)) + 10 * y[:, None]).astype(np.float32)
+    st = ClassStats(3, scatter=False, traces=False).update(H, y)
+    for k in range(3):
+        if np.any(y == k):
+            np.testing.assert_allclose(st.means[k].numpy(), H[y == k].astype(np.float64).mean(0), rtol=1e-13,
+                                       atol=1e-13)
+
+
+@pytest.mark.parametrize("scatter, traces", [(False, True), (True, False)])
+def test_first_pass_with_only_traces_or_only_scatter_is_exact_and_leaves_float32_input_alone(scatter, traces):
+    # the "counts and means only" shortcut must not be taken when either statistic is kept: traces / scatter are
+    # float64 sums about the class means, and the caller's float32 array is never changed
+    H, y = _blobs(5, 700, 6, 4, offset=30.0, noise=0.01)
+    H = H.astype(np.float32)
+    before = H.copy()
+    st = ClassStats(4, scatter=scatter, traces=traces).update(H, y)
+    np.testing.assert_array_equal(H, before)
+    H64 = H.astype(np.float64)
+    R = H64 - np.stack([H64[y == k].mean(0) for k in range(4)])[y]
+    if traces:
+        want = np.array([np.sum(R[y == k] ** 2) for k in range(4)])
+        np.testing.assert_allclose(st.traces.numpy(), want, rtol=1e-10)
+    if scatter:
+        np.testing.assert_allclose(st.scatter[0].numpy(), R.T @ R, rtol=1e-10, atol=1e-12)
+
+
+def test_second_pass_label_checks_name_the_problem():
+    rng = np.random.default_rng(0)
+    H, y = rng.normal(size=(30, 4)), np.arange(30) % 3
+    sp = SecondPass(ClassStats(3).update(H, y), rng.normal(size=(3, 4)))
+    bad = y.copy()
+    bad[4] = 3  # exactly K: one past the last class
+    with pytest.raises(NclabError, match="label 3 outside 0..2"):
+        sp.update(H, bad)
+    with pytest.raises(NclabError, match="features have 30 rows but labels have 29"):
+        sp.update(H, y[:29])
+    # a class the first pass never saw (K = 3, first pass fed classes 0 and 1 only)
+    two = np.arange(20) % 2
+    sp2 = SecondPass(ClassStats(3).update(H[:20], two), rng.normal(size=(3, 4)))
+    with pytest.raises(NclabError, match="never saw"):
+        sp2.update(H, y)
+    assert sp.n == 0 and sp2.n == 0
+
+
+def test_float32_scores_rescore_rows_whose_order_rounding_of_the_bias_can_flip(monkeypatch):
+    # float32 route (FUSED_COLUMNS = 0, as with many classes): scores W h + b near 100 where float32 spacing is 2^-17.
+    # b0 rounds up and b1 rounds down to the same float32 value, so float32 ranks class 0 first (by one spacing) while
+    # float64 ranks class 1 first; the bias's rounding must be inside the rescoring tolerance
+    from nclab.collapse import second_pass
+
+    monkeypatch.setattr(second_pass, "FUSED_COLUMNS", 0)
+    sp32 = 2.0 ** -17
+    rng = np.random.default_rng(1)
+    N = 60
+    H = np.zeros((N, 4), np.float32)
+    H[:, 0] = 5.0
+    H[:, 1:] = rng.normal(size=(N, 3))  # W is 0 there: only varies the class means
+    y = np.repeat([0, 1, 2], [10, 30, 20])  # unequal classes: "always 0" and "always 1" score differently
+    W = np.zeros((3, 4))
+    W[0, 0] = 1e-6  # (W h)_0 = 5e-6, (W h)_1 = 0
+    b = np.array([100 + 0.52 * sp32, 100 + 1.46 * sp32, -1000.0])
+    H64 = H.astype(np.float64)
+    ref = np.argmax(H64 @ W.T + b, 1)
+    f32 = np.argmax((H @ W.T.astype(np.float32)) + b.astype(np.float32), 1)
+    assert np.all(ref == 1) and np.all(f32 == 0)  # the trap is real: plain float32 gets every row wrong
+    stats = ClassStats(3).update(H, y)
+    sp = SecondPass(stats, W, b)
+    sp.update(H, y)
+    assert not sp._fused_w
+    assert sp.result()["classifier_acc"] == np.mean(ref == y) != np.mean(f32 == y)
+
+
+def test_float32_scores_that_overflow_are_scored_in_float64(monkeypatch):
+    # float32 features whose products overflow float32 (inf - inf = nan for class 0): decisions are float64's
+    from nclab.collapse import second_pass
+
+    monkeypatch.setattr(second_pass, "FUSED_COLUMNS", 0)
+    rng = np.random.default_rng(2)
+    N = 40
+    H = np.zeros((N, 3), np.float32)
+    H[:, 0], H[:, 1] = 2.0**66, -(2.0**66)
+    H[:, 2] = rng.normal(size=N).astype(np.float32)
+    y = np.repeat([0, 1], [10, 30])
+    # powers of two: float64 products are exact, row 0 scores exactly 0 and row 1 scores 2^56; float32 products
+    # of row 0 are 2^130 > float32's largest (2^128)
+    W = np.array([[2.0**64, 2.0**64, 0.0], [2.0**-10, 0.0, 0.0]])
+    H64 = H.astype(np.float64)
+    ref = np.argmax(H64 @ W.T, 1)
+    assert np.all(ref == 1)
+    with np.errstate(all="ignore"):
+        assert not np.all(np.isfinite(H @ W.T.astype(np.float32)))  # float32 really overflows
+    sp = SecondPass(ClassStats(2).update(H, y), W)
+    sp.update(H, y)
+    assert sp.result()["classifier_acc"] == np.mean(ref == y) == 0.75
+
+
+def test_nc4_over_a_mix_of_labelled_and_unlabelled_batches_is_per_sample():
+    # NC4 counts every row fed (labelled or not); the accuracies only the labelled ones
+    H, y = _blobs(7, 400, 6, 4, sep=1.0)
+    pool = np.random.default_rng(8).normal(size=(300, 6)) * 2
+    W = np.random.default_rng(9).normal(size=(4, 6))
+    mu = np.stack([H[y == k].mean(0) for k in range(4)])
+    sp = SecondPass(ClassStats(4).update(H, y), W, project=False)
+    sp.update(H, y).update(pool)
+    both = np.vstack([H, pool])
+    ncc = np.argmin(((both[:, None] - mu[None]) ** 2).sum(-1), 1)
+    pred = np.argmax(both @ W.T, 1)
+    got = sp.result()
+    assert got["ncc_mismatch"] == np.mean(pred != ncc)
+    assert got["ncc_acc"] == np.mean(ncc[:400] == y)
+
+
+def test_nc1_from_projection_takes_the_matrix_or_its_diagonal():
+    from nclab.collapse.metrics import between_span, centred_means, class_means, nc1_from_projection
+
+    H, y = _blobs(11, 500, 8, 4, offset=1.0)
+    st = ClassStats(4).update(H, y)
+    _, n, _ = class_means(st)
+    V, s = between_span(n, centred_means(st))
+    P = V @ st.within_scatter() @ V.T  # (r, r), with off-diagonal terms
+    assert float(P.abs().sum() - torch.diagonal(P).abs().sum()) > 1e-3
+    want = _reference(H, y)["nc1"]
+    assert nc1_from_projection(P, s) == pytest.approx(want, rel=1e-10)
+    assert nc1_from_projection(torch.diagonal(P), s) == pytest.approx(want, rel=1e-10)
+
+
+def test_weight_metrics_with_an_absent_class_follow_the_documented_rows():
+    """docs/metrics.md: the *_weights metrics use every row of W (K_W rows, 1/(K_W - 1) in maxangle), while
+    self_duality compares the rows of the *present* classes with the centred means. Class 2 of 6 (not the last
+    one, so a prefix of W's rows is not the present rows) has no sample."""
+    H, y = gaussian_data(seed=21, N=500, D=9, K=6, offset=1.5)
+    y = y.copy()
+    y[y == 2] = 4
+    assert not np.any(y == 2)
+    rng = np.random.default_rng(8)
+    W, b = rng.normal(size=(6, 9)), rng.normal(size=6)
+    W[2] *= 5.0  # the absent class's row differs visibly from the others (norm, angles)
+    ref = naive(H, y, 6, W, b)
+    for scatter in (True, False):
+        got = metrics_from_arrays(H, y, W, b, scatter=scatter, batch_size=128)
+        assert got["n_classes"] == 5
+        assert_close(got, ref)
+    # the reference really distinguishes the two conventions (else this test could not tell them apart)
+    present = [0, 1, 3, 4, 5]
+    Wp = W[present] / np.linalg.norm(W[present], axis=1, keepdims=True)
+    cos = (Wp @ Wp.T)[np.triu_indices(5, 1)]
+    assert abs(np.mean(np.abs(cos + 1 / 4)) - ref["maxangle_weights"]) > 1e-3  # present rows only: another value
+    Mc = np.stack([H[y == k].mean(0) for k in present]) - H.mean(0)
+    prefix = W[:5]
+    wrong = np.sum((prefix / np.linalg.norm(prefix) - Mc / np.linalg.norm(Mc)) ** 2)
+    assert abs(wrong - ref["self_duality"]) > 1e-3
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_classifier_and_ncc_accuracy_are_against_the_labels(fused, monkeypatch):
+    """ncc_acc = mean(nearest class mean == y), classifier_acc = mean(argmax(W h + b) == y), on overlapping
+    classes where the nearest-centre rule and the classifier are often wrong and disagree."""
+    from nclab.collapse import second_pass
+
+    monkeypatch.setattr(second_pass, "FUSED_COLUMNS", 10_000 if fused else 0)
+    H, y = gaussian_data(seed=31, N=1500, D=10, K=5, offset=2.0, sep=0.7)
+    mu = np.stack([H[y == k].mean(0) for k in range(5)])
+    W = mu - H.mean(0) + 0.3 * np.random.default_rng(3).normal(size=(5, 10))  # a noisy, imperfect classifier
+    b = np.random.default_rng(4).normal(size=5)
+    ncc = np.argmin(((H[:, None, :] - mu[None]) ** 2).sum(-1), 1)
+    pred = np.argmax(H @ W.T + b, 1)
+    ref_ncc, ref_clf = np.mean(ncc == y), np.mean(pred == y)
+    assert 0.3 < ref_ncc < 0.95 and 0.3 < ref_clf < 0.95 and abs(np.mean(pred == ncc) - ref_clf) > 0.05
+    for scatter in (True, False):
+        got = metrics_from_arrays(H, y, W, b, scatter=scatter, batch_size=256)
+        assert got["ncc_acc"] == ref_ncc and got["classifier_acc"] == ref_clf
+        assert got["ncc_mismatch"] == np.mean(pred != ncc)
+
+
+def test_rank_rtol_drops_a_residue_direction_of_the_means():
+    """Means in a 2-D plane up to a 1e-9 residue in a third direction: numpy's default rank cut keeps the residue
+    (Σ_B† ~ 1e18 there, nc1 explodes); rank_rtol=1e-6 drops it and nc1 equals the naive pinv with a rank-2 Σ_B."""
+    rng = np.random.default_rng(5)
+    K, D, n = 4, 6, 60
+    M = np.zeros((K, D))
+    M[:, :2] = rng.normal(size=(K, 2)) * 3.0
+    M[:, 2] = np.array([1.0, -1.0, 0.5, -0.5]) * 1e-9  # residue of an imperfect solution
+    y = np.repeat(np.arange(K), n)
+    E = rng.normal(size=(K * n, D))
+    for k in range(K):  # zero-mean noise per class: the class means are exactly M
+        E[y == k] -= E[y == k].mean(0)
+    H = M[y] + E
+    ref = naive(H, y, K)["nc1"]  # pinv(Σ_B, rtol=1e-10) keeps the two genuine directions only
+    Sw = (E.T @ E) / len(y)
+    Mc = M - M.mean(0)
+    U, s, Vt = np.linalg.svd(Mc, full_matrices=False)
+    hand = sum(Vt[j] @ Sw @ Vt[j] / s[j] ** 2 for j in range(2))  # tr(Σ_W Σ_B†)/K on the rank-2 span
+    assert ref == pytest.approx(hand, rel=1e-6) and 0 < ref < 10
+    for scatter in (True, False):
+        default = metrics_from_arrays(H, y, scatter=scatter)["nc1"]
+        assert default > 1e6 * ref  # the residue direction is kept by the default cut
+        got = metrics_from_arrays(H, y, scatter=scatter, rank_rtol=1e-6)["nc1"]
+        assert got == pytest.approx(ref, rel=1e-6)
+    stats = ClassStats(K).update(H, y)
+    assert compute_metrics(stats, rank_rtol=1e-6)["nc1"] == pytest.approx(ref, rel=1e-6)
+
+
+def test_hierarchy_metrics_reject_a_non_finite_bias_of_either_view():
+    """docs/metrics.md: NaN/inf in W or b raise NclabError, also for hierarchy_metrics on statistics alone (no
+    second pass), whichever view the classifier belongs to."""
+    from nclab.collapse import hierarchy_metrics
+    from nclab.utils.errors import NclabError
+
+    h = Hierarchy([0, 0, 1, 1, 1, 2], [f"f{i}" for i in range(6)], ["a", "b", "c"])
+    H, y = gaussian_data(seed=16, N=300, D=5, K=6)
+    stats = ClassStats(6, groups=h.fine_to_coarse).update(H, y)
+    for k in (6, 3):
+        W = np.random.default_rng(k).normal(size=(k, 5))
+        bn = np.zeros(k)
+        bn[1] = np.nan
+        with pytest.raises(NclabError, match="b contains NaN or inf"):
+            hierarchy_metrics(stats, h, W, bn)
+        view = "fine" if k == 6 else "coarse"
+        labels = y if k == 6 else h.coarse_of(y)
+        assert_close(hierarchy_metrics(stats, h, W, np.zeros(k))[view],
+                     {key: v for key, v in naive(H, labels, k, W).items() if key != "ncc_mismatch"})
+
+
+def test_cli_metrics_uses_the_bias(tmp_path, capsys):
+    from nclab.cli import main
+
+    H, y = gaussian_data(seed=14, N=400, D=6, K=4, sep=1.0)
+    rng = np.random.default_rng(9)
+    W, b = rng.normal(size=(4, 6)), np.array([3.0, 0.0, -3.0, 0.0])
+    ref = naive(H, y, 4, W, b)
+    assert abs(ref["ncc_mismatch"] - naive(H, y, 4, W)["ncc_mismatch"]) > 0.1  # the bias matters here
+    f = _save(tmp_path, H=H, y=y, W=W, b=b)
+    assert main(["metrics", "--features", f["H"], "--labels", f["y"], "--weights", f["W"], "--bias", f["b"],
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert_close(out, ref)
+    assert out["ncc_mismatch"] == ref["ncc_mismatch"]
+    assert out["classifier_acc"] == np.mean(np.argmax(H @ W.T + b, 1) == y)
+
+
+def test_cli_metrics_with_a_hierarchy_and_fine_classifier(tmp_path, capsys):
+    from nclab.cli import main
+
+    h = Hierarchy([0, 0, 1, 1, 1, 2], [f"f{i}" for i in range(6)], ["a", "b", "c"])
+    H, y = gaussian_data(seed=15, N=500, D=7, K=6, sep=1.5)
+    rng = np.random.default_rng(10)
+    W, b = rng.normal(size=(6, 7)), rng.normal(size=6) * 2
+    f = _save(tmp_path, H=H, y=y, W=W, b=b)
+    (tmp_path / "h.json").write_text(json.dumps(h.to_dict()))
+    assert main(["metrics", "--features", f["H"], "--labels", f["y"], "--weights", f["W"], "--bias", f["b"],
+                 "--hierarchy", str(tmp_path / "h.json"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    api = hierarchy_metrics_from_arrays(H, y, h, W, b)
+    assert set(out) == set(api)
+    for view in api:
+        assert set(out[view]) == set(api[view]), view
+        for key, val in api[view].items():
+            if np.isnan(val):
+                assert out[view][key] is None, (view, key)  # JSON null
+            else:
+                assert out[view][key] == pytest.approx(val, rel=1e-12), (view, key)
+    for key in ("self_duality", "maxangle_weights", "etf_error_weights", "ncc_mismatch", "classifier_acc"):
+        assert key in out["fine"], key
+    assert_close(out["fine"], naive(H, y, 6, W, b))  # W has fine rows: fine view gets the weight metrics
+    assert_close(out["coarse"], naive(H, h.coarse_of(y), 3))
+    assert "self_duality" not in out["coarse"]

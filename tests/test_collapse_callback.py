@@ -13,6 +13,7 @@ from nclab.collapse.callback import NCMetricsCallback, log_epochs
 from nclab.data.hierarchy import Hierarchy
 from nclab.data.types import Dataset, Split
 from nclab.utils.errors import NclabError
+from test_collapse import assert_close, naive
 
 F2C = [0, 0, 1, 1, 2, 2]
 
@@ -157,3 +158,27 @@ def test_cached_first_pass_features_give_the_same_second_pass_as_a_fresh_forward
             assert cached[view][key] == pytest.approx(val, rel=1e-12, nan_ok=True), (view, key)
     assert cached["taps"]["head.0"]["coarse"]["nc1"] == pytest.approx(fresh["taps"]["head.0"]["coarse"]["nc1"],
                                                                       rel=1e-12)
+
+
+def test_measure_with_a_cache_that_overflows_recomputes_every_batch():
+    """max_cache_bytes between one batch and all batches: the second pass must still see every sample (same
+    numbers as max_cache_bytes=0 and as the naive reference on all features)."""
+    from nclab.collapse.callback import measure
+    from test_collapse_callback import FakeTrainer, _collect
+
+    tr = FakeTrainer()
+    batches = tr.eval_loader("train")  # 5 batches (50, 50, 50, 50, 40) of 16 float32 features: 3200 B each
+    fine = tr.dataset.train.y
+    args = dict(hierarchy=tr.hierarchy, fine_labels=fine)
+    part = measure(tr.model, batches, max_cache_bytes=5000, **args)
+    fresh = measure(tr.model, batches, max_cache_bytes=0, **args)
+    H = _collect(tr, "train").numpy()
+    assert H.shape == (240, 16)
+    W = tr.model.classifier.weight.detach().double().numpy()
+    b = tr.model.classifier.bias.detach().double().numpy()
+    ref = naive(H, tr.hierarchy.coarse_of(fine.numpy()), 3, W, b)
+    for res in (part, fresh):
+        assert_close(res["coarse"], ref, rtol=1e-6)
+        assert res["coarse"]["n_samples"] == 240
+    for key, val in fresh["coarse"].items():
+        assert part["coarse"][key] == pytest.approx(val, rel=1e-12, nan_ok=True), key

@@ -8,7 +8,9 @@ import torch
 
 from nclab.data import Hierarchy, build_hierarchy, load_dataset, split_labels, subsample
 from nclab.data.cifar_meta import CIFAR10_CLASSES, CIFAR100_FINE
+from nclab.train import Trainer
 from nclab.utils.errors import NclabError
+from test_train import base_cfg
 
 C10 = CIFAR10_CLASSES
 
@@ -250,3 +252,77 @@ def test_hierarchies_carry_an_explicit_kind_that_survives_a_round_trip():
     assert Hierarchy.from_dict(relabelled).kind == "split"
     with pytest.raises(NclabError, match="kind"):
         Hierarchy([0, 1], ["a", "b"], ["x", "y"], kind="splt")
+
+
+def test_coarse_of_refuses_labels_outside_the_hierarchy():
+    import torch
+
+    from nclab.data import build_hierarchy
+
+    h = build_hierarchy("mod:2", list("abcd"))
+    assert list(h.coarse_of(np.array([0, 1, 2, 3]))) == [0, 1, 0, 1]
+    assert h.coarse_of(torch.tensor([[3, 2]])).tolist() == [[1, 0]]
+    for bad, msg in ((np.array([-1, 0]), "fine label -1 is outside 0..3"), (np.array([4]), "fine label 4"),
+                     (np.array([0.0, 1.0]), "integer"), (torch.tensor([-1]), "fine label -1"),
+                     (torch.tensor([1.0]), "integer")):
+        with pytest.raises(NclabError, match=msg):
+            h.coarse_of(bad)
+
+
+def test_subsample_refuses_a_class_with_no_train_samples():
+    from nclab.data import load_dataset, subsample
+
+    ds = load_dataset("digits")
+    # count 0 silently dropped the class from training while it stayed in num_classes, the test split and the
+    # metrics (counts=0 gave an empty train split); the geometric profile already keeps >= 1 per class
+    for counts in (0, "0," + ",".join(["5"] * 9), [5] * 9 + [0]):
+        with pytest.raises(NclabError, match=r"subsample count for class \d is 0; every class needs >= 1"):
+            subsample(ds, counts=counts)
+    with pytest.raises(NclabError, match=r"class 0 is -1"):
+        subsample(ds, counts="-1," + ",".join(["5"] * 9))
+    for counts in (["a"] * 10, [float("nan")] * 10, 5.5, [float("inf")] * 10):  # ValueError/TypeError before
+        with pytest.raises(NclabError, match="whole numbers"):
+            subsample(ds, counts=counts)
+    assert np.bincount(subsample(ds, counts=[1] * 9 + [2]).train.y.numpy()).tolist() == [1] * 9 + [2]
+
+
+def test_subsample_picks_what_its_docstring_says(tmp_path):
+    # class c keeps default_rng([seed, c]).permutation(its indices)[:n], in original order; with ratio=... the
+    # profile starts from the smallest available class (unequal class sizes here, so max() would differ);
+    # a training run subsamples with its own seed
+    from nclab.data import subsample
+    from nclab.data.subsample import geometric_counts
+    from nclab.data.types import Dataset, Split
+    y = np.repeat(np.arange(3), [10, 6, 8])
+    x = torch.arange(y.size, dtype=torch.float32).view(-1, 1)
+    ds = Dataset("toy", Split(x, torch.from_numpy(y)), Split(x[:3], torch.arange(3)), ["a", "b", "c"], source="toy")
+
+    def want(counts, seed):
+        keep = [np.flatnonzero(y == c)[np.random.default_rng([seed, c]).permutation((y == c).sum())[:n]]
+                for c, n in enumerate(counts)]
+        return np.sort(np.concatenate(keep))
+
+    got = subsample(ds, ratio=2.0, seed=3)
+    counts = geometric_counts(6, 3, 2.0)
+    assert counts[0] == 6 and list(np.bincount(got.train.y.numpy(), minlength=3)) == list(counts)
+    assert np.array_equal(got.train.x[:, 0].numpy().astype(int), want(counts, 3))
+    tr = Trainer(base_cfg(seed=4, data={"subsample": [5, 2, 3], "normalize": False}), tmp_path / "r", dataset=ds)
+    assert np.array_equal(tr.dataset.train.x[:, 0].numpy().astype(int), want([5, 2, 3], 4))
+    # a mapping without a seed takes the run's seed, and the resolved config keeps what the user wrote
+    tr = Trainer(base_cfg(seed=4, data={"subsample": {"counts": [5, 2, 3]}, "normalize": False}), tmp_path / "m",
+                 dataset=ds)
+    assert np.array_equal(tr.dataset.train.x[:, 0].numpy().astype(int), want([5, 2, 3], 4))
+    assert tr.cfg.data.subsample == {"counts": [5, 2, 3]}
+
+
+def test_random_hierarchy_is_a_seeded_balanced_grouping_numbered_by_smallest_fine_class():
+    # written from the builder's comments: perm = default_rng(SEED).permutation(n), fine class perm[i] joins
+    # group i mod K, and the groups are numbered by their smallest fine class
+    from nclab.data import build_hierarchy
+    n, k = 10, 3
+    names = [f"f{i}" for i in range(n)]
+    for seed in range(8):  # several seeds: for some the groups come out in order without renumbering
+        h = build_hierarchy(f"random:{seed}:{k}", names)
+        perm = np.random.default_rng(seed).permutation(n)
+        groups = sorted((sorted(int(f) for f in perm[i::k]) for i in range(k)), key=min)  # numbered in order
+        assert [h.fine_classes(c) for c in range(k)] == groups, seed

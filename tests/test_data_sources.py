@@ -743,3 +743,14 @@ def test_nclab_data_names_the_data_folder(tmp_path, monkeypatch):
     assert expand_data_path("rel/$NCLAB_DATA") == "rel/$NCLAB_DATA"  # only a leading variable is expanded
     monkeypatch.delenv("NCLAB_DATA")
     assert data_root() == Path("data") and expand_data_path("$NCLAB_DATA/x") == str(Path("data") / "x")
+
+
+def test_folder_checksum_sees_a_same_size_rewrite(tmp_path):
+    import os
+    from nclab.data.cache import listing_checksum
+    (tmp_path / "a.bin").write_bytes(b"1234")
+    before = listing_checksum(tmp_path, ["a.bin"])
+    (tmp_path / "a.bin").write_bytes(b"5678")  # same size: only the mtime tells
+    st = (tmp_path / "a.bin").stat()
+    os.utime(tmp_path / "a.bin", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert listing_checksum(tmp_path, ["a.bin"]) != before

@@ -94,3 +94,10 @@ def test_digits_matches_sklearn_and_split_is_stratified_and_fixed():
     assert torch.equal(again.test.x, d.test.x) and torch.equal(again.train.y, d.train.y)
     with pytest.raises(NclabError, match="takes no argument"):
         load_dataset("digits:foo")
+
+
+def test_synthetic_test_split_is_fresh_data():
+    from nclab.data import load_dataset
+    ds = load_dataset("synthetic:n_train=60,n_test=60")
+    train = {tuple(r) for r in ds.train.x.numpy().round(6)}
+    assert not any(tuple(r) in train for r in ds.test.x.numpy().round(6))

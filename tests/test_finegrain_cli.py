@@ -10,6 +10,7 @@ import pytest
 from nclab.cli import main
 from nclab.finegrain.evaluate import evaluate_recovery
 from test_finegrain_recovery import split
+from helpers_cli import save_arrays as _save
 
 
 @pytest.fixture()
@@ -123,3 +124,25 @@ def test_recover_json_is_strict_when_a_superclass_has_no_test_rows(arrays, tmp_p
     out = json.loads(capsys.readouterr().out, parse_constant=no_constants)
     per = {p["coarse"]: p for p in out["per_superclass"]}
     assert per[2]["test_acc"] is None and per[2]["n_test"] == 0 and per[0]["test_acc"] is not None
+
+
+def test_recover_cli_passes_normalize_and_fit_on(tmp_path, capsys):
+    from nclab.cli import main
+
+    xtr, ytr, xte, yte, f2c = split(seed=2, noise=3.0, fine_sep=4.0)
+    pred = f2c[yte].copy()
+    pred[::7] = (pred[::7] + 1) % 3
+    f = _save(tmp_path, xtr=xtr, ctr=f2c[ytr], ytr=ytr, xte=xte, pred=pred, yte=yte)
+    base = ["recover", "--features-train", f["xtr"], "--coarse-train", f["ctr"], "--fine-train", f["ytr"],
+            "--features-test", f["xte"], "--coarse-pred", f["pred"], "--fine-test", f["yte"], "--json", "--confusion"]
+    default = evaluate_recovery(xtr, f2c[ytr], ytr, xte, pred, yte)
+    for extra, kw in ((["--normalize", "none"], {"normalize": "none"}), (["--fit-on", "test"], {"fit_on": "test"})):
+        assert main(base + extra) == 0
+        out = json.loads(capsys.readouterr().out)
+        ref = evaluate_recovery(xtr, f2c[ytr], ytr, xte, pred, yte, **kw)
+        for k in ("test_acc", "oracle_test_acc", "train_acc", "ari", "nmi", "train_ari", "train_nmi"):
+            assert out[k] == pytest.approx(ref[k]), (extra, k)
+        assert out["confusion"] == ref["confusion"]
+        for k, v in kw.items():
+            assert out["options"][k] == v
+        assert any(ref[k] != default[k] for k in ("train_acc", "train_ari", "test_acc"))  # the option matters

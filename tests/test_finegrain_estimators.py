@@ -11,6 +11,7 @@ from nclab.finegrain import FineLabelRecovery, NotFittedError, clone
 from nclab.finegrain.base import InvalidParameterError
 from nclab.finegrain.recovery import ESTIMATOR_PARAMS, within_ss
 from nclab.utils.errors import NclabError
+from test_finegrain_recovery import split
 
 F2C = np.array([0, 0, 1, 1, 1])
 
@@ -211,3 +212,31 @@ def test_clone_refuses_what_is_not_an_estimator():
         clone(FineLabelRecovery)
     with pytest.raises(NclabError, match="clone needs an estimator instance"):
         clone(np.zeros(3))
+
+
+@pytest.mark.filterwarnings("ignore:Graph is not fully connected")  # well-separated fine classes: expected
+def test_gmm_covariance_type_and_spectral_neighbours_reach_sklearn(monkeypatch):
+    import sklearn.cluster
+
+    # docs/recovery.md: gmm uses full covariances with >= 10 k D points, diagonal ones otherwise
+    # (about 60 train rows per fine class: >= 10 D for D = 4, not for D = 16)
+    types = set()
+    for dim in (4, 16):
+        xtr, ytr, _, _, f2c = split(seed=3, n_per_fine=120, dim=dim)
+        rec = FineLabelRecovery(f2c, method="gmm", normalize="none", n_init=2).fit(xtr, f2c[ytr], ytr)
+        for c, g in rec.groups_.items():
+            k, n = len(g.fine), int(np.sum(f2c[ytr] == c))
+            assert g.model.covariance_type == ("full" if n >= 10 * k * dim else "diag")
+            types.add(g.model.covariance_type)
+    assert types == {"full", "diag"}
+
+    seen = []
+    real = sklearn.cluster.SpectralClustering
+
+    def recording(*a, **kw):
+        seen.append(kw.get("n_neighbors"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(sklearn.cluster, "SpectralClustering", recording)
+    FineLabelRecovery(f2c, method="spectral", n_neighbors=7).fit(xtr, f2c[ytr], ytr)
+    assert seen == [7, 7, 7]

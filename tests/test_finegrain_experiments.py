@@ -313,3 +313,119 @@ def test_force_retrains_the_baseline_and_clears_the_old_runs_files(tmp_path, cap
     left = {p.name for p in (tmp_path / "r").iterdir()}
     assert not left & {"results.json", "features", "baseline"}, left
     assert RunDir(tmp_path / "r").read_results() == {}
+
+
+def test_reproduce_resume_keeps_the_paused_runs_time_limit(tmp_path, monkeypatch):
+    # the pause message promises "each resume runs one more slice", but reproduce/sweep rebuilt the config from
+    # the command line: a plain --resume ran to the end (and could overrun a GPU slice)
+    import nclab.experiments.finegrain_runs as ex
+
+    rd = RunDir(tmp_path / "rp")
+    rd.path.mkdir()
+    rd.write_config({"train": {"time_limit_s": 7.5}})
+    seen = []
+
+    def stop(*a, overrides=None, **k):
+        seen.append(list(overrides))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(ex, "build_config", stop)
+    for resume, given in ((True, []), (True, ["train.time_limit_s=null"]), (True, ["train.time_limit_s=3"]),
+                          (False, [])):
+        with pytest.raises(RuntimeError, match="stop here"):
+            ex.run_experiment("cifar10-coarse5", recipe="tiny", overrides=given, out=rd.path, resume=resume)
+    assert seen == [["train.time_limit_s=7.5"], ["train.time_limit_s=null"], ["train.time_limit_s=3"], []]
+
+
+@pytest.fixture
+def stubbed_experiment(tmp_path, monkeypatch):
+    """run_experiment on a folder whose run is 'complete', with _train and _analyse replaced: each real analysis
+    writes a new serial number into every result it owns, so a reused analysis shows the old number."""
+    import nclab.experiments.finegrain_runs as ex
+    from nclab.rundir import RunDir
+
+    out = tmp_path / "exp"
+    out.mkdir()
+    RunDir(out).write_status("complete", epoch=3, wall_time_s=12.5)
+    calls = []
+
+    def analyse(tr, results, write, *, spec, probe, which):
+        calls.append(dict(opts=spec.estimator_kwargs(), max_train=spec.max_train, probe=probe, which=which))
+        n = len(calls)
+        results.update(coarse_test_acc=n, net_test_acc=n, recovery={"test_acc": n}, final_metrics={"epoch": n},
+                       train_time_s=float(n), recovery_pursuit={"test_acc": n})
+        if probe:
+            results["probe"] = {"test_acc": n}
+        if which:
+            results["baselines"] = {k: {"test_acc": n} for k in which}
+
+    monkeypatch.setattr(ex, "_train", lambda cfg, run_dir, resume, force: object())
+    monkeypatch.setattr(ex, "_analyse", analyse)
+
+    def run(**kw):
+        args = dict(recipe="tiny", data="synthetic", out=out, resume=True, baseline=False)
+        return ex.run_experiment("cifar10-coarse5", **{**args, **kw})
+
+    return out, calls, run
+
+
+def test_resume_reuses_every_analysis_result_of_the_same_checkpoint_and_settings(stubbed_experiment):
+    out, calls, run = stubbed_experiment
+    first = run()
+    again = run()
+    assert len(calls) == 1  # the second slice took the analysis from results.json
+    for k in ("coarse_test_acc", "net_test_acc", "recovery", "final_metrics", "train_time_s", "recovery_pursuit",
+              "probe", "baselines"):
+        assert again[k] == first[k], k
+    assert json.loads((out / "results.json").read_text())["train_time_s"] == 1.0
+
+
+@pytest.mark.parametrize("change", ["recovery_options", "probe_off", "probe_on", "random_init_on", "raw_pixels_off",
+                                    "epoch", "status"])
+def test_resume_redoes_the_analysis_when_a_setting_or_the_checkpoint_differs(stubbed_experiment, change):
+    from nclab.rundir import RunDir
+
+    out, calls, run = stubbed_experiment
+    base = dict(probe=change != "probe_on", random_init=change != "random_init_on")
+    run(**base)
+    if change == "epoch":  # another training that happens to report the same wall time
+        RunDir(out).write_status("complete", epoch=4)
+    if change == "status":
+        RunDir(out).write_status("paused")
+    # a setting that differs from the run's recorded one (naming the recorded value is no change)
+    kw = {"recovery_options": dict(base, recovery_options={"normalize": "center+l2"}),
+          "probe_off": dict(base, probe=False), "probe_on": dict(base, probe=True),
+          "random_init_on": dict(base, random_init=True), "raw_pixels_off": dict(base, raw_pixels=False)
+          }.get(change, base)
+    res = run(**kw)
+    assert len(calls) == 2, change
+    assert res["recovery"] == {"test_acc": 2}
+    assert ("probe" in res) == kw["probe"]
+    assert set(res.get("baselines", {})) == {k for k, on in (("raw_pixels", kw.get("raw_pixels", True)),
+                                                             ("random_init", kw["random_init"])) if on}
+
+
+def test_a_reused_analysis_keeps_only_the_baselines_asked_for(stubbed_experiment, monkeypatch):
+    import nclab.experiments.finegrain_runs as ex
+
+    out, calls, run = stubbed_experiment
+    run(random_init=True)
+    # the same key (settings and checkpoint) but results.json also carries a stale baseline entry of another run
+    res = json.loads((out / "results.json").read_text())
+    res["baselines"]["stale"] = {"test_acc": 0.0}
+    (out / "results.json").write_text(json.dumps(res))
+    again = run(random_init=True)
+    assert len(calls) == 1 and set(again["baselines"]) == {"raw_pixels", "random_init"}
+    assert ex._ANALYSIS_KEYS  # (the reuse path ran)
+
+
+def test_resume_inherits_the_first_configured_time_limit(tmp_path):
+    from nclab.experiments.finegrain_runs import inherited_time_limit
+    from nclab.rundir import RunDir
+
+    dirs = [tmp_path / "a", tmp_path / "b", tmp_path / "c"]
+    for d, lim in zip(dirs[1:], (30, 60)):
+        d.mkdir()
+        RunDir(d).write_config({"train": {"time_limit_s": lim}})
+    assert inherited_time_limit([], dirs) == ["train.time_limit_s=30"]
+    assert inherited_time_limit(["train.time_limit_s = 5"], dirs) == []

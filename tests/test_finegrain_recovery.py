@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import importlib
 
 import numpy as np
 import pytest
@@ -386,3 +387,246 @@ def test_global_options_say_no_routing():
     xtr, ytr, xte, yte, f2c = split()
     g = evaluate_recovery(xtr, f2c[ytr], ytr, xte, f2c[yte], yte, f2c, clustering="global", whiten_var=0.9)
     assert g["options"]["routing"] == "none" and g["options"]["whiten_var"] == 0.9
+
+
+def test_recovery_score_checks_the_fine_labels():
+    # a (N, 1) column or a length-1 array broadcast against the predictions into a wrong accuracy
+    from nclab.data.synthetic import make_hierarchical_gaussian
+    from nclab.finegrain import FineLabelRecovery
+
+    x, y, h = make_hierarchical_gaussian(2, 2, 8, n_per_class=20, fine_sep=4)
+    c = h.coarse_of(y)
+    r = FineLabelRecovery(h).fit(x, c, y)
+    assert r.score(x, c, y) == np.mean(r.predict(x, c) == y)
+    for bad, msg in ((y.reshape(-1, 1), "shape"), (y[:1], "shape"), (y + 4, "outside 0..3"), (y - 1, "outside")):
+        with pytest.raises(NclabError, match=msg):
+            r.score(x, c, bad)
+
+
+def test_evaluate_recovery_keys_mean_what_the_docstring_says():
+    """20 % wrong routings: test_acc / ari / nmi / test_acc_predicted_routing use the predicted routing,
+    oracle_test_acc and per-superclass test_acc the true coarse labels, train_ari / train_nmi the fit set; all
+    recomputed with scikit-learn from predictions of the fitted model."""
+    from sklearn.metrics import adjusted_rand_score as ari, normalized_mutual_info_score as nmi
+
+    xtr, ytr, xte, yte, f2c = split(seed=1, noise=3.0, fine_sep=4.0)
+    true_c = f2c[yte]
+    rng = np.random.default_rng(0)
+    routed = true_c.copy()
+    wrong = rng.random(len(yte)) < 0.2
+    routed[wrong] = (routed[wrong] + rng.integers(1, 3, wrong.sum())) % 3
+    out, rec = evaluate_recovery(xtr, f2c[ytr], ytr, xte, routed, yte, f2c, return_model=True, n_init=3)
+    pred = rec.predict(xte, routed)
+    oracle = rec.predict(xte, true_c)
+    fit_pred = rec.fit_pred_
+    assert np.mean(fit_pred == rec.predict(xtr, f2c[ytr])) > 0.99  # fit predictions are nearest-centroid ones
+    assert out["test_acc"] == np.mean(pred == yte) and out["oracle_test_acc"] == np.mean(oracle == yte)
+    assert out["test_acc"] < out["oracle_test_acc"] - 0.1
+    assert out["coarse_test_acc"] == np.mean(routed == true_c)
+    assert out["ari"] == pytest.approx(ari(yte, pred)) and out["nmi"] == pytest.approx(nmi(yte, pred))
+    assert abs(ari(yte, pred) - ari(yte, oracle)) > 0.05 and abs(nmi(yte, pred) - nmi(yte, oracle)) > 0.05
+    assert (out["train_ari"] == pytest.approx(ari(ytr, fit_pred))
+            and out["train_nmi"] == pytest.approx(nmi(ytr, fit_pred)))
+    assert abs(ari(ytr, fit_pred) - ari(yte, pred)) > 0.05
+    for c, p in enumerate(out["per_superclass"]):
+        te, trm = true_c == c, f2c[ytr] == c
+        assert p["test_acc"] == np.mean(oracle[te] == yte[te])
+        assert p["test_acc_predicted_routing"] == np.mean(pred[te] == yte[te])
+        assert p["train_acc"] == np.mean(fit_pred[trm] == ytr[trm])
+        assert p["n_test"] == te.sum() and p["n_train"] == trm.sum()
+    assert any(p["test_acc"] - p["test_acc_predicted_routing"] > 0.05 for p in out["per_superclass"])
+
+
+def test_center_then_l2_recovers_a_radial_fine_split():
+    """Fine classes of a superclass differ along the direction of the superclass mean (50 ± 4 along it): L2
+    rows around the origin erase that split, centring on the group's fit mean first keeps it (docs: center+l2 =
+    directions around the group's mean). The fitted transform is (x - fit mean) / ||x - fit mean||."""
+    rng = np.random.default_rng(2)
+    f2c = np.array([0, 0, 1, 1])
+    d = 6
+    dirs = np.eye(d)[[0, 1]] * 50.0
+    fine = rng.integers(0, 4, 800)
+    sign = np.where(fine % 2 == 0, -1.0, 1.0)
+    x = dirs[f2c[fine]] * (1 + 0.08 * sign[:, None]) + rng.normal(size=(800, d)) * 0.5
+    x = x.astype(np.float32)
+    tr, te = slice(0, 400), slice(400, 800)
+    res = {}
+    for norm in ("l2", "center+l2"):
+        res[norm] = evaluate_recovery(x[tr], f2c[fine[tr]], fine[tr], x[te], f2c[fine[te]], fine[te], f2c,
+                                      normalize=norm, n_init=3)["test_acc"]
+    assert res["center+l2"] > 0.97 and res["l2"] < 0.75
+    rec = FineLabelRecovery(f2c, normalize="center+l2", n_init=2).fit(x[tr], f2c[fine[tr]], fine[tr])
+    for c in (0, 1):
+        fit_mean = x[tr][f2c[fine[tr]] == c].astype(np.float64).mean(0)
+        z = x[te].astype(np.float64) - fit_mean
+        z /= np.linalg.norm(z, axis=1, keepdims=True)
+        np.testing.assert_allclose(rec._transform(x[te], rec.groups_[c]), z, atol=1e-5)
+
+
+def test_whitener_svd_route_gives_identity_covariance():
+    """n < D (the SVD route): the projected rows have identity covariance (ddof 1) on the kept axes, and the
+    kept axes are the top principal axes holding keep_var of the variance (numpy SVD by hand)."""
+    from nclab.finegrain.whiten import pca_whitener
+
+    rng = np.random.default_rng(6)
+    n, D = 30, 80
+    x = (rng.normal(size=(n, D)) * np.linspace(0.2, 5.0, D)).astype(np.float64) + 7.0
+    xc = x - x.mean(0)
+    s = np.linalg.svd(xc, compute_uv=False)
+    var = s**2 / (n - 1)
+    for keep_var in (1.0, 0.8):
+        P = pca_whitener(x, keep_var)
+        kept = int(np.argmax(np.cumsum(var) / var.sum() >= keep_var - 1e-12)) + 1
+        assert P.shape == (D, min(kept, n - 1))
+        z = xc @ P.astype(np.float64)
+        np.testing.assert_allclose(z.T @ z / (n - 1), np.eye(P.shape[1]), atol=1e-4)
+    # and the covariance route (n > D) for comparison
+    y = rng.normal(size=(200, 5)) * np.array([1, 2, 3, 4, 5.0])
+    P = pca_whitener(y)
+    z = (y - y.mean(0)) @ P.astype(np.float64)
+    np.testing.assert_allclose(z.T @ z / 199, np.eye(5), atol=1e-4)
+
+
+def test_greedy_kmeans_plus_plus_finds_well_separated_blobs_with_one_start():
+    """Greedy k-means++ keeps, at each step, the candidate that lowers the potential most: with a single start
+    it seeds one centre per blob for 8 well-separated blobs on almost every seed (as scikit-learn's does)."""
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import adjusted_rand_score
+
+    from nclab.finegrain.kmeans import kmeans
+
+    x, y = make_blobs(n_samples=1500, n_features=32, centers=8, cluster_std=1.0, random_state=0, center_box=(-10, 10))
+    x = x.astype(np.float32)
+    ours = sum(adjusted_rand_score(y, kmeans(x, 8, n_init=1, seed=s).labels) > 0.999 for s in range(20))
+    sk = sum(adjusted_rand_score(y, KMeans(8, n_init=1, random_state=s).fit(x).labels_) > 0.999 for s in range(20))
+    assert sk >= 18 and ours >= 18
+
+
+def test_empty_cluster_is_reseeded_at_the_farthest_point(monkeypatch):
+    """An initial centre far from every point gets no sample; after one Lloyd step it must sit on the point
+    farthest from its assigned centre (hand computation), the other centres on their clusters' means."""
+    km = importlib.import_module("nclab.finegrain.kmeans")
+
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.normal(size=(40, 2)) * 0.3, rng.normal(size=(40, 2)) * 0.3 + [10.0, 0.0],
+                        [[0.0, 4.0]]]).astype(np.float32)  # the last row: far from its blob's centre
+    i0, i1 = 0, 40
+
+    def fake_init(xc, x2, k, r, gen):
+        c = torch.stack([xc[i0], xc[i1], xc[i0] + 1e4])
+        return c[None].repeat(r, 1, 1)
+
+    monkeypatch.setattr(km, "_kmeanspp", fake_init)
+    res = km.kmeans(x, 3, n_init=1, max_iter=1)
+    xd = x.astype(np.float64)
+    C0 = np.stack([xd[i0], xd[i1], xd[i0] + 1e4])
+    d = ((xd[:, None] - C0[None]) ** 2).sum(-1)
+    lab, mind = d.argmin(1), d.min(1)
+    assert not np.any(lab == 2)
+    far = int(np.argmax(mind))
+    assert far == 80
+    expect = np.stack([xd[lab == 0].mean(0), xd[lab == 1].mean(0), xd[far]])
+    np.testing.assert_allclose(res.centers, expect, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [1 << 24, 1])
+def test_cluster_sums_equal_naive_per_cluster_sums(chunk, monkeypatch):
+    """Both routes of _cluster_sums (one-hot matmul; per-restart scatter-add for large problems, forced here by a
+    tiny _CHUNK) against per-cluster sums written out in NumPy, with different labels per restart."""
+    km = importlib.import_module("nclab.finegrain.kmeans")
+
+    monkeypatch.setattr(km, "_CHUNK", chunk)
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    lab = rng.integers(0, 5, size=(3, 60))
+    lab[1, :10] = 4  # restarts differ
+    sums, cnt = km._cluster_sums(torch.from_numpy(x), torch.from_numpy(lab), 5)
+    for a in range(3):
+        for j in range(5):
+            np.testing.assert_allclose(sums[a, j].numpy(), x[lab[a] == j].astype(np.float64).sum(0), atol=1e-5)
+            assert cnt[a, j].item() == np.sum(lab[a] == j)
+    # and k-means through that route still reaches the blobs
+    from sklearn.datasets import make_blobs
+    from sklearn.metrics import adjusted_rand_score
+
+    xb, yb = make_blobs(n_samples=300, n_features=4, centers=3, cluster_std=0.5, random_state=1)
+    r = km.kmeans(xb.astype(np.float32), 3, n_init=3, seed=0)
+    assert adjusted_rand_score(yb, r.labels) == pytest.approx(1.0)
+
+
+def test_recovery_seed_changes_single_start_clusterings():
+    """On structureless data (one Gaussian per superclass, 3 fine labels at random) a single k-means start depends
+    on the seed: different seeds give different clusterings, one seed always the same one."""
+    rng = np.random.default_rng(12)
+    f2c = np.array([0, 0, 0, 1, 1, 1])
+    fine = rng.integers(0, 6, 300)
+    x = (rng.normal(size=(300, 5)) + 30.0 * f2c[fine][:, None]).astype(np.float32)
+    fits = {s: FineLabelRecovery(f2c, n_init=1, seed=s, normalize="none").fit(x, f2c[fine], fine).labels_
+            for s in range(5)}
+    again = FineLabelRecovery(f2c, n_init=1, seed=3, normalize="none").fit(x, f2c[fine], fine).labels_
+    assert np.array_equal(again, fits[3])
+
+    def partition(labels):  # cluster ids are arbitrary: compare the partitions
+        return frozenset(frozenset(np.flatnonzero(labels == j).tolist()) for j in np.unique(labels))
+
+    assert len({partition(v) for v in fits.values()}) >= 2
+
+
+def test_train_subset_is_a_seeded_random_subset():
+    from nclab.finegrain.pipeline import train_subset
+
+    a = train_subset(1000, 100, 0)
+    assert len(a) == 100 and len(np.unique(a)) == 100 and np.all(np.diff(a) > 0) and 0 <= a.min() and a.max() < 1000
+    assert not np.array_equal(a, np.arange(100))  # not the first rows
+    assert a.max() > 500  # spread over the whole split (P(all < 500) ~ 2**-100)
+    assert np.array_equal(train_subset(1000, 100, 0), a) and not np.array_equal(train_subset(1000, 100, 1), a)
+    assert train_subset(1000, None, 0) is None and train_subset(50, 100, 0) is None
+
+
+def test_recovery_callback_passes_options_and_honours_log_points(tmp_path):
+    from nclab.finegrain.callback import RecoveryCallback
+    from nclab.train import Trainer, load_config
+
+    class Cfg:
+        cfg = load_config({"optim": {"epochs": 100}})
+
+    cb = RecoveryCallback(log_points=8, max_train=100, seed=3, n_init=2, whiten_var=0.5)
+    # log_epochs(100, 8) = round(100 ** (i / 7)), i = 0..7 (by hand)
+    assert [e for e in range(1, 101) if cb.should_log(Cfg, e)] == [1, 2, 4, 7, 14, 27, 52, 100]
+    tr = Trainer(load_config("tiny", ["optim.epochs=1", "data.labels=coarse"]), tmp_path / "r")
+    logs = cb.compute(tr)
+    assert cb.last["options"]["whiten_var"] == 0.5 and cb.last["options"]["n_init"] == 2
+    # the same as evaluate_recovery on the subset's features with whiten_var=0.5
+    from nclab.finegrain.features import trainer_features
+    from nclab.finegrain.pipeline import train_subset
+
+    idx = train_subset(len(tr.dataset.train), 100, 3)
+    ftr, _ = trainer_features(tr, "train", idx=idx)
+    fte, pte = trainer_features(tr, "test")
+    h = tr.hierarchy
+    ytr, yte = tr.dataset.train.y.numpy()[idx], tr.dataset.test.y.numpy()
+    ref = evaluate_recovery(ftr, h.coarse_of(ytr), ytr, fte, pte, yte, h, seed=3, n_init=2, whiten_var=0.5)
+    assert logs["recovery.test_acc"] == ref["test_acc"] and logs["recovery.train_acc"] == ref["train_acc"]
+
+
+def test_split_run_pseudo_recovery_routes_by_the_nets_prediction(tmp_path):
+    """kind "split": pseudo_recovery clusters the pseudo classes inside each true class and routes test rows by
+    the true class of the net's *predicted* pseudo class (oracle_test_acc: by the true class). An untrained net
+    predicts badly, so the two differ; both recomputed with evaluate_recovery on features extracted here."""
+    from nclab.finegrain.features import trainer_features
+    from nclab.finegrain.pipeline import recover_trainer
+    from nclab.train import Trainer, load_config
+
+    tr = Trainer(load_config("tiny", ["data.hierarchy=split:2", "data.labels=fine"]), tmp_path / "r")
+    rep = recover_trainer(tr, n_init=2)
+    assert rep["kind"] == "split"
+    h = tr.hierarchy  # fine = pseudo classes, coarse = true classes
+    ftr, _ = trainer_features(tr, "train")
+    fte, pte = trainer_features(tr, "test")
+    ps_tr, ps_te = tr.train_targets("train").numpy(), tr.train_targets("test").numpy()
+    ref = evaluate_recovery(ftr, h.coarse_of(ps_tr), ps_tr, fte, h.fine_to_coarse[pte], ps_te, h, n_init=2)
+    for k in ("train_acc", "test_acc", "oracle_test_acc", "ari", "nmi"):
+        assert rep["pseudo_recovery"][k] == pytest.approx(ref[k]), k
+    assert rep["pseudo_recovery"]["test_acc"] < rep["pseudo_recovery"]["oracle_test_acc"] - 0.1
+    assert rep["true_class_test_acc"] == pytest.approx(np.mean(h.fine_to_coarse[pte] == tr.dataset.test.y.numpy()))

@@ -9,6 +9,8 @@ import math
 import textwrap
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -462,3 +464,46 @@ def test_cli_time_limit_pauses_and_resume_finishes(model_file, tmp_path, capsys)
     ref = json.loads(capsys.readouterr().out)
     assert resumed["metrics"]["train"]["hidden"]["coarse"]["nc1"] == pytest.approx(
         ref["metrics"]["train"]["hidden"]["coarse"]["nc1"], rel=1e-12)
+
+
+def test_linear_probe_checks_labels_like_the_recovery():
+    from nclab.data.synthetic import make_hierarchical_gaussian
+    from nclab.finegrain.probe import linear_probe
+
+    x, y, h = make_hierarchical_gaussian(2, 2, 8, n_per_class=20, fine_sep=4)
+    c = h.coarse_of(y)
+    base = linear_probe(x, c, y, x, c, y, h)["test_acc"]
+    assert linear_probe(x, c, y, x, c, y, h.fine_to_coarse)["test_acc"] == base  # an array hierarchy works
+    for args, msg in (((x, c, y + 0.5, x, c, y, h), "integers"), ((x, c, y, x, c[:-1], y, h), "rows"),
+                      ((x, c, y, x, c + 2, y, h), "predicted coarse label"), ((x, 1 - c, y, x, c, y, h), "disagree")):
+        with pytest.raises(NclabError, match=msg):
+            linear_probe(*args)
+
+
+def test_probe_standardises_with_the_superclass_statistics():
+    """linear_probe against scikit-learn's LogisticRegression(C=0.1) on features standardised with each
+    superclass's own train mean and std (docstring). The fine split of superclass 0 lives in a feature whose
+    spread over the whole train set is ~1000x larger (superclass 1 uses it): standardising with the all-train
+    std would shrink it below the regularisation."""
+    from sklearn.linear_model import LogisticRegression
+
+    from nclab.finegrain.evaluate import as_hierarchy
+    from nclab.finegrain.probe import linear_probe
+
+    rng = np.random.default_rng(13)
+    f2c = np.array([0, 0, 1, 1])
+    fine = rng.integers(0, 4, 600)
+    x = rng.normal(size=(600, 3)) * 0.03
+    s = np.where(fine % 2 == 0, -1.0, 1.0)
+    x[:, 0] += np.where(f2c[fine] == 0, 0.1 * s, 100.0 * s)
+    x[:, 1] += 20.0 * f2c[fine]
+    tr, te = slice(0, 400), slice(400, 600)
+    out = linear_probe(x[tr], f2c[fine[tr]], fine[tr], x[te], None, fine[te], as_hierarchy(f2c))
+    for c in (0, 1):
+        m, mt = f2c[fine[tr]] == c, f2c[fine[te]] == c
+        xs = x[tr][m]
+        mu, sd = xs.mean(0), xs.std(0)
+        clf = LogisticRegression(C=0.1, max_iter=1000).fit((xs - mu) / sd, fine[tr][m])
+        ref = np.mean(clf.predict((x[te][mt] - mu) / sd) == fine[te][mt])
+        assert out["per_superclass"][c]["test_acc"] == pytest.approx(ref)
+        assert ref > 0.95

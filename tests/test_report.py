@@ -18,6 +18,7 @@ from PIL import Image
 from nclab.report import load_run, results_rows, results_text, try_write_report, write_compare_report, write_report
 from nclab.report.figures import PNG_SIGNATURE, fine_color, pca_2d
 from nclab.report.html import fmt_value
+from nclab.rundir import RunDir
 from nclab.utils.errors import NclabError
 from test_report_rundirs import make_run
 
@@ -471,3 +472,25 @@ def test_one_axis_grid_names_its_columns_only(tmp_path):
     text = Path(write_report(run.path)).read_text()
     grid = text.split('<section id="grid">')[1].split("</section>")[0]
     assert "2 runs. Columns: seed." in grid and "Rows:" not in grid
+
+
+def test_load_run_and_results_text_refuse_a_folder_that_is_not_a_run(tmp_path):
+    from nclab.report import load_run, results_text
+
+    # a mistyped path read as a run with nothing in it: results_text printed "(no results recorded)"
+    with pytest.raises(NclabError, match="does not exist"):
+        load_run(tmp_path / "nope")
+    (tmp_path / "f.txt").write_text("hi")
+    with pytest.raises(NclabError, match="is a file"):
+        load_run(tmp_path / "f.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NclabError, match="is not a run directory"):
+        load_run(tmp_path / "empty")
+    # a path instead of what load_run returns was "AttributeError: 'str' object has no attribute 'results'"
+    for bad in (str(tmp_path / "empty"), None):
+        with pytest.raises(NclabError, match=r"results_text takes what load_run returns"):
+            results_text(bad)
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    rd.write_results({"coarse_test_acc": 0.5})
+    assert "50.00" in results_text(load_run(rd.path))

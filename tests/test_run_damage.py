@@ -9,6 +9,7 @@ import pytest
 
 from nclab.report import load_run, write_report
 from nclab.rundir import RunDir, check_jsonl
+from nclab.utils.errors import NclabError
 
 ROWS = [{"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "train_acc": 0.5, "test_acc": None} for e in (1, 2, 3)]
 
@@ -116,3 +117,12 @@ def test_report_cli_warns_on_damage(tmp_path):
     p = subprocess.run([sys.executable, "-m", "nclab.cli", "report", str(rd.path)], capture_output=True, text=True)
     assert p.returncode == 0
     assert "warning:" in p.stderr and "is damaged: metrics.jsonl line 1: 10 NUL bytes" in p.stderr
+
+
+@pytest.mark.parametrize("content", ["[1]", "null", "3"])
+def test_run_json_files_must_hold_objects(tmp_path, content):
+    rd = RunDir(tmp_path)
+    rd.path.mkdir(exist_ok=True)
+    rd.status_path.write_text(content)
+    with pytest.raises(NclabError, match="not an object"):
+        rd.read_status()

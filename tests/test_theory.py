@@ -269,3 +269,78 @@ def test_cli_predict_and_solve_json(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["comparison"]["max_rel_diff"] <= TOL
     assert out["measured"]["objective"] == pytest.approx(pred["optimal_objective"], rel=TOL)
+
+
+def test_solve_ufm_refuses_a_prediction_for_another_problem():
+    # it ran and reported objective_rel_diff 34 against the optimum of a different problem
+    from nclab.theory import predict_ufm, solve_ufm
+
+    sol = solve_ufm([4, 2], iters=5, prediction=predict_ufm([4, 2], 1, 5e-4, 5e-4))
+    assert "objective_rel_diff" in sol.history[-1]
+    for pred in (predict_ufm([4, 3], 1, 5e-4, 5e-4), predict_ufm([4, 2], 2, 5e-4, 5e-4),
+                 predict_ufm([4, 2], 1, 1e-3, 5e-4), predict_ufm([4, 2], 1, 5e-4, 5e-4, bias=True)):
+        with pytest.raises(NclabError, match="pass predict_ufm\\(\\) of the same problem"):
+            solve_ufm([4, 2], iters=5, prediction=pred)
+
+
+def test_theory_helpers_refuse_inputs_outside_their_domain():
+    import math
+
+    from nclab.theory.closed_form import b_M, solve_scalar
+
+    # each was "ValueError: math domain error" (or a misleading "outside float64's range" for nan/inf)
+    for args, msg in (((0, [1e-3], 1e-3), "N .* must be a positive finite number"),
+                      ((-5, [1e-3], 1e-3), "N .* must be a positive finite number"),
+                      ((math.nan, [1e-3], 1e-3), "N .* must be a positive finite number"),
+                      ((10, [], 1e-3), "one weight decay per layer"),
+                      ((10, 1e-3, 1e-3), "one weight decay per layer"),
+                      ((10, [1e-3, 0.0], 1e-3), "lambda_w for layer 2 must be a positive finite number"),
+                      ((10, [-1e-3, -1e-3], 1e-3), "lambda_w for layer 1 must be a positive finite number"),
+                      ((10, [math.nan], 1e-3), "lambda_w for layer 1 must be a positive finite number"),
+                      ((10, [1e-3], 0.0), "lambda_h must be a positive finite number"),
+                      ((10, [1e-3], math.inf), "lambda_h must be a positive finite number")):
+        with pytest.raises(NclabError, match=msg):
+            b_M(*args)
+    # M < 1 was a ZeroDivisionError, a string/None a TypeError, M = 1.5 a silent answer for a non-existent depth
+    for beta, M, msg in ((0.1, 0, "M .* must be an integer >= 1"), (0.1, -1, "M .* must be an integer >= 1"),
+                         (0.1, 1.5, "M .* must be an integer >= 1"), (0.1, None, "M .* must be an integer >= 1"),
+                         ("0.1", 2, "beta must be a positive finite number"),
+                         (None, 2, "beta must be a positive finite number")):
+        with pytest.raises(NclabError, match=msg):
+            solve_scalar(beta, M)
+    assert solve_scalar(0.1, 2.0) == solve_scalar(0.1, 2)  # a whole float depth is still fine
+    # a tiny β (which b_M allows down to ~1e-304) was "OverflowError: Numerical result out of range"; for β -> 0
+    # the root tends to (M/β)^(1/(M+1)). A subnormal β made the root search answer "collapses": refused
+    r = solve_scalar(1e-300, 3)
+    assert not r["collapses"] and r["x"] == pytest.approx((3 / 1e-300) ** 0.25, rel=1e-12)
+    with pytest.raises(NclabError, match="below float64's normal range"):
+        solve_scalar(1e-316, 3)
+    assert b_M(10, (1e-3, 1e-3), 1e-3) == pytest.approx(2 * 10 * math.sqrt(10 * 1e-9), rel=1e-13)
+
+
+def test_theory_absolute_grams_and_per_class_values():
+    from nclab.theory import predict_ufm, solve_ufm, measured_geometry, compare_to_prediction
+    from nclab.theory.solver import class_means
+    imb = [60, 30, 10, 10]
+    pred = predict_ufm(imb, 2, 3e-3, 3e-3, bias=True)
+    sol = solve_ufm(imb, 2, 3e-3, 3e-3, bias=True, optimizer="lbfgs", iters=600, width=6, init_std=1.0,
+                    eval_steps=[600], prediction=pred)
+    assert compare_to_prediction(measured_geometry(sol), pred)["max_rel_diff"] <= 1e-4
+    assert sol.history[-1]["wh_pred_error"] <= 1e-4
+    M, lw, lh = 3, [2e-3, 8e-3, 4e-3], 3e-3
+    pred = predict_ufm(imb, M, lw, lh)
+    sol = solve_ufm(imb, M, lw, lh, optimizer="lbfgs", iters=600, width=6, init_std=1.0, eval_steps=[])
+    Fj = sol.H
+    for j in range(M):
+        if j:
+            Fj = sol.Ws[j - 1] @ Fj
+        m = class_means(Fj.T, sol.y, 4)
+        Q = sol.Ws[-1]
+        for W in reversed(sol.Ws[j:-1]):
+            Q = Q @ W
+        np.testing.assert_allclose((m @ m.T).numpy(), pred.layer_means_gram(j), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose((Q @ Q.T).numpy(), pred.layer_classifier_gram(j), rtol=1e-4, atol=1e-6)
+    pred = predict_ufm([25] * 4, 2, 1e-3, 1e-3, bias=True)
+    sol = solve_ufm([25] * 4, 2, 1e-3, 1e-3, bias=True, optimizer="lbfgs", iters=600, width=6, init_std=1.0,
+                    eval_steps=[])
+    assert compare_to_prediction(measured_geometry(sol), pred)["max_rel_diff"] <= 1e-4

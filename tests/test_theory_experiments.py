@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from nclab.cli import main
+
 
 from nclab.rundir import RunDir
 from nclab.experiments.theory_runs import run_dln_synthetic, run_hierarchy_synthetic
@@ -41,3 +43,27 @@ def test_hierarchy_synthetic_small(tmp_path):
     for name in res["subruns"]:
         rows = RunDir(tmp_path / "h" / name).read_metrics()
         assert rows[-1]["step"] == 150 and "nc.train.fine_within_coarse.mean" in rows[-1]
+
+
+def test_dln_cifar_experiment_with_a_bad_data_source_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "dln"
+    assert main(["reproduce", "dln-cifar10-imbalanced", "--quick", "--data", f"imagefolder:{tmp_path}/none.tar.gz",
+                 "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert not out.exists()  # it left config.yaml and status "running" behind
+
+
+def test_theory_experiments_refuse_to_overwrite_a_run_without_force(tmp_path, capsys):
+    # a --quick rerun replaced a finished run's results silently; now it takes --force, checked before any work
+    from nclab.experiments.theory_runs import run_hierarchy_synthetic
+
+    out = tmp_path / "h"
+    run_hierarchy_synthetic(str(out), steps=5, fine_seps=[4.0], noises=[1.0])
+    before = (out / "results.json").read_text()
+    for cmd in ("hierarchy-synthetic", "dln-synthetic", "dln-cifar10-imbalanced"):
+        assert main(["reproduce", cmd, "--quick", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "already holds a run" in err and "--force" in err
+    assert (out / "results.json").read_text() == before
+    res = run_hierarchy_synthetic(str(out), steps=5, fine_seps=[4.0], noises=[1.0], seed=1, force=True)
+    assert RunDir(out).read_results()["tables"] == json.loads(json.dumps(res["tables"]))

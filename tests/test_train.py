@@ -1,14 +1,18 @@
 """Trainer: schedules, losses, config validation, learning on real data, coarse labels, NaN stop, resume."""
 
+import copy
 import json
 import math
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 
+from nclab.cli import main
 from nclab.data.types import Dataset, Split
 from nclab.rundir import RunDir
 from nclab.train import Callback, Trainer, load_config
@@ -560,3 +564,250 @@ def test_callbacks_from_the_config_errors_and_user_dotted_paths(tmp_path, monkey
     assert e[0] == 1 and e[-1] == 350 and e == sorted(set(e)) and len(e) <= 9
     ratios = np.diff(np.log(e))
     assert ratios.max() < 2 * ratios[1:].min() + 1e-9  # log-spaced: no gap much wider than the others
+
+
+def test_trainer_checks_a_hand_built_dataset(tmp_path):
+    # out-of-range labels ended in torch's "Target 3 is out of bounds"; an empty train split "completed"
+    import torch
+
+    from nclab.data.types import Dataset, Split
+    from nclab.train import Trainer, load_config
+
+    cfg = load_config("tiny", ["optim.epochs=1", "data.source=synthetic"])
+    x, y = torch.randn(12, 4), torch.arange(12) % 3
+    cases = [(Split(x, y + 1), "train label 3 is outside 0..2"), (Split(x, y - 1), "train label -1 is outside"),
+             (Split(x, y.view(-1, 1)), "1-D integer tensor"), (Split(x, y.float()), "1-D integer tensor"),
+             (Split(x[:, 0], y), r"x must be \(N, ...\)"), (Split(x[:5], y), "one row per label"),
+             (Split(x.numpy(), y), "must be torch tensors"), (Split(x[:0], y[:0]), "train split of m is empty")]
+    for split, msg in cases:
+        with pytest.raises(NclabError, match=msg):
+            Trainer(cfg, tmp_path / "r", dataset=Dataset("m", split, Split(x, y), list("abc"))).fit()
+    assert not (tmp_path / "r").exists()
+    Trainer(cfg, tmp_path / "ok", dataset=Dataset("m", Split(x, y), Split(x, y), list("abc"))).fit()  # valid: trains
+
+
+def test_numbered_checkpoint_is_written_before_last_pt(tmp_path, monkeypatch):
+    # last.pt first: a kill between the two writes lost that epoch's numbered checkpoint for good
+    import nclab.train.trainer as trainer_mod
+    from nclab.train import Trainer, load_config
+
+    order = []
+    real = trainer_mod.atomic_torch_save
+    monkeypatch.setattr(trainer_mod, "atomic_torch_save", lambda p, o: order.append(p.name) or real(p, o))
+    cfg = load_config("tiny", ["optim.epochs=2", "data.source=synthetic", "train.keep_checkpoints=true"])
+    Trainer(cfg, tmp_path / "r").fit()
+    assert order == ["epoch_0001.pt", "last.pt", "epoch_0002.pt", "last.pt"]
+
+
+def test_resume_removes_temp_files_of_a_killed_write(tmp_path):
+    from nclab.train import Trainer, load_config
+    from nclab.utils.io import remove_stale_temps
+
+    cfg = load_config("tiny", ["optim.epochs=1", "data.source=synthetic"])
+    Trainer(cfg, tmp_path / "r").fit()
+    stale = [tmp_path / "r" / "checkpoints" / ".last.pt.0ldm5g7t.tmp", tmp_path / "r" / ".results.json.zh4bapfw.tmp"]
+    keep = [tmp_path / "r" / "notes.tmp", tmp_path / "r" / ".hidden.tmp"]  # not an atomic write's name
+    for p in stale + keep:
+        p.write_bytes(b"x")
+    Trainer(load_config("tiny", ["optim.epochs=2", "data.source=synthetic"]), tmp_path / "r").fit(resume=True)
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in keep)
+    assert remove_stale_temps(tmp_path / "r") == 0
+
+
+def test_force_does_not_clean_a_folder_that_holds_no_run(tmp_path):
+    from nclab.train import Trainer, load_config
+
+    other = tmp_path / "project" / ".data.12345678.tmp"  # a user's file with a temp-like name
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"x")
+    Trainer(load_config("tiny", ["optim.epochs=1", "data.source=synthetic"]), tmp_path).fit(force=True)
+    assert other.exists()
+
+
+def test_build_callbacks_names_a_spec_that_is_not_a_mapping():
+    from nclab.train.callbacks import build_callbacks
+
+    # a list/str/tuple spec was "AttributeError: 'list' object has no attribute 'items'"
+    for spec in (["nc_metrics"], [{"nc_metrics": {}}], "nc_metrics", ("nc_metrics",), []):
+        with pytest.raises(NclabError, match=r"callbacks must be a mapping \{name: kwargs\}"):
+            build_callbacks(spec)
+    with pytest.raises(NclabError, match="callback names must be strings"):  # TypeError before
+        build_callbacks({3: {}})
+    assert build_callbacks(None) == [] and build_callbacks({}) == []
+
+
+def test_train_resume_of_a_mistyped_run_names_the_folder(tmp_path, capsys):
+    assert main(["train", "--resume", "--runs", str(tmp_path), "--name", "mnie"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'mnie'} holds no run" in err and err.count("\n") == 1
+    assert not (tmp_path / "mnie").exists()
+
+
+def test_train_resume_of_a_finished_run_says_there_is_nothing_to_train(tmp_path, capsys):
+    assert main(["train", "--config", "tiny", "--runs", str(tmp_path), "--name", "a", "--quiet"]) == 0
+    metrics = (tmp_path / "a" / "metrics.jsonl").read_text()
+    from nclab.utils import progress
+
+    progress.set_quiet(False)
+    capsys.readouterr()
+    assert main(["train", "--resume", "--runs", str(tmp_path), "--name", "a"]) == 0
+    assert "already trained all 4 epochs; nothing to train" in capsys.readouterr().err
+    assert (tmp_path / "a" / "metrics.jsonl").read_text() == metrics
+
+
+def test_log_epochs_are_geometrically_spaced():
+    from nclab.train.callbacks import log_epochs
+
+    # round(1000 ** (i / 9)) for i = 0..9, by hand: 1, 1.99, 4.64, 10, 21.5, 46.4, 100, 215, 464, 1000
+    assert log_epochs(1000, 10) == [1, 2, 5, 10, 22, 46, 100, 215, 464, 1000]
+    # round(100 ** (i / 7)): 1, 1.93, 3.73, 7.20, 13.9, 26.8, 51.8, 100
+    assert log_epochs(100, 8) == [1, 2, 4, 7, 14, 27, 52, 100]
+
+
+def test_schedule_values_non_divisible_cases():
+    ms = {"name": "multistep", "milestones": [1 / 3, 2 / 3], "gamma": 0.1}
+    # 10 epochs x 10 steps: milestones at epochs floor(10/3)=3 and floor(20/3)=6 (epoch-based, not step 33/66)
+    assert lr_at(ms, 1.0, 29, 10, 10) == 1.0 and lr_at(ms, 1.0, 30, 10, 10) == pytest.approx(0.1)
+    assert lr_at(ms, 1.0, 60, 10, 10) == pytest.approx(0.01)
+    # warm-up is a fraction of steps: 0.15 * 100 = 15 steps (not rounded to whole epochs)
+    c = {"name": "constant", "warmup": 0.15, "start_factor": 0.0}
+    assert lr_at(c, 1.0, 14, 10, 10) == pytest.approx(14 / 15) and lr_at(c, 1.0, 15, 10, 10) == 1.0
+    # cosine after a warm-up, with a final factor: u = (t - W) / (T - W)
+    cos = {"name": "cosine", "warmup": 0.2, "final_factor": 0.1}
+    assert lr_at(cos, 1.0, 20, 10, 10) == pytest.approx(1.0)
+    assert lr_at(cos, 1.0, 60, 10, 10) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_at(cos, 1.0, 100, 10, 10) == pytest.approx(0.1)
+
+
+def test_training_matches_a_hand_written_loop(tmp_path):
+    ds = digits_dataset(10, 2)  # 100 train samples, full batch: 1 step per epoch
+    cfg = base_cfg(model={"name": "mlp", "width": 8, "depth": 1, "batchnorm": True, "head_depth": 2},
+                   data={"normalize": False},
+                   optim={"lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01, "bias_lr_scale": 4.0,
+                          "batch_size": 100, "epochs": 6},
+                   schedule={"name": "onecycle", "warmup": 0.25, "start_factor": 0.2, "final_factor": 0.1},
+                   loss={"label_smoothing": 0.1, "lambda_w": 0.02, "lambda_h": 0.03})
+    tr = Trainer(cfg, tmp_path / "r", dataset=ds)
+    ref = copy.deepcopy(tr.model)
+    tr.fit()
+    # T = 6, W = round(1.5) = 2: warm-up 0.2 -> 1 (steps 0, 1), then linear 1 -> 0.1 over steps 2..5
+    lrs = [0.05 * f for f in (0.2, 0.6, 1.0, 0.775, 0.55, 0.325)]
+    bn = {id(p) for m in ref.modules() if isinstance(m, torch.nn.BatchNorm1d) for p in m.parameters()}
+    bufs, losses = {}, []
+    x, y = ds.train.x, ds.train.y
+    for lr in lrs:
+        ref.train()
+        h0 = ref.backbone(x)
+        h = h0
+        for layer in ref.head[:-1]:
+            h = layer(h)
+        z = ref.head[-1](h)
+        loss = (F.cross_entropy(z, y, label_smoothing=0.1)
+                + 0.01 * sum((l.weight ** 2).sum() for l in ref.head)
+                + 0.015 * (h0 ** 2).sum(1).mean())
+        losses.append(loss.item())
+        ref.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in ref.parameters():
+                s = 4.0 if id(p) in bn else 1.0
+                d = p.grad + (0.01 / s) * p
+                b = bufs[id(p)] = d.clone() if id(p) not in bufs else 0.9 * bufs[id(p)] + d
+                p -= lr * s * (d + 0.9 * b)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(tr.model.state_dict()[k], v, rtol=1e-4, atol=1e-6, msg=k)
+    rows = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows] == pytest.approx(lrs)
+    assert [r["train_loss"] for r in rows] == pytest.approx(losses, rel=1e-5)
+
+
+def test_eval_is_unaugmented_and_runs_at_the_last_epoch(tmp_path):
+    cfg = base_cfg(model={"name": "fastnet", "widths": [8, 8, 8]}, data={"augment": {"crop": 2, "flip": True}},
+                   optim={"epochs": 3, "batch_size": 8}, train={"eval_every": 2})
+    cfg["model"].pop("width"), cfg["model"].pop("depth")
+    ds = _tiny_images()
+    tr = Trainer(cfg, tmp_path / "r", dataset=ds)
+    tr.fit()
+    rows = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert ["test_acc" in r for r in rows] == [False, True, True]
+    mean, std = ds.channel_stats()
+    x = (ds.test.x.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    m = tr.model.eval()
+    with torch.no_grad():
+        z = m(x.float())
+    assert tr.evaluate("test")["loss"] == pytest.approx(F.cross_entropy(z, ds.test.y).item(), rel=1e-5)
+
+
+def test_limit_per_class_keeps_first_n(tmp_path):
+    ds = digits_dataset(10, 5)
+    tr = Trainer(base_cfg(data={"limit_per_class": 3}), tmp_path / "r", dataset=ds)
+    for split, full in (("train", ds.train), ("test", ds.test)):
+        got = getattr(tr.dataset, split)
+        want = np.sort(np.concatenate([np.flatnonzero(full.y.numpy() == c)[:3] for c in range(10)]))
+        assert torch.equal(got.x, full.x[want]) and torch.equal(got.y, full.y[want])
+
+
+def test_rng_state_round_trip():
+    from nclab.train.checkpoint import rng_state, set_rng_state
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    st = rng_state()
+    a = (torch.rand(3), np.random.rand(3), random.random())
+    torch.rand(5), np.random.rand(5), random.random()  # move every generator on
+    set_rng_state(st)
+    b = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+def test_coarse_targets_follow_the_hierarchy_not_mod(tmp_path):
+    ds = digits_dataset(5, 2)
+    tr = Trainer(base_cfg(data={"hierarchy": "adjacent:5", "labels": "coarse"}), tmp_path / "r", dataset=ds)
+    assert torch.equal(tr.train_targets("train"), ds.train.y // 2)
+
+
+def test_split_pseudo_labels_follow_the_spec_seed_else_the_run_seed(tmp_path):
+    # the trainer used to shuffle by the run seed even for split:M:SEED, so split:2:7 and split:2:9 trained
+    # on the same pseudo labels while `nclab data info` counted others
+    from nclab.data import build_hierarchy, split_labels
+    ds = digits_dataset(10, 4)
+    y = ds.train.y.numpy()
+
+    def targets(spec, seed):
+        tr = Trainer(base_cfg(seed=seed, data={"hierarchy": spec, "labels": "fine"}), tmp_path / f"{spec}-{seed}",
+                     dataset=ds)
+        return tr.train_targets("train").numpy()
+
+    names = [str(c) for c in range(10)]
+    for spec, seed, want_seed in (("split:2:7", 0, 7), ("split:2:9", 0, 9), ("split:2", 3, 3)):
+        want = split_labels(y, build_hierarchy(f"split:2:{want_seed}", names))
+        assert np.array_equal(targets(spec, seed), want), spec
+    assert not np.array_equal(targets("split:2:7", 0), targets("split:2:9", 0))
+
+
+def test_adam_matches_the_update_written_out(tmp_path):
+    # betas and weight decay reach Adam: three full-batch steps against Kingma & Ba's update by hand
+    ds = digits_dataset(10, 2)
+    cfg = base_cfg(model={"name": "mlp", "width": 8, "depth": 1}, data={"normalize": False},
+                   optim={"name": "adam", "lr": 0.01, "betas": [0.5, 0.6], "weight_decay": 0.02, "batch_size": 100,
+                          "epochs": 3},
+                   schedule={"name": "constant"})
+    tr = Trainer(cfg, tmp_path / "r", dataset=ds)
+    ref = copy.deepcopy(tr.model)
+    tr.fit()
+    m1 = {id(p): torch.zeros_like(p) for p in ref.parameters()}
+    m2 = {id(p): torch.zeros_like(p) for p in ref.parameters()}
+    for t in range(1, 4):
+        ref.train()
+        loss = F.cross_entropy(ref(ds.train.x), ds.train.y)
+        ref.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in ref.parameters():
+                g = p.grad + 0.02 * p  # Adam's L2 weight decay enters the gradient
+                m1[id(p)] = 0.5 * m1[id(p)] + 0.5 * g
+                m2[id(p)] = 0.6 * m2[id(p)] + 0.4 * g * g
+                mh, vh = m1[id(p)] / (1 - 0.5 ** t), m2[id(p)] / (1 - 0.6 ** t)
+                p -= 0.01 * mh / (vh.sqrt() + 1e-8)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(tr.model.state_dict()[k], v, rtol=1e-4, atol=1e-6, msg=k)

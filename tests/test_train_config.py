@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import yaml
+
 import pytest
 
 from nclab.train.config import SCHEMA, Config, OptimSpec, defaults, load_config, option
@@ -94,3 +96,17 @@ def test_cli_flags_that_mirror_config_keys_take_its_choices():
         assert tuple(flag.choices) == device
     metrics = next(a for a in sub["metrics"]._actions if a.dest == "device")
     assert list(metrics.choices) == [c for c in device if c != "auto"]
+
+
+def test_a_saved_run_with_head_width_and_a_one_layer_head_still_loads(tmp_path):
+    # runs saved before the head_width rule (dln-cifar10-imbalanced's M = 1 sub-runs) must resume and measure;
+    # a new config with the same keys is still an error
+    from nclab.train import load_config
+
+    run = tmp_path / "old"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": {"name": "mlp", "head_depth": 1, "head_width": 16}}))
+    assert load_config(str(run / "config.yaml")).model.head_width is None
+    (tmp_path / "new.yaml").write_text((run / "config.yaml").read_text())
+    with pytest.raises(NclabError, match="head_width"):
+        load_config(str(tmp_path / "new.yaml"))

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from nclab.utils.errors import NclabError
+
 from nclab.utils.io import (
     atomic_save_npy,
     atomic_torch_save,
@@ -65,3 +67,13 @@ def test_read_jsonl_ignores_a_torn_last_line_and_json_clean_maps_non_finite_to_n
     clean = json_clean({"a": np.float32(0.5), "b": [float("nan"), np.inf], "c": np.arange(2), "d": (1, 2.0)})
     assert clean == {"a": 0.5, "b": [None, None], "c": [0, 1], "d": [1, 2.0]}
     assert json.loads(json.dumps(clean, allow_nan=False)) == clean  # strict JSON: no NaN/Infinity tokens
+
+
+def test_a_damaged_middle_line_of_metrics_jsonl_is_an_error_not_a_shorter_history(tmp_path):
+    # reading stopped at the first bad line: a report then showed epoch 1's accuracy as the final one
+    p = tmp_path / "metrics.jsonl"
+    p.write_text('{"epoch": 1}\n{"epoch": 2, "tes\n{"epoch": 3}\n')
+    with pytest.raises(NclabError, match=r"line 2 is not valid JSON .* later lines follow"):
+        read_jsonl(p)
+    p.write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "tes')  # a torn last line is a crash mid-write
+    assert read_jsonl(p) == [{"epoch": 1}, {"epoch": 2}]
