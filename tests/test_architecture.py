@@ -10,8 +10,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # layer of each top-level module or subpackage of nclab (docs/architecture.md, "Layers")
 LAYERS = {
-    "utils": 0, "contracts": 0, "rundir": 0, "runlock": 0,
-    "data": 1, "models": 1,
+    "utils": 0, "contracts": 0, "runlock": 0,
+    "data": 1, "models": 1, "rundir": 1,
     "train": 2,
     "collapse": 3, "finegrain": 3, "theory": 3,
     "experiments": 4, "integrations": 4, "track": 4,

@@ -216,7 +216,7 @@ def check_results(res: dict) -> list[str]:
     def bad(key: str, what: str) -> None:
         out.append(f"results.json: {key} {what}")
 
-    from nclab.report.sections import RESULT_ROWS, SPLIT_ROWS  # the numbers the results table shows
+    from nclab.report.rows import RESULT_ROWS, SPLIT_ROWS  # the numbers the results table shows
 
     for key in dict.fromkeys(k for k, _, _ in RESULT_ROWS + SPLIT_ROWS):
         v = lookup(res, key)
