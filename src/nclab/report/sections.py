@@ -328,6 +328,7 @@ def recovery_callback_note(run: RunData) -> str:
     with any key the ``recovery`` callback overrides named (then its last point can differ from the final
     recovery in the results table)."""
     from nclab.contracts.recovery import BY_NAME
+    from nclab.contracts.recovery import DEFAULTS as RECOVERY_DEFAULTS
 
     cb = lookup(run.config, "callbacks.recovery")
     if not isinstance(cb, dict) or run.series is None or "recovery.test_acc" not in run.series.values:
@@ -342,9 +343,9 @@ def recovery_callback_note(run: RunData) -> str:
         return f"a {int(m):,}-sample train subset"
 
     def how(settings: dict) -> str:
-        norm = settings.get("normalize", "whiten")
-        return (f"{settings.get('method', 'kmeans')}, normalize {norm}"
-                + (f" at {settings.get('whiten_var', 0.95)} of the variance" if norm == "whiten" else ""))
+        s = {**RECOVERY_DEFAULTS, **settings}  # a key a file lacks takes the protocol's default (one table)
+        return (f"{s['method']}, normalize {s['normalize']}"
+                + (f" at {s['whiten_var']} of the variance" if s["normalize"] == "whiten" else ""))
 
     if isinstance(recorded, dict):  # configs that record the run's settings
         used = {**recorded, **overrides}
