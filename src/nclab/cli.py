@@ -94,7 +94,7 @@ def _main(argv: list[str] | None) -> int:
     if getattr(args, "quiet", False) or getattr(args, "json", False):
         progress.set_quiet(True)
     try:
-        _check_torchrun(args.command)
+        _check_torchrun(args.command, getattr(args, "experiment", None))
         rc = args.func(args)
     except NclabError as e:
         progress.close_bars()
@@ -135,17 +135,28 @@ def _main(argv: list[str] | None) -> int:
 
 
 # commands that write run folders or reports from every process: under torchrun (docs/distributed.md) they would
-# race on the same files, so they refuse instead of half-working
-NOT_UNDER_TORCHRUN = ("demo", "data", "recover", "reproduce", "sweep", "ufm", "report", "compare")
+# race on the same files, so they refuse instead of half-working. nclab reproduce of paper A's trained experiments
+# and nclab sweep are data-parallel (rank 0 writes); the theory experiments refuse (TORCHRUN_EXPERIMENTS).
+NOT_UNDER_TORCHRUN = ("demo", "data", "recover", "ufm", "report", "compare")
+DATA_PARALLEL = "nclab train, nclab metrics --run, nclab reproduce cifar10-coarse5|cifar100-coarse20|cifar10-finer " \
+                "and nclab sweep"
 
 
-def _check_torchrun(command: str | None) -> None:
-    if command in NOT_UNDER_TORCHRUN:
-        from nclab.train.distributed import env_world_size
+def _check_torchrun(command: str | None, experiment: str | None = None) -> None:
+    if command not in NOT_UNDER_TORCHRUN and command != "reproduce":
+        return
+    from nclab.train.distributed import env_world_size
 
-        if env_world_size() > 1:
-            raise NclabError(f"nclab {command} does not run under torchrun (WORLD_SIZE > 1); only nclab train and "
-                             f"nclab metrics --run are data-parallel: run nclab {command} as one process")
+    if env_world_size() <= 1:
+        return
+    if command == "reproduce":
+        from nclab.experiments.finegrain_runs import EXPERIMENTS
+
+        if experiment is None or experiment in EXPERIMENTS:
+            return
+        command = f"reproduce {experiment}"
+    raise NclabError(f"nclab {command} does not run under torchrun (WORLD_SIZE > 1); only {DATA_PARALLEL} "
+                     f"are data-parallel: run nclab {command} as one process")
 
 
 def _leave_process_group() -> None:

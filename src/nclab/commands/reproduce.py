@@ -33,16 +33,19 @@ def _with_report(func):
         import contextlib
 
         from nclab.runlock import run_lock
+        from nclab.train import distributed as ddp
 
         # the experiment's folder is locked for the whole command (the experiments also lock it themselves, and
-        # a default --out is known only once the experiment resolves it)
+        # a default --out is known only once the experiment resolves it); under torchrun rank 0 alone writes the
+        # folder, so it alone locks it and writes the report
         out = getattr(args, "out", None)
-        with run_lock(out) if out else contextlib.nullcontext():
+        writer = ddp.env_rank() == 0
+        with run_lock(out) if out and writer else contextlib.nullcontext():
             try:
                 return func(args)
             finally:
                 run_dir = getattr(args, "run_dir", None) or getattr(args, "out", None)
-                if run_dir and os.path.isdir(run_dir):
+                if writer and run_dir and os.path.isdir(run_dir):
                     from nclab.report import try_write_report
                     from nclab.rundir import RunDir
 

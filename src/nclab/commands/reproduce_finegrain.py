@@ -82,6 +82,10 @@ def _cli(name: str, args) -> int:
         epochs=args.epochs, device=args.device, baseline=not args.no_baseline,
         random_init=not args.no_random_init, probe=not args.no_probe, max_train=args.max_train, out=args.out,
         resume=args.resume, force=args.force)
+    from nclab.train import distributed as ddp
+
+    if not ddp.is_main():  # under torchrun rank 0 prints (every rank holds its results)
+        return 0
     if args.json:
         print(json.dumps(res))
     else:

@@ -124,8 +124,11 @@ def run(args) -> int:
 
     axes = parse_grid(args.grid)
     check_max_train(args.max_train)
+    from nclab.train import distributed as ddp
+
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{args.experiment}-{Path(str(args.recipe)).stem}"
-    exp = RunDir(out)
+    # under torchrun rank 0 alone writes (and locks) the sweep folder; every rank runs every cell (data-parallel)
+    exp = RunDir(out) if ddp.env_rank() == 0 else ddp.ReadOnlyRunDir(out)
     cells = [dict(zip(axes, vals)) for vals in itertools.product(*axes.values())]
     limit = _inherited_time_limit(args, [out / cell_name(c) for c in cells])
     # every cell's config is built (= validated) before any cell trains, and a finished cell must have been
@@ -145,38 +148,59 @@ def run(args) -> int:
             if diff:
                 raise NclabError(f"{d} is complete but was trained with other values of {', '.join(diff[:5])}; "
                                  "pass --force to retrain the cells, or another --out")
-        plan.append((cell, d, ov, skip))
+        plan.append((cell, d, ov, skip, cfg))
+    import contextlib
+
+    from nclab.experiments.finegrain_runs import join_ranks
     from nclab.runlock import run_lock
 
-    with run_lock(out):  # the sweep folder has one writer; each cell's folder is locked by its own training
+    # under torchrun: the ranks join before anything is written (so every rank read the same folder above), and
+    # rank 0's decisions and errors reach the others from here on
+    join_ranks(plan[0][4])
+    plan = [p[:4] for p in plan]
+    # the sweep folder has one writer; each cell's folder is locked by its own training
+    with run_lock(out) if ddp.env_rank() == 0 else contextlib.nullcontext():
         return _run_cells(args, exp, axes, cells, plan)
 
 
 def _run_cells(args, exp, axes: dict, cells: list[dict], plan: list) -> int:
+    """Every cell in turn. Under torchrun every rank trains each cell (``run_experiment``: rank 0 analyses and
+    writes it); rank 0 alone reads the cells' results and writes the sweep folder, its errors reach every rank
+    (:func:`nclab.train.distributed.main_first`)."""
     from nclab.experiments.finegrain_runs import run_experiment
     from nclab.rundir import RunDir
+    from nclab.train import distributed as ddp
     from nclab.utils.progress import say
 
     out = exp.path
     rows = []
-    # the sweep folder is a run directory of its own: what was run (command, versions) and how it ended
-    exp.path.mkdir(parents=True, exist_ok=True)
-    exp.write_run_info({"experiment": f"sweep:{args.experiment}", "recipe": args.recipe, "grid": axes,
-                        "data": args.data, "hierarchy": args.hierarchy})
-    exp.write_status("running", f"{len(cells)} cells")
+
+    def begin() -> None:
+        # the sweep folder is a run directory of its own: what was run (command, versions) and how it ended
+        exp.path.mkdir(parents=True, exist_ok=True)
+        exp.write_run_info({"experiment": f"sweep:{args.experiment}", "recipe": args.recipe, "grid": axes,
+                            "data": args.data, "hierarchy": args.hierarchy})
+        exp.write_status("running", f"{len(cells)} cells")
+
+    ddp.main_first(begin)
     try:
         for i, (cell, d, ov, skip) in enumerate(plan):
             if skip:
                 say(f"[{i + 1}/{len(cells)}] {d.name}: complete, skipped")
             else:
                 say(f"[{i + 1}/{len(cells)}] {d.name}")
+                resume = ddp.main_first(d.exists) and not args.force  # rank 0's view of the folder
                 run_experiment(args.experiment, recipe=args.recipe, data=args.data, hierarchy=args.hierarchy,
                                overrides=ov, epochs=args.epochs, device=args.device, baseline=False,
                                random_init=False, raw_pixels=False, probe=not args.no_probe, max_train=args.max_train,
-                               out=d, resume=d.exists() and not args.force, force=args.force)
-            res = RunDir(d).read_results()
-            rows.append(cell_row(cell, d, res))
-            _write(exp, args, axes, rows)
+                               out=d, resume=resume, force=args.force)
+
+            def record(cell=cell, d=d) -> None:
+                res = RunDir(d).read_results()
+                rows.append(cell_row(cell, d, res))
+                _write(exp, args, axes, rows)
+
+            ddp.main_first(record)
     except RunPaused as e:
         exp.write_status("paused", f"cell {len(rows) + 1} of {len(cells)}: {e}")
         raise
@@ -186,11 +210,17 @@ def _run_cells(args, exp, axes: dict, cells: list[dict], plan: list) -> int:
     except BaseException as e:
         exp.write_status("failed", f"cell {len(rows) + 1} of {len(cells)}: {e}")
         raise
-    results = _write(exp, args, axes, rows)
-    exp.write_status("complete", f"{len(cells)} cells")
-    from nclab.report import try_write_report
 
-    report = try_write_report(out)  # heatmaps over the grid + one report per cell
+    def finish() -> tuple[dict, object]:
+        results = _write(exp, args, axes, rows)
+        exp.write_status("complete", f"{len(cells)} cells")
+        from nclab.report import try_write_report
+
+        return results, try_write_report(out)  # heatmaps over the grid + one report per cell
+
+    results, report = ddp.main_first(finish)
+    if not ddp.is_main():  # under torchrun rank 0 prints
+        return 0
     if args.json:
         print(json.dumps(results))
     else:

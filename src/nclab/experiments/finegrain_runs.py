@@ -10,6 +10,14 @@ baseline sub-run ``DIR/baseline`` (same recipe, trained on the fine/true labels)
 whatever is unfinished: a complete run is not retrained, a partial one continues from its last checkpoint.
 ``results.json`` is rewritten after each stage, so a run cut short still leaves what was measured.
 
+Under torchrun (``WORLD_SIZE`` > 1) every rank runs the same code: the trainings (main run and baseline sub-run)
+are data-parallel through the :class:`~nclab.train.Trainer`; every decision read from the folder (resume, reuse,
+inherited time limit) is rank 0's, broadcast; the analysis after each training (recovery, probe, pursuit, raw-pixel
+and random-init baselines, the baseline's test accuracy) runs on rank 0 alone, which alone writes ``results.json``
+and ``features/``, while the other ranks wait in :func:`~nclab.train.distributed.main_first` and receive rank 0's
+results (or its error). A pause (``--time-limit``) is decided inside the trainer for all ranks together.
+docs/distributed.md.
+
 The command-line parsers (``nclab reproduce``, ``nclab sweep``) are in ``nclab.commands.reproduce_finegrain``.
 """
 
@@ -95,6 +103,35 @@ def default_out(name: str, recipe: str, out=None) -> Path:
     return Path(out) if out else Path("runs") / f"{name}-{Path(str(recipe)).stem}"
 
 
+# how long the other ranks wait for rank 0's analysis of a trained run (clustering all train features, raw-pixel
+# and random-init baselines, probe: far longer than one collective's train.dist_timeout_s)
+ANALYSIS_TIMEOUT_S = 7200.0
+
+
+def join_ranks(cfg) -> bool:
+    """Under torchrun: join the process group now (the first :class:`~nclab.train.Trainer` would, with the same
+    device and timeout), so that the rank-0-only steps around the trainings can hand their results and errors to
+    every rank (:func:`nclab.train.distributed.main_first`). One process: nothing, False."""
+    from nclab.train import distributed as ddp
+
+    if ddp.env_world_size() <= 1:
+        return False
+    from nclab.train.trainer import resolve_device
+
+    return ddp.init_from_env(resolve_device(cfg.train.device), cfg.train.dist_timeout_s)
+
+
+def on_main(fn, cfg):
+    """``fn()`` on rank 0 alone, its result (or error) on every rank; the others wait up to
+    :data:`ANALYSIS_TIMEOUT_S`, then collectives get ``train.dist_timeout_s`` again. One process: ``fn()``."""
+    from nclab.train import distributed as ddp
+
+    if not ddp.active():
+        return fn()
+    with ddp.collective_timeout(ANALYSIS_TIMEOUT_S, then_s=cfg.train.dist_timeout_s):
+        return ddp.main_first(fn)
+
+
 def recipe_config(recipe: str) -> str:
     return RECIPES.get(recipe, recipe)
 
@@ -129,8 +166,10 @@ def _train(cfg, run_dir: Path, resume: bool, force: bool):
     from nclab.train import Trainer
     from nclab.train.config import config_diff
 
+    from nclab.train import distributed as ddp
+
     run = RunDir(run_dir)
-    status = run.read_status().get("status")
+    status = ddp.main_first(lambda: run.read_status().get("status"))  # rank 0's view, on every rank
     if resume and status == "complete":
         diff = config_diff(run.read_config(), cfg)
         if diff:
@@ -278,15 +317,19 @@ def run_experiment(name: str, *, recipe: str = "fast", data: str | None = None, 
                    max_train: int | None = None, out: str | Path | None = None, resume: bool = False,
                    force: bool = False, recovery_options: dict | None = None) -> dict:
     """Train, measure and write ``results.json`` for experiment ``name``; returns the results dict. Holds the
-    lock of the run directory throughout (:func:`nclab.runlock.run_lock`)."""
+    lock of the run directory throughout (:func:`nclab.runlock.run_lock`; under torchrun rank 0 alone takes it and
+    every rank returns rank 0's results)."""
+    import contextlib
+
     from nclab.runlock import run_lock
+    from nclab.train import distributed as ddp
 
     kw = dict(recipe=recipe, data=data, hierarchy=hierarchy, overrides=overrides, epochs=epochs, device=device,
               baseline=baseline, random_init=random_init, raw_pixels=raw_pixels, probe=probe, max_train=max_train,
               resume=resume, force=force, recovery_options=recovery_options)
     if name not in EXPERIMENTS:
         raise NclabError(f"unknown experiment {name!r}; use one of {', '.join(EXPERIMENTS)}")
-    with run_lock(default_out(name, recipe, out)):
+    with run_lock(default_out(name, recipe, out)) if ddp.env_rank() == 0 else contextlib.nullcontext():
         return _run_experiment(name, out=out, **kw)
 
 
@@ -299,17 +342,19 @@ def _run_experiment(name: str, *, recipe: str, data: str | None, hierarchy: str 
 
     from nclab.finegrain.features import trainer_features
     from nclab.finegrain.pipeline import setup_for
+    from nclab.train import distributed as ddp
 
     if name not in EXPERIMENTS:
         raise NclabError(f"unknown experiment {name!r}; use one of {', '.join(EXPERIMENTS)}")
     check_max_train(max_train)
     out = default_out(name, recipe, out)
     overrides = list(overrides or [])
-    if resume:
-        overrides += inherited_time_limit(overrides, [out])
+    if resume:  # rank 0's reading when the ranks already form a group (a sweep's later cells)
+        overrides += ddp.main_first(lambda: inherited_time_limit(overrides, [out]))
     cfg = build_config(name, recipe=recipe, data=data, hierarchy=hierarchy, overrides=overrides, epochs=epochs,
                        device=device, run_name=out.name)
-    run = RunDir(out)
+    join_ranks(cfg)
+    run = RunDir(out)  # written by rank 0 only: every write() below runs inside on_main
     t0 = time.perf_counter()
     results: dict[str, Any] = {"experiment": name, "paper": EXPERIMENTS[name]["paper"], "recipe": recipe,
                                "hierarchy": cfg.data.hierarchy, "source": cfg.data.source}
@@ -326,44 +371,64 @@ def _run_experiment(name: str, *, recipe: str, data: str | None, hierarchy: str 
     spec = RecoverySpec.of_config(cfg).replace(max_train=max_train, **(recovery_options or {}))
     which = tuple(k for k, on in (("raw_pixels", raw_pixels), ("random_init", random_init)) if on)
     opts = {k: v for k, v in spec.to_dict().items() if k != "max_train"}
-    key = _analysis_key(run, max_train=spec.max_train, options=opts, probe=probe, baselines=which)
-    prior = run.read_results() if resume else {}  # {} when there is none yet
-    if prior.get("analysis_of") == key:
-        # a resumed slice after the trained run was fully analysed (only the fine-label baseline is left): the
-        # recovery, probe, pursuit and raw/random baselines of this very checkpoint are in results.json already
-        results.update({k: v for k, v in prior.items() if k in _ANALYSIS_KEYS})
-        kept = {k: v for k, v in prior.get("baselines", {}).items() if k in which}
-        if kept:
-            results["baselines"] = kept
-        say(f"{out}: recovery and baselines of the trained run taken from results.json (same checkpoint and options)")
-    else:
-        _analyse(tr, results, write, spec=spec, probe=probe, which=which)
-    results["analysis_of"] = key
-    write()
-    del tr
+
+    def analyse() -> dict:  # rank 0 only under torchrun (the others receive its results)
+        key = _analysis_key(run, max_train=spec.max_train, options=opts, probe=probe, baselines=which)
+        prior = run.read_results() if resume else {}  # {} when there is none yet
+        if prior.get("analysis_of") == key:
+            # a resumed slice after the trained run was fully analysed (only the fine-label baseline is left): the
+            # recovery, probe, pursuit and raw/random baselines of this very checkpoint are in results.json already
+            results.update({k: v for k, v in prior.items() if k in _ANALYSIS_KEYS})
+            kept = {k: v for k, v in prior.get("baselines", {}).items() if k in which}
+            if kept:
+                results["baselines"] = kept
+            say(f"{out}: recovery and baselines of the trained run taken from results.json (same checkpoint and "
+                "options)")
+        else:
+            _analyse(tr, results, write, spec=spec, probe=probe, which=which)
+        results["analysis_of"] = key
+        write()
+        return results
+
+    results = on_main(analyse, cfg)
+    tr = None  # the main run's trainer (model, data) is not needed while the baseline trains
     if baseline:
         bdir = out / "baseline"
         bcfg = _fine_baseline_cfg(cfg, name)
         # a complete baseline is reused unless --force retrains (then the main run was retrained too)
-        reuse = not force and RunDir(bdir).read_status().get("status") == "complete"
+        reuse = not force and ddp.main_first(lambda: RunDir(bdir).read_status().get("status")) == "complete"
         btr = _train(bcfg, bdir, resume or reuse, force)
-        blast = btr.metrics[-1] if btr.metrics else {}
-        fine_trained = {"run": "baseline", "train_time_s": blast.get("train_time_total_s")}
         bst = setup_for(btr)
-        if bst.kind == "fine" and bst.net_hierarchy is not None:
-            # one pass over the test split gives both numbers: trainer_features' predictions are the argmax
-            # evaluate() takes (same flip-averaged features, same classifier, same autocast)
-            _, pred = trainer_features(btr, "test")
-            fine_trained["test_acc"] = float(np.mean(pred == bst.fine["test"]))
-            # how often the fine-trained net is right about the superclass (the routing `nclab recover` gives it):
-            # what a coarse-trained net would need to match (under mod:5 most CIFAR-10 confusions cross superclasses)
-            fine_trained["coarse_test_acc"] = float(np.mean(bst.route(pred) == bst.coarse["test"]))
-        else:
-            fine_trained["test_acc"] = float(btr.evaluate("test")["acc"])
-        results.setdefault("baselines", {})["fine_trained"] = fine_trained
-        results["subruns"] = ["baseline"]
+        by_features = bst.kind == "fine" and bst.net_hierarchy is not None
+        # evaluate() is sharded under torchrun: every rank takes part (the same accuracy on each)
+        test_acc = None if by_features else float(btr.evaluate("test")["acc"])
+
+        def baseline_results() -> dict:  # rank 0 only under torchrun
+            blast = btr.metrics[-1] if btr.metrics else {}
+            fine_trained = {"run": "baseline", "train_time_s": blast.get("train_time_total_s")}
+            if by_features:
+                # one pass over the test split gives both numbers: trainer_features' predictions are the argmax
+                # evaluate() takes (same flip-averaged features, same classifier, same autocast)
+                _, pred = trainer_features(btr, "test")
+                fine_trained["test_acc"] = float(np.mean(pred == bst.fine["test"]))
+                # how often the fine-trained net is right about the superclass (the routing `nclab recover` gives
+                # it): what a coarse-trained net would need to match (under mod:5 most CIFAR-10 confusions cross
+                # superclasses)
+                fine_trained["coarse_test_acc"] = float(np.mean(bst.route(pred) == bst.coarse["test"]))
+            else:
+                fine_trained["test_acc"] = test_acc
+            results.setdefault("baselines", {})["fine_trained"] = fine_trained
+            results["subruns"] = ["baseline"]
+            write()
+            return results
+
+        results = on_main(baseline_results, bcfg)
+
+    def finish() -> dict:
+        results["wall_time_s"] = time.perf_counter() - t0
         write()
-    results["wall_time_s"] = time.perf_counter() - t0
-    write()
+        return results
+
+    results = on_main(finish, cfg)
     results["results_path"] = str(run.results_path)
     return results

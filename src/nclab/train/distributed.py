@@ -12,9 +12,10 @@ Sharding: rank ``r`` of ``W`` takes rows ``[r*b//W, (r+1)*b//W)`` of each global
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 
@@ -125,6 +126,22 @@ def ready(timeout_s: float) -> None:
     dist.barrier()
     if _can_set_timeout():
         c10d._set_pg_timeout(datetime.timedelta(seconds=float(timeout_s)))
+
+
+@contextlib.contextmanager
+def collective_timeout(timeout_s: float, then_s: float) -> Iterator[None]:
+    """Collectives inside wait up to ``timeout_s`` (e.g. the other ranks waiting for rank 0's long analysis),
+    those after it ``then_s`` again. No-op when not distributed or where torch cannot change the timeout."""
+    if not active() or not _can_set_timeout():
+        yield
+        return
+    import torch.distributed.distributed_c10d as c10d
+
+    c10d._set_pg_timeout(datetime.timedelta(seconds=float(timeout_s)))
+    try:
+        yield
+    finally:
+        c10d._set_pg_timeout(datetime.timedelta(seconds=float(then_s)))
 
 
 def local_device(device: torch.device) -> torch.device:
