@@ -46,11 +46,15 @@ browser:
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 
+# one pytest worker per core (test files kept whole on one worker), each with one torch thread: torch's own
+# threads per worker would oversubscribe the cores
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
+
 test: $(TEST_STAMP) browser lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: $(TEST_STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not browser"
+	$(PYTEST) -m "not slow and not browser"
 
 bench: $(STAMP)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
