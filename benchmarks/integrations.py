@@ -24,6 +24,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 
 def main() -> None:
+    from provenance import header
+
+    print(header())
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--n", type=int, default=10000, help="samples in the training set and in the measured loader")

@@ -60,6 +60,9 @@ def run(name: str, groups, k_max: int, criteria) -> None:
 
 
 def main() -> None:
+    from provenance import header
+
+    print(header())
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--features", nargs="*", default=[], help="run features/ folders")
     ap.add_argument("--k-max", type=int, default=10)

@@ -125,11 +125,14 @@ class _Reiter:
         return _batches(*self.a)
 
 
-def images(ns, device, bs):
+def images(ns, device, bs, compare_max=None):
+    """``compare_max``: the fp32 probe and the baseline run only at N <= this (None: at every N)."""
     print(f"== images: 4 layers {LAYERS}, batch {bs}, device {device}")
     rows = []
     for n in ns:
         for mode in MODES:
+            if mode != "probe" and compare_max is not None and n > compare_max:
+                continue
             cmd = [sys.executable, __file__, "--one", mode, str(n), "--device", device, "--batch-size", str(bs)]
             r = json.loads(
                 subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
@@ -139,6 +142,8 @@ def images(ns, device, bs):
                   f"  (before the pass {r['rss_before_mb']:.0f} MB)  layer4 coarse nc1 {r['layer4_coarse_nc1']:.6g}"
                   f"  [{r['model']}, {r['data']}]")
     for n in ns:
+        if compare_max is not None and n > compare_max:
+            continue
         p, p32, b = (next(r for r in rows if r["n"] == n and r["mode"] == m) for m in MODES)
         print(f"  N={n}: probe ({p['precision']}) / baseline speed {p['images_per_s'] / b['images_per_s']:.2f}x, "
               f"probe-fp32 / baseline {p32['images_per_s'] / b['images_per_s']:.2f}x; layer4 coarse nc1 "
@@ -180,14 +185,21 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--part", default="all", choices=("images", "tokens", "all"))
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="image counts N (default 10000 50000)")
+    ap.add_argument("--compare-max", type=int, default=None,
+                    help="run the fp32 probe and the baseline only at N <= this (the probe alone above it)")
     ap.add_argument("--one", nargs=2, metavar=("MODE", "N"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         print(json.dumps(one_image_run(a.one[0], int(a.one[1]), a.device, a.batch_size)))
         return
+    from provenance import header
+
+    print(header(a.device))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if a.part in ("images", "all"):
-        images((1000, 2000) if a.small else (10000, 50000), a.device, a.batch_size)
+        sizes = a.sizes or ((1000, 2000) if a.small else (10000, 50000))
+        images(sizes, a.device, a.batch_size, a.compare_max)
     if a.part in ("tokens", "all"):
         tokens(200_000 if a.small else 2_000_000, 50257, 768, a.device)
 

@@ -29,6 +29,9 @@ def load(run: str) -> dict:
 
 
 def main() -> None:
+    from provenance import header
+
+    print(header())
     from nclab.finegrain.evaluate import as_hierarchy
     from nclab.finegrain.select import choose, compare_methods
 
