@@ -106,7 +106,7 @@ DOCS_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 
 
 def docs_result_dirs() -> list[Path]:
-    """Every run folder under docs/results (each holds results.json; some run.json too)."""
+    """Every run folder under docs/results (an experiment's, with results.json, or a plain training run's)."""
     return sorted(p for p in DOCS_RESULTS.iterdir() if p.is_dir())
 
 
