@@ -34,15 +34,11 @@ from nclab.utils.progress import say
 
 RECIPES = {"paper": "paper_resnet18", "fast": "fast", "gpu-fast": "gpu_fast"}
 
-# Callback schedules per recipe: NC metrics + recovery are a full pass over the data each, affordable
-# often on a GPU, rarely on the 2-core CPU. The CPU curve clusters a 10,000-sample subset (2,000 per superclass),
-# PCA-whitened on the axes holding 80 % of the variance: on the final features of ten CPU runs (2-3 subsets
-# each) that gave 84-86 % on eight mod:5 runs (0.2-2.5 points below their final recovery), 80-83 % on adjacent:5
-# (final 85.0 %) and 77-84 % on an older variant; whitening at the default 95 % on so few samples swung between
-# 55 and 87 %, and L2 normalisation (the earlier choice) between 64 and 85 % (seed 2 of the fast recipe: 74.8 %
-# on the curve vs 87.0 % final). docs/recovery.md.
-# These two keys override the run's recovery settings for the curve only (the report names them); the final
-# recovery uses the run's own (config ``recovery``: all train samples, whitening at 95 %).
+# Callback schedules per recipe: NC metrics + recovery are a full pass over the data each, affordable often on a
+# GPU, rarely on a CPU. The CPU curve clusters a 10,000-sample subset whitened on the axes holding 80 % of the
+# variance, which tracks the final recovery far more closely on so few samples than the default 95 %
+# (measurements: docs/recovery.md). These two keys override the run's recovery settings for the curve only (the
+# report names them); the final recovery uses the run's own (config ``recovery``).
 CALLBACKS = {
     "paper": {"nc_metrics": {"epochs": "log", "log_points": 30, "splits": ["train"]},
               "recovery": {"epochs": "log", "log_points": 15}},
