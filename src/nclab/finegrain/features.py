@@ -68,13 +68,11 @@ def trainer_features(trainer, split: str, *, tap: str | None = None, idx: np.nda
     in storage order (``idx``: only those rows); with ``train.tta: flip`` the flip-averaged features.
 
     ``shard`` (under torchrun; ignored in one process): every rank (all must call it) extracts only its rows of
-    each batch with rank 0's model buffers, and rank 0 receives all rows in storage order
-    (:func:`nclab.train.distributed.gather_in_order`); the other ranks get ``(None, None)``."""
+    each batch (the trainer gives every rank rank 0's model buffers at each epoch end), and rank 0 receives all rows
+    in storage order (:func:`nclab.train.distributed.gather_in_order`); the other ranks get ``(None, None)``."""
     shard = shard and bool(getattr(trainer, "distributed", False))
     if shard:
         from nclab.train import distributed as ddp
-
-        ddp.broadcast_buffers(trainer.model)  # each rank's own last BatchNorm update -> rank 0's (the checkpoint's)
     loader = trainer.eval_loader(split, shard=shard)
     if idx is not None:
         loader = subset_loader(loader, idx)

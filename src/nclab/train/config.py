@@ -26,8 +26,6 @@ from nclab.contracts.recovery import RecoverySpec
 from nclab.utils.yamlio import DuplicateKeyError, safe_load_unique
 from nclab.utils.errors import NclabError
 
-ANY = object()
-
 
 class Opt:
     """A config leaf: allowed types (tuple), optional allowed values, default, help."""
@@ -53,8 +51,6 @@ class Opt:
             if self.nullable:
                 return None
             raise NclabError(f"config key {key} must be {self.describe()}, got null")
-        if self.types is ANY:
-            return v
         if float in self.types and isinstance(v, str):
             try:  # YAML 1.1 reads 1e10 / 5e-4 (no dot) as strings
                 v = float(v)
@@ -137,7 +133,7 @@ class Section:
                 kw[f.name] = f.metadata["section"].from_checked(v)
             elif "build" in f.metadata:
                 kw[f.name] = f.metadata["build"](v)
-            elif f.metadata["opt"].types is ANY or f.name in _FREE_FORM:
+            elif f.name in _FREE_FORM:
                 kw[f.name] = copy.deepcopy(v)
             else:
                 kw[f.name] = _frozen(copy.deepcopy(v))

@@ -480,7 +480,7 @@ class Trainer:
                                      f"reproduce/sweep: --out)")
                 run.clear_outputs()  # the old run's files, including what experiments added to its folder
             run.path.mkdir(parents=True, exist_ok=True)
-        run.write_config(self.cfg.to_dict())
+        run.write_config(self.cfg)
         run.write_run_info({
             "device": str(self.device), "dataset": self.dataset.name, "source": self.dataset.source,
             "checksum": self.dataset.checksum, "num_classes": self.num_classes,
